@@ -1,0 +1,1 @@
+"""FHIR domain services: resource definitions, CRUD, search, bundles (no HTTP here)."""
