@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     )
     base_url: str | None = Field(
         default=None,
-        description="Public base URL of the FHIR endpoint (…/fhir); derived from requests if unset.",
+        description="Public base URL of the FHIR endpoint (…/fhir); else taken from requests.",
     )
     timezone: str = Field(
         default="Europe/Amsterdam",

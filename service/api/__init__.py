@@ -1,0 +1,1 @@
+"""HTTP: the FHIR REST API (wire format, content negotiation, routing)."""

@@ -1,0 +1,280 @@
+"""The FHIR REST endpoints under ``/fhir``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
+
+from service.api.deps import AppState, base_url, get_state
+from service.api.wire import (
+    FhirResponse,
+    instant,
+    negotiate,
+    prefer,
+    read_json_body,
+    resource_response,
+)
+from service.fhir import bundles
+from service.fhir.conformance import CONFORMANCE_TYPES, capability_statement
+from service.fhir.dates import DateFormatError, parse_range
+from service.fhir.outcome import FhirError, operation_outcome
+from service.fhir.service import SearchResult
+from service.storage.repository import StoredVersion
+
+router = APIRouter(prefix="/fhir", dependencies=[Depends(negotiate)])
+
+State = Annotated[AppState, Depends(get_state)]
+Base = Annotated[str, Depends(base_url)]
+
+
+def _query_params(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format",)]
+
+
+async def _body(request: Request, state: AppState) -> Any:
+    s = state.settings
+    return await read_json_body(request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth)
+
+
+def _bundle(kind: str, entries: list[Any], **extra: Any) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": instant(int(datetime.now(UTC).timestamp() * 1_000_000))},
+        "type": kind,
+    }
+    bundle.update(extra)
+    bundle["entry"] = entries
+    return bundle
+
+
+def _entry(base: str, row: StoredVersion, mode: str) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/{row.res_type}/{row.res_id}",
+        "resource": orjson.Fragment(row.content or "{}"),
+        "search": {"mode": mode},
+    }
+
+
+def _searchset(request: Request, base: str, res_type: str, result: SearchResult) -> FhirResponse:
+    params = [(k, v) for k, v in _query_params(request) if k != "_cursor"]
+    self_url = f"{base}/{res_type}" + (f"?{request.url.query}" if request.url.query else "")
+    links = [{"relation": "self", "url": self_url}]
+    if result.next_cursor:
+        query = urlencode([*params, ("_cursor", result.next_cursor)])
+        links.append({"relation": "next", "url": f"{base}/{res_type}?{query}"})
+    entries = [_entry(base, r, "match") for r in result.matches]
+    entries += [_entry(base, r, "include") for r in result.included]
+    if result.warnings:
+        entries.append(
+            {"resource": operation_outcome(result.warnings), "search": {"mode": "outcome"}}
+        )
+    extra: dict[str, Any] = {"link": links}
+    if result.total is not None:
+        extra["total"] = result.total
+    return FhirResponse(_bundle("searchset", entries, **extra))
+
+
+def _strict(request: Request) -> bool:
+    return prefer(request, "handling") == "strict"
+
+
+@router.get("/metadata")
+async def metadata(state: State, base: Base) -> FhirResponse:
+    """The CapabilityStatement."""
+    statement = capability_statement(
+        state.fhir.registry, state.fhir.profiles.profile_urls(), base, state.started_at
+    )
+    return FhirResponse(statement)
+
+
+@router.post("")
+async def transaction(request: Request, state: State) -> FhirResponse:
+    """Process a transaction or batch Bundle."""
+    data = await _body(request, state)
+    representation = prefer(request, "return") == "representation"
+    result = await run_in_threadpool(bundles.process, state.fhir, data, representation=representation)
+    return FhirResponse(result)
+
+
+@router.get("/Observation/$lastn")
+async def lastn(request: Request, state: State, base: Base) -> FhirResponse:
+    """The newest ``max`` Observations per patient and code."""
+    rows, warnings = await run_in_threadpool(
+        state.fhir.lastn, _query_params(request), strict=_strict(request)
+    )
+    entries = [_entry(base, r, "match") for r in rows]
+    if warnings:
+        entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
+    return FhirResponse(_bundle("searchset", entries, total=len(rows)))
+
+
+def _conformance_search(state: State, base: str, res_type: str, request: Request) -> FhirResponse:
+    wanted_url = request.query_params.get("url")
+    resources = [
+        r for r in state.conformance.all_of(res_type) if wanted_url in (None, r.get("url"))
+    ]
+    entries = [
+        {"fullUrl": f"{base}/{res_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+        for r in resources
+    ]
+    return FhirResponse(_bundle("searchset", entries, total=len(entries)))
+
+
+@router.get("/{res_type}")
+async def search(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
+    """Type-level search."""
+    if res_type in CONFORMANCE_TYPES:
+        return _conformance_search(state, base, res_type, request)
+    result = await run_in_threadpool(
+        state.fhir.search, res_type, _query_params(request), strict=_strict(request)
+    )
+    return _searchset(request, base, res_type, result)
+
+
+@router.post("/{res_type}/_search")
+async def search_post(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
+    """Search with parameters in an ``application/x-www-form-urlencoded`` body."""
+    form = await request.form()
+    params = _query_params(request) + [(k, str(v)) for k, v in form.multi_items()]
+    result = await run_in_threadpool(state.fhir.search, res_type, params, strict=_strict(request))
+    return _searchset(request, base, res_type, result)
+
+
+@router.post("/{res_type}")
+async def create(
+    res_type: str,
+    request: Request,
+    state: State,
+    base: Base,
+    if_none_exist: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    """Create, or conditionally create with ``If-None-Exist``."""
+    state.fhir.resource_type(res_type, for_write=True)
+    data = await _body(request, state)
+    if isinstance(data, dict) and data.get("resourceType") not in (None, res_type):
+        raise FhirError.single(
+            400,
+            "invalid",
+            f"resourceType '{data.get('resourceType')}' does not match the URL ({res_type})",
+            "resourceType",
+        )
+    if isinstance(data, dict) and "resourceType" not in data:
+        raise FhirError.single(400, "required", "resourceType is required", "resourceType")
+    result = await run_in_threadpool(state.fhir.create, data, if_none_exist=if_none_exist)
+    return resource_response(result, base, return_pref=prefer(request, "return"), location=True)
+
+
+@router.get("/{res_type}/_history")
+async def type_history(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
+    """Every version of every resource of a type, newest first."""
+    since, count = _history_params(request)
+    versions = await run_in_threadpool(state.fhir.history, res_type, None, since=since, count=count)
+    return FhirResponse(_history_bundle(base, versions))
+
+
+@router.get("/{res_type}/{res_id}")
+async def read(res_type: str, res_id: str, state: State, base: Base) -> FhirResponse:
+    """Read the current version."""
+    if res_type in CONFORMANCE_TYPES:
+        found = state.conformance.get(res_type, res_id)
+        if found is None:
+            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+        return FhirResponse(found)
+    result = await run_in_threadpool(state.fhir.read, res_type, res_id)
+    return resource_response(result, base)
+
+
+@router.put("/{res_type}/{res_id}")
+async def update(
+    res_type: str,
+    res_id: str,
+    request: Request,
+    state: State,
+    base: Base,
+    if_match: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    """Update (or create with this id); ``If-Match`` guards against lost updates."""
+    state.fhir.resource_type(res_type, for_write=True)
+    data = await _body(request, state)
+    result = await run_in_threadpool(state.fhir.update, res_type, res_id, data, if_match=if_match)
+    return resource_response(
+        result, base, return_pref=prefer(request, "return"), location=result.status == 201
+    )
+
+
+@router.delete("/{res_type}/{res_id}")
+async def delete(res_type: str, res_id: str, state: State, base: Base) -> FhirResponse:
+    """Delete; later reads answer 410 Gone."""
+    result = await run_in_threadpool(state.fhir.delete, res_type, res_id)
+    return FhirResponse(
+        operation_outcome(result.issues),
+        status_code=200,
+        headers={"ETag": f'W/"{result.version_id}"'},
+    )
+
+
+@router.get("/{res_type}/{res_id}/_history")
+async def instance_history(
+    res_type: str, res_id: str, request: Request, state: State, base: Base
+) -> FhirResponse:
+    """Every version of one resource, newest first."""
+    since, count = _history_params(request)
+    versions = await run_in_threadpool(
+        state.fhir.history, res_type, res_id, since=since, count=count
+    )
+    return FhirResponse(_history_bundle(base, versions))
+
+
+@router.get("/{res_type}/{res_id}/_history/{version}")
+async def vread(res_type: str, res_id: str, version: str, state: State, base: Base) -> FhirResponse:
+    """Read one version."""
+    result = await run_in_threadpool(state.fhir.vread, res_type, res_id, version)
+    return resource_response(result, base)
+
+
+def _history_params(request: Request) -> tuple[int | None, int | None]:
+    since_raw = request.query_params.get("_since")
+    count_raw = request.query_params.get("_count")
+    since = None
+    if since_raw:
+        try:
+            since = parse_range(since_raw, state_zone(request))[0]
+        except DateFormatError as exc:
+            raise FhirError.single(400, "invalid", str(exc), "_since") from exc
+    if count_raw is not None and not count_raw.isdigit():
+        raise FhirError.single(400, "invalid", "_count must be a non-negative integer", "_count")
+    return since, int(count_raw) if count_raw else None
+
+
+def state_zone(request: Request) -> Any:
+    """The server's time zone."""
+    return get_state(request).fhir.zone
+
+
+def _history_bundle(base: str, versions: list[StoredVersion]) -> dict[str, Any]:
+    entries = []
+    for v in versions:
+        url = f"{v.res_type}/{v.res_id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if v.deleted:
+            entry["request"] = {"method": "DELETE", "url": url}
+            entry["response"] = {"status": "410 Gone", "lastModified": instant(v.last_updated)}
+        else:
+            entry["resource"] = orjson.Fragment(v.content or "{}")
+            method = "POST" if v.version_id == 1 else "PUT"
+            entry["request"] = {"method": method, "url": url if method == "PUT" else v.res_type}
+            entry["response"] = {
+                "status": "201 Created" if v.version_id == 1 else "200 OK",
+                "etag": f'W/"{v.version_id}"',
+                "lastModified": instant(v.last_updated),
+            }
+        entries.append(entry)
+    return _bundle("history", entries, total=len(entries))
+

@@ -1,0 +1,135 @@
+"""The FHIR JSON wire format: content negotiation, bounded body reading, responses."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from service.fhir.dates import format_instant, from_micros
+from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.fhir.service import VersionResult
+from service.validation import parse_json
+
+FHIR_JSON = "application/fhir+json"
+_JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+_ACCEPTABLE = _JSON_TYPES | {"*/*", "application/*"}
+_FORMAT_PARAMS = {"json", "application/json", "application/fhir+json"}
+
+
+class FhirResponse(Response):
+    """A response whose body is FHIR JSON (already serialised, or data to serialise)."""
+
+    media_type = f"{FHIR_JSON}; charset=utf-8"
+
+    def render(self, content: Any) -> bytes:
+        """Serialise ``content`` (bytes/str pass through; data via orjson, Fragments inline)."""
+        if isinstance(content, bytes):
+            return content
+        if isinstance(content, str):
+            return content.encode()
+        return orjson.dumps(content)
+
+
+def outcome_response(error: FhirError) -> FhirResponse:
+    """The HTTP response for a domain error."""
+    return FhirResponse(
+        operation_outcome(error.issues), status_code=error.status, headers=error.headers
+    )
+
+
+def negotiate(request: Request) -> None:
+    """Refuse (406) an ``Accept`` header or ``_format`` that allows no JSON."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt not in _FORMAT_PARAMS:
+        raise FhirError.single(406, "not-supported", f"_format={fmt} is not supported", "_format")
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in _ACCEPTABLE:
+            return
+    raise FhirError.single(
+        406, "not-supported", f"Cannot produce '{accept}'; this server speaks {FHIR_JSON}", "Accept"
+    )
+
+
+async def read_json_body(request: Request, *, max_bytes: int, max_depth: int) -> Any:
+    """Read and strictly parse a FHIR JSON body: 415 wrong type, 413 too large, 400 bad JSON."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    if media not in _JSON_TYPES:
+        raise FhirError.single(
+            415,
+            "not-supported",
+            f"Content-Type '{content_type or '(none)'}' is not supported; send {FHIR_JSON}",
+            "Content-Type",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise FhirError.single(400, "required", "The request body is empty")
+    return parse_json(body, max_depth=max_depth)
+
+
+def _too_large(max_bytes: int) -> FhirError:
+    return FhirError.single(413, "too-costly", f"The request body exceeds {max_bytes} bytes")
+
+
+def prefer(request: Request, key: str) -> str | None:
+    """The value of one ``Prefer`` header token (``return``, ``handling``)."""
+    for part in request.headers.get("prefer", "").split(";"):
+        for token in part.split(","):
+            name, _, value = token.strip().partition("=")
+            if name.strip().lower() == key:
+                return value.strip().strip('"').lower()
+    return None
+
+
+def version_headers(result: VersionResult, base: str) -> dict[str, str]:
+    """ETag, Last-Modified and (for writes) Location of a version."""
+    headers = {
+        "ETag": f'W/"{result.version_id}"',
+        "Last-Modified": format_datetime(from_micros(result.last_updated), usegmt=True),
+    }
+    if result.status in (200, 201):
+        headers["Location"] = (
+            f"{base}/{result.res_type}/{result.res_id}/_history/{result.version_id}"
+        )
+    return headers
+
+
+def resource_response(
+    result: VersionResult, base: str, *, return_pref: str | None = None, location: bool = False
+) -> FhirResponse:
+    """The response to a read or a write, honouring ``Prefer: return=``."""
+    headers = version_headers(result, base)
+    if not location:
+        headers.pop("Location", None)
+    if return_pref == "minimal":
+        return FhirResponse(b"", status_code=result.status, headers=headers)
+    if return_pref == "operationoutcome":
+        issue = Issue("informational", f"{result.res_type}/{result.res_id} stored", (), "information")
+        return FhirResponse(
+            operation_outcome([issue]), status_code=result.status, headers=headers
+        )
+    body = result.content if result.content is not None else operation_outcome(result.issues)
+    return FhirResponse(body, status_code=result.status, headers=headers)
+
+
+def instant(micros: int) -> str:
+    """A FHIR instant string."""
+    return format_instant(micros)

@@ -1,0 +1,330 @@
+"""``POST [base]`` with a ``transaction`` or ``batch`` Bundle.
+
+A transaction runs every entry in one database transaction: all succeed or nothing is written,
+whatever the entry order. ``urn:uuid:`` references between entries are resolved to the ids the
+server assigns (or finds, for conditional creates). A batch runs each entry on its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Connection
+
+from service.fhir.dates import format_instant
+from service.fhir.outcome import FhirError, operation_outcome
+from service.fhir.service import FhirService, VersionResult, check_id, now_micros
+from service.storage import repository as repo
+from service.validation import validate_structure
+
+T = TypeVar("T")
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+
+
+@dataclass(slots=True)
+class Entry:
+    """One parsed Bundle entry."""
+
+    index: int
+    method: str
+    res_type: str
+    res_id: str | None
+    query: str | None
+    full_url: str | None
+    resource: dict[str, Any] | None
+    if_none_exist: str | None
+    if_match: str | None
+
+    @property
+    def where(self) -> str:
+        """The FHIRPath of this entry, for error expressions."""
+        return f"Bundle.entry[{self.index}]"
+
+
+def _fail(index: int, element: str, message: str, status: int = 400) -> FhirError:
+    return FhirError.single(status, "invalid", message, f"Bundle.entry[{index}].{element}")
+
+
+def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
+    if not isinstance(raw, dict):
+        raise _fail(index, "", "A Bundle entry must be an object")
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise _fail(index, "request", "Each entry of a transaction or batch needs a request")
+    method = request.get("method")
+    url = request.get("url")
+    if method not in _ORDER:
+        raise _fail(index, "request.method", f"Method '{method}' is not supported here")
+    if not isinstance(url, str) or not url:
+        raise _fail(index, "request.url", "request.url is required")
+    path, _, query = url.partition("?")
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not parts or len(parts) > 2:
+        raise _fail(index, "request.url", f"Cannot process request.url '{url}'")
+    res_type = parts[0]
+    res_id = parts[1] if len(parts) == 2 else None
+    try:
+        service.resource_type(res_type, for_write=method != "GET")
+        if res_id is not None:
+            check_id(res_id)
+    except FhirError as exc:
+        raise FhirError(
+            exc.status, [i.prefixed(f"Bundle.entry[{index}].request.url") for i in exc.issues]
+        ) from exc
+    resource = raw.get("resource")
+    if method in ("POST", "PUT"):
+        if resource is None:
+            raise _fail(index, "resource", f"A {method} entry needs a resource")
+        try:
+            validate_structure(resource, res_type)
+        except FhirError as exc:
+            raise FhirError(
+                exc.status, [i.prefixed(f"Bundle.entry[{index}].resource") for i in exc.issues]
+            ) from exc
+        if method == "PUT" and (res_id is None or resource.get("id") != res_id):
+            raise _fail(index, "resource.id", "A PUT entry's resource id must match its url")
+    elif res_id is None and method == "DELETE":
+        raise _fail(index, "request.url", "DELETE needs Type/id in request.url")
+    if method == "POST" and res_id is not None:
+        raise _fail(index, "request.url", "POST goes to the type, not to an id")
+    full_url = raw.get("fullUrl")
+    return Entry(
+        index,
+        method,
+        res_type,
+        res_id,
+        query or None,
+        full_url if isinstance(full_url, str) else None,
+        resource,
+        request.get("ifNoneExist"),
+        request.get("ifMatch"),
+    )
+
+
+def _rewrite_references(node: Any, mapping: dict[str, str], where: str) -> None:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in mapping:
+            node["reference"] = mapping[ref]
+        elif isinstance(ref, str) and ref.startswith(("urn:uuid:", "urn:oid:")):
+            raise FhirError.single(
+                400, "not-found", f"Reference '{ref}' matches no entry's fullUrl", where
+            )
+        for value in node.values():
+            if isinstance(value, dict | list):
+                _rewrite_references(value, mapping, where)
+    elif isinstance(node, list):
+        for value in node:
+            _rewrite_references(value, mapping, where)
+
+
+def _response(result: VersionResult, representation: bool) -> dict[str, Any]:
+    status = HTTPStatus(result.status)
+    out: dict[str, Any] = {
+        "status": f"{status.value} {status.phrase}",
+        "etag": f'W/"{result.version_id}"',
+        "lastModified": format_instant(result.last_updated),
+    }
+    if result.content is not None:
+        out["location"] = f"{result.res_type}/{result.res_id}/_history/{result.version_id}"
+    entry: dict[str, Any] = {"response": out}
+    if representation and result.content is not None:
+        entry["resource"] = orjson.Fragment(result.content)
+    if result.issues:
+        out["outcome"] = operation_outcome(result.issues)
+    return entry
+
+
+def process(service: FhirService, bundle: Any, *, representation: bool = False) -> dict[str, Any]:
+    """Process a transaction or batch Bundle; returns the response Bundle (as JSON data)."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError.single(400, "invalid", "POST to the base needs a Bundle", "resourceType")
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise FhirError.single(
+            400, "invalid", "Only transaction and batch Bundles can be processed", "Bundle.type"
+        )
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        raise FhirError.single(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
+    if len(entries) > service.settings.bundle_max_entries:
+        raise FhirError.single(
+            413,
+            "too-costly",
+            f"At most {service.settings.bundle_max_entries} entries per Bundle",
+            "Bundle.entry",
+        )
+    if kind == "batch":
+        return _batch(service, entries, representation)
+    parsed = [_parse_entry(service, i, e) for i, e in enumerate(entries)]
+    with service.db.write() as conn:
+        results = _transaction(service, conn, parsed)
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "transaction-response",
+        "entry": [_response(results[e.index], representation) for e in parsed],
+    }
+
+
+def _transaction(
+    service: FhirService, conn: Connection, entries: list[Entry]
+) -> dict[int, VersionResult]:
+    results: dict[int, VersionResult] = {}
+    ordered = sorted(entries, key=lambda e: _ORDER[e.method])
+    mapping: dict[str, str] = {}
+    for entry in ordered:  # deletes first, then resolve the ids of creates
+        if entry.method == "DELETE":
+            rtype = service.resource_type(entry.res_type)
+            results[entry.index] = _in_entry(
+                entry, lambda r=rtype, e=entry: service.delete_in(conn, r, e.res_id or "")
+            )
+    new_ids: dict[int, str] = {}
+    for entry in ordered:
+        if entry.method == "POST":
+            rtype = service.resource_type(entry.res_type)
+            match = None
+            if entry.if_none_exist:
+                match = _in_entry(
+                    entry,
+                    lambda r=rtype, e=entry: service.conditional_match(
+                        conn, r, e.if_none_exist or ""
+                    ),
+                )
+            if match is not None:
+                results[entry.index] = VersionResult.of(200, match)
+                target = f"{match.res_type}/{match.res_id}"
+            else:
+                new_ids[entry.index] = str(uuid.uuid4())
+                target = f"{entry.res_type}/{new_ids[entry.index]}"
+            if entry.full_url:
+                mapping[entry.full_url] = target
+        elif entry.method == "PUT" and entry.full_url:
+            mapping[entry.full_url] = f"{entry.res_type}/{entry.res_id}"
+    pending_keys = {(t.partition("/")[0], t.partition("/")[2]) for t in mapping.values()}
+    creates = []
+    for entry in ordered:
+        if entry.resource is not None:
+            _rewrite_references(entry.resource, mapping, f"{entry.where}.resource")
+        if entry.method == "POST" and entry.index in new_ids:
+            rtype = service.resource_type(entry.res_type)
+            assert entry.resource is not None
+            _in_entry(entry, lambda e=entry: _profile(service, e))
+            item = service.stamp(rtype, entry.resource, new_ids[entry.index], 1, now_micros())
+            creates.append((entry, item))
+    if creates:
+        service.check_references(
+            conn, [(item, f"{e.where}.resource") for e, item in creates], pending_keys
+        )
+        repo.insert_resources(conn, [item for _, item in creates])
+        for entry, item in creates:
+            results[entry.index] = VersionResult.of(201, item)
+    for entry in ordered:
+        if entry.method == "PUT":
+            rtype = service.resource_type(entry.res_type)
+            _in_entry(entry, lambda e=entry: _profile(service, e))
+            results[entry.index] = _in_entry(
+                entry,
+                lambda r=rtype, e=entry: service.update_in(
+                    conn,
+                    r,
+                    e.res_id or "",
+                    e.resource or {},
+                    if_match=e.if_match,
+                    pending=pending_keys,
+                    prefix=f"{e.where}.resource",
+                ),
+            )
+        elif entry.method == "GET":
+            results[entry.index] = _in_entry(entry, lambda e=entry: _get(service, conn, e))
+    return results
+
+
+def _profile(service: FhirService, entry: Entry) -> None:
+    issues = service.profiles.validate(
+        entry.resource or {},
+        now=datetime.now(UTC),
+        clock_skew_seconds=service.settings.clock_skew_seconds,
+    )
+    if issues:
+        raise FhirError(422, issues)
+
+
+def _in_entry(entry: Entry, action: Callable[[], T]) -> T:
+    """Run ``action``; re-root any error's expressions under this entry."""
+    try:
+        return action()
+    except FhirError as exc:
+        prefix = f"{entry.where}.resource" if entry.resource is not None else entry.where
+        issues = [
+            i.prefixed(prefix) if not any(e.startswith("Bundle.") for e in i.expression) else i
+            for i in exc.issues
+        ]
+        raise FhirError(exc.status, issues, exc.headers) from exc
+
+
+def _get(service: FhirService, conn: Connection, entry: Entry) -> VersionResult:
+    if entry.res_id is None:
+        raise FhirError.single(
+            400,
+            "not-supported",
+            "Searches inside a transaction are not supported; use a batch",
+            f"{entry.where}.request.url",
+        )
+    stored = repo.fetch_current(conn, entry.res_type, entry.res_id)
+    if stored is None or stored.deleted:
+        raise FhirError.single(404, "not-found", f"{entry.res_type}/{entry.res_id} is not known")
+    return VersionResult.of(200, stored)
+
+
+def _batch(service: FhirService, entries: list[Any], representation: bool) -> dict[str, Any]:
+    out = []
+    for index, raw in enumerate(entries):
+        try:
+            entry = _parse_entry(service, index, raw)
+            result = _single(service, entry)
+            out.append(_response(result, representation or entry.method == "GET"))
+        except FhirError as exc:
+            status = HTTPStatus(exc.status)
+            out.append(
+                {
+                    "response": {
+                        "status": f"{status.value} {status.phrase}",
+                        "outcome": operation_outcome(exc.issues),
+                    }
+                }
+            )
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "batch-response",
+        "entry": out,
+    }
+
+
+def _single(service: FhirService, entry: Entry) -> VersionResult:
+    def run() -> VersionResult:
+        if entry.method == "POST":
+            return service.create(entry.resource, if_none_exist=entry.if_none_exist)
+        if entry.method == "PUT":
+            return service.update(
+                entry.res_type, entry.res_id or "", entry.resource, if_match=entry.if_match
+            )
+        if entry.method == "DELETE":
+            return service.delete(entry.res_type, entry.res_id or "")
+        if entry.res_id is None:
+            raise FhirError.single(
+                400,
+                "not-supported",
+                "Searches inside a batch are not supported",
+                f"{entry.where}.request.url",
+            )
+        return service.read(entry.res_type, entry.res_id)
+
+    return _in_entry(entry, run)

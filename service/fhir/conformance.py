@@ -1,0 +1,96 @@
+"""Read-only conformance resources (profiles, value sets, …) and the CapabilityStatement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service import __version__
+from service.fhir.registry import COMMON_PARAMS, Registry
+
+#: Conformance resource types served read-only from ``fhir_profiles/``.
+CONFORMANCE_TYPES = (
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "SearchParameter",
+    "PlanDefinition",
+    "OperationDefinition",
+)
+
+
+class ConformanceStore:
+    """The conformance resources shipped with the server, by type and id."""
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self._by_key = {(r["resourceType"], r["id"]): r for r in resources if "id" in r}
+
+    def get(self, res_type: str, res_id: str) -> dict[str, Any] | None:
+        """One resource, or None."""
+        return self._by_key.get((res_type, res_id))
+
+    def all_of(self, res_type: str) -> list[dict[str, Any]]:
+        """Every resource of a type, ordered by id."""
+        return [r for (t, _), r in sorted(self._by_key.items()) if t == res_type]
+
+
+def capability_statement(
+    registry: Registry, profiles: dict[str, list[str]], base: str, software_date: str
+) -> dict[str, Any]:
+    """A CapabilityStatement that describes exactly what this server does."""
+    resources = []
+    for rtype in registry:
+        interactions = [{"code": code} for code in rtype.interactions]
+        params = [
+            {"name": p.name, "type": p.type, "documentation": p.description}
+            for p in (*rtype.params.values(), *COMMON_PARAMS.values())
+        ]
+        entry: dict[str, Any] = {
+            "type": rtype.name,
+            "interaction": interactions,
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchInclude": list(rtype.includes),
+            "searchParam": params,
+        }
+        if profiles.get(rtype.name):
+            entry["supportedProfile"] = profiles[rtype.name]
+        if rtype.name == "Observation":
+            entry["operation"] = [
+                {
+                    "name": "lastn",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Observation-lastn",
+                }
+            ]
+        resources.append(entry)
+    for name in CONFORMANCE_TYPES:
+        resources.append(
+            {"type": name, "interaction": [{"code": "read"}, {"code": "search-type"}]}
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "telemon",
+        "url": f"{base}/metadata",
+        "name": "telemon",
+        "title": "telemon telemonitoring FHIR server",
+        "status": "active",
+        "date": software_date,
+        "publisher": "telemon",
+        "kind": "instance",
+        "software": {"name": "telemon", "version": __version__},
+        "implementation": {"description": "telemon FHIR R4 endpoint", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/json"],
+        "patchFormat": [],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Home measurements for heart-failure and COPD telemonitoring.",
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "resource": resources,
+            }
+        ],
+    }

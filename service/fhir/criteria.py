@@ -1,0 +1,132 @@
+"""Typed search criteria: what a parsed FHIR search asks for, independent of SQL and HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
+SortKey = Literal["date", "_lastUpdated", "_id", "rid"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    """``system|code``; ``system=None`` matches any system, ``""`` means "no system"."""
+
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCriterion:
+    """Token match; values are OR-ed. ``negate`` implements ``:not``."""
+
+    param: str
+    values: tuple[TokenValue, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IdCriterion:
+    """``_id`` (matched on the resource row)."""
+
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceCriterion:
+    """Reference match; ``target_type=None`` means any type with that id."""
+
+    param: str
+    values: tuple[tuple[str | None, str], ...]
+    on_patient_column: bool = False  # the compartment reference, kept on the resource row
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    """A prefixed date range (inclusive, UTC microseconds); ``slack`` widens ``ap``."""
+
+    prefix: Prefix
+    low: int
+    high: int
+    slack: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DateCriterion:
+    """Date match; ``column`` says where the value lives: the row's primary date, its
+    lastUpdated, or the generic date index."""
+
+    param: str
+    values: tuple[DateValue, ...]
+    column: Literal["primary", "last_updated", "index"] = "index"
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityValue:
+    """``[prefix]number|system|code``; ``low``/``high`` is the range implied by precision."""
+
+    prefix: Prefix
+    number: float
+    low: float
+    high: float
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityCriterion:
+    """Quantity match; values are OR-ed."""
+
+    param: str
+    values: tuple[QuantityValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StringCriterion:
+    """String match on normalised text: starts-with by default, ``:exact`` or ``:contains``."""
+
+    param: str
+    values: tuple[str, ...]
+    mode: Literal["start", "exact", "contains"] = "start"
+
+
+Criterion = (
+    TokenCriterion
+    | IdCriterion
+    | ReferenceCriterion
+    | DateCriterion
+    | QuantityCriterion
+    | StringCriterion
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """``_include=Source:param[:Target]``."""
+
+    param: str
+    target_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Keyset position: the last row's sort value and row id."""
+
+    value: int | str | None
+    rid: int
+
+
+@dataclass(slots=True)
+class SearchQuery:
+    """A complete, validated search over one resource type."""
+
+    res_type: str
+    criteria: list[Criterion] = field(default_factory=list)
+    sort: tuple[SortKey, bool] = ("rid", False)  # (key, descending)
+    count: int = 50
+    cursor: Cursor | None = None
+    includes: list[Include] = field(default_factory=list)
+    summary_count: bool = False
+    total: bool = False
+    patient_ids: tuple[str, ...] | None = None  # restrict to these compartments (authorization)

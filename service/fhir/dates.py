@@ -1,0 +1,102 @@
+"""FHIR date/dateTime/instant values as ranges of UTC microseconds.
+
+Every date is indexed and searched as an inclusive range ``[low, high]``: ``2026`` covers the
+whole year, ``2026-11-01T08:00:00+01:00`` a single second, an instant with milliseconds a single
+millisecond. Values without an offset are read in the server's zone (dates have no offset).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = 1_000_000
+
+_PATTERN = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+class DateFormatError(ValueError):
+    """A string that is not a FHIR date, dateTime or instant."""
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch for an aware datetime."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime for microseconds since the epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def format_instant(micros: int) -> str:
+    """A FHIR instant (UTC, millisecond precision) for microseconds since the epoch."""
+    return from_micros(micros).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _add_months(year: int, month: int, months: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + months
+    return index // 12, index % 12 + 1
+
+
+def parse_range(value: str, zone: ZoneInfo) -> tuple[int, int]:
+    """The inclusive UTC microsecond range a FHIR date/dateTime/instant string denotes.
+
+    Raises :class:`DateFormatError` for anything else.
+    """
+    match = _PATTERN.match(value)
+    if match is None:
+        raise DateFormatError(f"'{value}' is not a valid FHIR date/dateTime")
+    g = match.groupdict()
+    try:
+        year = int(g["y"])
+        tz: tzinfo = zone
+        if g["tz"]:
+            tz = UTC if g["tz"] == "Z" else _offset(g["tz"])
+        if g["m"] is None:
+            start = datetime(year, 1, 1, tzinfo=tz)
+            end = datetime(year + 1, 1, 1, tzinfo=tz)
+        elif g["d"] is None:
+            month = int(g["m"])
+            start = datetime(year, month, 1, tzinfo=tz)
+            ny, nm = _add_months(year, month, 1)
+            end = datetime(ny, nm, 1, tzinfo=tz)
+        elif g["H"] is None:
+            start = datetime(year, int(g["m"]), int(g["d"]), tzinfo=tz)
+            # Local calendar day: 23 or 25 hours on DST days, so add a day in local time.
+            end = datetime.combine(start.date() + timedelta(days=1), start.timetz())
+        else:
+            fraction = g["f"] or ""
+            micro = int((fraction + "000000")[:6]) if fraction else 0
+            second = int(g["S"]) if g["S"] is not None else 0
+            start = datetime(
+                year, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), second, micro, tzinfo=tz
+            )
+            if g["S"] is None:
+                step = timedelta(minutes=1)
+            elif not fraction:
+                step = timedelta(seconds=1)
+            else:
+                step = timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
+            end = start + step
+    except ValueError as exc:  # e.g. month 13, day 31 in April
+        raise DateFormatError(f"'{value}' is not a valid FHIR date/dateTime: {exc}") from exc
+    return to_micros(start), to_micros(end) - 1
+
+
+def has_time_without_offset(value: str) -> bool:
+    """True for a dateTime that has a time but no timezone offset (FHIR forbids it)."""
+    match = _PATTERN.match(value)
+    return bool(match and match.group("H") and not match.group("tz"))
+
+
+def _offset(text: str) -> timezone:
+    sign = 1 if text[0] == "+" else -1
+    return timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))

@@ -1,0 +1,158 @@
+"""Extract search-index values from a resource, driven by the registry's search parameters."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from service.fhir.dates import DateFormatError, parse_range
+from service.fhir.registry import ResourceType, SearchParam
+
+
+@dataclass(slots=True)
+class IndexValues:
+    """Everything storage indexes for one resource version."""
+
+    patient_id: str | None = None
+    date_low: int | None = None
+    date_high: int | None = None
+    tokens: list[tuple[str, str | None, str]] = field(default_factory=list)
+    references: list[tuple[str, str, str]] = field(default_factory=list)
+    dates: list[tuple[str, int, int]] = field(default_factory=list)
+    quantities: list[tuple[str, float, str | None, str | None]] = field(default_factory=list)
+    strings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def normalize_string(text: str) -> str:
+    """Case- and accent-insensitive form used for string search (``Ç`` → ``c``)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def resolve_path(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
+    """Yield ``(element_name, value)`` for every value at the dotted ``path`` (lists flattened)."""
+    nodes: list[tuple[str, Any]] = [("", resource)]
+    for step in path.split("."):
+        found: list[tuple[str, Any]] = []
+        choice = step.endswith("[x]")
+        prefix = step[:-3]
+        for _, node in nodes:
+            if not isinstance(node, dict):
+                continue
+            if choice:
+                items = [
+                    (k, v)
+                    for k, v in node.items()
+                    if k.startswith(prefix) and k[len(prefix) : len(prefix) + 1].isupper()
+                ]
+            else:
+                items = [(step, node[step])] if step in node else []
+            for key, value in items:
+                if isinstance(value, list):
+                    found.extend((key, v) for v in value)
+                else:
+                    found.append((key, value))
+        nodes = found
+    return iter(nodes)
+
+
+def split_reference(reference: str) -> tuple[str, str] | None:
+    """``"Patient/123"`` (or an absolute URL ending so) → ``("Patient", "123")``; else None."""
+    parts = reference.split("/")
+    if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1] and "#" not in reference:
+        if len(parts) >= 4 and parts[-2] == "_history":
+            return parts[-4], parts[-3]
+        return parts[-2], parts[-1]
+    return None
+
+
+def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:
+    if isinstance(value, str):
+        yield None, value
+    elif isinstance(value, bool):
+        yield None, "true" if value else "false"
+    elif isinstance(value, dict):
+        if "coding" in value:
+            for coding in value["coding"]:
+                if "code" in coding:
+                    yield coding.get("system"), coding["code"]
+        elif "code" in value:  # Coding or Quantity
+            yield value.get("system"), value["code"]
+        elif "value" in value:  # Identifier
+            yield value.get("system"), value["value"]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):  # HumanName, Address
+        for key in ("text", "family", "given", "prefix", "suffix", "line", "city", "postalCode"):
+            part = value.get(key)
+            if isinstance(part, str):
+                yield part
+            elif isinstance(part, list):
+                yield from (p for p in part if isinstance(p, str))
+
+
+def _date_range(value: Any, zone: ZoneInfo) -> tuple[int, int] | None:
+    try:
+        if isinstance(value, str):
+            return parse_range(value, zone)
+        if isinstance(value, dict) and ("start" in value or "end" in value):  # Period
+            low = parse_range(value["start"], zone)[0] if "start" in value else -(2**62)
+            high = parse_range(value["end"], zone)[1] if "end" in value else 2**62
+            return low, high
+    except DateFormatError:
+        return None
+    return None
+
+
+def extract(resource: dict[str, Any], rtype: ResourceType, zone: ZoneInfo) -> IndexValues:
+    """Compute the index values of ``resource`` for every search parameter of ``rtype``."""
+    out = IndexValues()
+    for param in rtype.params.values():
+        _extract_param(resource, param, rtype, zone, out)
+    if rtype.compartment == "self":
+        out.patient_id = resource.get("id")
+    elif rtype.compartment:
+        for name, type_, id_ in out.references:
+            if name == rtype.compartment and type_ == "Patient":
+                out.patient_id = id_
+                break
+    return out
+
+
+def _extract_param(
+    resource: dict[str, Any],
+    param: SearchParam,
+    rtype: ResourceType,
+    zone: ZoneInfo,
+    out: IndexValues,
+) -> None:
+    for path in param.paths:
+        for _, value in resolve_path(resource, path):
+            if param.type == "token":
+                out.tokens.extend((param.name, s, c) for s, c in _tokens(value))
+            elif param.type == "reference":
+                ref = value.get("reference") if isinstance(value, dict) else None
+                target = split_reference(ref) if isinstance(ref, str) else None
+                if target and (not param.targets or target[0] in param.targets):
+                    out.references.append((param.name, target[0], target[1]))
+            elif param.type == "date":
+                rng = _date_range(value, zone)
+                if rng is None:
+                    continue
+                if param.name == rtype.primary_date and out.date_low is None:
+                    out.date_low, out.date_high = rng
+                else:
+                    out.dates.append((param.name, rng[0], rng[1]))
+            elif param.type == "quantity":
+                if isinstance(value, dict) and isinstance(value.get("value"), int | float):
+                    out.quantities.append(
+                        (param.name, float(value["value"]), value.get("system"), value.get("code"))
+                    )
+            elif param.type in ("string", "uri"):
+                out.strings.extend((param.name, normalize_string(s)) for s in _strings(value))

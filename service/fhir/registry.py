@@ -1,0 +1,144 @@
+"""Resource types and their search parameters, as data.
+
+Adding a resource type (Flag, CarePlan, Goal, …) means adding a :class:`ResourceType` with its
+search parameters here; storage indexes and search pick them up without code changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+ParamType = Literal["token", "reference", "date", "quantity", "string", "uri", "number"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParam:
+    """A search parameter: its FHIR type and the element paths it indexes.
+
+    ``paths`` are dotted element paths relative to the resource; a trailing ``[x]`` matches a
+    choice element (``effective[x]`` → ``effectiveDateTime``, ``effectivePeriod``, …).
+    For reference parameters, ``targets`` limits which resource types count (empty = any).
+    """
+
+    name: str
+    type: ParamType
+    paths: tuple[str, ...]
+    description: str
+    targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    """A resource type the server stores.
+
+    ``compartment`` names the reference parameter that puts an instance in a Patient's compartment
+    (``"self"`` for Patient itself). ``primary_date`` names the date parameter kept on the resource
+    row itself, so the commonest searches ("this patient's X, newest first") are one index range.
+    """
+
+    name: str
+    params: dict[str, SearchParam]
+    compartment: str | None = None
+    primary_date: str | None = None
+    sort_params: tuple[str, ...] = ()
+    read_only: bool = False
+    interactions: tuple[str, ...] = (
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    )
+    includes: tuple[str, ...] = field(default=())
+
+
+def _params(*params: SearchParam) -> dict[str, SearchParam]:
+    return {p.name: p for p in params}
+
+
+OBSERVATION = ResourceType(
+    name="Observation",
+    params=_params(
+        SearchParam("patient", "reference", ("subject",), "The subject (a Patient)", ("Patient",)),
+        SearchParam("subject", "reference", ("subject",), "The subject of the observation"),
+        SearchParam("code", "token", ("code",), "The code of the observation"),
+        SearchParam("category", "token", ("category",), "The classification of the observation"),
+        SearchParam("date", "date", ("effective[x]",), "Clinically relevant time (effective)"),
+        SearchParam("identifier", "token", ("identifier",), "Business identifier"),
+        SearchParam("status", "token", ("status",), "The status of the observation"),
+        SearchParam("device", "reference", ("device",), "The device that made the measurement"),
+        SearchParam(
+            "value-quantity", "quantity", ("value[x]",), "The value of the observation (Quantity)"
+        ),
+        SearchParam("component-code", "token", ("component.code",), "The code of a component"),
+    ),
+    compartment="patient",
+    primary_date="date",
+    sort_params=("date",),
+    includes=("Observation:patient", "Observation:subject", "Observation:device"),
+)
+
+PATIENT = ResourceType(
+    name="Patient",
+    params=_params(
+        SearchParam("identifier", "token", ("identifier",), "A patient identifier (e.g. BSN)"),
+        SearchParam("name", "string", ("name",), "Any part of the name (starts-with match)"),
+        SearchParam("family", "string", ("name.family",), "Family name"),
+        SearchParam("birthdate", "date", ("birthDate",), "The patient's date of birth"),
+        SearchParam("gender", "token", ("gender",), "Gender"),
+        SearchParam("active", "token", ("active",), "Whether the record is active"),
+    ),
+    compartment="self",
+    primary_date="birthdate",
+    sort_params=("birthdate",),
+)
+
+DEVICE = ResourceType(
+    name="Device",
+    params=_params(
+        SearchParam("identifier", "token", ("identifier",), "Device identifier (serial, UDI)"),
+        SearchParam(
+            "patient", "reference", ("patient",), "Patient the device is with", ("Patient",)
+        ),
+        SearchParam("type", "token", ("type",), "The type of the device"),
+        SearchParam("status", "token", ("status",), "Device status"),
+    ),
+    compartment="patient",
+)
+
+#: Parameters every type has; evaluated against the resource row, never indexed separately.
+COMMON_PARAMS: dict[str, SearchParam] = _params(
+    SearchParam("_id", "token", ("id",), "Logical id"),
+    SearchParam("_lastUpdated", "date", ("meta.lastUpdated",), "When the resource last changed"),
+)
+
+
+class Registry:
+    """The resource types this server knows, by name."""
+
+    def __init__(self, types: Iterable[ResourceType]) -> None:
+        self._types = {t.name: t for t in types}
+
+    def get(self, name: str) -> ResourceType | None:
+        """The type called ``name``, or None."""
+        return self._types.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[ResourceType]:
+        return iter(self._types.values())
+
+    def names(self) -> list[str]:
+        """All type names, sorted."""
+        return sorted(self._types)
+
+
+def default_registry() -> Registry:
+    """The registry of the types served by this version of telemon."""
+    return Registry([PATIENT, DEVICE, OBSERVATION])

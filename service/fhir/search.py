@@ -1,0 +1,257 @@
+"""Parse FHIR search parameters into a typed :class:`SearchQuery`.
+
+Unknown or unsupported parameters become warnings (lenient handling) or a 400 error when the
+client asked for ``Prefer: handling=strict``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from service.fhir.criteria import (
+    Criterion,
+    Cursor,
+    DateCriterion,
+    DateValue,
+    IdCriterion,
+    Include,
+    Prefix,
+    QuantityCriterion,
+    QuantityValue,
+    ReferenceCriterion,
+    SearchQuery,
+    SortKey,
+    StringCriterion,
+    TokenCriterion,
+    TokenValue,
+)
+from service.fhir.dates import DateFormatError, parse_range, to_micros
+from service.fhir.indexing import normalize_string, split_reference
+from service.fhir.outcome import FhirError, Issue
+from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType
+
+_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+#: Parameters that shape the result rather than select resources.
+_CONTROL = {"_count", "_sort", "_include", "_summary", "_total", "_cursor", "_format", "_pretty"}
+
+
+def split_values(raw: str) -> list[str]:
+    """Split a parameter value on unescaped commas (``\\,`` stays a comma)."""
+    parts = re.split(r"(?<!\\),", raw)
+    return [p.replace("\\,", ",").replace("\\|", "|") for p in parts]
+
+
+def _bad(param: str, message: str) -> FhirError:
+    return FhirError.single(400, "invalid", message, param)
+
+
+def _split_prefix(value: str) -> tuple[Prefix, str]:
+    if len(value) > 2 and value[:2] in _PREFIXES and not value[:2].isdigit():
+        return cast(Prefix, value[:2]), value[2:]
+    return "eq", value
+
+
+def _token_value(raw: str) -> TokenValue:
+    if "|" not in raw:
+        return TokenValue(None, raw)
+    system, _, code = raw.partition("|")
+    return TokenValue(system, code or None)
+
+
+def _date_values(param: str, raw: str, zone: ZoneInfo) -> tuple[DateValue, ...]:
+    out = []
+    now = to_micros(datetime.now(UTC))
+    for value in split_values(raw):
+        prefix, text = _split_prefix(value)
+        try:
+            low, high = parse_range(text, zone)
+        except DateFormatError as exc:
+            raise _bad(param, f"Invalid date for '{param}': {exc}") from exc
+        slack = max(86_400_000_000, abs(now - low) // 10) if prefix == "ap" else 0
+        out.append(DateValue(prefix, low, high, slack))
+    return tuple(out)
+
+
+def _quantity_values(param: str, raw: str) -> tuple[QuantityValue, ...]:
+    out = []
+    for value in split_values(raw):
+        prefix, text = _split_prefix(value)
+        number_text, _, rest = text.partition("|")
+        system, _, code = rest.partition("|") if rest or "|" in text else ("", "", "")
+        if not _NUMBER.match(number_text):
+            raise _bad(param, f"Invalid number '{number_text}' for '{param}'")
+        number = float(number_text)
+        # Precision of the given number sets the eq range: 80.5 means [80.45, 80.55).
+        decimals = len(number_text.split(".")[1]) if "." in number_text else 0
+        half = 0.5 * 10 ** (-decimals)
+        out.append(
+            QuantityValue(
+                prefix, number, number - half, number + half, system or None, code or None
+            )
+        )
+    return tuple(out)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe paging token."""
+    return base64.urlsafe_b64encode(orjson.dumps([cursor.value, cursor.rid])).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor:
+    """Inverse of :func:`encode_cursor`; a tampered token is a 400."""
+    try:
+        value, rid = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(rid, int) or not isinstance(value, int | str | None):
+            raise ValueError("bad cursor")
+    except (ValueError, orjson.JSONDecodeError, TypeError) as exc:
+        raise _bad("_cursor", "Invalid paging cursor") from exc
+    return Cursor(value, rid)
+
+
+def parse_search(
+    rtype: ResourceType,
+    params: Sequence[tuple[str, str]],
+    *,
+    registry: Registry,
+    zone: ZoneInfo,
+    default_count: int,
+    max_count: int,
+    strict: bool,
+) -> tuple[SearchQuery, list[Issue]]:
+    """Turn query parameters into a :class:`SearchQuery`; also returns warnings."""
+    query = SearchQuery(res_type=rtype.name, count=default_count)
+    warnings: list[Issue] = []
+
+    def unsupported(name: str, message: str) -> None:
+        if strict:
+            raise FhirError.single(400, "not-supported", message, name)
+        warnings.append(Issue("not-supported", message, (name,), "warning"))
+
+    for name, raw in params:
+        if name in _CONTROL:
+            _control(query, rtype, registry, name, raw, max_count, unsupported)
+            continue
+        if raw == "":
+            continue  # FHIR: an empty parameter value is ignored
+        base, _, modifier = name.partition(":")
+        if base == "_id":
+            query.criteria.append(IdCriterion(tuple(split_values(raw))))
+            continue
+        if base == "_lastUpdated":
+            query.criteria.append(
+                DateCriterion(base, _date_values(base, raw, zone), column="last_updated")
+            )
+            continue
+        param = rtype.params.get(base)
+        if param is None:
+            if base not in COMMON_PARAMS:
+                unsupported(name, f"Unknown search parameter '{name}' for {rtype.name}; ignored")
+            continue
+        criterion = _criterion(rtype, param.name, param.type, modifier, raw, zone, unsupported)
+        if criterion is not None:
+            query.criteria.append(criterion)
+    return query, warnings
+
+
+def _criterion(
+    rtype: ResourceType,
+    name: str,
+    ptype: str,
+    modifier: str,
+    raw: str,
+    zone: ZoneInfo,
+    unsupported: Any,
+) -> Criterion | None:
+    if ptype == "token":
+        if modifier not in ("", "not"):
+            unsupported(f"{name}:{modifier}", f"Modifier ':{modifier}' is not supported on {name}")
+            return None
+        values = tuple(_token_value(v) for v in split_values(raw))
+        return TokenCriterion(name, values, negate=modifier == "not")
+    if ptype == "reference":
+        refs: list[tuple[str | None, str]] = []
+        for v in split_values(raw):
+            target = split_reference(v)
+            if target is None:
+                refs.append((modifier or None, v))
+            else:
+                refs.append(target)
+        on_row = name == rtype.compartment and all(t in (None, "Patient") for t, _ in refs)
+        if rtype.params[name].targets == ("Patient",):
+            refs = [("Patient", i) for _, i in refs]
+        return ReferenceCriterion(name, tuple(refs), on_patient_column=on_row)
+    if ptype == "date":
+        column = "primary" if name == rtype.primary_date else "index"
+        return DateCriterion(name, _date_values(name, raw, zone), column=column)
+    if ptype == "quantity":
+        return QuantityCriterion(name, _quantity_values(name, raw))
+    if ptype in ("string", "uri"):
+        if modifier not in ("", "exact", "contains"):
+            unsupported(f"{name}:{modifier}", f"Modifier ':{modifier}' is not supported on {name}")
+            return None
+        mode = cast(Any, modifier or "start")
+        return StringCriterion(name, tuple(normalize_string(v) for v in split_values(raw)), mode)
+    unsupported(name, f"Search parameter type '{ptype}' is not supported")
+    return None
+
+
+def _control(
+    query: SearchQuery,
+    rtype: ResourceType,
+    registry: Registry,
+    name: str,
+    raw: str,
+    max_count: int,
+    unsupported: Any,
+) -> None:
+    if name == "_count":
+        if not raw.isdigit():
+            raise _bad("_count", "_count must be a non-negative integer")
+        query.count = min(int(raw), max_count)
+    elif name == "_sort":
+        keys = [k for k in raw.split(",") if k]
+        if not keys:
+            return
+        first = keys[0]
+        descending = first.startswith("-")
+        key = first.lstrip("-")
+        allowed = {"_lastUpdated", "_id", *rtype.sort_params}
+        if key not in allowed:
+            raise _bad(
+                "_sort", f"Cannot sort {rtype.name} by '{key}'; use one of {sorted(allowed)}"
+            )
+        query.sort = (cast(SortKey, "date" if key in rtype.sort_params else key), descending)
+        if len(keys) > 1:
+            unsupported("_sort", "Only the first _sort key is used")
+    elif name == "_include":
+        parts = raw.split(":")
+        if (
+            len(parts) not in (2, 3)
+            or parts[0] != rtype.name
+            or f"{parts[0]}:{parts[1]}" not in (rtype.includes)
+        ):
+            unsupported("_include", f"_include={raw} is not supported")
+            return
+        target = parts[2] if len(parts) == 3 else None
+        if target is not None and target not in registry:
+            unsupported("_include", f"Unknown _include target type '{target}'")
+            return
+        query.includes.append(Include(parts[1], target))
+    elif name == "_summary":
+        if raw == "count":
+            query.summary_count = True
+        elif raw != "false":
+            unsupported("_summary", f"_summary={raw} is not supported; full resources returned")
+    elif name == "_total":
+        query.total = raw in ("accurate", "estimate")
+    elif name == "_cursor":
+        query.cursor = decode_cursor(raw)
+    # _format and _pretty are accepted and ignored: JSON is the only format.

@@ -1,0 +1,449 @@
+"""The FHIR resource service: create, read, update, delete, history and search.
+
+Plain operations over typed values; the API layer maps HTTP onto them. Every write runs in one
+database transaction that either commits completely or not at all.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import Connection
+
+from service.fhir.criteria import SearchQuery
+from service.fhir.dates import format_instant, to_micros
+from service.fhir.indexing import extract
+from service.fhir.outcome import FhirError, Issue
+from service.fhir.registry import Registry, ResourceType
+from service.fhir.search import encode_cursor, parse_search
+from service.settings import Settings
+from service.storage import repository as repo
+from service.storage import search_sql
+from service.storage.db import Database
+from service.storage.repository import NewVersion, StoredVersion
+from service.validation import ProfileValidator, validate_structure
+
+_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclass(slots=True)
+class VersionResult:
+    """The outcome of a write or read: which version, and its JSON (None when deleted)."""
+
+    status: int
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: int
+    content: str | None
+    issues: list[Issue] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, status: int, stored: StoredVersion | NewVersion) -> VersionResult:
+        """A result for a stored or just-written version."""
+        return cls(
+            status,
+            stored.res_type,
+            stored.res_id,
+            stored.version_id,
+            stored.last_updated,
+            stored.content,
+        )
+
+
+@dataclass(slots=True)
+class SearchResult:
+    """A page of matches, the included resources, and what is needed to build the Bundle."""
+
+    query: SearchQuery
+    matches: list[StoredVersion]
+    included: list[StoredVersion]
+    next_cursor: str | None
+    total: int | None
+    warnings: list[Issue]
+
+
+def now_micros() -> int:
+    """The current time in microseconds since the epoch."""
+    return to_micros(datetime.now(UTC))
+
+
+def parse_etag(value: str) -> int:
+    """The version number in an ``If-Match`` ETag such as ``W/"3"``; malformed → 400."""
+    match = _ETAG.match(value.strip())
+    if match is None:
+        raise FhirError.single(400, "invalid", f"Malformed If-Match ETag '{value}'", "If-Match")
+    return int(match.group(1))
+
+
+def check_id(res_id: str) -> None:
+    """Reject ids that are not FHIR ids (``[A-Za-z0-9-.]{1,64}``)."""
+    if not _ID.match(res_id):
+        raise FhirError.single(400, "invalid", f"'{res_id}' is not a valid FHIR id", "id")
+
+
+class FhirService:
+    """CRUD, history and search over the configured database."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        profiles: ProfileValidator,
+        settings: Settings,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.profiles = profiles
+        self.settings = settings
+        self.zone = ZoneInfo(settings.timezone)
+
+    # -- validation and stamping ------------------------------------------------------------
+
+    def resource_type(self, name: str, *, for_write: bool = False) -> ResourceType:
+        """The registered type ``name``; unknown → 404, write to a read-only type → 405."""
+        rtype = self.registry.get(name)
+        if rtype is None:
+            raise FhirError.single(
+                404, "not-supported", f"Resource type '{name}' is not supported", "resourceType"
+            )
+        if for_write and rtype.read_only:
+            raise FhirError.single(405, "not-supported", f"{name} is read-only on this server")
+        return rtype
+
+    def prepare(self, data: Any, expected_type: str | None = None) -> ResourceType:
+        """Validate ``data`` structurally (400) and against the profiles (422)."""
+        type_name = validate_structure(data, expected_type)
+        rtype = self.resource_type(type_name, for_write=True)
+        issues = self.profiles.validate(
+            data, now=datetime.now(UTC), clock_skew_seconds=self.settings.clock_skew_seconds
+        )
+        if issues:
+            raise FhirError(422, issues)
+        return rtype
+
+    def stamp(
+        self, rtype: ResourceType, data: dict[str, Any], res_id: str, version: int, now: int
+    ) -> NewVersion:
+        """Set id and meta on ``data`` and compute what storage needs for it."""
+        meta = dict(data.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(now)
+        body = {k: v for k, v in data.items() if k not in ("resourceType", "id", "meta")}
+        resource = {"resourceType": rtype.name, "id": res_id, "meta": meta, **body}
+        return NewVersion(
+            rtype.name,
+            res_id,
+            version,
+            now,
+            orjson.dumps(resource).decode(),
+            extract(resource, rtype, self.zone),
+        )
+
+    def check_references(
+        self,
+        conn: Connection,
+        items: Sequence[tuple[NewVersion, str]],
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+    ) -> None:
+        """Every reference to a stored type must resolve (or be written in the same Bundle).
+
+        ``items`` pairs each version with the expression prefix for its errors.
+        """
+        wanted: dict[str, set[str]] = {}
+        for item, _ in items:
+            for _, t, i in item.index.references:
+                if t in self.registry and (t, i) not in pending:
+                    wanted.setdefault(t, set()).add(i)
+        existing = {t: repo.existing_ids(conn, t, ids) for t, ids in wanted.items()}
+        issues = []
+        for item, prefix in items:
+            rtype = self.resource_type(item.res_type)
+            for param, t, i in item.index.references:
+                if t in existing and i not in existing[t] and (t, i) not in pending:
+                    path = rtype.params[param].paths[0]
+                    issues.append(
+                        Issue(
+                            "not-found",
+                            f"{param}: {t}/{i} does not exist on this server",
+                            (f"{prefix}.{path}",),
+                        )
+                    )
+        if issues:
+            raise FhirError(422, list(dict.fromkeys(issues)))
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create(self, data: Any, *, if_none_exist: str | None = None) -> VersionResult:
+        """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set."""
+        rtype = self.prepare(data)
+        with self.db.write() as conn:
+            return self.create_in(conn, rtype, data, if_none_exist=if_none_exist)
+
+    def create_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        data: dict[str, Any],
+        *,
+        if_none_exist: str | None = None,
+        res_id: str | None = None,
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+        prefix: str | None = None,
+    ) -> VersionResult:
+        """Create inside an open write transaction (used by single creates and Bundles)."""
+        if if_none_exist is not None:
+            match = self.conditional_match(conn, rtype, if_none_exist)
+            if match is not None:
+                return VersionResult.of(200, match)
+        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
+        self.check_references(conn, [(item, prefix or rtype.name)], pending)
+        repo.insert_resources(conn, [item])
+        return VersionResult.of(201, item)
+
+    def conditional_match(
+        self, conn: Connection, rtype: ResourceType, criteria: str
+    ) -> StoredVersion | None:
+        """The single existing match of a conditional create's criteria (0 → None, 2+ → 412).
+
+        Writers with the same criteria are serialised, so parallel identical conditional
+        creates leave exactly one resource.
+        """
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+        if not params:
+            raise FhirError.single(
+                400, "invalid", "If-None-Exist needs search criteria", "If-None-Exist"
+            )
+        query, _ = parse_search(
+            rtype,
+            params,
+            registry=self.registry,
+            zone=self.zone,
+            default_count=2,
+            max_count=2,
+            strict=True,
+        )
+        query.count = 2
+        repo.lock_key(conn, f"{rtype.name}?{sorted(params)}")
+        page = search_sql.search(conn, query)
+        if len(page.rows) > 1:
+            raise FhirError.single(
+                412,
+                "duplicate",
+                f"If-None-Exist criteria '{criteria}' match more than one {rtype.name}",
+                "If-None-Exist",
+            )
+        return page.rows[0] if page.rows else None
+
+    # -- read --------------------------------------------------------------------------------
+
+    def read(self, res_type: str, res_id: str) -> VersionResult:
+        """The current version; 404 if it never existed, 410 if deleted."""
+        self.resource_type(res_type)
+        with self.db.read() as conn:
+            current = repo.fetch_current(conn, res_type, res_id)
+        if current is None:
+            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+        if current.deleted:
+            raise FhirError(
+                410,
+                [Issue("deleted", f"{res_type}/{res_id} has been deleted")],
+                {"ETag": f'W/"{current.version_id}"'},
+            )
+        return VersionResult.of(200, current)
+
+    def vread(self, res_type: str, res_id: str, version: str) -> VersionResult:
+        """A specific version; 404 if unknown, 410 if that version is a deletion."""
+        self.resource_type(res_type)
+        if not version.isdigit():
+            raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
+        with self.db.read() as conn:
+            stored = repo.fetch_version(conn, res_type, res_id, int(version))
+        if stored is None:
+            raise FhirError.single(
+                404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
+            )
+        if stored.deleted:
+            raise FhirError.single(410, "deleted", f"Version {version} is a deletion")
+        return VersionResult.of(200, stored)
+
+    # -- update and delete -------------------------------------------------------------------
+
+    def update(
+        self, res_type: str, res_id: str, data: Any, *, if_match: str | None = None
+    ) -> VersionResult:
+        """Replace the resource (or create it with this id); If-Match guards the version."""
+        check_id(res_id)
+        rtype = self.prepare(data, res_type)
+        if data.get("id") != res_id:
+            raise FhirError.single(
+                400,
+                "invalid",
+                f"The resource id ('{data.get('id')}') must equal the id in the URL ('{res_id}')",
+                f"{res_type}.id",
+            )
+        with self.db.write() as conn:
+            return self.update_in(conn, rtype, res_id, data, if_match=if_match)
+
+    def update_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        res_id: str,
+        data: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+        prefix: str | None = None,
+    ) -> VersionResult:
+        """Update inside an open write transaction."""
+        expected = parse_etag(if_match) if if_match is not None else None
+        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
+        if expected is not None and (current is None or current.version_id != expected):
+            have = f"version {current.version_id}" if current else "no version"
+            raise FhirError.single(
+                412,
+                "conflict",
+                f"If-Match expects version {expected} of {rtype.name}/{res_id}; it has {have}",
+                "If-Match",
+            )
+        now = now_micros()
+        if current is not None:
+            now = max(now, current.last_updated + 1)
+        version = current.version_id + 1 if current else 1
+        item = self.stamp(rtype, data, res_id, version, now)
+        self.check_references(conn, [(item, prefix or rtype.name)], pending)
+        if current is None:
+            repo.insert_resources(conn, [item])
+            return VersionResult.of(201, item)
+        repo.replace_current(conn, current, item, now=now)
+        return VersionResult.of(201 if current.deleted else 200, item)
+
+    def delete(self, res_type: str, res_id: str) -> VersionResult:
+        """Delete (a new version marking deletion); deleting twice is harmless."""
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            return self.delete_in(conn, rtype, res_id)
+
+    def delete_in(self, conn: Connection, rtype: ResourceType, res_id: str) -> VersionResult:
+        """Delete inside an open write transaction."""
+        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
+        if current is None:
+            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+        if current.deleted:
+            return VersionResult(
+                200,
+                rtype.name,
+                res_id,
+                current.version_id,
+                current.last_updated,
+                None,
+                [Issue("deleted", f"{rtype.name}/{res_id} was already deleted", (), "information")],
+            )
+        now = max(now_micros(), current.last_updated + 1)
+        repo.replace_current(conn, current, None, now=now)
+        return VersionResult(
+            200,
+            rtype.name,
+            res_id,
+            current.version_id + 1,
+            now,
+            None,
+            [Issue("informational", f"Deleted {rtype.name}/{res_id}", (), "information")],
+        )
+
+    # -- history and search --------------------------------------------------------------------
+
+    def history(
+        self,
+        res_type: str,
+        res_id: str | None,
+        *,
+        since: int | None = None,
+        count: int | None = None,
+    ) -> list[StoredVersion]:
+        """Versions newest first: of one resource, or of every resource of the type."""
+        self.resource_type(res_type)
+        limit = min(count or self.settings.default_page_size, self.settings.max_page_size)
+        with self.db.read() as conn:
+            if res_id is None:
+                return repo.type_history(conn, res_type, since=since, count=limit)
+            versions = repo.instance_history(conn, res_type, res_id, since=since, count=limit)
+        if not versions:
+            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+        return versions
+
+    def parse_query(
+        self, rtype: ResourceType, params: Sequence[tuple[str, str]], *, strict: bool
+    ) -> tuple[SearchQuery, list[Issue]]:
+        """Parse search parameters with this server's limits."""
+        return parse_search(
+            rtype,
+            params,
+            registry=self.registry,
+            zone=self.zone,
+            default_count=self.settings.default_page_size,
+            max_count=self.settings.max_page_size,
+            strict=strict,
+        )
+
+    def search(
+        self,
+        res_type: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        strict: bool = False,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> SearchResult:
+        """Run a type-level search; ``patient_ids`` confines it to those compartments."""
+        rtype = self.resource_type(res_type)
+        query, warnings = self.parse_query(rtype, params, strict=strict)
+        query.patient_ids = patient_ids
+        with self.db.read() as conn:
+            page = search_sql.search(conn, query)
+            included: list[StoredVersion] = []
+            rids = [r.rid for r in page.rows]
+            for inc in query.includes:
+                included.extend(search_sql.included(conn, rids, inc.param, inc.target_type))
+        seen = {(m.res_type, m.res_id) for m in page.rows}
+        unique_included = []
+        for inc_row in included:
+            key = (inc_row.res_type, inc_row.res_id)
+            if key not in seen:
+                seen.add(key)
+                unique_included.append(inc_row)
+        cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
+        return SearchResult(query, page.rows, unique_included, cursor, page.total, warnings)
+
+    def lastn(
+        self,
+        params: Sequence[tuple[str, str]],
+        *,
+        strict: bool = False,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> tuple[list[StoredVersion], list[Issue]]:
+        """``Observation/$lastn``: the newest ``max`` Observations per patient and code."""
+        rtype = self.resource_type("Observation")
+        max_n = 1
+        rest = []
+        for name, value in params:
+            if name == "max":
+                if not value.isdigit() or int(value) < 1:
+                    raise FhirError.single(400, "invalid", "max must be a positive integer", "max")
+                max_n = min(int(value), self.settings.max_page_size)
+            else:
+                rest.append((name, value))
+        query, warnings = self.parse_query(rtype, rest, strict=strict)
+        query.patient_ids = patient_ids
+        with self.db.read() as conn:
+            return search_sql.lastn(conn, query, max_n), warnings

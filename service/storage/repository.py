@@ -1,0 +1,327 @@
+"""Reads and writes of resource rows, versions and index rows (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, union_all, update
+
+from service.fhir.indexing import IndexValues
+from service.storage.tables import (
+    INDEX_TABLES,
+    resource_history,
+    resources,
+    sp_date,
+    sp_quantity,
+    sp_reference,
+    sp_string,
+    sp_token,
+)
+
+
+@dataclass(slots=True)
+class StoredVersion:
+    """One version of a resource as stored; ``content`` is None for a delete marker."""
+
+    rid: int
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: int
+    deleted: bool
+    content: str | None
+
+
+@dataclass(slots=True)
+class NewVersion:
+    """A version to write: its JSON text and the index values computed from it."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: int
+    content: str
+    index: IndexValues
+
+
+_CURRENT_COLS = (
+    resources.c.rid,
+    resources.c.res_type,
+    resources.c.res_id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.deleted,
+    resources.c.content,
+)
+
+
+def _row_values(item: NewVersion) -> dict[str, Any]:
+    return {
+        "res_type": item.res_type,
+        "res_id": item.res_id,
+        "version_id": item.version_id,
+        "last_updated": item.last_updated,
+        "deleted": False,
+        "patient_id": item.index.patient_id,
+        "date_low": item.index.date_low,
+        "date_high": item.index.date_high,
+        "content": item.content,
+    }
+
+
+def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]:
+    """Insert brand-new resources (version 1) with their index rows; returns their row ids."""
+    if not items:
+        return []
+    stmt = insert(resources).returning(resources.c.rid, sort_by_parameter_order=True)
+    rids = list(conn.execute(stmt, [_row_values(i) for i in items]).scalars())
+    _insert_index_rows(conn, zip(rids, (i.index for i in items), strict=True))
+    return rids
+
+
+def _insert_index_rows(conn: Connection, pairs: Iterable[tuple[int, IndexValues]]) -> None:
+    tokens: list[dict[str, Any]] = []
+    refs: list[dict[str, Any]] = []
+    dates: list[dict[str, Any]] = []
+    quantities: list[dict[str, Any]] = []
+    strings: list[dict[str, Any]] = []
+    for rid, ix in pairs:
+        tokens.extend({"rid": rid, "param": p, "system": s, "code": c} for p, s, c in ix.tokens)
+        refs.extend(
+            {"rid": rid, "param": p, "target_type": t, "target_id": i} for p, t, i in ix.references
+        )
+        dates.extend({"rid": rid, "param": p, "low": lo, "high": hi} for p, lo, hi in ix.dates)
+        quantities.extend(
+            {"rid": rid, "param": p, "value": v, "system": s, "code": c}
+            for p, v, s, c in ix.quantities
+        )
+        strings.extend({"rid": rid, "param": p, "value": v[:255]} for p, v in ix.strings)
+    for table, rows in (
+        (sp_token, tokens),
+        (sp_reference, refs),
+        (sp_date, dates),
+        (sp_quantity, quantities),
+        (sp_string, strings),
+    ):
+        if rows:
+            conn.execute(insert(table), rows)
+
+
+def _to_stored(row: Any) -> StoredVersion:
+    return StoredVersion(
+        rid=row.rid,
+        res_type=row.res_type,
+        res_id=row.res_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        deleted=bool(row.deleted),
+        content=row.content,
+    )
+
+
+def fetch_current(
+    conn: Connection, res_type: str, res_id: str, *, for_update: bool = False
+) -> StoredVersion | None:
+    """The current version (possibly a delete marker), optionally row-locked for an update."""
+    stmt = select(*_CURRENT_COLS).where(
+        resources.c.res_type == res_type, resources.c.res_id == res_id
+    )
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    return _to_stored(row) if row else None
+
+
+def fetch_version(
+    conn: Connection, res_type: str, res_id: str, version_id: int
+) -> StoredVersion | None:
+    """A specific version, current or superseded."""
+    current = fetch_current(conn, res_type, res_id)
+    if current is None or version_id > current.version_id or version_id < 1:
+        return None
+    if version_id == current.version_id:
+        return current
+    row = conn.execute(
+        select(
+            resource_history.c.version_id,
+            resource_history.c.last_updated,
+            resource_history.c.deleted,
+            resource_history.c.content,
+        ).where(resource_history.c.rid == current.rid, resource_history.c.version_id == version_id)
+    ).first()
+    if row is None:
+        return None
+    return StoredVersion(
+        current.rid,
+        res_type,
+        res_id,
+        row.version_id,
+        row.last_updated,
+        bool(row.deleted),
+        row.content,
+    )
+
+
+def fetch_many_current(
+    conn: Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], StoredVersion]:
+    """Current, non-deleted versions for ``(type, id)`` keys; missing keys are absent."""
+    by_type: dict[str, set[str]] = {}
+    for t, i in keys:
+        by_type.setdefault(t, set()).add(i)
+    found: dict[tuple[str, str], StoredVersion] = {}
+    for res_type, ids in by_type.items():
+        rows = conn.execute(
+            select(*_CURRENT_COLS).where(
+                resources.c.res_type == res_type,
+                resources.c.res_id.in_(sorted(ids)),
+                resources.c.deleted.is_(False),
+            )
+        )
+        for row in rows:
+            found[(res_type, row.res_id)] = _to_stored(row)
+    return found
+
+
+def existing_ids(conn: Connection, res_type: str, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` exist (not deleted) as ``res_type``."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(resources.c.res_id).where(
+            resources.c.res_type == res_type,
+            resources.c.res_id.in_(wanted),
+            resources.c.deleted.is_(False),
+        )
+    )
+    return set(rows.scalars())
+
+
+def replace_current(
+    conn: Connection, current: StoredVersion, new: NewVersion | None, *, now: int
+) -> None:
+    """Supersede ``current`` by ``new`` (an update) or by a delete marker at ``now``.
+
+    The old version moves to the history table; index rows are rebuilt (removed on delete).
+    """
+    conn.execute(
+        insert(resource_history).values(
+            rid=current.rid,
+            version_id=current.version_id,
+            res_type=current.res_type,
+            last_updated=current.last_updated,
+            deleted=current.deleted,
+            content=current.content,
+        )
+    )
+    for table in INDEX_TABLES:
+        conn.execute(delete(table).where(table.c.rid == current.rid))
+    if new is None:
+        values: dict[str, Any] = {
+            "version_id": current.version_id + 1,
+            "last_updated": now,
+            "deleted": True,
+            "content": None,
+            "patient_id": None,
+            "date_low": None,
+            "date_high": None,
+        }
+    else:
+        values = _row_values(new)
+    conn.execute(update(resources).where(resources.c.rid == current.rid).values(**values))
+    if new is not None:
+        _insert_index_rows(conn, [(current.rid, new.index)])
+
+
+def instance_history(
+    conn: Connection, res_type: str, res_id: str, *, since: int | None, count: int
+) -> list[StoredVersion]:
+    """All versions of one resource, newest first."""
+    current = fetch_current(conn, res_type, res_id)
+    if current is None:
+        return []
+    versions = [current]
+    stmt = (
+        select(
+            resource_history.c.version_id,
+            resource_history.c.last_updated,
+            resource_history.c.deleted,
+            resource_history.c.content,
+        )
+        .where(resource_history.c.rid == current.rid)
+        .order_by(resource_history.c.version_id.desc())
+        .limit(count)
+    )
+    for row in conn.execute(stmt):
+        versions.append(
+            StoredVersion(
+                current.rid,
+                res_type,
+                res_id,
+                row.version_id,
+                row.last_updated,
+                bool(row.deleted),
+                row.content,
+            )
+        )
+    if since is not None:
+        versions = [v for v in versions if v.last_updated >= since]
+    return versions[:count]
+
+
+def type_history(
+    conn: Connection, res_type: str, *, since: int | None, count: int
+) -> list[StoredVersion]:
+    """The newest ``count`` versions across all resources of a type, newest first."""
+    cur = select(
+        resources.c.rid,
+        resources.c.res_id,
+        resources.c.version_id,
+        resources.c.last_updated,
+        resources.c.deleted,
+        resources.c.content,
+    ).where(resources.c.res_type == res_type)
+    old = (
+        select(
+            resource_history.c.rid,
+            resources.c.res_id,
+            resource_history.c.version_id,
+            resource_history.c.last_updated,
+            resource_history.c.deleted,
+            resource_history.c.content,
+        )
+        .join(resources, resources.c.rid == resource_history.c.rid)
+        .where(resource_history.c.res_type == res_type)
+    )
+    if since is not None:
+        cur = cur.where(resources.c.last_updated >= since)
+        old = old.where(resource_history.c.last_updated >= since)
+    # Each side is limited first (wrapped, as SQLite forbids LIMIT inside a bare UNION arm).
+    newest_cur = cur.order_by(resources.c.last_updated.desc()).limit(count).subquery()
+    newest_old = old.order_by(resource_history.c.last_updated.desc()).limit(count).subquery()
+    both = union_all(select(newest_cur), select(newest_old)).subquery()
+    rows = conn.execute(
+        select(both).order_by(both.c.last_updated.desc(), both.c.version_id.desc()).limit(count)
+    )
+    return [
+        StoredVersion(
+            r.rid, res_type, r.res_id, r.version_id, r.last_updated, bool(r.deleted), r.content
+        )
+        for r in rows
+    ]
+
+
+def lock_key(conn: Connection, key: str) -> None:
+    """Serialise writers on ``key`` until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite needs nothing: its write transactions
+    (``BEGIN IMMEDIATE``) are already serialised.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))

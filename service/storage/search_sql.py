@@ -1,0 +1,278 @@
+"""Compile a :class:`SearchQuery` into SQL over the resource row and the index tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from service.fhir.criteria import (
+    Criterion,
+    Cursor,
+    DateCriterion,
+    DateValue,
+    IdCriterion,
+    QuantityCriterion,
+    ReferenceCriterion,
+    SearchQuery,
+    StringCriterion,
+    TokenCriterion,
+    TokenValue,
+)
+from service.storage.repository import StoredVersion, fetch_many_current
+from service.storage.tables import (
+    resources,
+    sp_date,
+    sp_quantity,
+    sp_reference,
+    sp_string,
+    sp_token,
+)
+
+_NULL_DATE = -(2**62)  # sorts resources without a date first (ascending)
+R = resources.c
+
+
+@dataclass(slots=True)
+class SearchPage:
+    """One page of matches, newest sort position last, plus what is needed to page on."""
+
+    rows: list[StoredVersion]
+    next_cursor: Cursor | None
+    total: int | None
+
+
+def _token_match(table: Any, value: TokenValue) -> ColumnElement[bool]:
+    parts: list[ColumnElement[bool]] = []
+    if value.code is not None:
+        parts.append(table.c.code == value.code)
+    if value.system == "":
+        parts.append(table.c.system.is_(None))
+    elif value.system is not None:
+        parts.append(table.c.system == value.system)
+    return and_(*parts) if parts else true()
+
+
+def _range_condition(lo: Any, hi: Any, v: DateValue) -> ColumnElement[bool]:
+    match v.prefix:
+        case "eq":
+            return and_(lo >= v.low, hi <= v.high)
+        case "ne":
+            return not_(and_(lo >= v.low, hi <= v.high))
+        case "gt":
+            return hi > v.high
+        case "lt":
+            return lo < v.low
+        case "ge":
+            return hi >= v.low
+        case "le":
+            return lo <= v.high
+        case "sa":
+            return lo > v.high
+        case "eb":
+            return hi < v.low
+        case _:  # "ap": overlaps the value widened by the slack the parser computed
+            return and_(lo <= v.high + v.slack, hi >= v.low - v.slack)
+
+
+def _quantity_condition(v: Any) -> ColumnElement[bool]:
+    col = sp_quantity.c.value
+    match v.prefix:
+        case "eq":
+            cond = and_(col >= v.low, col <= v.high)
+        case "ne":
+            cond = not_(and_(col >= v.low, col <= v.high))
+        case "gt" | "sa":
+            cond = col > v.number
+        case "lt" | "eb":
+            cond = col < v.number
+        case "ge":
+            cond = col >= v.number
+        case "le":
+            cond = col <= v.number
+        case _:  # "ap": within 10 %
+            slack = abs(v.number) * 0.1
+            cond = and_(col >= v.number - slack, col <= v.number + slack)
+    parts = [cond]
+    if v.system:
+        parts.append(sp_quantity.c.system == v.system)
+    if v.code:
+        parts.append(sp_quantity.c.code == v.code)
+    return and_(*parts)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _criterion(c: Criterion) -> ColumnElement[bool]:
+    if isinstance(c, IdCriterion):
+        return R.res_id.in_(c.ids)
+    if isinstance(c, TokenCriterion):
+        sub = exists().where(
+            sp_token.c.rid == R.rid,
+            sp_token.c.param == c.param,
+            or_(*(_token_match(sp_token, v) for v in c.values)),
+        )
+        return not_(sub) if c.negate else sub
+    if isinstance(c, ReferenceCriterion):
+        if c.on_patient_column:
+            return R.patient_id.in_([i for _, i in c.values])
+        return exists().where(
+            sp_reference.c.rid == R.rid,
+            sp_reference.c.param == c.param,
+            or_(
+                *(
+                    and_(sp_reference.c.target_id == i, sp_reference.c.target_type == t)
+                    if t
+                    else sp_reference.c.target_id == i
+                    for t, i in c.values
+                )
+            ),
+        )
+    if isinstance(c, DateCriterion):
+        if c.column == "primary":
+            return or_(*(_range_condition(R.date_low, R.date_high, v) for v in c.values))
+        if c.column == "last_updated":
+            return or_(*(_range_condition(R.last_updated, R.last_updated, v) for v in c.values))
+        return exists().where(
+            sp_date.c.rid == R.rid,
+            sp_date.c.param == c.param,
+            or_(*(_range_condition(sp_date.c.low, sp_date.c.high, v) for v in c.values)),
+        )
+    if isinstance(c, QuantityCriterion):
+        return exists().where(
+            sp_quantity.c.rid == R.rid,
+            sp_quantity.c.param == c.param,
+            or_(*(_quantity_condition(v) for v in c.values)),
+        )
+    if isinstance(c, StringCriterion):
+        col = sp_string.c.value
+        if c.mode == "exact":
+            conds = [col == v for v in c.values]
+        elif c.mode == "contains":
+            conds = [col.like(f"%{_escape_like(v)}%", escape="\\") for v in c.values]
+        else:
+            conds = [col.like(f"{_escape_like(v)}%", escape="\\") for v in c.values]
+        return exists().where(sp_string.c.rid == R.rid, sp_string.c.param == c.param, or_(*conds))
+    raise TypeError(f"unknown criterion {c!r}")
+
+
+def where_clause(q: SearchQuery) -> ColumnElement[bool]:
+    """The WHERE condition for ``q`` on the ``resources`` table (no paging)."""
+    conds: list[ColumnElement[bool]] = [R.res_type == q.res_type, R.deleted.is_(False)]
+    if q.patient_ids is not None:
+        conds.append(R.patient_id.in_(q.patient_ids) if q.patient_ids else false())
+    conds.extend(_criterion(c) for c in q.criteria)
+    return and_(*conds)
+
+
+def _sort_column(q: SearchQuery) -> Any:
+    key = q.sort[0]
+    if key == "date":
+        return func.coalesce(R.date_low, _NULL_DATE)
+    if key == "_lastUpdated":
+        return R.last_updated
+    if key == "_id":
+        return R.res_id
+    return R.rid
+
+
+def search(conn: Connection, q: SearchQuery) -> SearchPage:
+    """Run ``q``: one page of current resources, a keyset cursor for the next, the total."""
+    where = where_clause(q)
+    total = None
+    if q.total or q.summary_count:
+        total = conn.execute(select(func.count()).select_from(resources).where(where)).scalar_one()
+    if q.summary_count or q.count == 0:
+        return SearchPage([], None, total)
+    key = _sort_column(q)
+    descending = q.sort[1]
+    stmt = select(
+        R.rid,
+        R.res_type,
+        R.res_id,
+        R.version_id,
+        R.last_updated,
+        R.deleted,
+        R.content,
+        key.label("sort_value"),
+    ).where(where)
+    if q.cursor is not None:
+        v, rid = q.cursor.value, q.cursor.rid
+        if q.sort[0] == "rid":
+            stmt = stmt.where(R.rid < rid if descending else R.rid > rid)
+        elif descending:
+            stmt = stmt.where(or_(key < v, and_(key == v, R.rid < rid)))
+        else:
+            stmt = stmt.where(or_(key > v, and_(key == v, R.rid > rid)))
+    order = (key.desc(), R.rid.desc()) if descending else (key.asc(), R.rid.asc())
+    if q.sort[0] == "rid":
+        order = order[1:]
+    rows = conn.execute(stmt.order_by(*order).limit(q.count + 1)).all()
+    more = len(rows) > q.count
+    rows = rows[: q.count]
+    page = [
+        StoredVersion(r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, False, r.content)
+        for r in rows
+    ]
+    cursor = Cursor(rows[-1].sort_value, rows[-1].rid) if more and rows else None
+    return SearchPage(page, cursor, total)
+
+
+def included(
+    conn: Connection, rids: list[int], param: str, target_type: str | None
+) -> list[StoredVersion]:
+    """Resources that ``param`` of the given rows points at (``_include``)."""
+    if not rids:
+        return []
+    stmt = select(sp_reference.c.target_type, sp_reference.c.target_id).where(
+        sp_reference.c.rid.in_(rids), sp_reference.c.param == param
+    )
+    if target_type:
+        stmt = stmt.where(sp_reference.c.target_type == target_type)
+    keys = {(r.target_type, r.target_id) for r in conn.execute(stmt.distinct())}
+    found = fetch_many_current(conn, keys)
+    return [found[k] for k in sorted(found)]
+
+
+def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVersion]:
+    """The newest ``max_per_code`` matches per patient and per code (``Observation/$lastn``)."""
+    # An alias, so the code criteria's own EXISTS over sp_token still correlate correctly.
+    code = sp_token.alias("lastn_code")
+    ranked = (
+        select(
+            R.rid.label("rid"),
+            func.row_number()
+            .over(
+                partition_by=(R.patient_id, code.c.system, code.c.code),
+                order_by=(R.date_low.desc(), R.rid.desc()),
+            )
+            .label("rn"),
+        )
+        .join(code, and_(code.c.rid == R.rid, code.c.param == "code"))
+        .where(where_clause(q))
+        .subquery()
+    )
+    chosen = select(ranked.c.rid).where(ranked.c.rn <= max_per_code).distinct()
+    rows = conn.execute(
+        select(R.rid, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.content)
+        .where(R.rid.in_(chosen))
+        .order_by(R.patient_id, R.date_low.desc(), R.rid.desc())
+    )
+    return [
+        StoredVersion(r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, False, r.content)
+        for r in rows
+    ]

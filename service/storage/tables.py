@@ -1,0 +1,105 @@
+"""The schema: current resource rows, superseded versions, and search-index rows.
+
+Times are integers (microseconds since the Unix epoch, UTC) so that SQLite and PostgreSQL
+compare and index them identically and exactly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+#: BIGINT on PostgreSQL; INTEGER on SQLite so that it aliases the rowid (autoincrement).
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("rid", RowId, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("patient_id", String(64)),
+    Column("date_low", BigInteger),
+    Column("date_high", BigInteger),
+    Column("content", Text),
+    UniqueConstraint("res_type", "res_id", name="uq_resources_type_id"),
+    Index("ix_resources_patient_date", "res_type", "patient_id", "date_low"),
+    Index("ix_resources_type_date", "res_type", "date_low"),
+    Index("ix_resources_type_updated", "res_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("rid", RowId, ForeignKey("resources.rid"), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("content", Text),
+    Index("ix_history_type_updated", "res_type", "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...]) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("rid", RowId, ForeignKey("resources.rid"), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+    )
+    for cols in indexes:
+        Index(f"ix_{name}_{'_'.join(cols)}", *(table.c[c] for c in cols))
+    return table
+
+
+sp_token = _index_table(
+    "sp_token",
+    Column("system", String(255)),
+    Column("code", String(255), nullable=False),
+    indexes=(("rid", "param", "code"), ("param", "code", "system")),
+)
+sp_reference = _index_table(
+    "sp_reference",
+    Column("target_type", String(64), nullable=False),
+    Column("target_id", String(64), nullable=False),
+    indexes=(("rid", "param"), ("param", "target_id", "target_type")),
+)
+sp_date = _index_table(
+    "sp_date",
+    Column("low", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    indexes=(("rid", "param"), ("param", "low"), ("param", "high")),
+)
+sp_quantity = _index_table(
+    "sp_quantity",
+    Column("value", Float, nullable=False),
+    Column("system", String(255)),
+    Column("code", String(64)),
+    indexes=(("rid", "param"), ("param", "code", "value")),
+)
+sp_string = _index_table(
+    "sp_string",
+    Column("value", String(255), nullable=False),
+    indexes=(("rid", "param"), ("param", "value")),
+)
+
+INDEX_TABLES = (sp_token, sp_reference, sp_date, sp_quantity, sp_string)

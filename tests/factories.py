@@ -1,0 +1,118 @@
+"""Factories for FHIR resources used across the tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+BSN = "http://fhir.nl/fhir/NamingSystem/bsn"
+VITAL = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "vital-signs",
+        }
+    ]
+}
+# Valid BSNs (11-proef) for test patients.
+BSNS = ["111222333", "123456782", "999999990", "999991772", "999990408", "999998286"]
+
+
+def when(days_ago: float = 0, *, hour: int = 8) -> str:
+    """An effective time ``days_ago`` days before today, at ``hour`` UTC (with offset)."""
+    moment = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    moment -= timedelta(days=days_ago)
+    if moment > datetime.now(UTC):
+        moment -= timedelta(days=1)
+    return moment.isoformat()
+
+
+def patient(bsn: str | None = None, family: str = "Jansen", given: str = "Piet") -> dict[str, Any]:
+    """A Patient, optionally with a BSN identifier."""
+    res: dict[str, Any] = {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": [given]}],
+        "gender": "male",
+        "birthDate": "1950-03-02",
+    }
+    if bsn:
+        res["identifier"] = [{"system": BSN, "value": bsn}]
+    return res
+
+
+def _obs(
+    patient_id: str, code: str, display: str, effective: str, ident: str | None
+) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [VITAL],
+        "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": effective,
+    }
+    res["identifier"] = [{"system": "urn:telemon:test", "value": ident or str(uuid.uuid4())}]
+    return res
+
+
+def quantity(value: float, unit: str) -> dict[str, Any]:
+    """A UCUM Quantity."""
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def weight(
+    patient_id: str, kg: float = 80.5, effective: str | None = None, ident: str | None = None,
+    unit: str = "kg",
+) -> dict[str, Any]:
+    """A body-weight Observation."""
+    res = _obs(patient_id, "29463-7", "Body weight", effective or when(), ident)
+    res["valueQuantity"] = quantity(kg, unit)
+    return res
+
+
+def heart_rate(patient_id: str, bpm: float = 72, effective: str | None = None) -> dict[str, Any]:
+    """A heart-rate Observation."""
+    res = _obs(patient_id, "8867-4", "Heart rate", effective or when(), None)
+    res["valueQuantity"] = quantity(bpm, "/min")
+    return res
+
+
+def spo2(patient_id: str, pct: float = 96, effective: str | None = None) -> dict[str, Any]:
+    """An SpO2 Observation."""
+    res = _obs(patient_id, "2708-6", "Oxygen saturation", effective or when(), None)
+    res["valueQuantity"] = quantity(pct, "%")
+    return res
+
+
+def blood_pressure(
+    patient_id: str, systolic: float = 128, diastolic: float = 82, effective: str | None = None
+) -> dict[str, Any]:
+    """A blood-pressure panel with systolic and diastolic components."""
+    res = _obs(patient_id, "85354-9", "Blood pressure panel", effective or when(), None)
+    res["component"] = [
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+         "valueQuantity": quantity(systolic, "mm[Hg]")},
+        {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+         "valueQuantity": quantity(diastolic, "mm[Hg]")},
+    ]
+    return res
+
+
+def transaction(*entries: dict[str, Any]) -> dict[str, Any]:
+    """A transaction Bundle of the given entries."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+
+
+def post_entry(resource: dict[str, Any], full_url: str | None = None,
+               if_none_exist: str | None = None) -> dict[str, Any]:
+    """A POST entry for a transaction or batch."""
+    request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
+    if if_none_exist:
+        request["ifNoneExist"] = if_none_exist
+    entry: dict[str, Any] = {"resource": resource, "request": request}
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
