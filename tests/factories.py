@@ -116,3 +116,51 @@ def post_entry(resource: dict[str, Any], full_url: str | None = None,
     if full_url:
         entry["fullUrl"] = full_url
     return entry
+
+
+def device(patient_id: str | None = None, serial: str | None = None) -> dict[str, Any]:
+    """A Device (e.g. a scale), optionally with the patient it is with."""
+    res: dict[str, Any] = {
+        "resourceType": "Device",
+        "status": "active",
+        "identifier": [{"system": "urn:telemon:serial", "value": serial or str(uuid.uuid4())}],
+    }
+    if patient_id:
+        res["patient"] = {"reference": f"Patient/{patient_id}"}
+    return res
+
+
+def batch(*entries: dict[str, Any]) -> dict[str, Any]:
+    """A batch Bundle of the given entries."""
+    return {"resourceType": "Bundle", "type": "batch", "entry": list(entries)}
+
+
+def put_entry(resource: dict[str, Any], if_match: str | None = None) -> dict[str, Any]:
+    """A PUT entry (the resource must carry its id)."""
+    request: dict[str, Any] = {
+        "method": "PUT",
+        "url": f"{resource['resourceType']}/{resource['id']}",
+    }
+    if if_match:
+        request["ifMatch"] = if_match
+    return {"resource": resource, "request": request}
+
+
+def request_entry(method: str, url: str) -> dict[str, Any]:
+    """A GET or DELETE entry."""
+    return {"request": {"method": method, "url": url}}
+
+
+def match_ids(bundle: dict[str, Any]) -> list[str]:
+    """The ids of a searchset's ``match`` entries, in order."""
+    return [
+        e["resource"]["id"]
+        for e in bundle.get("entry", [])
+        if e.get("search", {}).get("mode") == "match"
+    ]
+
+
+def expressions(outcome: dict[str, Any]) -> list[str]:
+    """Every ``issue.expression`` of an OperationOutcome, flattened."""
+    assert outcome["resourceType"] == "OperationOutcome", outcome
+    return [x for issue in outcome["issue"] for x in issue.get("expression", [])]
