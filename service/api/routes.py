@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
@@ -62,8 +62,16 @@ def _entry(base: str, row: StoredVersion, mode: str) -> dict[str, Any]:
     }
 
 
-def _searchset(request: Request, base: str, res_type: str, result: SearchResult) -> FhirResponse:
-    params = [(k, v) for k, v in _query_params(request) if k != "_cursor"]
+def _searchset(
+    request: Request,
+    base: str,
+    res_type: str,
+    result: SearchResult,
+    params: list[tuple[str, str]] | None = None,
+) -> FhirResponse:
+    """The searchset Bundle; ``params`` (default: the query string) carry into the next link."""
+    given = _query_params(request) if params is None else params
+    params = [(k, v) for k, v in given if k != "_cursor"]
     self_url = f"{base}/{res_type}" + (f"?{request.url.query}" if request.url.query else "")
     links = [{"relation": "self", "url": self_url}]
     if result.next_cursor:
@@ -141,10 +149,31 @@ async def search(res_type: str, request: Request, state: State, base: Base) -> F
 @router.post("/{res_type}/_search")
 async def search_post(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
     """Search with parameters in an ``application/x-www-form-urlencoded`` body."""
-    form = await request.form()
-    params = _query_params(request) + [(k, str(v)) for k, v in form.multi_items()]
+    params = _query_params(request) + await _form_params(request, state)
     result = await run_in_threadpool(state.fhir.search, res_type, params, strict=_strict(request))
-    return _searchset(request, base, res_type, result)
+    return _searchset(request, base, res_type, result, params)
+
+
+async def _form_params(request: Request, state: AppState) -> list[tuple[str, str]]:
+    """The parameters of an ``application/x-www-form-urlencoded`` body (415 for other types)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in ("", "application/x-www-form-urlencoded"):
+        raise FhirError.single(
+            415,
+            "not-supported",
+            "POST _search needs an application/x-www-form-urlencoded body",
+            "Content-Type",
+        )
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > state.settings.max_body_bytes:
+            raise FhirError.single(413, "too-costly", "The search parameters are too long")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FhirError.single(400, "invalid", "The form body is not valid UTF-8") from exc
+    return [(k, v) for k, v in parse_qsl(text, keep_blank_values=True) if k != "_format"]
 
 
 @router.post("/{res_type}")

@@ -90,10 +90,10 @@ def _range_condition(lo: Any, hi: Any, v: DateValue) -> ColumnElement[bool]:
 def _quantity_condition(v: Any) -> ColumnElement[bool]:
     col = sp_quantity.c.value
     match v.prefix:
-        case "eq":
-            cond = and_(col >= v.low, col <= v.high)
+        case "eq":  # [low, high): 80 matches 79.5 but not 80.5
+            cond = and_(col >= v.low, col < v.high)
         case "ne":
-            cond = not_(and_(col >= v.low, col <= v.high))
+            cond = not_(and_(col >= v.low, col < v.high))
         case "gt" | "sa":
             cond = col > v.number
         case "lt" | "eb":
