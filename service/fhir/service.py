@@ -166,21 +166,18 @@ class FhirService:
                 if t in self.registry and (t, i) not in pending:
                     wanted.setdefault(t, set()).add(i)
         existing = {t: repo.existing_ids(conn, t, ids) for t, ids in wanted.items()}
-        issues = []
+        issues: dict[tuple[str, str], Issue] = {}  # one issue per element and target
         for item, prefix in items:
             rtype = self.resource_type(item.res_type)
             for param, t, i in item.index.references:
                 if t in existing and i not in existing[t] and (t, i) not in pending:
-                    path = rtype.params[param].paths[0]
-                    issues.append(
-                        Issue(
-                            "not-found",
-                            f"{param}: {t}/{i} does not exist on this server",
-                            (f"{prefix}.{path}",),
-                        )
+                    where = f"{prefix}.{rtype.params[param].paths[0]}"
+                    issues.setdefault(
+                        (where, f"{t}/{i}"),
+                        Issue("not-found", f"{t}/{i} does not exist on this server", (where,)),
                     )
         if issues:
-            raise FhirError(422, list(dict.fromkeys(issues)))
+            raise FhirError(422, list(issues.values()))
 
     # -- create ----------------------------------------------------------------------------
 
