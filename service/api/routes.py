@@ -103,6 +103,7 @@ async def metadata(state: State, base: Base) -> FhirResponse:
 
 
 @router.post("")
+@router.post("/", include_in_schema=False)
 async def transaction(request: Request, state: State) -> FhirResponse:
     """Process a transaction or batch Bundle."""
     data = await _body(request, state)

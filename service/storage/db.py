@@ -59,7 +59,7 @@ class Database:
 def _make_engine(url: str, sqlite_synchronous: str, pool_size: int) -> Engine:
     if make_url(url).get_backend_name() != "sqlite":
         return create_engine(
-            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800
         )
     # isolation_level=None hands transaction control to the "begin" hook below.
     engine = create_engine(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
 from service.fhir.indexing import IndexValues
+from service.storage import pg_bulk
 from service.storage.tables import (
     INDEX_TABLES,
     resource_history,
@@ -76,6 +77,8 @@ def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]
     """Insert brand-new resources (version 1) with their index rows; returns their row ids."""
     if not items:
         return []
+    if conn.dialect.name == "postgresql":
+        return pg_bulk.insert_resources(conn, items)
     stmt = insert(resources).returning(resources.c.rid, sort_by_parameter_order=True)
     rids = list(conn.execute(stmt, [_row_values(i) for i in items]).scalars())
     _insert_index_rows(conn, zip(rids, (i.index for i in items), strict=True))
@@ -191,6 +194,8 @@ def existing_ids(conn: Connection, res_type: str, ids: Iterable[str]) -> set[str
     wanted = sorted(set(ids))
     if not wanted:
         return set()
+    if conn.dialect.name == "postgresql":
+        return pg_bulk.existing_ids(conn, res_type, wanted)
     rows = conn.execute(
         select(resources.c.res_id).where(
             resources.c.res_type == res_type,

@@ -1,0 +1,39 @@
+# telemon — the two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+## Set up, load the demo data into the embedded SQLite database and serve on http://127.0.0.1:8080
+run: $(STAMP)
+	$(BIN)/telemon demo
+	$(BIN)/telemon serve
+
+## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down)
+test: $(STAMP)
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	$(BIN)/ruff check service tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check service tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## On demand: the ingest/search benchmark (PostgreSQL, live server)
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info telemon.sqlite telemon.sqlite-wal telemon.sqlite-shm
