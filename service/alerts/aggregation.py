@@ -1,0 +1,51 @@
+"""Per-rule aggregation of legitimate repeated readings (§7.3): first of day, mean in 10 min."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from statistics import fmean
+from zoneinfo import ZoneInfo
+
+from service.alerts.days import local_day
+from service.alerts.measurements import Measurement
+
+
+def of_concept(window: Iterable[Measurement], concept: str) -> list[Measurement]:
+    """The readings of one concept, in window (time) order."""
+    return [m for m in window if m.concept == concept]
+
+
+def daily_first(
+    window: Sequence[Measurement], concept: str, tz: ZoneInfo
+) -> dict[date, Measurement]:
+    """The first reading of each patient-local day (the HF "daily weight", §6)."""
+    days: dict[date, Measurement] = {}
+    for m in sorted(of_concept(window, concept), key=lambda m: m.effective):
+        days.setdefault(local_day(m.effective, tz), m)
+    return days
+
+
+def mean_within(
+    window: Sequence[Measurement], concept: str, until: datetime, span: timedelta
+) -> tuple[float, list[Measurement]] | None:
+    """Mean of the readings in ``[until - span, until]`` and the readings used (BP, §7.3)."""
+    used = [m for m in of_concept(window, concept) if until - span <= m.effective <= until]
+    if not used:
+        return None
+    return fmean(m.value for m in used), used
+
+
+def present_symptoms(
+    window: Sequence[Measurement],
+    since: datetime,
+    until: datetime,
+    codes: Iterable[str] | None = None,
+) -> list[Measurement]:
+    """Symptom answers that are present (severity >= mild) in ``[since, until]``."""
+    wanted = set(codes) if codes is not None else None
+    return [
+        m
+        for m in of_concept(window, "symptom")
+        if since <= m.effective <= until and m.value >= 1 and (wanted is None or m.detail in wanted)
+    ]

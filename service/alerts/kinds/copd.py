@@ -1,0 +1,201 @@
+"""COPD rules against personal baselines: SpO2 drop, CAT/CCQ rise, PEF ratio, Rome criteria."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from service.alerts.aggregation import of_concept
+from service.alerts.baselines import previous_scores_baseline, reading_baseline
+from service.alerts.days import local_day
+from service.alerts.kinds.common import ids, need, num
+from service.alerts.measurements import Measurement
+from service.alerts.results import Baseline, RuleResult, Severity
+from service.alerts.rules import EvalContext, Params
+
+
+def _spo2_baseline(
+    params: Params, window: Sequence[Measurement], ctx: EvalContext
+) -> Baseline | None:
+    """Usual SpO2: clinician value, else the room-air median 14 d excluding the last 2 (§3.5)."""
+    readings = [m for m in of_concept(window, "spo2") if m.effective <= ctx.anchor.effective]
+    return reading_baseline(
+        readings,
+        ctx.anchor.effective,
+        ctx.tz,
+        clinician_value=params.get("usual_spo2"),
+        window_days=int(need(params, "window_days")),
+        exclude_recent_days=int(need(params, "exclude_recent_days")),
+        min_values=int(need(params, "min_values")),
+        unit="%",
+        room_air_only=True,
+    )
+
+
+def baseline_drop(
+    params: Params, window: Sequence[Measurement], ctx: EvalContext
+) -> RuleResult | None:
+    """SpO2 ≤ baseline - drop_pts → orange; red on 2 consecutive days or with Anthonisen ≥ 2."""
+    anchor = ctx.anchor
+    if anchor.concept != "spo2" or anchor.on_supplemental_oxygen:
+        return None  # on extra O2 the room-air baseline does not apply (§7.7)
+    baseline = _spo2_baseline(params, window, ctx)
+    if baseline is None:
+        return None
+    limit = baseline.value - need(params, "drop_pts")
+    if anchor.value > limit:
+        return None
+    evidence = [anchor]
+    reasons: list[str] = []
+    yesterday = local_day(anchor.effective, ctx.tz) - timedelta(days=1)
+    low_yesterday = [
+        m
+        for m in of_concept(window, "spo2")
+        if local_day(m.effective, ctx.tz) == yesterday
+        and not m.on_supplemental_oxygen
+        and m.value <= limit
+    ]
+    if low_yesterday:
+        evidence.append(low_yesterday[0])
+        reasons.append("also yesterday")
+    since = anchor.effective - timedelta(hours=need(params, "anthonisen_hours"))
+    items = {
+        m.detail: m
+        for m in of_concept(window, "anthonisen")
+        if since <= m.effective <= anchor.effective
+    }
+    present = [m for m in items.values() if m.value >= 1]
+    if len(present) >= need(params, "anthonisen_min"):
+        evidence.extend(present)
+        reasons.append(f"with {len(present)} Anthonisen criteria")
+    drop = baseline.value - anchor.value
+    text = f"SpO2 {num(anchor.value)} %, -{num(drop)} points vs baseline {baseline.describe()}"
+    if reasons:
+        text += f" ({'; '.join(reasons)})"
+    return RuleResult(
+        rule_id=ctx.rule.id,
+        severity=Severity.RED if reasons else Severity.ORANGE,
+        text=text,
+        evidence=ids(evidence),
+        triggered_at=anchor.effective,
+        baseline=baseline,
+    )
+
+
+def score_rise(
+    params: Params, window: Sequence[Measurement], ctx: EvalContext
+) -> RuleResult | None:
+    """Score ≥ baseline + big_rise once, or ≥ baseline + small_rise on consecutive assessments."""
+    anchor = ctx.anchor
+    concept = ctx.rule.concepts[0]
+    if anchor.concept != concept:
+        return None
+    history = [m for m in of_concept(window, concept) if m.effective < anchor.effective]
+    run_length = int(need(params, "consecutive"))
+    run = [*history[-(run_length - 1) :], anchor] if run_length > 1 else [anchor]
+    before = history[: len(history) - (len(run) - 1)]
+    baseline = previous_scores_baseline(
+        before,
+        clinician_value=params.get(ctx.rule.options.get("baseline_param", "")),
+        count=int(need(params, "baseline_count")),
+        unit="points",
+    )
+    if baseline is None:
+        return None
+    label = concept.upper()
+    rise = anchor.value - baseline.value
+    if rise >= need(params, "big_rise"):
+        text = f"{label} {num(anchor.value)} (+{num(rise)} vs baseline {baseline.describe()})"
+        return RuleResult(
+            ctx.rule.id,
+            Severity.ORANGE,
+            text,
+            (anchor.observation_id,),
+            anchor.effective,
+            baseline=baseline,
+        )
+    small = need(params, "small_rise")
+    if len(run) == run_length and all(m.value >= baseline.value + small for m in run):
+        scores = ", ".join(num(m.value) for m in run)
+        text = (
+            f"{label} {scores} on {run_length} assessments in a row, ≥ +{num(small)} vs "
+            f"baseline {baseline.describe()}"
+        )
+        return RuleResult(
+            ctx.rule.id, Severity.ORANGE, text, ids(run), anchor.effective, baseline=baseline
+        )
+    return None
+
+
+def baseline_ratio(
+    params: Params, window: Sequence[Measurement], ctx: EvalContext
+) -> RuleResult | None:
+    """PEF below info/orange percentages of the personal baseline (COPD-PEF-DROP, opt-in)."""
+    anchor = ctx.anchor
+    if anchor.concept != "pef":
+        return None
+    readings = [m for m in of_concept(window, "pef") if m.effective <= anchor.effective]
+    baseline = reading_baseline(
+        readings,
+        anchor.effective,
+        ctx.tz,
+        clinician_value=params.get("pef_baseline"),
+        window_days=int(need(params, "window_days")),
+        exclude_recent_days=int(need(params, "exclude_recent_days")),
+        min_values=int(need(params, "min_values")),
+        unit="L/min",
+    )
+    if baseline is None or baseline.value <= 0:
+        return None
+    pct = anchor.value / baseline.value * 100
+    if pct < need(params, "orange_below_pct"):
+        severity = Severity.ORANGE
+    elif pct < need(params, "info_below_pct"):
+        severity = Severity.INFO
+    else:
+        return None
+    text = f"PEF {num(anchor.value)} L/min = {pct:.0f} % of baseline {baseline.describe()}"
+    return RuleResult(
+        ctx.rule.id, severity, text, (anchor.observation_id,), anchor.effective, baseline=baseline
+    )
+
+
+def criteria_count(
+    params: Params, window: Sequence[Measurement], ctx: EvalContext
+) -> RuleResult | None:
+    """≥ min_criteria Rome criteria within window_hours → red (COPD-ROME-COMPOSITE)."""
+    at = ctx.anchor.effective
+    since = at - timedelta(hours=need(params, "window_hours"))
+    recent = [m for m in window if since <= m.effective <= at]
+
+    def worst(concept: str, high: bool) -> Measurement | None:
+        values = of_concept(recent, concept)
+        if not values:
+            return None
+        return max(values, key=lambda m: m.value) if high else min(values, key=lambda m: m.value)
+
+    met: list[tuple[str, Measurement]] = []
+    for concept, param, label in (
+        ("dyspnoea", "dyspnoea_at", "dyspnoea {v}/10"),
+        ("rr", "rr_at", "RR {v}/min"),
+        ("hr", "hr_at", "HR {v}/min"),
+    ):
+        m = worst(concept, high=True)
+        if m is not None and m.value >= need(params, param):
+            met.append((label.format(v=num(m.value)), m))
+    spo2 = worst("spo2", high=False)
+    baseline = _spo2_baseline(params, window, ctx)
+    if spo2 is not None:
+        dropped = baseline is not None and baseline.value - spo2.value > need(
+            params, "spo2_drop_above"
+        )
+        if spo2.value < need(params, "spo2_below") or dropped:
+            met.append((f"SpO2 {num(spo2.value)} %", spo2))
+    if len(met) < need(params, "min_criteria"):
+        return None
+    text = f"{len(met)} exacerbation criteria within {num(need(params, 'window_hours'))} h: " + (
+        ", ".join(label for label, _ in met)
+    )
+    return RuleResult(
+        ctx.rule.id, Severity.RED, text, ids([m for _, m in met]), at, baseline=baseline
+    )
