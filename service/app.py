@@ -13,13 +13,11 @@ from service import __version__
 from service.api.deps import AppState
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, outcome_response
+from service.bootstrap import build_service, open_database
 from service.fhir.conformance import ConformanceStore
 from service.fhir.outcome import FhirError, Issue, operation_outcome
-from service.fhir.registry import default_registry
-from service.fhir.service import FhirService
 from service.settings import Settings, get_settings
 from service.storage.db import Database
-from service.validation import ProfileValidator
 
 log = logging.getLogger("telemon")
 
@@ -29,13 +27,8 @@ _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     """Build the application with its database, validator and services."""
     settings = settings or get_settings()
-    db = db or Database(
-        settings.database_url,
-        sqlite_synchronous=settings.sqlite_synchronous,
-        pool_size=settings.db_pool_size,
-    )
-    profiles = ProfileValidator.load(settings.profiles_dir)
-    fhir = FhirService(db, default_registry(), profiles, settings)
+    db = db or open_database(settings)
+    fhir = build_service(settings, db)
     app = FastAPI(
         title="telemon",
         version=__version__,
@@ -44,7 +37,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.telemon = AppState(
         settings=settings,
         fhir=fhir,
-        conformance=ConformanceStore(profiles.conformance_resources()),
+        conformance=ConformanceStore(fhir.profiles.conformance_resources()),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     app.include_router(fhir_router)

@@ -1,0 +1,24 @@
+"""Building the FHIR service from settings; shared by the web app and the CLI."""
+
+from __future__ import annotations
+
+from service.fhir.registry import default_registry
+from service.fhir.service import FhirService
+from service.settings import Settings
+from service.storage.db import Database
+from service.validation import ProfileValidator
+
+
+def open_database(settings: Settings, *, pool_size: int | None = None) -> Database:
+    """A database handle for ``settings`` (``pool_size`` overrides the configured pool)."""
+    return Database(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        pool_size=settings.db_pool_size if pool_size is None else pool_size,
+    )
+
+
+def build_service(settings: Settings, db: Database | None = None) -> FhirService:
+    """The FHIR service over ``db`` (opened from ``settings`` when not given)."""
+    profiles = ProfileValidator.load(settings.profiles_dir)
+    return FhirService(db or open_database(settings), default_registry(), profiles, settings)
