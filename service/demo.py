@@ -1,0 +1,392 @@
+"""Demo data (``telemon demo``): three patients with weeks of home measurements.
+
+* **Hendrik Jansen** (heart failure): daily weight, blood pressure, heart rate and SpO2. In the last
+  days he decompensates: about +2.8 kg in three days, heart rate up, SpO2 a little down.
+* **Anna de Vries** (COPD): daily-ish SpO2 and pulse, weekly weight and blood pressure,
+  respiratory rate and temperature now and then. In the last days she has an exacerbation:
+  SpO2 5-6 points below her baseline, breathing faster, pulse up, a slight fever.
+* **Willem Bakker** (heart failure and COPD): everything daily, and stable — the contrast.
+
+Every resource has an identifier (Patient: BSN; Device: serial; Observation: patient, code and
+local day) and is created with a conditional create, so loading the demo twice on the same day
+creates nothing the second time. The values are drawn from a random generator seeded per patient,
+so the same seed and day give the same data. Measurements are taken on local mornings
+(``settings.timezone``, Europe/Amsterdam by default) and never lie after ``now``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from service.fhir import bundles
+from service.fhir.service import FhirService
+from service.importer import identifier_criteria
+from service.validation import BSN_SYSTEM
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+DEVICE_SYSTEM = "urn:telemon:demo:device"
+OBSERVATION_SYSTEM = "urn:telemon:demo:observation"
+_VITAL_SIGNS = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "vital-signs",
+            "display": "Vital Signs",
+        }
+    ]
+}
+# The last morning measurement is done by then; before it, "today" has no data yet.
+_MORNING_DONE = time(8, 30)
+_EPISODE_DAYS = 4  # the decompensation / exacerbation covers the last four days
+_BUNDLE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Person:
+    key: str
+    bsn: str
+    given: str
+    family: str
+    gender: str
+    birth_date: str
+    conditions: tuple[str, ...]
+    devices: tuple[tuple[str, str, str], ...]  # (kind, display name, model)
+
+
+_PEOPLE = (
+    _Person(
+        "hf",
+        "999990019",
+        "Hendrik",
+        "Jansen",
+        "male",
+        "1947-04-18",
+        ("heart failure",),
+        (("scale", "Weegschaal", "BodyScale 300"), ("bp", "Bloeddrukmeter", "BPM 700")),
+    ),
+    _Person(
+        "copd",
+        "999991115",
+        "Anna",
+        "de Vries",
+        "female",
+        "1953-11-02",
+        ("COPD",),
+        (("scale", "Weegschaal", "BodyScale 300"), ("oximeter", "Saturatiemeter", "OxiCheck 2")),
+    ),
+    _Person(
+        "hfcopd",
+        "999995522",
+        "Willem",
+        "Bakker",
+        "male",
+        "1941-07-25",
+        ("heart failure", "COPD"),
+        (
+            ("scale", "Weegschaal", "BodyScale 300"),
+            ("bp", "Bloeddrukmeter", "BPM 700"),
+            ("oximeter", "Saturatiemeter", "OxiCheck 2"),
+        ),
+    ),
+)
+
+
+@dataclass(slots=True)
+class DemoPatient:
+    """One demo patient as stored: server ids and what the data shows."""
+
+    name: str
+    patient_id: str
+    bsn: str
+    conditions: tuple[str, ...]
+    story: str
+    device_ids: dict[str, str] = field(default_factory=dict)
+    observations: int = 0
+
+
+@dataclass(slots=True)
+class DemoSummary:
+    """What :func:`load_demo` wrote (``created``) and found already present (``skipped``)."""
+
+    patients: list[DemoPatient]
+    created: int = 0
+    skipped: int = 0
+    first_day: date | None = None
+    last_day: date | None = None
+
+
+def load_demo(
+    service: FhirService, *, now: datetime | None = None, seed: int = 7, weeks: int = 8
+) -> DemoSummary:
+    """Create the demo patients, their devices and ``weeks`` weeks of measurements.
+
+    ``now`` (timezone-aware, default the current time) fixes the last measurement day; it must not
+    lie in the future or the server rejects the measurements. Idempotent for the same ``now`` day.
+    """
+    now = now or datetime.now(UTC)
+    local_now = now.astimezone(service.zone)
+    last_day = local_now.date()
+    if local_now.time() < _MORNING_DONE:
+        last_day -= timedelta(days=1)
+    days = [last_day - timedelta(days=n) for n in range(weeks * 7 - 1, -1, -1)]
+    summary = DemoSummary([], first_day=days[0], last_day=last_day)
+    for person in _PEOPLE:
+        rng = random.Random(f"{seed}:{person.key}")  # per patient: one series never shifts another
+        patient, devices = _store_people(service, person, summary)
+        readings = list(_measurements(person, days, rng, now, service.zone))
+        resources = [_observation(person, patient, devices, reading) for reading in readings]
+        for start in range(0, len(resources), _BUNDLE_SIZE):
+            _store(service, resources[start : start + _BUNDLE_SIZE], summary)
+        summary.patients.append(
+            DemoPatient(
+                f"{person.given} {person.family}",
+                patient,
+                person.bsn,
+                person.conditions,
+                _STORIES[person.key],
+                devices,
+                len(resources),
+            )
+        )
+    return summary
+
+
+_STORIES = {
+    "hf": "decompensation in the last days: weight about +3 kg in 3 days, pulse up, SpO2 down",
+    "copd": "exacerbation in the last days: SpO2 5-6 points below baseline, breathing faster",
+    "hfcopd": "stable: the contrast for the other two",
+}
+
+
+# -- storing ---------------------------------------------------------------------------------
+
+
+def _entry(resource: dict[str, Any], full_url: str | None = None) -> dict[str, Any]:
+    request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
+    criteria = identifier_criteria(resource)
+    if criteria:
+        request["ifNoneExist"] = criteria
+    entry: dict[str, Any] = {"resource": resource, "request": request}
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def _store(
+    service: FhirService, resources: list[dict[str, Any]], summary: DemoSummary
+) -> list[str]:
+    """POST ``resources`` in one transaction; returns their ``Type/id``s."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [_entry(r) for r in resources],
+    }
+    return _run(service, bundle, summary)
+
+
+def _run(service: FhirService, bundle: dict[str, Any], summary: DemoSummary) -> list[str]:
+    response = bundles.process(service, bundle)
+    refs = []
+    for entry in response["entry"]:
+        if entry["response"]["status"].startswith("201"):
+            summary.created += 1
+        else:
+            summary.skipped += 1
+        refs.append(entry["response"]["location"].split("/_history/")[0])
+    return refs
+
+
+def _store_people(
+    service: FhirService, person: _Person, summary: DemoSummary
+) -> tuple[str, dict[str, str]]:
+    """The Patient and its Devices in one transaction; the patient id and device ids by kind."""
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": BSN_SYSTEM, "value": person.bsn}],
+        "active": True,
+        "name": [{"use": "official", "family": person.family, "given": [person.given]}],
+        "gender": person.gender,
+        "birthDate": person.birth_date,
+    }
+    entries = [_entry(patient, f"urn:uuid:demo-patient-{person.key}")]
+    for kind, display, model in person.devices:
+        device = {
+            "resourceType": "Device",
+            "identifier": [{"system": DEVICE_SYSTEM, "value": f"{person.key}-{kind}"}],
+            "status": "active",
+            "manufacturer": "Telemon Demo Devices",
+            "deviceName": [{"name": display, "type": "user-friendly-name"}],
+            "modelNumber": model,
+            "type": {"text": display},
+            "patient": {"reference": f"urn:uuid:demo-patient-{person.key}"},
+        }
+        entries.append(_entry(device))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    refs = _run(service, bundle, summary)
+    patient_id = refs[0].split("/")[1]
+    devices = {
+        kind: ref.split("/")[1] for (kind, _, _), ref in zip(person.devices, refs[1:], strict=True)
+    }
+    return patient_id, devices
+
+
+# -- the measurements ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    kind: str  # weight, bp, hr, spo2, rr, temp
+    day: date
+    at: datetime
+    values: tuple[float, ...]
+    device: str | None
+
+
+_CODES: dict[str, tuple[list[dict[str, str]], str, str]] = {
+    # kind: (codings, UCUM unit, text)
+    "weight": ([{"system": LOINC, "code": "29463-7", "display": "Body weight"}], "kg", "Gewicht"),
+    "bp": (
+        [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}],
+        "mm[Hg]",
+        "Bloeddruk",
+    ),
+    "hr": ([{"system": LOINC, "code": "8867-4", "display": "Heart rate"}], "/min", "Hartslag"),
+    "spo2": (
+        [
+            {"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"},
+            {
+                "system": LOINC,
+                "code": "59408-5",
+                "display": "Oxygen saturation in Arterial blood by Pulse oximetry",
+            },
+        ],
+        "%",
+        "Zuurstofsaturatie",
+    ),
+    "rr": (
+        [{"system": LOINC, "code": "9279-1", "display": "Respiratory rate"}],
+        "/min",
+        "Ademfrequentie",
+    ),
+    "temp": (
+        [{"system": LOINC, "code": "8310-5", "display": "Body temperature"}],
+        "Cel",
+        "Temperatuur",
+    ),
+}
+
+
+def _noise(rng: random.Random, sd: float) -> float:
+    """Gaussian noise clipped at two standard deviations, so the scripted episodes stay visible."""
+    return max(-2 * sd, min(2 * sd, rng.gauss(0, sd)))
+
+
+# Per day into the episode (index 1..4; 0 = no episode): how far each vital has moved.
+_WEIGHT_UP = (0.0, 0.1, 1.0, 2.0, 3.0)  # kg, decompensation: > 2 kg within 3 days
+_SPO2_DOWN = {"decompensation": (0, 1, 1, 2, 3), "exacerbation": (0, 2, 4, 5, 6)}
+_RR_UP = {"decompensation": (0, 1, 2, 2, 3), "exacerbation": (0, 4, 7, 9, 10)}
+_FEVER = (0.0, 0.2, 0.6, 1.0, 1.3)  # Cel, exacerbation
+_HR_UP_PER_DAY = {"decompensation": 6.0, "exacerbation": 5.0}
+
+
+def _measurements(
+    person: _Person, days: list[date], rng: random.Random, now: datetime, zone: ZoneInfo
+) -> Iterator[_Reading]:
+    """The person's readings, oldest first (only those at or before ``now``)."""
+    hf = "heart failure" in person.conditions
+    copd = "COPD" in person.conditions
+    episode = {"hf": "decompensation", "copd": "exacerbation"}.get(person.key)
+    base_weight = {"hf": 84.0, "copd": 61.0, "hfcopd": 77.0}[person.key]
+    base_spo2 = 93.0 if copd else 96.0
+    base_hr = {"hf": 68.0, "copd": 78.0, "hfcopd": 72.0}[person.key]
+    drift = rng.uniform(-0.02, 0.02)  # kg per day: slow drift over the weeks
+    for index, day in enumerate(days):
+        e = max(0, index - len(days) + _EPISODE_DAYS + 1) if episode else 0
+        if index < len(days) - 10 and rng.random() < 0.04:
+            continue  # a forgotten morning now and then, but never near the episode
+        wake = datetime.combine(day, time(7, 0), zone)
+        wake += timedelta(minutes=rng.randint(0, 40))
+        plan: list[tuple[str, int, tuple[float, ...], str | None]] = []  # minutes after waking
+        add = plan.append
+        # COPD alone: weight and blood pressure only on Mondays.
+        if hf or day.weekday() == 0:
+            kg = base_weight + drift * index + 0.2 * math.sin(index * 2 * math.pi / 21)
+            if episode == "decompensation":
+                kg += _WEIGHT_UP[e]
+            add(("weight", 0, (round(kg + _noise(rng, 0.15), 1),), "scale"))
+            sbp = 128 - (2 * e if episode == "decompensation" else 0) + _noise(rng, 6)
+            add(("bp", 5, (round(sbp), round(78 + _noise(rng, 4))), "bp"))
+        hr = round(base_hr + _HR_UP_PER_DAY.get(episode or "", 0.0) * e + _noise(rng, 3))
+        if hf:
+            add(("hr", 5, (hr,), "bp"))
+        if hf or e > 0 or rng.random() < 0.85:  # COPD: SpO2 and pulse on most days
+            drop = _SPO2_DOWN[episode][e] if episode else 0
+            add(("spo2", 8, (round(min(99.0, base_spo2 - drop + _noise(rng, 0.8))),), "oximeter"))
+            if not hf:
+                add(("hr", 8, (hr,), "oximeter"))
+        if e > 0 or day.weekday() in (1, 4):  # Tuesdays and Fridays, daily in an episode
+            rr_up = _RR_UP[episode][e] if episode else 0
+            add(("rr", 10, (round(16 + rr_up + _noise(rng, 1.5)),), None))
+        if e > 0 or (copd and day.weekday() == 2):
+            fever = _FEVER[e] if episode == "exacerbation" else 0.0
+            add(("temp", 12, (round(36.8 + fever + _noise(rng, 0.2), 1),), None))
+        for kind, minutes, values, device in plan:
+            at = wake + timedelta(minutes=minutes)
+            if at <= now:
+                yield _Reading(kind, day, at, values, device)
+
+
+def _observation(
+    person: _Person,
+    patient_id: str,
+    devices: dict[str, str],
+    reading: _Reading,
+) -> dict[str, Any]:
+    codings, unit, text = _CODES[reading.kind]
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [
+            {
+                "system": OBSERVATION_SYSTEM,
+                "value": f"{person.key}-{reading.kind}-{reading.day.isoformat()}",
+            }
+        ],
+        "status": "final",
+        "category": [_VITAL_SIGNS],
+        "code": {"coding": codings, "text": text},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": reading.at.isoformat(timespec="seconds"),
+    }
+    if reading.kind == "bp":
+        sbp, dbp = reading.values
+        obs["component"] = [
+            _component("8480-6", "Systolic blood pressure", sbp, unit),
+            _component("8462-4", "Diastolic blood pressure", dbp, unit),
+        ]
+    else:
+        obs["valueQuantity"] = _quantity(reading.values[0], unit)
+    if reading.device and reading.device in devices:
+        obs["device"] = {"reference": f"Device/{devices[reading.device]}"}
+    return obs
+
+
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def _component(code: str, display: str, value: float, unit: str) -> dict[str, Any]:
+    return {
+        "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+        "valueQuantity": _quantity(value, unit),
+    }
+
+
+#: For callers that want to show a series: the LOINC code of each measurement kind.
+LOINC_CODES: dict[str, str] = {kind: codings[0]["code"] for kind, (codings, _, _) in _CODES.items()}

@@ -1,0 +1,111 @@
+"""``service.demo``: demo patients with weeks of measurements and the scripted episodes."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from statistics import median
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from service import demo
+from service.bootstrap import build_service
+from service.fhir.service import FhirService
+from service.settings import Settings
+from service.validation import is_valid_bsn
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[FhirService]:
+    """A FHIR service on the test database."""
+    svc = build_service(settings)
+    yield svc
+    svc.db.dispose()
+
+
+def _series(service: FhirService, patient_id: str, code: str) -> list[dict[str, Any]]:
+    """The patient's Observations with ``code``, oldest first."""
+    params = [("patient", patient_id), ("code", f"http://loinc.org|{code}")]
+    result = service.search("Observation", [*params, ("_sort", "date"), ("_count", "500")])
+    return [json.loads(m.content or "{}") for m in result.matches]
+
+
+def _by_day(service: FhirService, observations: list[dict[str, Any]]) -> dict[date, float]:
+    return {
+        datetime.fromisoformat(o["effectiveDateTime"]).astimezone(service.zone).date(): o[
+            "valueQuantity"
+        ]["value"]
+        for o in observations
+    }
+
+
+def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirService) -> None:
+    now = datetime.now(UTC)
+    summary = demo.load_demo(service, now=now)
+
+    assert [p.name for p in summary.patients] == [
+        "Hendrik Jansen",
+        "Anna de Vries",
+        "Willem Bakker",
+    ]
+    assert summary.created == sum(p.observations + 1 + len(p.device_ids) for p in summary.patients)
+    assert summary.skipped == 0
+    hf, copd, both = summary.patients
+    for p in summary.patients:
+        assert is_valid_bsn(p.bsn)
+        weights = _series(service, p.patient_id, "29463-7")
+        first, last = (
+            datetime.fromisoformat(w["effectiveDateTime"]) for w in (weights[0], weights[-1])
+        )
+        assert last - first >= timedelta(weeks=6)
+        assert last <= now
+        assert last.utcoffset() in (
+            timedelta(hours=1),
+            timedelta(hours=2),
+        )  # Amsterdam, with offset
+        assert all(w["device"]["reference"] == f"Device/{p.device_ids['scale']}" for w in weights)
+        assert len(_series(service, p.patient_id, "85354-9")) >= 6
+
+    # Heart failure: more than 2 kg up within 3 days in the final week, pulse up, SpO2 down.
+    kg = _by_day(service, _series(service, hf.patient_id, "29463-7"))
+    final = sorted(kg)[-7:]
+    rise = max(kg[d] - min(kg.get(d - timedelta(days=n), kg[d]) for n in (1, 2, 3)) for d in final)
+    assert rise >= 2.0
+    hr = list(_by_day(service, _series(service, hf.patient_id, "8867-4")).values())
+    assert hr[-1] >= median(hr[:-7]) + 15
+    spo2 = list(_by_day(service, _series(service, hf.patient_id, "2708-6")).values())
+    assert spo2[-1] < median(spo2[:-7])
+
+    # COPD: SpO2 4+ points below the baseline, breathing faster.
+    spo2 = list(_by_day(service, _series(service, copd.patient_id, "2708-6")).values())
+    assert spo2[-1] <= median(spo2[:-7]) - 4
+    rr = list(_by_day(service, _series(service, copd.patient_id, "9279-1")).values())
+    assert rr[-1] >= median(rr[:-4]) + 6
+
+    # Both conditions: stable weight.
+    kg = _by_day(service, _series(service, both.patient_id, "29463-7"))
+    assert max(kg.values()) - min(kg.values()) < 3
+
+    again = demo.load_demo(service, now=now)
+    assert (again.created, again.skipped) == (0, summary.created)
+    assert [p.patient_id for p in again.patients] == [p.patient_id for p in summary.patients]
+
+
+def test_demo_values_are_deterministic_per_seed() -> None:
+    now = datetime(2026, 3, 30, 12, 0, tzinfo=UTC)  # the week after the switch to summer time
+    days = [date(2026, 3, 30) - timedelta(days=n) for n in range(41, -1, -1)]
+
+    def readings(seed: int) -> list[Any]:
+        rng = random.Random(seed)
+        return list(
+            demo._measurements(demo._PEOPLE[0], days, rng, now, ZoneInfo("Europe/Amsterdam"))
+        )
+
+    assert readings(7) == readings(7)
+    assert readings(7) != readings(8)
+    offsets = {r.at.utcoffset() for r in readings(7)}
+    assert offsets == {timedelta(hours=1), timedelta(hours=2)}
