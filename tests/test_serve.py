@@ -1,0 +1,103 @@
+"""`telemon serve` and `telemon db upgrade` as a user runs them (real processes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from service.storage import migrate
+from service.storage.db import Database
+from tests.conftest import PG_ADMIN_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _telemon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def pg_empty() -> Iterator[str]:
+    """The URL of an empty PostgreSQL database."""
+    name = f"telemon_cli_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_serve_on_fresh_sqlite_migrates_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "TELEMON_DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite",
+           "TELEMON_AUTH": "open"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        status = None
+        for _ in range(150):
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1).status_code
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status == 200
+        db = Database(f"sqlite:///{tmp_path}/t.sqlite")
+        assert migrate.is_current(db)
+        db.dispose()
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0]
+    assert "TELEMON_AUTH=open" in output  # the loud warning
+
+
+def test_open_mode_refuses_public_address(tmp_path: Path) -> None:
+    result = _telemon("serve", "--host", "0.0.0.0", env={
+        "TELEMON_DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite", "TELEMON_AUTH": "open"})
+    assert result.returncode == 2
+    assert "Refusing to serve" in result.stderr
+    assert not (tmp_path / "t.sqlite").exists()
+
+
+def test_serve_refuses_outdated_postgresql_schema(pg_empty: str) -> None:
+    result = _telemon("serve", "--port", str(_free_port()),
+                      env={"TELEMON_DATABASE_URL": pg_empty, "TELEMON_AUTH": "open"})
+    assert result.returncode == 3
+    assert "telemon db upgrade" in result.stderr
+    assert "--migrate" in result.stderr
+    db = Database(pg_empty)
+    assert migrate.current_revision(db) is None  # nothing was changed
+    db.dispose()
+
+
+def test_db_upgrade_brings_postgresql_to_head(pg_empty: str) -> None:
+    result = _telemon("db", "upgrade", env={"TELEMON_DATABASE_URL": pg_empty})
+    assert result.returncode == 0, result.stderr
+    db = Database(pg_empty)
+    assert migrate.is_current(db)
+    db.dispose()
+    assert "revision" in result.stdout
