@@ -93,6 +93,9 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
         raise _fail(index, "request.url", "DELETE needs Type/id in request.url")
     if method == "POST" and res_id is not None:
         raise _fail(index, "request.url", "POST goes to the type, not to an id")
+    for element in ("ifNoneExist", "ifMatch"):
+        if element in request and not isinstance(request[element], str):
+            raise _fail(index, f"request.{element}", f"request.{element} must be a string")
     full_url = raw.get("fullUrl")
     return Entry(
         index,

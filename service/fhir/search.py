@@ -39,6 +39,9 @@ from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+#: Caps that keep one query's SQL bounded (SQLite refuses expression trees deeper than 1000).
+MAX_PARAMS = 100
+MAX_VALUES = 100
 #: Parameters that shape the result rather than select resources.
 _CONTROL = {"_count", "_sort", "_include", "_summary", "_total", "_cursor", "_format", "_pretty"}
 
@@ -135,7 +138,15 @@ def parse_search(
             raise FhirError.single(400, "not-supported", message, name)
         warnings.append(Issue("not-supported", message, (name,), "warning"))
 
+    if len(params) > MAX_PARAMS:
+        raise FhirError.single(
+            400, "too-costly", f"At most {MAX_PARAMS} search parameters per request"
+        )
     for name, raw in params:
+        if raw.count(",") >= MAX_VALUES:
+            raise FhirError.single(
+                400, "too-costly", f"At most {MAX_VALUES} values per search parameter", name
+            )
         if name in _CONTROL:
             _control(query, rtype, registry, name, raw, max_count, unsupported)
             continue
