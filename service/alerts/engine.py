@@ -130,12 +130,15 @@ class _Run:
 
 
 def _merge_groups(
-    results: dict[str, RuleResult | None], rules: Sequence[RuleDefinition]
+    results: dict[str, RuleResult | None],
+    rules: Sequence[RuleDefinition],
+    open_rules: set[str],
 ) -> dict[str, RuleResult | None]:
-    """One measurement → one alert per overlapping group (§3.2(6)): keep the strongest.
+    """One measurement -> one alert per overlapping group (§3.2(6)).
 
-    The weaker rules' texts become reasons on the winner; their own episodes are left as they
-    are (neither attached to nor cleared).
+    The group's alert is the member with an open episode (so a group never has two open
+    alerts), else the strongest result.  It takes the strongest severity, text and baseline;
+    the other members' texts become reasons, and their own episodes are left untouched.
     """
     order = {r.id: i for i, r in enumerate(rules)}
     groups: dict[str, list[RuleResult]] = {}
@@ -148,16 +151,18 @@ def _merge_groups(
         if len(members) < 2:
             continue
         members.sort(key=lambda r: (-r.severity, order[r.rule_id]))
-        winner, losers = members[0], members[1:]
-        merged[winner.rule_id] = replace(
-            winner,
-            reasons=winner.reasons + tuple(f"{r.rule_id}: {r.text}" for r in losers),
-            evidence=tuple(
-                dict.fromkeys(winner.evidence + tuple(e for r in losers for e in r.evidence))
-            ),
+        strongest = members[0]
+        owner = next((r for r in members if r.rule_id in open_rules), strongest)
+        others = [r for r in members if r is not strongest]
+        merged[owner.rule_id] = replace(
+            strongest,
+            rule_id=owner.rule_id,
+            reasons=tuple(f"{r.rule_id}: {r.text}" for r in others),
+            evidence=tuple(dict.fromkeys(e for r in members for e in r.evidence)),
         )
-        for loser in losers:
-            del merged[loser.rule_id]
+        for member in members:
+            if member.rule_id != owner.rule_id:
+                del merged[member.rule_id]
     return merged
 
 
@@ -225,7 +230,7 @@ def evaluate(
                 continue
             done.add(key)
             results[rule.id] = run.run_rule(rule, anchor)
-        for rule_id, result in _merge_groups(results, run.rules).items():
+        for rule_id, result in _merge_groups(results, run.rules, set(state.open)).items():
             rule = rule_set.get(rule_id)
             late = False
             if result is not None:

@@ -174,6 +174,11 @@ def _qualifying(alert: Alert, result: RuleResult) -> EpisodeChange:
         last_triggered_at=last,
         cleared=tuple(c for c in alert.cleared if c[1] > last),
     )
+    if newer and result.severity == alert.severity:
+        # The latest finding at the episode's worst severity describes it best.
+        attached = replace(
+            attached, text=result.text, baseline=result.baseline, reasons=result.reasons
+        )
     return EpisodeChange(Action.ATTACH, attached)
 
 

@@ -85,46 +85,47 @@ def baseline_drop(
 def score_rise(
     params: Params, window: Sequence[Measurement], ctx: EvalContext
 ) -> RuleResult | None:
-    """Score ≥ baseline + big_rise once, or ≥ baseline + small_rise on consecutive assessments."""
+    """Score >= baseline + big_rise once, or >= baseline + small_rise on consecutive assessments.
+
+    The baseline is the clinician value or the median of the assessments before the ones judged.
+    """
     anchor = ctx.anchor
     concept = ctx.rule.concepts[0]
     if anchor.concept != concept:
         return None
     history = [m for m in of_concept(window, concept) if m.effective < anchor.effective]
-    run_length = int(need(params, "consecutive"))
-    run = [*history[-(run_length - 1) :], anchor] if run_length > 1 else [anchor]
-    before = history[: len(history) - (len(run) - 1)]
-    baseline = previous_scores_baseline(
-        before,
-        clinician_value=params.get(ctx.rule.options.get("baseline_param", "")),
-        count=int(need(params, "baseline_count")),
-        unit="points",
-    )
-    if baseline is None:
-        return None
+    clinician = params.get(ctx.rule.options.get("baseline_param", ""))
+    count = int(need(params, "baseline_count"))
     label = concept.upper()
-    rise = anchor.value - baseline.value
-    if rise >= need(params, "big_rise"):
+    baseline = previous_scores_baseline(
+        history, clinician_value=clinician, count=count, unit="points"
+    )
+    if baseline is not None and anchor.value - baseline.value >= need(params, "big_rise"):
+        rise = anchor.value - baseline.value
         text = f"{label} {num(anchor.value)} (+{num(rise)} vs baseline {baseline.describe()})"
         return RuleResult(
-            ctx.rule.id,
-            Severity.ORANGE,
-            text,
-            (anchor.observation_id,),
-            anchor.effective,
+            ctx.rule.id, Severity.ORANGE, text, (anchor.observation_id,), anchor.effective,
             baseline=baseline,
         )
+    run_length = int(need(params, "consecutive"))
+    earlier = len(history) - (run_length - 1)
+    if earlier < 0:
+        return None
+    run = [*history[earlier:], anchor]
+    baseline = previous_scores_baseline(
+        history[:earlier], clinician_value=clinician, count=count, unit="points"
+    )
     small = need(params, "small_rise")
-    if len(run) == run_length and all(m.value >= baseline.value + small for m in run):
-        scores = ", ".join(num(m.value) for m in run)
-        text = (
-            f"{label} {scores} on {run_length} assessments in a row, ≥ +{num(small)} vs "
-            f"baseline {baseline.describe()}"
-        )
-        return RuleResult(
-            ctx.rule.id, Severity.ORANGE, text, ids(run), anchor.effective, baseline=baseline
-        )
-    return None
+    if baseline is None or any(m.value < baseline.value + small for m in run):
+        return None
+    scores = ", ".join(num(m.value) for m in run)
+    text = (
+        f"{label} {scores} on {run_length} assessments in a row, >= +{num(small)} vs "
+        f"baseline {baseline.describe()}"
+    )
+    return RuleResult(
+        ctx.rule.id, Severity.ORANGE, text, ids(run), anchor.effective, baseline=baseline
+    )
 
 
 def baseline_ratio(
