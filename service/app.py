@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
@@ -29,7 +31,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     settings = settings or get_settings()
     db = db or open_database(settings)
     fhir = build_service(settings, db)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="telemon",
         version=__version__,
         description="FHIR R4 telemonitoring data-exchange service",
@@ -65,9 +73,5 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         log.exception("unhandled error", exc_info=exc)
         issue = Issue("exception", "Internal server error; the request was not processed")
         return FhirResponse(operation_outcome([issue]), status_code=500)
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        db.dispose()
 
     return app
