@@ -75,9 +75,10 @@ def _decode_error(raw: bytes, exc: orjson.JSONDecodeError, max_depth: int) -> Fh
 def _fast_scan(root: Any, max_depth: int, *, check_nul: bool) -> int:
     """The number of object keys in ``root``, or -1 if anything is wrong (no paths: hot path)."""
     keys = 0
-    stack: list[tuple[Any, int]] = [(root, 1)]
+    # (node, depth, whether a list may hold null padding: checked against its twin when pushed)
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, nulls_ok = stack.pop()
         if depth > max_depth:
             return -1
         if type(node) is dict:
@@ -87,11 +88,9 @@ def _fast_scan(root: Any, max_depth: int, *, check_nul: bool) -> int:
             for key, value in node.items():
                 kind = type(value)
                 if kind is dict:
-                    stack.append((value, depth + 1))
+                    stack.append((value, depth + 1, False))
                 elif kind is list:
-                    if None in value and not _null_allowed(node, key):
-                        return -1
-                    stack.append((value, depth + 1))
+                    stack.append((value, depth + 1, None in value and _null_allowed(node, key)))
                 elif kind is str:
                     if not value or (check_nul and "\x00" in value):
                         return -1
@@ -105,8 +104,11 @@ def _fast_scan(root: Any, max_depth: int, *, check_nul: bool) -> int:
             for value in node:
                 kind = type(value)
                 if kind is dict or kind is list:
-                    stack.append((value, depth + 1))
-                elif kind is str and (not value or (check_nul and "\x00" in value)):
+                    stack.append((value, depth + 1, False))
+                elif kind is str:
+                    if not value or (check_nul and "\x00" in value):
+                        return -1
+                elif value is None and not nulls_ok:
                     return -1
         elif node is None or (type(node) is str and (not node or (check_nul and "\x00" in node))):
             return -1
@@ -153,7 +155,8 @@ def _describe(root: Any, max_depth: int) -> list[Issue]:
             if not node:
                 issues.append(Issue("structure", "Empty arrays are not allowed", (path,)))
             for index in range(len(node) - 1, -1, -1):
-                stack.append((node[index], f"{path}[{index}]", depth + 1, null_ok))
+                item = node[index]  # padding nulls only: a nested array never is a primitive array
+                stack.append((item, f"{path}[{index}]", depth + 1, null_ok and item is None))
     return issues
 
 

@@ -154,16 +154,19 @@ class ProfileValidator:
             except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
                 raise ProfileLoadError(f"{path.name}: {exc}") from exc
             resources.append(resource)
-        value_sets = {
-            r["url"]: _value_set_codes(r) for r in resources if r["resourceType"] == "ValueSet"
-        }
-        profiles = [
-            _compile(r, value_sets)
-            for r in resources
-            if r["resourceType"] == "StructureDefinition"
-            and r.get("derivation") == "constraint"
-            and r["url"].startswith(CANONICAL_BASE)
-        ]
+        try:
+            value_sets = {
+                r["url"]: _value_set_codes(r) for r in resources if r["resourceType"] == "ValueSet"
+            }
+            profiles = [
+                _compile(r, value_sets)
+                for r in resources
+                if r["resourceType"] == "StructureDefinition"
+                and r.get("derivation") == "constraint"
+                and r["url"].startswith(CANONICAL_BASE)
+            ]
+        except (KeyError, TypeError, ValueError) as exc:  # an element the compiler relies on
+            raise ProfileLoadError(f"incomplete conformance resource: {exc!r}") from exc
         return cls(profiles, resources)
 
     def profile_urls(self) -> dict[str, list[str]]:

@@ -191,49 +191,51 @@ class _Walker:
             spec = table.get(key)
             if spec is None:  # unknown elements and resourceType: reported by/left to the model
                 continue
-            self.path.append(f".{key}")
             if spec.many:
                 if type(value) is list:
                     for index, item in enumerate(value):
                         if item is not None:  # null placeholders were vetted by parse_json
-                            self.path.append(f"[{index}]")
-                            self.value(item, spec)
-                            self.path.pop()
+                            self.value(item, spec, key, index)
                 else:
-                    self.fail("structure", "Must be a JSON array")
+                    self.fail("structure", "Must be a JSON array", f".{key}")
             elif type(value) is list:
-                self.fail("structure", "Must not be an array (the element repeats at most once)")
+                message = "Must not be an array (the element repeats at most once)"
+                self.fail("structure", message, f".{key}")
             else:
-                self.value(value, spec)
+                self.value(value, spec, key, -1)
                 if is_reference and key == "reference" and type(value) is str:
                     self.references.append(value)
-            self.path.pop()
 
-    def value(self, value: Any, spec: _Field) -> None:
+    def value(self, value: Any, spec: _Field, key: str, index: int) -> None:
+        """Check one occurrence; ``index`` is -1 for a non-repeating element."""
+        # The path segment is only built when needed: most values are fine primitives.
         kind = spec.kind
         if kind is _Kind.STRING:
             ok = type(value) is str
             if ok and spec.codes is not None and value not in spec.codes:
                 allowed = ", ".join(sorted(spec.codes))
-                self.fail("value", f"Unknown code '{value}'; allowed: {allowed}")
+                self.fail("value", f"Unknown code '{value}'; allowed: {allowed}", _step(key, index))
         elif kind is _Kind.INTEGER:
             ok = type(value) is int
         elif kind is _Kind.DECIMAL:
             ok = type(value) is int or type(value) is float
         elif kind is _Kind.BOOLEAN:
             ok = type(value) is bool
-        elif kind is _Kind.COMPLEX:
-            ok = type(value) is dict
-            if ok and spec.child is not None:
-                self.element(value, spec.child)
-        elif kind is _Kind.RESOURCE:
+        elif kind is _Kind.COMPLEX or kind is _Kind.RESOURCE:
             ok = type(value) is dict
             if ok:
-                self.nested_resource(value)
+                self.path.append(_step(key, index))
+                if spec.child is not None:  # COMPLEX; a RESOURCE finds its model by resourceType
+                    self.element(value, spec.child)
+                else:
+                    self.nested_resource(value)
+                self.path.pop()
         else:
             ok = True
         if not ok:
-            self.fail("structure", f"Must be {kind.value}, not {_json_type(value)}")
+            self.fail(
+                "structure", f"Must be {kind.value}, not {_json_type(value)}", _step(key, index)
+            )
 
     def nested_resource(self, node: dict[str, Any]) -> None:
         name = node.get("resourceType")
@@ -279,6 +281,10 @@ class _Walker:
                 problem = "must not contain javascript: or vbscript: URLs"
         if problem:
             self.fail("invariant", f"Narrative {problem} (txt-1)", ".text.div")
+
+
+def _step(key: str, index: int) -> str:
+    return f".{key}" if index < 0 else f".{key}[{index}]"
 
 
 def _fields(model: type[FHIRAbstractModel]) -> dict[str, _Field]:

@@ -1,4 +1,4 @@
-"""Fixtures for the validation tests: the compiled profiles and Observation builders."""
+"""Fixtures for the validation tests: the compiled profiles, a fixed clock, Observation builders."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import pytest
 
 from service.validation import ProfileValidator
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "fhir_profiles"
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-
-ObsFactory = Callable[..., dict[str, Any]]
+_LOINC = "http://loinc.org"
+_UCUM = "http://unitsofmeasure.org"
 
 
 @pytest.fixture(scope="session")
 def profiles() -> ProfileValidator:
-    return ProfileValidator.load(PROFILES_DIR)
+    return ProfileValidator.load(Path(__file__).resolve().parents[2] / "fhir_profiles")
 
 
 @pytest.fixture
@@ -28,24 +25,27 @@ def now() -> datetime:
     return datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def quantity(value: Any, unit: str) -> dict[str, Any]:
-    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+def _quantity(value: Any, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": _UCUM, "code": unit}
 
 
 @pytest.fixture
-def obs() -> ObsFactory:
-    """Build a valid-looking vital-sign Observation: ``obs("29463-7", 80, "kg", **overrides)``."""
+def obs() -> Callable[..., dict[str, Any]]:
+    """Build a vital-sign Observation: ``obs("29463-7", 80, "kg", **overrides)``.
+
+    An override of ``None`` removes the element.
+    """
 
     def build(loinc: str, value: Any = None, unit: str = "", **overrides: Any) -> dict[str, Any]:
         resource: dict[str, Any] = {
             "resourceType": "Observation",
             "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": loinc}]},
+            "code": {"coding": [{"system": _LOINC, "code": loinc}]},
             "subject": {"reference": "Patient/p1"},
             "effectiveDateTime": "2024-06-01T10:00:00+02:00",
         }
         if value is not None:
-            resource["valueQuantity"] = quantity(value, unit)
+            resource["valueQuantity"] = _quantity(value, unit)
         resource.update(overrides)
         return {k: v for k, v in resource.items() if v is not None}
 
@@ -53,24 +53,24 @@ def obs() -> ObsFactory:
 
 
 @pytest.fixture
-def bp() -> ObsFactory:
+def bp() -> Callable[..., dict[str, Any]]:
     """A blood-pressure panel: ``bp(120, 80, unit="mm[Hg]")``."""
 
     def build(sbp: Any, dbp: Any, unit: str = "mm[Hg]", **overrides: Any) -> dict[str, Any]:
         resource: dict[str, Any] = {
             "resourceType": "Observation",
             "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+            "code": {"coding": [{"system": _LOINC, "code": "85354-9"}]},
             "subject": {"reference": "Patient/p1"},
             "effectiveDateTime": "2024-06-01T10:00:00+02:00",
             "component": [
                 {
-                    "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-                    "valueQuantity": quantity(sbp, unit),
+                    "code": {"coding": [{"system": _LOINC, "code": "8480-6"}]},
+                    "valueQuantity": _quantity(sbp, unit),
                 },
                 {
-                    "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
-                    "valueQuantity": quantity(dbp, unit),
+                    "code": {"coding": [{"system": _LOINC, "code": "8462-4"}]},
+                    "valueQuantity": _quantity(dbp, unit),
                 },
             ],
         }

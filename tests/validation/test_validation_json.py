@@ -176,3 +176,14 @@ def test_parse_is_fast() -> None:
         parse_json(OBS)
     per_call = (time.perf_counter() - started) / 2000
     assert per_call < 200e-6  # measured ~5 us; generous for slow CI machines
+
+
+@pytest.mark.parametrize(
+    ("raw", "expression"),
+    [
+        (b"[null]", "$[0]"),
+        (b'{"resourceType":"Patient","a":[[null]],"_a":[null]}', "Patient.a[0][0]"),
+    ],
+)
+def test_null_in_other_arrays(raw: bytes, expression: str) -> None:
+    assert expressions(reject(raw)) == [expression]

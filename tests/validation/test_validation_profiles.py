@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOINC, PROFILES_DIR, UCUM, ObsFactory, quantity
 
 from service.fhir.outcome import Issue
 from service.validation import BSN_SYSTEM, ProfileValidator
 from service.validation.profiles import CANONICAL_BASE, ProfileLoadError
 
 SD = f"{CANONICAL_BASE}/StructureDefinition/"
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "fhir_profiles"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+ObsFactory = Callable[..., dict[str, Any]]  # the ``obs`` and ``bp`` fixtures of conftest.py
+
+
+def quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
 
 
 def only(issues: list[Issue]) -> tuple[str, str]:
@@ -578,3 +586,14 @@ def test_bsn_on_any_resource_type(profiles: ProfileValidator, now: datetime, rty
 def test_bsn_on_observation(profiles: ProfileValidator, obs: ObsFactory, now: datetime) -> None:
     resource = obs("29463-7", 80, "kg", identifier=[{"system": BSN_SYSTEM, "value": "1"}])
     assert only(check(profiles, resource, now))[0] == "Observation.identifier[0].value"
+
+
+def test_incomplete_profile_fails_loading(tmp_path: Path) -> None:
+    def drop_max(sd: dict[str, Any]) -> None:
+        for element in sd["differential"]["element"]:
+            element.pop("maxValueQuantity", None)
+
+    with pytest.raises(ProfileLoadError, match="maxValueQuantity"):
+        ProfileValidator.load(
+            edited_copy(tmp_path, "StructureDefinition-telemon-heartrate.json", drop_max)
+        )
