@@ -27,29 +27,35 @@ def _weights(times_values: list[tuple[datetime, float]]) -> list[Measurement]:
 
 def test_yesterday_is_a_calendar_day_over_spring_forward() -> None:
     # Saturday 23:30 CET and Sunday 23:45 CEST are 23 h 15 min apart, yet consecutive days.
-    ms = _weights([
-        (datetime(2026, 3, 28, 22, 30, tzinfo=UTC), 80.0),
-        (datetime(2026, 3, 29, 21, 45, tzinfo=UTC), 81.1),
-    ])
+    ms = _weights(
+        [
+            (datetime(2026, 3, 28, 22, 30, tzinfo=UTC), 80.0),
+            (datetime(2026, 3, 29, 21, 45, tzinfo=UTC), 81.1),
+        ]
+    )
     a = alerts(evaluate(HF, ms, [], datetime(2026, 3, 30, 8, 0, tzinfo=UTC)))
     assert a["HF-WT-1D"].text == "Weight +1.1 kg in 1 day (80.0 → 81.1 kg)"
 
 
 def test_after_spring_forward_monday_0030_is_not_sunday() -> None:
     # Sunday 22:30Z is Monday 00:30 CEST: Saturday -> Monday is 2 days, no 1-day gain.
-    ms = _weights([
-        (datetime(2026, 3, 28, 6, 30, tzinfo=UTC), 80.0),
-        (datetime(2026, 3, 29, 22, 30, tzinfo=UTC), 81.5),
-    ])
+    ms = _weights(
+        [
+            (datetime(2026, 3, 28, 6, 30, tzinfo=UTC), 80.0),
+            (datetime(2026, 3, 29, 22, 30, tzinfo=UTC), 81.5),
+        ]
+    )
     assert alerts(evaluate(HF, ms, [], datetime(2026, 3, 30, 8, 0, tzinfo=UTC))) == {}
 
 
 def test_yesterday_over_fall_back_uses_local_days() -> None:
     # Sunday 25 Oct 00:30 local (Sat 22:30Z) and Monday 26 Oct 00:10 local (Sun 23:10Z):
     # 24 h 40 min apart but consecutive calendar days -> the 1-day rule applies.
-    ms = _weights([
-        (datetime(2026, 10, 24, 22, 30, tzinfo=UTC), 80.0),
-        (datetime(2026, 10, 25, 23, 10, tzinfo=UTC), 81.2),
-    ])
+    ms = _weights(
+        [
+            (datetime(2026, 10, 24, 22, 30, tzinfo=UTC), 80.0),
+            (datetime(2026, 10, 25, 23, 10, tzinfo=UTC), 81.2),
+        ]
+    )
     a = alerts(evaluate(HF, ms, [], datetime(2026, 10, 26, 8, 0, tzinfo=UTC)))
     assert a["HF-WT-1D"].text == "Weight +1.2 kg in 1 day (80.0 → 81.2 kg)"

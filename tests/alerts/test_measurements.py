@@ -58,10 +58,14 @@ def test_bp_panel_in_kpa_yields_sbp_and_dbp_in_mmhg() -> None:
     panel = observation(
         "85354-9",
         component=[
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-             "valueQuantity": qty(16, "kPa")},
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
-             "valueQuantity": qty(10.7, "kPa")},
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": qty(16, "kPa"),
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": qty(10.7, "kPa"),
+            },
         ],
     )
     sbp, dbp = from_observation(panel)
@@ -73,10 +77,14 @@ def test_bp_panel_component_with_data_absent_reason_is_skipped() -> None:
     panel = observation(
         "85354-9",
         component=[
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-             "dataAbsentReason": {"coding": [{"code": "error"}]}},
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
-             "valueQuantity": qty(80, "mm[Hg]")},
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "dataAbsentReason": {"coding": [{"code": "error"}]},
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": qty(80, "mm[Hg]"),
+            },
         ],
     )
     [dbp] = from_observation(panel)
@@ -87,10 +95,14 @@ def test_reversed_bp_pair_is_implausible() -> None:
     panel = observation(
         "85354-9",
         component=[
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-             "valueQuantity": qty(70, "mm[Hg]")},
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
-             "valueQuantity": qty(90, "mm[Hg]")},
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": qty(70, "mm[Hg]"),
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": qty(90, "mm[Hg]"),
+            },
         ],
     )
     assert all(m.implausible and "not above" in m.implausible for m in from_observation(panel))
@@ -103,8 +115,10 @@ def test_standalone_systolic_and_respiratory_variant() -> None:
 
 
 def test_supplemental_oxygen_component_is_read() -> None:
-    o2 = {"code": {"coding": [{"system": "http://snomed.info/sct", "code": "266702001"}]},
-          "valueBoolean": True}
+    o2 = {
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "266702001"}]},
+        "valueBoolean": True,
+    }
     [s] = from_observation(observation("2708-6", qty(91, "%"), component=[o2]))
     assert s.on_supplemental_oxygen is True
 
@@ -116,8 +130,9 @@ def test_unknown_unit_is_rejected() -> None:
 
 def test_time_without_offset_is_rejected() -> None:
     with pytest.raises(ObservationError, match="offset"):
-        from_observation(observation("8867-4", qty(70, "/min"),
-                                     effectiveDateTime="2026-11-02T08:00:00"))
+        from_observation(
+            observation("8867-4", qty(70, "/min"), effectiveDateTime="2026-11-02T08:00:00")
+        )
 
 
 def test_period_uses_end_and_identifier_device_are_kept() -> None:
@@ -128,8 +143,10 @@ def test_period_uses_end_and_identifier_device_are_kept() -> None:
         device={"reference": "Device/cuff-9"},
     )
     del resource["effectiveDateTime"]
-    resource["effectivePeriod"] = {"start": "2026-11-02T08:00:00+01:00",
-                                   "end": "2026-11-02T08:02:00+01:00"}
+    resource["effectivePeriod"] = {
+        "start": "2026-11-02T08:00:00+01:00",
+        "end": "2026-11-02T08:02:00+01:00",
+    }
     [hr] = from_observation(resource)
     assert hr.effective == datetime(2026, 11, 2, 7, 2, tzinfo=UTC)
     assert (hr.identifier, hr.device) == ("urn:dev|m-1", "cuff-9")
@@ -137,18 +154,25 @@ def test_period_uses_end_and_identifier_device_are_kept() -> None:
 
 def test_weight_700_kg_and_epoch_clock_are_implausible() -> None:
     [heavy] = from_observation(observation("29463-7", qty(700, "kg")))
-    [epoch] = from_observation(observation("29463-7", qty(80, "kg"),
-                                           effectiveDateTime="1970-01-01T00:00:00Z"))
+    [epoch] = from_observation(
+        observation("29463-7", qty(80, "kg"), effectiveDateTime="1970-01-01T00:00:00Z")
+    )
     assert heavy.implausible is not None and "20-350" in heavy.implausible
     assert epoch.implausible is not None and "before 2000" in epoch.implausible
 
 
 def test_nyha_and_symptom_answers_become_ordinals() -> None:
-    nyha = observation("88020-3", valueCodeableConcept={
-        "coding": [{"system": "http://snomed.info/sct", "code": "420913000"}]})
+    nyha = observation(
+        "88020-3",
+        valueCodeableConcept={
+            "coding": [{"system": "http://snomed.info/sct", "code": "420913000"}]
+        },
+    )
     [n] = from_observation(nyha)
-    sym = observation("x", valueCodeableConcept={
-        "coding": [{"system": "http://snomed.info/sct", "code": "24484000"}]})
+    sym = observation(
+        "x",
+        valueCodeableConcept={"coding": [{"system": "http://snomed.info/sct", "code": "24484000"}]},
+    )
     sym["code"] = {"coding": [{"system": "http://snomed.info/sct", "code": "404640003"}]}
     [s] = from_observation(sym)
     assert (n.concept, n.value) == ("nyha", 3)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.alerts.personalisation import Override, PatientConfig, RuleToggle
-from service.alerts.results import Severity
 from service.alerts.episodes import EpisodeChange
 from service.alerts.measurements import Measurement
+from service.alerts.personalisation import Override, PatientConfig, RuleToggle
+from service.alerts.results import Severity
 from tests.alerts.helpers import COPD, alerts, at, m
 from tests.alerts.helpers import run as run_engine
 
@@ -23,8 +23,8 @@ def _level(rule: str, ms: list[Measurement], config: PatientConfig = COPD) -> Se
 
 
 @pytest.mark.parametrize(
-    ("spo2", "expected"), [(90, None), (89, Severity.ORANGE), (85, Severity.ORANGE),
-                           (84, Severity.RED)],
+    ("spo2", "expected"),
+    [(90, None), (89, Severity.ORANGE), (85, Severity.ORANGE), (84, Severity.RED)],
 )
 def test_spo2_abs_levels(spo2: float, expected: Severity | None) -> None:
     assert _level("COPD-SPO2-ABS", [m("s", "spo2", spo2, at())]) is expected
@@ -63,8 +63,9 @@ def test_spo2_drop_red_on_two_consecutive_days() -> None:
 
 
 def test_spo2_drop_uses_clinician_usual_spo2() -> None:
-    config = PatientConfig("p1", frozenset({"COPD"}),
-                           overrides=(Override("usual_spo2", 90, at(days=-1)),))
+    config = PatientConfig(
+        "p1", frozenset({"COPD"}), overrides=(Override("usual_spo2", 90, at(days=-1)),)
+    )
     assert _level("COPD-SPO2-DROP", [m("t", "spo2", 87, at())], config) is None
     assert _level("COPD-SPO2-DROP", [m("t", "spo2", 86, at())], config) is None  # merged
     a = alerts(run([m("t", "spo2", 86, at())], config))
@@ -73,24 +74,24 @@ def test_spo2_drop_uses_clinician_usual_spo2() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rr", "expected"), [(23, None), (24, Severity.ORANGE), (30, Severity.ORANGE),
-                         (31, Severity.RED)],
+    ("rr", "expected"),
+    [(23, None), (24, Severity.ORANGE), (30, Severity.ORANGE), (31, Severity.RED)],
 )
 def test_rr_levels(rr: float, expected: Severity | None) -> None:
     assert _level("COPD-RR-HIGH", [m("r", "rr", rr, at())]) is expected
 
 
 @pytest.mark.parametrize(
-    ("hr", "expected"), [(109, None), (110, Severity.ORANGE), (130, Severity.ORANGE),
-                         (131, Severity.RED)],
+    ("hr", "expected"),
+    [(109, None), (110, Severity.ORANGE), (130, Severity.ORANGE), (131, Severity.RED)],
 )
 def test_copd_hr_levels(hr: float, expected: Severity | None) -> None:
     assert _level("COPD-HR-HIGH", [m("h", "hr", hr, at())]) is expected
 
 
 @pytest.mark.parametrize(
-    ("temp", "expected"), [(37.9, None), (38.0, Severity.ORANGE), (38.9, Severity.ORANGE),
-                           (39.0, Severity.RED)],
+    ("temp", "expected"),
+    [(37.9, None), (38.0, Severity.ORANGE), (38.9, Severity.ORANGE), (39.0, Severity.RED)],
 )
 def test_temp_levels(temp: float, expected: Severity | None) -> None:
     assert _level("COPD-TEMP", [m("t", "temp", temp, at())]) is expected
@@ -104,8 +105,9 @@ def test_anthonisen_two_orange_three_action_plan() -> None:
     assert _level("COPD-SYMPTOM-ANTH", _anth("increased-dyspnoea")) is None
     a = alerts(run(_anth("increased-dyspnoea", "increased-sputum-volume")))
     assert a["COPD-SYMPTOM-ANTH"].severity is Severity.ORANGE
-    a = alerts(run(_anth("increased-dyspnoea", "increased-sputum-volume",
-                         "increased-sputum-purulence")))
+    a = alerts(
+        run(_anth("increased-dyspnoea", "increased-sputum-volume", "increased-sputum-purulence"))
+    )
     assert a["COPD-SYMPTOM-ANTH"].text.endswith("start action plan")
 
 
@@ -139,19 +141,19 @@ def test_pef_rule_disabled_by_default_and_enabled_per_patient() -> None:
     ms = [m(f"p{i}", "pef", 300, at(days=i)) for i in range(5)]
     ms.append(m("low", "pef", 170, at(days=6)))
     assert _level("COPD-PEF-DROP", ms) is None
-    config = PatientConfig("p1", frozenset({"COPD"}),
-                           toggles=(RuleToggle("COPD-PEF-DROP", True, at(days=-1)),))
+    config = PatientConfig(
+        "p1", frozenset({"COPD"}), toggles=(RuleToggle("COPD-PEF-DROP", True, at(days=-1)),)
+    )
     a = alerts(run(ms, config))
     assert a["COPD-PEF-DROP"].severity is Severity.ORANGE
     assert a["COPD-PEF-DROP"].text.startswith("PEF 170 L/min = 57 % of baseline 300.0")
 
 
 def test_rome_composite_three_criteria_red() -> None:
-    ms = [m("d", "dyspnoea", 6, at()), m("r", "rr", 24, at(hours=1)),
-          m("h", "hr", 96, at(hours=2))]
+    ms = [m("d", "dyspnoea", 6, at()), m("r", "rr", 24, at(hours=1)), m("h", "hr", 96, at(hours=2))]
     a = alerts(run(ms))
     assert a["COPD-ROME-COMPOSITE"].severity is Severity.RED
     assert a["COPD-ROME-COMPOSITE"].text == (
         "3 exacerbation criteria within 24 h: dyspnoea 6/10, RR 24/min, HR 96/min"
     )
-    assert _level("COPD-ROME-COMPOSITE", ms[:2] + [m("h", "hr", 94, at(hours=2))]) is None
+    assert _level("COPD-ROME-COMPOSITE", [*ms[:2], m("h", "hr", 94, at(hours=2))]) is None

@@ -48,14 +48,15 @@ def test_only_first_weight_of_the_day_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    ("today", "expected"), [(80.4, None), (80.5, Severity.ORANGE), (81.9, Severity.ORANGE),
-                            (82.0, Severity.RED)],
+    ("today", "expected"),
+    [(80.4, None), (80.5, Severity.ORANGE), (81.9, Severity.ORANGE), (82.0, Severity.RED)],
 )
 def test_wt_base_against_dry_weight(today: float, expected: Severity | None) -> None:
     from service.alerts.personalisation import Override, PatientConfig
 
-    config = PatientConfig("p1", frozenset({"HF"}), overrides=(
-        Override("dry_weight_kg", 78.0, at(days=-30)),))
+    config = PatientConfig(
+        "p1", frozenset({"HF"}), overrides=(Override("dry_weight_kg", 78.0, at(days=-30)),)
+    )
     a = alerts(run(weights(today), config))  # a single weight: no day-to-day rule can fire
     if expected is None:
         assert "HF-WT-BASE" not in a
@@ -105,8 +106,13 @@ def test_sbp_high_uses_mean_of_readings_within_10_minutes() -> None:
 
 @pytest.mark.parametrize(
     ("sbp", "dbp", "expected"),
-    [(170, 90, None), (171, 90, Severity.ORANGE), (199, 119, Severity.ORANGE),
-     (200, 90, Severity.RED), (150, 120, Severity.RED)],
+    [
+        (170, 90, None),
+        (171, 90, Severity.ORANGE),
+        (199, 119, Severity.ORANGE),
+        (200, 90, Severity.RED),
+        (150, 120, Severity.RED),
+    ],
 )
 def test_sbp_high_levels(sbp: float, dbp: float, expected: Severity | None) -> None:
     a = alerts(run([m("b", "sbp", sbp, at()), m("b", "dbp", dbp, at())]))
@@ -114,8 +120,8 @@ def test_sbp_high_levels(sbp: float, dbp: float, expected: Severity | None) -> N
 
 
 @pytest.mark.parametrize(
-    ("hr", "expected"), [(50, None), (49, Severity.ORANGE), (40, Severity.ORANGE),
-                         (39, Severity.RED)],
+    ("hr", "expected"),
+    [(50, None), (49, Severity.ORANGE), (40, Severity.ORANGE), (39, Severity.RED)],
 )
 def test_hr_low_levels(hr: float, expected: Severity | None) -> None:
     a = alerts(run([m("h", "hr", hr, at())]))
@@ -124,8 +130,14 @@ def test_hr_low_levels(hr: float, expected: Severity | None) -> None:
 
 @pytest.mark.parametrize(
     ("hr", "sym", "expected"),
-    [(110, False, None), (111, False, Severity.ORANGE), (101, True, Severity.ORANGE),
-     (100, True, None), (130, False, Severity.ORANGE), (131, False, Severity.RED)],
+    [
+        (110, False, None),
+        (111, False, Severity.ORANGE),
+        (101, True, Severity.ORANGE),
+        (100, True, None),
+        (130, False, Severity.ORANGE),
+        (131, False, Severity.RED),
+    ],
 )
 def test_hr_high_levels(hr: float, sym: bool, expected: Severity | None) -> None:
     ms = [m("h", "hr", hr, at())] + ([symptom("s", SOB, at(minutes=-5))] if sym else [])
@@ -143,8 +155,8 @@ def test_hr_high_info_on_two_days_above_baseline() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spo2", "expected"), [(92, None), (91, Severity.ORANGE), (90, Severity.ORANGE),
-                           (89, Severity.RED)],
+    ("spo2", "expected"),
+    [(92, None), (91, Severity.ORANGE), (90, Severity.ORANGE), (89, Severity.RED)],
 )
 def test_hf_spo2_levels(spo2: float, expected: Severity | None) -> None:
     a = alerts(run([m("s", "spo2", spo2, at())]))
@@ -167,12 +179,15 @@ def test_symptom_orange_and_severe_chest_pain_red() -> None:
 def test_nyha_rise_against_clinician_class() -> None:
     from service.alerts.personalisation import Override, PatientConfig
 
-    config = PatientConfig("p1", frozenset({"HF"}),
-                           overrides=(Override("nyha_baseline", 2, at(days=-10)),))
+    config = PatientConfig(
+        "p1", frozenset({"HF"}), overrides=(Override("nyha_baseline", 2, at(days=-10)),)
+    )
     assert alerts(run([m("n", "nyha", 2, at())], config)) == {}
     a = alerts(run([m("n", "nyha", 3, at())], config))
     assert (a["HF-NYHA-UP"].severity, a["HF-NYHA-UP"].text) == (
-        Severity.ORANGE, "NYHA class 3 reported (clinician-set class 2)")
+        Severity.ORANGE,
+        "NYHA class 3 reported (clinician-set class 2)",
+    )
     assert alerts(run([m("n", "nyha", 4, at())], config))["HF-NYHA-UP"].severity is Severity.RED
 
 
