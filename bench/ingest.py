@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -28,26 +27,42 @@ import orjson
 from sqlalchemy import create_engine, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._http import Connection  # noqa: E402
-from service.fhir.registry import default_registry  # noqa: E402
-from service.fhir.service import FhirService  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.storage import migrate  # noqa: E402
-from service.storage import repository as repo  # noqa: E402
-from service.storage.db import Database  # noqa: E402
-from service.storage.tables import resources  # noqa: E402
-from service.validation import ProfileValidator  # noqa: E402
+from bench._http import Connection
+from service.fhir.registry import default_registry
+from service.fhir.service import FhirService
+from service.settings import Settings
+from service.storage import migrate
+from service.storage import repository as repo
+from service.storage.db import Database
+from service.storage.tables import resources
+from service.validation import ProfileValidator
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
-CATEGORY = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                         "code": "vital-signs"}]}]
-VITALS = [("29463-7", "kg", 60.0, 110.0), ("8867-4", "/min", 50.0, 110.0),
-          ("2708-6", "%", 88.0, 99.0), ("9279-1", "/min", 10.0, 24.0)]
+CATEGORY = [
+    {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "vital-signs",
+            }
+        ]
+    }
+]
+VITALS = [
+    ("29463-7", "kg", 60.0, 110.0),
+    ("8867-4", "/min", 50.0, 110.0),
+    ("2708-6", "%", 88.0, 99.0),
+    ("9279-1", "/min", 10.0, 24.0),
+]
 
 
-def observation(patient_id: str, effective: datetime, rng: random.Random,
-                vital: tuple[str, str, float, float] | None = None) -> dict[str, Any]:
+def observation(
+    patient_id: str,
+    effective: datetime,
+    rng: random.Random,
+    vital: tuple[str, str, float, float] | None = None,
+) -> dict[str, Any]:
     """A plausible home measurement."""
     code, unit, low, high = vital or rng.choice(VITALS)
     return {
@@ -58,15 +73,19 @@ def observation(patient_id: str, effective: datetime, rng: random.Random,
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": effective.isoformat(timespec="seconds"),
-        "valueQuantity": {"value": round(rng.uniform(low, high), 1), "unit": unit,
-                          "system": UCUM, "code": unit},
+        "valueQuantity": {
+            "value": round(rng.uniform(low, high), 1),
+            "unit": unit,
+            "system": UCUM,
+            "code": unit,
+        },
     }
 
 
 def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile (0–100) of ``values``."""
+    """The p-th percentile (0 to 100) of ``values``."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def reset_database(admin_url: str, name: str) -> str:
@@ -83,8 +102,9 @@ def bulk_load(url: str, patients: list[str], total: int, days: int) -> None:
     """Store ``total`` Observations spread over ``patients`` and ``days`` (in-process, batched)."""
     db = Database(url, pool_size=2)
     settings = Settings(database_url=url)
-    service = FhirService(db, default_registry(), ProfileValidator.load(settings.profiles_dir),
-                          settings)
+    service = FhirService(
+        db, default_registry(), ProfileValidator.load(settings.profiles_dir), settings
+    )
     rtype = service.resource_type("Observation")
     rng = random.Random(1)
     now = datetime.now(UTC) - timedelta(hours=1)
@@ -99,8 +119,9 @@ def bulk_load(url: str, patients: list[str], total: int, days: int) -> None:
             k = done // len(patients)
             when = now - timedelta(days=days * (k / per_patient), minutes=rng.randint(0, 600))
             res = observation(pid, when, rng, VITALS[k % len(VITALS)])
-            items.append(service.stamp(rtype, res, str(uuid.uuid4()), 1,
-                                       int(time.time() * 1_000_000)))
+            items.append(
+                service.stamp(rtype, res, str(uuid.uuid4()), 1, int(time.time() * 1_000_000))
+            )
             done += 1
         with db.write() as conn:
             repo.insert_resources(conn, items)
@@ -141,8 +162,9 @@ async def bench_single(patients: list[str], seconds: float) -> tuple[float, floa
 
     async def call(conn: Connection) -> None:
         body = orjson.dumps(observation(rng.choice(patients), now, rng))
-        status, payload = await conn.request("POST", "/Observation", body,
-                                             {"Prefer": "return=minimal"})
+        status, payload = await conn.request(
+            "POST", "/Observation", body, {"Prefer": "return=minimal"}
+        )
         if status != 201:
             raise RuntimeError(f"create failed: {status} {payload[:300]!r}")
 
@@ -158,8 +180,13 @@ async def bench_bundles(patients: list[str], seconds: float) -> tuple[float, flo
 
     async def call(conn: Connection) -> None:
         pid = rng.choice(patients)
-        entries = [{"resource": observation(pid, now - timedelta(hours=i), rng),
-                    "request": {"method": "POST", "url": "Observation"}} for i in range(100)]
+        entries = [
+            {
+                "resource": observation(pid, now - timedelta(hours=i), rng),
+                "request": {"method": "POST", "url": "Observation"},
+            }
+            for i in range(100)
+        ]
         body = orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         status, payload = await conn.request("POST", "", body)
         if status != 200:
@@ -179,8 +206,7 @@ async def bench_search(patients: list[str], n: int) -> tuple[float, float, int]:
     matches = 0
     for _ in range(n):
         pid = rng.choice(patients)
-        path = (f"/Observation?patient={pid}&code={LOINC}|29463-7&date=ge{since}"
-                "&_sort=-date")
+        path = f"/Observation?patient={pid}&code={LOINC}|29463-7&date=ge{since}&_sort=-date"
         t0 = time.perf_counter()
         status, body = await conn.request("GET", path)
         latencies.append(time.perf_counter() - t0)
@@ -193,8 +219,9 @@ async def bench_search(patients: list[str], n: int) -> tuple[float, float, int]:
 
 def main() -> None:
     global BASE
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--database", default="telemon_bench")
     parser.add_argument("--observations", type=int, default=1_000_000)
@@ -207,16 +234,29 @@ def main() -> None:
     parser.add_argument("--skip-load", action="store_true", help="reuse the loaded database")
     args = parser.parse_args()
 
-    url = (args.admin_url.rsplit("/", 1)[0] + f"/{args.database}" if args.skip_load
-           else reset_database(args.admin_url, args.database))
+    url = (
+        args.admin_url.rsplit("/", 1)[0] + f"/{args.database}"
+        if args.skip_load
+        else reset_database(args.admin_url, args.database)
+    )
     db = Database(url, pool_size=1)
     migrate.upgrade(db)
     db.dispose()
     env = {**os.environ, "TELEMON_DATABASE_URL": url, "TELEMON_AUTH": "open"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(args.port),
-         "--workers", str(args.workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            str(args.port),
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     BASE = f"http://127.0.0.1:{args.port}/fhir"
     try:
@@ -227,26 +267,37 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         patients = ensure_patients(args.patients)
-        print(f"telemon ingest benchmark — PostgreSQL, {args.workers} server workers, "
-              f"{os.cpu_count()} cores")
+        print(
+            f"telemon ingest benchmark — PostgreSQL, {args.workers} server workers, "
+            f"{os.cpu_count()} cores"
+        )
         rate, p50, p99 = asyncio.run(bench_single(patients, args.seconds))
-        print(f"single create, concurrency 16: {rate:,.0f} creates/s, p50 {p50:.1f} ms, "
-              f"p99 {p99:.1f} ms")
+        print(
+            f"single create, concurrency 16: {rate:,.0f} creates/s, p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms"
+        )
         obs_rate, b50, b99 = asyncio.run(bench_bundles(patients, args.seconds))
-        print(f"transaction Bundles of 100, concurrency 4: {obs_rate:,.0f} Observations/s "
-              f"(bundle p50 {b50:.0f} ms, p99 {b99:.0f} ms)")
+        print(
+            f"transaction Bundles of 100, concurrency 4: {obs_rate:,.0f} Observations/s "
+            f"(bundle p50 {b50:.0f} ms, p99 {b99:.0f} ms)"
+        )
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(resources).where(
-                resources.c.res_type == "Observation")).scalar_one()
+            stored = conn.execute(
+                select(func.count())
+                .select_from(resources)
+                .where(resources.c.res_type == "Observation")
+            ).scalar_one()
         engine.dispose()
         if not args.skip_load and stored < args.observations:
             print(f"loading {args.observations - stored:,} more Observations …", flush=True)
             bulk_load(url, patients, args.observations - stored, args.days)
             stored = args.observations
         s50, s95, per = asyncio.run(bench_search(patients, args.searches))
-        print(f"search (one patient's weights, last 30 days, newest first) with {stored:,} "
-              f"Observations: p50 {s50:.1f} ms, p95 {s95:.1f} ms ({per} matches per search)")
+        print(
+            f"search (one patient's weights, last 30 days, newest first) with {stored:,} "
+            f"Observations: p50 {s50:.1f} ms, p95 {s95:.1f} ms ({per} matches per search)"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -254,25 +305,36 @@ def main() -> None:
 
 def ensure_patients(n: int) -> list[str]:
     """Patients to attach measurements to (created once, found again on --skip-load)."""
-    with httpx.Client(base_url=BASE, timeout=60,
-                      headers={"Content-Type": "application/fhir+json"}) as client:
+    with httpx.Client(
+        base_url=BASE, timeout=60, headers={"Content-Type": "application/fhir+json"}
+    ) as client:
         found = client.get("/Patient", params={"_count": 500, "identifier": "urn:telemon:bench|"})
         ids: list[str] = []
         page: dict[str, Any] | None = found.json()
         while page:
-            ids += [e["resource"]["id"] for e in page.get("entry", []) if "resource" in e
-                    and e["resource"]["resourceType"] == "Patient"]
+            ids += [
+                e["resource"]["id"]
+                for e in page.get("entry", [])
+                if "resource" in e and e["resource"]["resourceType"] == "Patient"
+            ]
             nxt = [link["url"] for link in page.get("link", []) if link["relation"] == "next"]
             page = client.get(nxt[0]).json() if nxt else None
         while len(ids) < n:
             chunk = min(100, n - len(ids))
-            entries = [{"resource": {"resourceType": "Patient",
-                                     "identifier": [{"system": "urn:telemon:bench",
-                                                     "value": str(uuid.uuid4())}],
-                                     "name": [{"family": f"Bench{len(ids) + i}"}]},
-                        "request": {"method": "POST", "url": "Patient"}} for i in range(chunk)]
-            r = client.post("", json={"resourceType": "Bundle", "type": "transaction",
-                                      "entry": entries})
+            entries = [
+                {
+                    "resource": {
+                        "resourceType": "Patient",
+                        "identifier": [{"system": "urn:telemon:bench", "value": str(uuid.uuid4())}],
+                        "name": [{"family": f"Bench{len(ids) + i}"}],
+                    },
+                    "request": {"method": "POST", "url": "Patient"},
+                }
+                for i in range(chunk)
+            ]
+            r = client.post(
+                "", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            )
             r.raise_for_status()
             ids += [e["response"]["location"].split("/")[1] for e in r.json()["entry"]]
         return ids[:n]

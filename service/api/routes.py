@@ -108,7 +108,9 @@ async def transaction(request: Request, state: State) -> FhirResponse:
     """Process a transaction or batch Bundle."""
     data = await _body(request, state)
     representation = prefer(request, "return") == "representation"
-    result = await run_in_threadpool(bundles.process, state.fhir, data, representation=representation)
+    result = await run_in_threadpool(
+        bundles.process, state.fhir, data, representation=representation
+    )
     return FhirResponse(result)
 
 
@@ -307,4 +309,3 @@ def _history_bundle(base: str, versions: list[StoredVersion]) -> dict[str, Any]:
             }
         entries.append(entry)
     return _bundle("history", entries, total=len(entries))
-

@@ -122,10 +122,10 @@ def resource_response(
     if return_pref == "minimal":
         return FhirResponse(b"", status_code=result.status, headers=headers)
     if return_pref == "operationoutcome":
-        issue = Issue("informational", f"{result.res_type}/{result.res_id} stored", (), "information")
-        return FhirResponse(
-            operation_outcome([issue]), status_code=result.status, headers=headers
+        issue = Issue(
+            "informational", f"{result.res_type}/{result.res_id} stored", (), "information"
         )
+        return FhirResponse(operation_outcome([issue]), status_code=result.status, headers=headers)
     body = result.content if result.content is not None else operation_outcome(result.issues)
     return FhirResponse(body, status_code=result.status, headers=headers)
 

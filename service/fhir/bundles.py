@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -186,7 +187,7 @@ def _transaction(
         if entry.method == "DELETE":
             rtype = service.resource_type(entry.res_type)
             results[entry.index] = _in_entry(
-                entry, lambda r=rtype, e=entry: service.delete_in(conn, r, e.res_id or "")
+                entry, partial(service.delete_in, conn, rtype, entry.res_id or "")
             )
     new_ids: dict[int, str] = {}
     for entry in ordered:
@@ -195,10 +196,7 @@ def _transaction(
             match = None
             if entry.if_none_exist:
                 match = _in_entry(
-                    entry,
-                    lambda r=rtype, e=entry: service.conditional_match(
-                        conn, r, e.if_none_exist or ""
-                    ),
+                    entry, partial(service.conditional_match, conn, rtype, entry.if_none_exist)
                 )
             if match is not None:
                 results[entry.index] = VersionResult.of(200, match)
@@ -218,7 +216,7 @@ def _transaction(
         if entry.method == "POST" and entry.index in new_ids:
             rtype = service.resource_type(entry.res_type)
             assert entry.resource is not None
-            _in_entry(entry, lambda e=entry: _profile(service, e))
+            _in_entry(entry, partial(_profile, service, entry))
             item = service.stamp(rtype, entry.resource, new_ids[entry.index], 1, now_micros())
             creates.append((entry, item))
     if creates:
@@ -231,21 +229,22 @@ def _transaction(
     for entry in ordered:
         if entry.method == "PUT":
             rtype = service.resource_type(entry.res_type)
-            _in_entry(entry, lambda e=entry: _profile(service, e))
+            _in_entry(entry, partial(_profile, service, entry))
             results[entry.index] = _in_entry(
                 entry,
-                lambda r=rtype, e=entry: service.update_in(
+                partial(
+                    service.update_in,
                     conn,
-                    r,
-                    e.res_id or "",
-                    e.resource or {},
-                    if_match=e.if_match,
+                    rtype,
+                    entry.res_id or "",
+                    entry.resource or {},
+                    if_match=entry.if_match,
                     pending=pending_keys,
-                    prefix=f"{e.where}.resource",
+                    prefix=f"{entry.where}.resource",
                 ),
             )
         elif entry.method == "GET":
-            results[entry.index] = _in_entry(entry, lambda e=entry: _get(service, conn, e))
+            results[entry.index] = _in_entry(entry, partial(_get, service, conn, entry))
     return results
 
 

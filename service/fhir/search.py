@@ -200,8 +200,10 @@ def _criterion(
             refs = [("Patient", i) for _, i in refs]
         return ReferenceCriterion(name, tuple(refs), on_patient_column=on_row)
     if ptype == "date":
-        column = "primary" if name == rtype.primary_date else "index"
-        return DateCriterion(name, _date_values(name, raw, zone), column=column)
+        dates = _date_values(name, raw, zone)
+        if name == rtype.primary_date:
+            return DateCriterion(name, dates, column="primary")
+        return DateCriterion(name, dates, column="index")
     if ptype == "quantity":
         return QuantityCriterion(name, _quantity_values(name, raw))
     if ptype in ("string", "uri"):

@@ -68,10 +68,34 @@ def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]
     p: dict[str, list[object]] = {
         k: []
         for k in (
-            "res_type", "res_id", "version_id", "last_updated", "patient_id", "date_low",
-            "date_high", "content", "t_ord", "t_param", "t_system", "t_code", "r_ord", "r_param",
-            "r_type", "r_id", "d_ord", "d_param", "d_low", "d_high", "q_ord", "q_param",
-            "q_value", "q_system", "q_code", "s_ord", "s_param", "s_value",
+            "res_type",
+            "res_id",
+            "version_id",
+            "last_updated",
+            "patient_id",
+            "date_low",
+            "date_high",
+            "content",
+            "t_ord",
+            "t_param",
+            "t_system",
+            "t_code",
+            "r_ord",
+            "r_param",
+            "r_type",
+            "r_id",
+            "d_ord",
+            "d_param",
+            "d_low",
+            "d_high",
+            "q_ord",
+            "q_param",
+            "q_value",
+            "q_system",
+            "q_code",
+            "s_ord",
+            "s_param",
+            "s_value",
         )
     }
     for ord_, item in enumerate(items, start=1):
@@ -99,12 +123,12 @@ def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]
             p["d_param"].append(param)
             p["d_low"].append(low)
             p["d_high"].append(high)
-        for param, value, system, code in ix.quantities:
+        for param, number, unit_system, unit in ix.quantities:
             p["q_ord"].append(ord_)
             p["q_param"].append(param)
-            p["q_value"].append(value)
-            p["q_system"].append(system)
-            p["q_code"].append(code)
+            p["q_value"].append(number)
+            p["q_system"].append(unit_system)
+            p["q_code"].append(unit)
         for param, text in ix.strings:
             p["s_ord"].append(ord_)
             p["s_param"].append(param)

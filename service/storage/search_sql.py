@@ -218,9 +218,10 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
             stmt = stmt.where(or_(key < v, and_(key == v, R.rid < rid)))
         else:
             stmt = stmt.where(or_(key > v, and_(key == v, R.rid > rid)))
-    order = (key.desc(), R.rid.desc()) if descending else (key.asc(), R.rid.asc())
-    if q.sort[0] == "rid":
-        order = order[1:]
+    tiebreak = R.rid.desc() if descending else R.rid.asc()
+    order: list[Any] = [tiebreak]
+    if q.sort[0] != "rid":
+        order.insert(0, key.desc() if descending else key.asc())
     rows = conn.execute(stmt.order_by(*order).limit(q.count + 1)).all()
     more = len(rows) > q.count
     rows = rows[: q.count]
