@@ -40,10 +40,12 @@ def capability_statement(
     resources = []
     for rtype in registry:
         interactions = [{"code": code} for code in rtype.interactions]
-        params = [
-            {"name": p.name, "type": p.type, "documentation": p.description}
-            for p in (*rtype.params.values(), *COMMON_PARAMS.values())
-        ]
+        params = []
+        for p in (*rtype.params.values(), *COMMON_PARAMS.values()):
+            param: dict[str, Any] = {"name": p.name, "type": p.type, "documentation": p.description}
+            if p.definition:
+                param["definition"] = p.definition
+            params.append(param)
         entry: dict[str, Any] = {
             "type": rtype.name,
             "interaction": interactions,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,10 +33,23 @@ def normalize_string(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+_STEP = re.compile(r"([A-Za-z_]+(?:\[x\])?)(?:\('([^']*)'\))?")
+
+
+def _steps(path: str) -> list[tuple[str, str | None]]:
+    # "extension('http://…/flag-priority').valueCodeableConcept": URLs contain dots, so the
+    # path is tokenised rather than split.
+    return [(m.group(1), m.group(2)) for m in _STEP.finditer(path)]
+
+
 def resolve_path(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
-    """Yield ``(element_name, value)`` for every value at the dotted ``path`` (lists flattened)."""
+    """Yield ``(element_name, value)`` for every value at the dotted ``path`` (lists flattened).
+
+    A step ``name[x]`` matches a choice element; ``extension('url')`` keeps only the
+    extensions with that url.
+    """
     nodes: list[tuple[str, Any]] = [("", resource)]
-    for step in path.split("."):
+    for step, url in _steps(path):
         found: list[tuple[str, Any]] = []
         choice = step.endswith("[x]")
         prefix = step[:-3]
@@ -51,10 +65,12 @@ def resolve_path(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any
             else:
                 items = [(step, node[step])] if step in node else []
             for key, value in items:
-                if isinstance(value, list):
-                    found.extend((key, v) for v in value)
-                else:
-                    found.append((key, value))
+                values = value if isinstance(value, list) else [value]
+                found.extend(
+                    (key, v)
+                    for v in values
+                    if url is None or (isinstance(v, dict) and v.get("url") == url)
+                )
         nodes = found
     return iter(nodes)
 
@@ -137,7 +153,8 @@ def _extract_param(
             if param.type == "token":
                 out.tokens.extend((param.name, s, c) for s, c in _tokens(value))
             elif param.type == "reference":
-                ref = value.get("reference") if isinstance(value, dict) else None
+                # A Reference, or a canonical URL (CarePlan.instantiatesCanonical).
+                ref = value.get("reference") if isinstance(value, dict) else value
                 target = split_reference(ref) if isinstance(ref, str) else None
                 if target and (not param.targets or target[0] in param.targets):
                     out.references.append((param.name, target[0], target[1]))

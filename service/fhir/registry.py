@@ -27,6 +27,7 @@ class SearchParam:
     paths: tuple[str, ...]
     description: str
     targets: tuple[str, ...] = ()
+    definition: str | None = None  # canonical URL, for parameters telemon defines itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,91 @@ DEVICE = ResourceType(
     compartment="patient",
 )
 
+FLAG_PRIORITY_URL = "http://hl7.org/fhir/StructureDefinition/flag-priority"
+FLAG_DETAIL_URL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+TELEMON_SEARCH_PARAMETER = "http://telemon.example.org/fhir/SearchParameter"
+
+FLAG = ResourceType(
+    name="Flag",
+    params=_params(
+        SearchParam(
+            "patient", "reference", ("subject",), "The patient the alert is about", ("Patient",)
+        ),
+        SearchParam("subject", "reference", ("subject",), "The subject of the alert"),
+        SearchParam(
+            "status",
+            "token",
+            ("status",),
+            "active | inactive | entered-in-error",
+            definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-status",
+        ),
+        SearchParam(
+            "code",
+            "token",
+            ("code",),
+            "The alert rule (telemon alert-rules code)",
+            definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-code",
+        ),
+        SearchParam(
+            "priority",
+            "token",
+            (f"extension('{FLAG_PRIORITY_URL}').valueCodeableConcept",),
+            "Severity: PL (info), PM (orange), PH (red)",
+            definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-priority",
+        ),
+        SearchParam("date", "date", ("period",), "The period the alert covers (start = trigger)"),
+        SearchParam(
+            "detail",
+            "reference",
+            (f"extension('{FLAG_DETAIL_URL}').valueReference",),
+            "The evidence Observations",
+            definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-detail",
+        ),
+        SearchParam("identifier", "token", ("identifier",), "Business identifier"),
+    ),
+    compartment="patient",
+    primary_date="date",
+    sort_params=("date",),
+    includes=("Flag:detail", "Flag:patient", "Flag:subject"),
+)
+
+CARE_PLAN = ResourceType(
+    name="CarePlan",
+    params=_params(
+        SearchParam("patient", "reference", ("subject",), "The patient enrolled", ("Patient",)),
+        SearchParam("subject", "reference", ("subject",), "Who the plan is for"),
+        SearchParam("status", "token", ("status",), "draft | active | on-hold | …"),
+        SearchParam("intent", "token", ("intent",), "proposal | plan | order | option"),
+        SearchParam(
+            "instantiates-canonical",
+            "reference",
+            ("instantiatesCanonical",),
+            "The programme (PlanDefinition canonical URL)",
+        ),
+        SearchParam("goal", "reference", ("goal",), "Personal targets (Goals)", ("Goal",)),
+        SearchParam("date", "date", ("period",), "Time period the plan covers"),
+        SearchParam("category", "token", ("category",), "Type of plan"),
+    ),
+    compartment="patient",
+    primary_date="date",
+    sort_params=("date",),
+    includes=("CarePlan:goal", "CarePlan:patient", "CarePlan:subject"),
+)
+
+GOAL = ResourceType(
+    name="Goal",
+    params=_params(
+        SearchParam("patient", "reference", ("subject",), "The patient", ("Patient",)),
+        SearchParam("subject", "reference", ("subject",), "Who the goal is for"),
+        SearchParam("lifecycle-status", "token", ("lifecycleStatus",), "proposed | active | …"),
+        SearchParam("target-measure", "token", ("target.measure",), "The measured quantity"),
+        SearchParam("start-date", "date", ("start[x]",), "When the goal starts"),
+    ),
+    compartment="patient",
+    primary_date="start-date",
+    sort_params=("start-date",),
+)
+
 #: Parameters every type has; evaluated against the resource row, never indexed separately.
 COMMON_PARAMS: dict[str, SearchParam] = _params(
     SearchParam("_id", "token", ("id",), "Logical id"),
@@ -141,4 +227,4 @@ class Registry:
 
 def default_registry() -> Registry:
     """The registry of the types served by this version of telemon."""
-    return Registry([PATIENT, DEVICE, OBSERVATION])
+    return Registry([PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL])
