@@ -128,9 +128,7 @@ def test_id(client: TestClient, make_patient: Any) -> None:
 # -- quantities ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
+QUANTITY_CASES: list[tuple[str, set[float]]] = [
         ("80.5", {80.5}),
         ("eq80.5", {80.5}),
         ("80", set()),  # 80 means [79.5, 80.5): 80.5 is outside
@@ -144,15 +142,15 @@ def test_id(client: TestClient, make_patient: Any) -> None:
         ("gt60||kg", {70.0, 80.5, 90.0}),
         ("gt60|http://unitsofmeasure.org|[lb_av]", set()),
         ("70,90", {70.0, 90.0}),
-    ],
-)
-def test_value_quantity(
-    client: TestClient, make_patient: Any, value: str, expected: set[float]
-) -> None:
+]
+
+
+def test_value_quantity(client: TestClient, make_patient: Any) -> None:
     pid = make_patient()
     by_id = {_post(client, f.weight(pid, kg=kg)): kg for kg in (70.0, 80.5, 90.0)}
-    found = _ids(client, "Observation", **{"value-quantity": value})
-    assert {by_id[i] for i in found} == expected
+    for value, expected in QUANTITY_CASES:
+        found = _ids(client, "Observation", **{"value-quantity": value})
+        assert {by_id[i] for i in found} == expected, value
 
 
 # -- dates ---------------------------------------------------------------------------------------
@@ -171,9 +169,7 @@ def dated(client: TestClient, make_patient: Any) -> dict[str, str]:
     return {name: _post(client, f.weight(pid, effective=m)) for name, m in moments.items()}
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
+DATE_CASES: list[tuple[str, set[str]]] = [
         ("2026", {"mar10", "mar20", "apr05"}),
         ("2025", {"y2025"}),
         ("2026-03", {"mar10", "mar20"}),
@@ -192,14 +188,14 @@ def dated(client: TestClient, make_patient: Any) -> dict[str, str]:
         ("ge2026-04-05T06:00:00Z", {"apr05"}),
         ("gt2026-04-05T06:00:00Z", set()),
         ("2026-03-10,2026-03-20", {"mar10", "mar20"}),
-    ],
-)
-def test_date_prefixes_and_partial_dates(
-    client: TestClient, dated: dict[str, str], value: str, expected: set[str]
-) -> None:
+]
+
+
+def test_date_prefixes_and_partial_dates(client: TestClient, dated: dict[str, str]) -> None:
     names = {v: k for k, v in dated.items()}
-    found = _ids(client, "Observation", date=value)
-    assert {names[i] for i in found} == expected
+    for value, expected in DATE_CASES:
+        found = _ids(client, "Observation", date=value)
+        assert {names[i] for i in found} == expected, value
 
 
 def test_date_and_for_a_range(client: TestClient, dated: dict[str, str]) -> None:

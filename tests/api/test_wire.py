@@ -293,19 +293,21 @@ _NASTY_BODIES: list[bytes] = [
 ]
 
 
-@pytest.mark.parametrize("raw", _NASTY_BODIES, ids=range(len(_NASTY_BODIES)))
-def test_no_body_causes_a_server_error(client: TestClient, make_patient: Any, raw: bytes) -> None:
+def test_no_body_causes_a_server_error(client: TestClient, make_patient: Any) -> None:
     pid = make_patient()
-    for method, url in (
-        ("POST", "/fhir/Patient"),
-        ("POST", "/fhir/Observation"),
-        ("PUT", f"/fhir/Patient/{pid}"),
-        ("POST", "/fhir"),
-    ):
-        response = client.request(method, url, content=raw)
-        assert response.status_code < 500, (method, url, response.text[:300])
-        assert response.status_code >= 400, (method, url, response.text[:300])
-        assert response.json()["resourceType"] == "OperationOutcome"
+    for n, raw in enumerate(_NASTY_BODIES):
+        for method, url in (
+            ("POST", "/fhir/Patient"),
+            ("POST", "/fhir/Observation"),
+            ("PUT", f"/fhir/Patient/{pid}"),
+            ("POST", "/fhir"),
+        ):
+            response = client.request(method, url, content=raw)
+            context = (n, method, url, response.text[:300])
+            assert 400 <= response.status_code < 500, context
+            assert response.json()["resourceType"] == "OperationOutcome", context
+    assert client.get("/fhir/Patient", params={"_summary": "count"}).json()["total"] == 1
+    assert client.get(f"/fhir/Patient/{pid}").headers["ETag"] == 'W/"1"'
 
 
 def test_long_strings_are_stored_whole(client: TestClient) -> None:
@@ -368,9 +370,9 @@ _NASTY_QUERIES: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("params", _NASTY_QUERIES, ids=range(len(_NASTY_QUERIES)))
-def test_no_query_causes_a_server_error(client: TestClient, params: Any) -> None:
-    for url in ("/fhir/Observation", "/fhir/Patient", "/fhir/Observation/$lastn"):
-        response = client.get(url, params=params)
-        assert response.status_code < 500, (url, params, response.text[:300])
-        assert response.json()["resourceType"] in ("Bundle", "OperationOutcome")
+def test_no_query_causes_a_server_error(client: TestClient) -> None:
+    for n, params in enumerate(_NASTY_QUERIES):
+        for url in ("/fhir/Observation", "/fhir/Patient", "/fhir/Observation/$lastn"):
+            response = client.get(url, params=params)
+            assert response.status_code < 500, (n, url, response.text[:300])
+            assert response.json()["resourceType"] in ("Bundle", "OperationOutcome")
