@@ -209,6 +209,8 @@ def _transaction(
         elif entry.method == "PUT" and entry.full_url:
             mapping[entry.full_url] = f"{entry.res_type}/{entry.res_id}"
     pending_keys = {(t.partition("/")[0], t.partition("/")[2]) for t in mapping.values()}
+    # Whatever a PUT writes exists once the transaction commits, with or without a fullUrl.
+    pending_keys |= {(e.res_type, e.res_id) for e in ordered if e.method == "PUT" and e.res_id}
     creates = []
     for entry in ordered:
         if entry.resource is not None:

@@ -281,3 +281,30 @@ def test_bundle_entry_limit_is_413(settings: Any) -> None:
         assert response.status_code == 413
         assert f.expressions(response.json()) == ["Bundle.entry"]
         assert _count(client, "Patient") == 0
+
+
+def test_transaction_put_creates_and_is_referenced(client: TestClient) -> None:
+    patient = {**f.patient(family="Put"), "id": "tx-put-1"}
+    bundle = f.transaction(
+        f.post_entry({**f.weight("x"), "subject": {"reference": "Patient/tx-put-1"}}),
+        f.put_entry(patient),
+    )
+    response = client.post("/fhir", json=bundle)
+    assert response.status_code == 200, response.text
+    assert _status_codes(response.json()) == [201, 201]
+    assert client.get("/fhir/Patient/tx-put-1").json()["name"][0]["family"] == "Put"
+    assert _count(client, "Observation") == 1
+
+
+def test_transaction_reference_to_deleted_in_same_bundle_fails(
+    client: TestClient, make_patient: Any
+) -> None:
+    pid = make_patient()
+    bundle = f.transaction(
+        f.post_entry(f.weight(pid)),
+        f.request_entry("DELETE", f"Patient/{pid}"),
+    )
+    response = client.post("/fhir", json=bundle)
+    assert response.status_code == 422, response.text
+    assert f.expressions(response.json()) == ["Bundle.entry[0].resource.subject"]
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -241,3 +242,18 @@ def test_device_crud(client: TestClient, make_patient: Any) -> None:
     assert f.match_ids(search) == [created["id"]]
     assert client.delete(f"/fhir/Device/{created['id']}").status_code == 200
     assert client.get(f"/fhir/Device/{created['id']}").status_code == 410
+
+
+def test_history_since(client: TestClient, make_patient: Any) -> None:
+    pid = make_patient(family="A")
+    current = client.get(f"/fhir/Patient/{pid}").json()
+    time.sleep(0.01)
+    updated = client.put(f"/fhir/Patient/{pid}", json={**current, "name": [{"family": "B"}]})
+    since = updated.json()["meta"]["lastUpdated"]
+    bundle = client.get(f"/fhir/Patient/{pid}/_history", params={"_since": since}).json()
+    assert [e["resource"]["meta"]["versionId"] for e in bundle["entry"]] == ["2"]
+    typed = client.get("/fhir/Patient/_history", params={"_since": since}).json()
+    assert [e["resource"]["meta"]["versionId"] for e in typed["entry"]] == ["2"]
+    bad = client.get(f"/fhir/Patient/{pid}/_history", params={"_since": "yesterday"})
+    assert bad.status_code == 400
+    assert f.expressions(bad.json()) == ["_since"]

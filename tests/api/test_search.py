@@ -512,3 +512,15 @@ def test_search_unknown_type_is_404(client: TestClient) -> None:
     response = client.get("/fhir/Medication")
     assert response.status_code == 404
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("sort", ["-date", "date"])
+def test_paging_with_equal_dates_breaks_ties(
+    client: TestClient, make_patient: Any, sort: str
+) -> None:
+    pid = make_patient()
+    same = "2026-02-01T08:00:00Z"
+    created = {_post(client, f.weight(pid, effective=same)) for _ in range(5)}
+    seen, pages = _collect_pages(client, {"patient": pid, "_sort": sort, "_count": "2"})
+    assert sorted(seen) == sorted(created)
+    assert pages == 3
