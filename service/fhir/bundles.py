@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from service.fhir.dates import format_instant
 from service.fhir.outcome import FhirError, operation_outcome
-from service.fhir.service import FhirService, VersionResult, check_id, now_micros
+from service.fhir.service import FhirService, VersionResult, check_id, event_of, now_micros
 from service.storage import repository as repo
 from service.validation import validate_structure
 
@@ -226,6 +226,7 @@ def _transaction(
             conn, [(item, f"{e.where}.resource") for e, item in creates], pending_keys
         )
         repo.insert_resources(conn, [item for _, item in creates])
+        service.notify(conn, [event_of(item) for _, item in creates])
         for entry, item in creates:
             results[entry.index] = VersionResult.of(201, item)
     for entry in ordered:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +61,21 @@ class VersionResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class WriteEvent:
+    """A resource version written in the current transaction (``resource`` None: deleted)."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    resource: dict[str, Any] | None
+
+
+#: Called inside the write transaction, after the writes, with what was written. Listeners
+#: (alert evaluation, notifications) may write more in the same transaction or raise to abort it.
+WriteListener = Callable[["FhirService", Connection, list[WriteEvent]], None]
+
+
 @dataclass(slots=True)
 class SearchResult:
     """A page of matches, the included resources, and what is needed to build the Bundle."""
@@ -71,6 +86,11 @@ class SearchResult:
     next_cursor: str | None
     total: int | None
     warnings: list[Issue]
+
+
+def event_of(item: NewVersion) -> WriteEvent:
+    """The write event for a version just stored."""
+    return WriteEvent(item.res_type, item.res_id, item.version_id, orjson.loads(item.content))
 
 
 def now_micros() -> int:
@@ -107,6 +127,13 @@ class FhirService:
         self.profiles = profiles
         self.settings = settings
         self.zone = ZoneInfo(settings.timezone)
+        self.listeners: list[WriteListener] = []
+
+    def notify(self, conn: Connection, events: list[WriteEvent]) -> None:
+        """Tell every listener what was just written (inside the same transaction)."""
+        if events:
+            for listener in self.listeners:
+                listener(self, conn, events)
 
     # -- validation and stamping ------------------------------------------------------------
 
@@ -206,6 +233,7 @@ class FhirService:
         item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
         self.check_references(conn, [(item, prefix or rtype.name)], pending)
         repo.insert_resources(conn, [item])
+        self.notify(conn, [event_of(item)])
         return VersionResult.of(201, item)
 
     def conditional_match(
@@ -322,9 +350,10 @@ class FhirService:
         self.check_references(conn, [(item, prefix or rtype.name)], pending)
         if current is None:
             repo.insert_resources(conn, [item])
-            return VersionResult.of(201, item)
-        repo.replace_current(conn, current, item, now=now)
-        return VersionResult.of(201 if current.deleted else 200, item)
+        else:
+            repo.replace_current(conn, current, item, now=now)
+        self.notify(conn, [event_of(item)])
+        return VersionResult.of(201 if current is None or current.deleted else 200, item)
 
     def delete(self, res_type: str, res_id: str) -> VersionResult:
         """Delete (a new version marking deletion); deleting twice is harmless."""
@@ -349,6 +378,7 @@ class FhirService:
             )
         now = max(now_micros(), current.last_updated + 1)
         repo.replace_current(conn, current, None, now=now)
+        self.notify(conn, [WriteEvent(rtype.name, res_id, current.version_id + 1, None)])
         return VersionResult(
             200,
             rtype.name,
