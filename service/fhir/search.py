@@ -169,7 +169,20 @@ def parse_search(
         criterion = _criterion(rtype, param.name, param.type, modifier, raw, zone, unsupported)
         if criterion is not None:
             query.criteria.append(criterion)
+    if query.cursor is not None:
+        _check_cursor(query.cursor, query.sort[0])
     return query, warnings
+
+
+def _check_cursor(cursor: Cursor, sort_key: str) -> None:
+    """A cursor's values must fit the sort column (a crafted one would otherwise fail in SQL)."""
+
+    def is_bigint(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+    fits = isinstance(cursor.value, str) if sort_key == "_id" else is_bigint(cursor.value)
+    if not fits or not is_bigint(cursor.rid):
+        raise _bad("_cursor", "The paging cursor does not belong to this search")
 
 
 def _criterion(

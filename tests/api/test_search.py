@@ -6,6 +6,8 @@ that is silently ignored makes the test fail.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -413,8 +415,39 @@ def test_count_zero_and_invalid(client: TestClient, make_patient: Any) -> None:
         assert f.expressions(response.json()) == ["_count"]
 
 
-def test_tampered_cursor_is_400(client: TestClient) -> None:
+def _cursor(value: Any, rid: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps([value, rid]).encode()).decode().rstrip("=")
+
+
+def test_tampered_cursor_is_400(client: TestClient, make_patient: Any) -> None:
+    pid = make_patient()
+    for d in range(3):
+        _post(client, f.weight(pid, effective=f.when(d)))
     response = client.get("/fhir/Observation", params={"_cursor": "not-a-cursor!!"})
+    assert response.status_code == 400
+    assert f.expressions(response.json()) == ["_cursor"]
+    # Well-formed cursors whose values do not fit the sort column (or the column type).
+    numeric_bad = [("abc", 1), (None, 1), (2**70, 1), (True, 1), (1, 2**70)]
+    text_bad = [(5, 1), (None, 1), (True, 1), ("abc", 2**70)]
+    for sort in ("-date", "_id", "-_lastUpdated", None):
+        for value, rid in text_bad if sort == "_id" else numeric_bad:
+            params = {"_cursor": _cursor(value, rid), "_count": "1"}
+            if sort:
+                params["_sort"] = sort
+            response = client.get("/fhir/Observation", params=params)
+            assert response.status_code == 400, (sort, value, response.text[:200])
+            assert f.expressions(response.json()) == ["_cursor"]
+
+
+def test_next_link_with_changed_sort_is_not_a_server_error(
+    client: TestClient, make_patient: Any
+) -> None:
+    pid = make_patient()
+    for d in range(3):
+        _post(client, f.weight(pid, effective=f.when(d)))
+    bundle = _search(client, "Observation", {"_sort": "-date", "_count": "1"})
+    nxt = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
+    response = client.get(nxt.replace("_sort=-date", "_sort=_id"))
     assert response.status_code == 400
     assert f.expressions(response.json()) == ["_cursor"]
 
