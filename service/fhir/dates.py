@@ -86,7 +86,7 @@ def parse_range(value: str, zone: ZoneInfo) -> tuple[int, int]:
             else:
                 step = timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
             end = start + step
-    except ValueError as exc:  # e.g. month 13, day 31 in April
+    except (ValueError, OverflowError) as exc:  # month 13, day 31 in April, 9999-12-31+1
         raise DateFormatError(f"'{value}' is not a valid FHIR date/dateTime: {exc}") from exc
     return to_micros(start), to_micros(end) - 1
 

@@ -344,6 +344,10 @@ _NASTY_QUERIES: list[Any] = [
     [("status", "final")] * 1500,
     [("date", f"ne2026-01-{d % 28 + 1:02d}") for d in range(99)],
     {"date": "2026-03-10T08:00:00+25:00"},
+    {"date": "9999-12-31"},  # the day after is beyond Python's datetime
+    {"date": "9999-12-31T23:59:59Z"},
+    {"_lastUpdated": "ge9999-12-31"},
+    {"date": "0001-01-01T00:00:00+14:00"},
     {"date": "\x00"},
     {"date": "ap2026"},
     {"date": "sa2026-03", "_sort": "-date"},
