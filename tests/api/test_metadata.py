@@ -130,6 +130,8 @@ def test_listed_parameters_filter(
         "date": "1999",
         "quantity": "gt100000",
         "string": "zzz",
+        "uri": "http://nothing.example.org",
+        "number": "-999999",
     }
     obs = _resources(statement)["Observation"]
     for param in obs["searchParam"]:
