@@ -7,11 +7,13 @@ Europe/Amsterdam last 23 h (last Sunday of March) or 25 h (last Sunday of Octobe
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 
 
+@lru_cache(maxsize=65_536)  # baselines ask for the same readings' days over and over
 def local_day(instant: datetime, tz: ZoneInfo = DEFAULT_TZ) -> date:
     """The patient-local calendar day on which an aware instant falls."""
     return instant.astimezone(tz).date()

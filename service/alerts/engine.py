@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
+from service.alerts.aggregation import Window
 from service.alerts.days import day_start, local_day
 from service.alerts.episodes import (
     Action,
@@ -100,6 +101,8 @@ class _Run:
             if m.concept == "weight":
                 firsts.setdefault(local_day(m.effective, config.tz), m.observation_id)
         self.daily_first_ids = set(firsts.values())
+        self._results: dict[tuple[str, str, str, datetime], RuleResult | None] = {}
+        self.window = Window(prepared.usable)
 
     def applies(self, rule: RuleDefinition, anchor: Measurement) -> bool:
         """Whether ``anchor`` is an evaluation point of ``rule`` (not just "doesn't qualify")."""
@@ -116,10 +119,17 @@ class _Run:
         return is_enabled(rule, self.config, anchor.effective)
 
     def run_rule(self, rule: RuleDefinition, anchor: Measurement) -> RuleResult | None:
-        """Evaluate one rule at one anchor with the parameters in force at its effective time."""
-        params = effective_params(rule, self.config, anchor.effective)
-        ctx = EvalContext(anchor, rule, self.config.tz, self.evaluate_other)
-        return KINDS[rule.kind](params, self.prepared.usable, ctx)
+        """Evaluate one rule at one anchor with the parameters in force at its effective time.
+
+        Memoised per run: composites ask for the same (rule, anchor) again and again, and a
+        rule is a pure function of the run's inputs.
+        """
+        key = (rule.id, anchor.observation_id, anchor.concept, anchor.effective)
+        if key not in self._results:
+            params = effective_params(rule, self.config, anchor.effective)
+            ctx = EvalContext(anchor, rule, self.config.tz, self.evaluate_other)
+            self._results[key] = KINDS[rule.kind](params, self.window, ctx)
+        return self._results[key]
 
     def evaluate_other(self, rule_id: str, anchor: Measurement) -> RuleResult | None:
         """For composites: another rule at another anchor, if it applies there."""

@@ -7,6 +7,7 @@ which makes re-evaluation after late or corrected data idempotent.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -97,8 +98,12 @@ class EpisodeChange:
 
 
 def alert_id(patient_id: str, rule_id: str, start: datetime) -> str:
-    """A deterministic id, so re-evaluation finds the same alert instead of making a new one."""
-    return f"{patient_id}-{rule_id}-{start:%Y%m%dT%H%M%SZ}".lower()
+    """A deterministic id, so re-evaluation finds the same alert instead of making a new one.
+
+    Hashed: it is also the Flag's FHIR id, which may be at most 64 characters long.
+    """
+    key = f"{patient_id}|{rule_id}|{start:%Y%m%dT%H%M%SZ}"
+    return f"{rule_id.lower()}-{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}"
 
 
 def _merge(first: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
