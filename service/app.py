@@ -12,18 +12,38 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
-from service.api.deps import AppState
+from service.api.deps import AppState, AuthState
+from service.api.oauth_routes import router as oauth_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, outcome_response
+from service.audit.trail import AuditTrail
+from service.auth.identity import SimulatedDigiD
+from service.auth.server import AuthServer
+from service.auth.tokens import TokenService, load_or_create_key
 from service.bootstrap import build_service, open_database
 from service.fhir.conformance import ConformanceStore
 from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.fhir.service import FhirService
 from service.settings import Settings, get_settings
 from service.storage.db import Database
 
 log = logging.getLogger("telemon")
 
 _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+
+
+def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState | None:
+    """The authorization server and audit trail; None (with a loud warning) in open mode."""
+    if settings.auth == "open":
+        log.warning("TELEMON_AUTH=open: NO authorization and NO audit trail. Local demos only.")
+        return None
+    tokens = TokenService(db, load_or_create_key(db))
+    return AuthState(
+        server=AuthServer(db, settings, tokens),
+        tokens=tokens,
+        identity=SimulatedDigiD(fhir),
+        audit=AuditTrail(fhir),
+    )
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
@@ -47,7 +67,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         fhir=fhir,
         conformance=ConformanceStore(fhir.profiles.conformance_resources()),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        auth=build_auth(settings, db, fhir),
     )
+    app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
     app.include_router(fhir_router)
 
     @app.exception_handler(FhirError)

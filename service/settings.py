@@ -19,9 +19,10 @@ class Settings(BaseSettings):
         default="sqlite:///telemon.sqlite",
         description="SQLAlchemy URL; an SQLite file (embedded default) or postgresql://…",
     )
-    auth: Literal["open"] = Field(
-        default="open",
-        description="Authorization mode. 'open' (no authorization) only serves on loopback.",
+    auth: Literal["oauth", "open"] = Field(
+        default="oauth",
+        description="Authorization mode: 'oauth' (SMART/MedMij tokens, NEN 7513 audit) or "
+        "'open' (no authorization, no audit; local demos on loopback only).",
     )
     base_url: str | None = Field(
         default=None,
@@ -47,6 +48,40 @@ class Settings(BaseSettings):
         default="FULL", description="SQLite durability: FULL survives power loss with WAL."
     )
     db_pool_size: int = Field(default=10, description="PostgreSQL connection pool size.")
+    # -- authorization server (service/auth) ------------------------------------------------
+    issuer: str | None = Field(
+        default=None,
+        description="Public base URL of the authorization server (…/oauth's parent); "
+        "else derived from base_url or the request.",
+    )
+    auth_code_seconds: int = Field(default=60, le=60, description="Authorization code lifetime.")
+    pgo_token_seconds: int = Field(
+        default=900, le=900, description="Access token lifetime for PGO (patient) tokens."
+    )
+    backend_token_seconds: int = Field(
+        default=300, le=300, description="Access token lifetime for backend-service tokens."
+    )
+    assertion_max_seconds: int = Field(
+        default=300, le=300, description="Longest a client assertion may live (exp - now)."
+    )
+    identity_provider: Literal["simulated-digid"] = Field(
+        default="simulated-digid",
+        description="Patient login. Only the clearly labelled simulated DigiD (dev/demo/tests) "
+        "ships; a DigiD/TVS OIDC broker plugs in behind service.auth.identity.",
+    )
+    medmij_scopes: dict[str, str] = Field(
+        default={
+            "telemonitoring": "launch/patient patient/Patient.rs patient/Observation.rs "
+            "patient/Flag.rs patient/AuditEvent.rs"
+        },
+        description="MedMij data-service scope (gegevensdienst) → the SMART v2 scopes it grants.",
+    )
+    jwks_allow_private: bool = Field(
+        default=False,
+        description="Allow JWKS URLs on loopback/private addresses and over http (dev/tests only).",
+    )
+    jwks_timeout_seconds: float = Field(default=5.0, description="Timeout of a JWKS URL fetch.")
+
 
 
 @lru_cache(maxsize=1)

@@ -75,9 +75,10 @@ def _truncate(url: str) -> None:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    """Settings pointing at the test database."""
+    """Settings pointing at the test database (no authorization: tests/auth has its own)."""
     return Settings(
         database_url=database_url,
+        auth="open",
         profiles_dir=Path(__file__).resolve().parent.parent / "fhir_profiles",
     )
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
+from service.audit.events import AccessRecord, Actor, Touched
+from service.audit.trail import AuditTrail
+from service.auth.identity import SimulatedDigiD
+from service.auth.policy import OPEN, Principal
+from service.auth.scopes import Grants
+from service.auth.server import AuthServer
+from service.auth.tokens import TokenError, TokenService
 from service.fhir.conformance import ConformanceStore
-from service.fhir.service import FhirService
+from service.fhir.outcome import FhirError, Issue
+from service.fhir.service import FhirService, VersionResult
 from service.settings import Settings
+from service.storage.repository import StoredVersion
 
 
 @dataclass(slots=True)
@@ -19,6 +30,17 @@ class AppState:
     fhir: FhirService
     conformance: ConformanceStore
     started_at: str
+    auth: AuthState | None = None  # None in TELEMON_AUTH=open
+
+
+@dataclass(slots=True)
+class AuthState:
+    """The authorization server and audit trail (TELEMON_AUTH=oauth)."""
+
+    server: AuthServer
+    tokens: TokenService
+    identity: SimulatedDigiD
+    audit: AuditTrail
 
 
 def get_state(request: Request) -> AppState:
@@ -33,3 +55,131 @@ def base_url(request: Request) -> str:
     if configured:
         return configured.rstrip("/")
     return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def issuer_url(request: Request) -> str:
+    """The authorization server's public root (``…/oauth/*`` lives under it)."""
+    settings = get_state(request).settings
+    if settings.issuer:
+        return settings.issuer.rstrip("/")
+    return base_url(request).removesuffix("/fhir")
+
+
+def token_url(request: Request) -> str:
+    """The token endpoint's public URL (the ``aud`` of client assertions)."""
+    return issuer_url(request) + "/oauth/token"
+
+
+_REQUEST_ID_HEADERS = ("x-request-id", "medmij-request-id", "x-correlation-id")
+
+
+def actor_of(request: Request, principal: Principal) -> Actor:
+    """Who is acting, for the audit trail."""
+    ids = tuple(
+        (name, request.headers[name][:200])
+        for name in _REQUEST_ID_HEADERS
+        if name in request.headers
+    )
+    return Actor(
+        client_id=principal.client_id,
+        user=principal.subject if principal.kind == "patient" else None,
+        token_id=principal.token_id,
+        address=request.client.host if request.client else None,
+        request_ids=ids,
+    )
+
+
+def _unauthorized(error: str | None, message: str) -> FhirError:
+    challenge = 'Bearer realm="telemon"'
+    if error:
+        challenge += f', error="{error}", error_description="{message}"'
+    return FhirError(401, [Issue("login", message)], {"WWW-Authenticate": challenge})
+
+
+async def current_principal(request: Request) -> Principal:
+    """The caller, from its bearer token (401 with WWW-Authenticate when missing or bad)."""
+    state = get_state(request)
+    auth = state.auth
+    if auth is None:
+        return OPEN
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    error: FhirError | None = None
+    claims = None
+    if not header:
+        error = _unauthorized(None, "An access token is required")
+    elif scheme.lower() != "bearer" or not token.strip():
+        error = _unauthorized("invalid_request", "Use 'Authorization: Bearer <token>'")
+    else:
+        try:
+            claims = await run_in_threadpool(
+                auth.tokens.verify,
+                token.strip(),
+                issuer=issuer_url(request),
+                audience=base_url(request),
+            )
+        except TokenError:
+            error = _unauthorized("invalid_token", "The access token is invalid or expired")
+    if error is not None or claims is None:
+        record = AccessRecord(
+            "login", query=str(request.url.path), outcome="4", description="401 no valid token"
+        )
+        await run_in_threadpool(auth.audit.record, actor_of(request, OPEN), record)
+        raise error or _unauthorized("invalid_token", "The access token is invalid")
+    patient = claims.get("patient")
+    return Principal(
+        kind="patient" if patient else "system",
+        client_id=claims.get("client_id"),
+        grants=Grants.parse(claims.get("scope")),
+        patient_id=patient,
+        subject=claims.get("sub"),
+        token_id=claims.get("jti"),
+        scope=claims.get("scope", ""),
+    )
+
+
+@dataclass(slots=True)
+class AuditScope:
+    """What one request touched, collected by the handler and written when it ends."""
+
+    fhir: FhirService
+    record: AccessRecord | None = None
+    touched: list[Touched] = field(default_factory=list)
+
+    def begin(self, interaction: str, res_type: str | None, query: str | None = None) -> None:
+        """Name the interaction (before anything can fail, so failures are logged too)."""
+        self.record = AccessRecord(interaction, res_type, query)
+
+    def result(self, result: VersionResult) -> None:
+        """A version read or written."""
+        self.touched.append(
+            Touched(result.res_type, result.res_id, result.version_id, result.patient_id)
+        )
+
+    def rows(self, rows: list[StoredVersion]) -> None:
+        """Stored versions returned (search, history)."""
+        for row in rows:
+            patient = self.fhir.compartment_of(row.res_type, row.content)
+            self.touched.append(Touched(row.res_type, row.res_id, row.version_id, patient))
+
+
+async def audit_scope(
+    request: Request, principal: Principal = Depends(current_principal)
+) -> AsyncIterator[AuditScope]:
+    """Collect the request's accesses and write their AuditEvents, on success or failure."""
+    state = get_state(request)
+    scope = AuditScope(state.fhir)
+    try:
+        yield scope
+    except Exception as exc:
+        if state.auth is not None and scope.record is not None:
+            status = exc.status if isinstance(exc, FhirError) else 500
+            scope.record.outcome = "4" if status < 500 else "8"
+            scope.record.description = f"{status} {exc}"
+            await run_in_threadpool(
+                state.auth.audit.record, actor_of(request, principal), scope.record
+            )
+        raise
+    if state.auth is not None and scope.record is not None:
+        scope.record.touched = scope.touched
+        await run_in_threadpool(state.auth.audit.record, actor_of(request, principal), scope.record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -11,7 +12,14 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
-from service.api.deps import AppState, base_url, get_state
+from service.api.deps import (
+    AppState,
+    AuditScope,
+    audit_scope,
+    base_url,
+    current_principal,
+    get_state,
+)
 from service.api.wire import (
     FhirResponse,
     instant,
@@ -20,6 +28,8 @@ from service.api.wire import (
     read_json_body,
     resource_response,
 )
+from service.auth import policy
+from service.auth.policy import Interaction, Principal
 from service.fhir import bundles
 from service.fhir.conformance import CONFORMANCE_TYPES, capability_statement
 from service.fhir.dates import DateFormatError, parse_range
@@ -31,6 +41,26 @@ router = APIRouter(prefix="/fhir", dependencies=[Depends(negotiate)])
 
 State = Annotated[AppState, Depends(get_state)]
 Base = Annotated[str, Depends(base_url)]
+Who = Annotated[Principal, Depends(current_principal)]
+Audit = Annotated[AuditScope, Depends(audit_scope, scope="function")]
+
+
+def _allow(
+    state: AppState,
+    who: Principal,
+    audit: AuditScope,
+    res_type: str,
+    interaction: Interaction,
+    *,
+    query: str | None = None,
+    write: bool = False,
+) -> tuple[str, ...] | None:
+    """Authorise one interaction (404/405 type, 403 scope); returns the compartments to apply."""
+    audit_code = "search-type" if interaction == "search" else interaction
+    audit.begin(audit_code, res_type, query)
+    state.fhir.resource_type(res_type, for_write=write)
+    policy.require(who, res_type, interaction)
+    return policy.compartment(who)
 
 
 def _query_params(request: Request) -> list[tuple[str, str]]:
@@ -104,22 +134,38 @@ async def metadata(state: State, base: Base) -> FhirResponse:
 
 @router.post("")
 @router.post("/", include_in_schema=False)
-async def transaction(request: Request, state: State) -> FhirResponse:
-    """Process a transaction or batch Bundle."""
+async def transaction(request: Request, state: State, who: Who, audit: Audit) -> FhirResponse:
+    """Process a transaction or batch Bundle (every entry authorised on its own)."""
+    audit.begin("transaction", None)
     data = await _body(request, state)
+    if isinstance(data, dict) and data.get("type") == "batch":
+        audit.begin("batch", None)
     representation = prefer(request, "return") == "representation"
-    result = await run_in_threadpool(
-        bundles.process, state.fhir, data, representation=representation
+    access = bundles.Access(
+        permit=lambda res_type, interaction: policy.require(who, res_type, interaction),
+        patient_ids=policy.compartment(who),
     )
+    try:
+        result = await run_in_threadpool(
+            bundles.process, state.fhir, data, representation=representation, access=access
+        )
+    finally:
+        for _, touched in access.touched:
+            audit.result(touched)
     return FhirResponse(result)
 
 
 @router.get("/Observation/$lastn")
-async def lastn(request: Request, state: State, base: Base) -> FhirResponse:
+async def lastn(
+    request: Request, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
     """The newest ``max`` Observations per patient and code."""
+    patient_ids = _allow(state, who, audit, "Observation", "search", query=request.url.query)
+    audit.begin("operation", "Observation", request.url.query)
     rows, warnings = await run_in_threadpool(
-        state.fhir.lastn, _query_params(request), strict=_strict(request)
+        state.fhir.lastn, _query_params(request), strict=_strict(request), patient_ids=patient_ids
     )
+    audit.rows(rows)
     entries = [_entry(base, r, "match") for r in rows]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
@@ -139,21 +185,41 @@ def _conformance_search(state: State, base: str, res_type: str, request: Request
 
 
 @router.get("/{res_type}")
-async def search(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
-    """Type-level search."""
+async def search(
+    res_type: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
+    """Type-level search (confined to the token's patient compartment)."""
     if res_type in CONFORMANCE_TYPES:
         return _conformance_search(state, base, res_type, request)
+    patient_ids = _allow(state, who, audit, res_type, "search", query=request.url.query)
     result = await run_in_threadpool(
-        state.fhir.search, res_type, _query_params(request), strict=_strict(request)
+        partial(
+            state.fhir.search,
+            res_type,
+            _query_params(request),
+            strict=_strict(request),
+            patient_ids=patient_ids,
+        )
     )
+    audit.rows(result.matches + result.included)
     return _searchset(request, base, res_type, result)
 
 
 @router.post("/{res_type}/_search")
-async def search_post(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
+async def search_post(
+    res_type: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
     """Search with parameters in an ``application/x-www-form-urlencoded`` body."""
+    patient_ids = _allow(state, who, audit, res_type, "search")
     params = _query_params(request) + await _form_params(request, state)
-    result = await run_in_threadpool(state.fhir.search, res_type, params, strict=_strict(request))
+    if audit.record is not None:
+        audit.record.query = urlencode(params)
+    result = await run_in_threadpool(
+        partial(
+            state.fhir.search, res_type, params, strict=_strict(request), patient_ids=patient_ids
+        )
+    )
+    audit.rows(result.matches + result.included)
     return _searchset(request, base, res_type, result, params)
 
 
@@ -185,10 +251,12 @@ async def create(
     request: Request,
     state: State,
     base: Base,
+    who: Who,
+    audit: Audit,
     if_none_exist: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Create, or conditionally create with ``If-None-Exist``."""
-    state.fhir.resource_type(res_type, for_write=True)
+    patient_ids = _allow(state, who, audit, res_type, "create", write=True)
     data = await _body(request, state)
     if isinstance(data, dict) and data.get("resourceType") not in (None, res_type):
         raise FhirError.single(
@@ -199,27 +267,44 @@ async def create(
         )
     if isinstance(data, dict) and "resourceType" not in data:
         raise FhirError.single(400, "required", "resourceType is required", "resourceType")
-    result = await run_in_threadpool(state.fhir.create, data, if_none_exist=if_none_exist)
+    result = await run_in_threadpool(
+        partial(state.fhir.create, data, if_none_exist=if_none_exist, patient_ids=patient_ids)
+    )
+    audit.result(result)
     return resource_response(result, base, return_pref=prefer(request, "return"), location=True)
 
 
 @router.get("/{res_type}/_history")
-async def type_history(res_type: str, request: Request, state: State, base: Base) -> FhirResponse:
+async def type_history(
+    res_type: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
     """Every version of every resource of a type, newest first."""
+    patient_ids = _allow(state, who, audit, res_type, "history-type", query=request.url.query)
     since, count = _history_params(request)
-    versions = await run_in_threadpool(state.fhir.history, res_type, None, since=since, count=count)
+    versions = await run_in_threadpool(
+        partial(
+            state.fhir.history, res_type, None, since=since, count=count, patient_ids=patient_ids
+        )
+    )
+    audit.rows(versions)
     return FhirResponse(_history_bundle(base, versions))
 
 
 @router.get("/{res_type}/{res_id}")
-async def read(res_type: str, res_id: str, state: State, base: Base) -> FhirResponse:
-    """Read the current version."""
+async def read(
+    res_type: str, res_id: str, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
+    """Read the current version (outside the token's compartment: the not-found 404)."""
     if res_type in CONFORMANCE_TYPES:
         found = state.conformance.get(res_type, res_id)
         if found is None:
             raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
         return FhirResponse(found)
-    result = await run_in_threadpool(state.fhir.read, res_type, res_id)
+    patient_ids = _allow(state, who, audit, res_type, "read")
+    result = await run_in_threadpool(
+        partial(state.fhir.read, res_type, res_id, patient_ids=patient_ids)
+    )
+    audit.result(result)
     return resource_response(result, base)
 
 
@@ -230,21 +315,34 @@ async def update(
     request: Request,
     state: State,
     base: Base,
+    who: Who,
+    audit: Audit,
     if_match: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Update (or create with this id); ``If-Match`` guards against lost updates."""
-    state.fhir.resource_type(res_type, for_write=True)
+    patient_ids = _allow(state, who, audit, res_type, "update", write=True)
     data = await _body(request, state)
-    result = await run_in_threadpool(state.fhir.update, res_type, res_id, data, if_match=if_match)
+    result = await run_in_threadpool(
+        partial(
+            state.fhir.update, res_type, res_id, data, if_match=if_match, patient_ids=patient_ids
+        )
+    )
+    audit.result(result)
     return resource_response(
         result, base, return_pref=prefer(request, "return"), location=result.status == 201
     )
 
 
 @router.delete("/{res_type}/{res_id}")
-async def delete(res_type: str, res_id: str, state: State, base: Base) -> FhirResponse:
+async def delete(
+    res_type: str, res_id: str, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
     """Delete; later reads answer 410 Gone."""
-    result = await run_in_threadpool(state.fhir.delete, res_type, res_id)
+    patient_ids = _allow(state, who, audit, res_type, "delete", write=True)
+    result = await run_in_threadpool(
+        partial(state.fhir.delete, res_type, res_id, patient_ids=patient_ids)
+    )
+    audit.result(result)
     return FhirResponse(
         operation_outcome(result.issues),
         status_code=200,
@@ -254,20 +352,35 @@ async def delete(res_type: str, res_id: str, state: State, base: Base) -> FhirRe
 
 @router.get("/{res_type}/{res_id}/_history")
 async def instance_history(
-    res_type: str, res_id: str, request: Request, state: State, base: Base
+    res_type: str, res_id: str, request: Request, state: State, base: Base, who: Who, audit: Audit
 ) -> FhirResponse:
     """Every version of one resource, newest first."""
+    patient_ids = _allow(state, who, audit, res_type, "history-instance")
     since, count = _history_params(request)
     versions = await run_in_threadpool(
-        state.fhir.history, res_type, res_id, since=since, count=count
+        partial(
+            state.fhir.history,
+            res_type,
+            res_id,
+            since=since,
+            count=count,
+            patient_ids=patient_ids,
+        )
     )
+    audit.rows(versions)
     return FhirResponse(_history_bundle(base, versions))
 
 
 @router.get("/{res_type}/{res_id}/_history/{version}")
-async def vread(res_type: str, res_id: str, version: str, state: State, base: Base) -> FhirResponse:
+async def vread(
+    res_type: str, res_id: str, version: str, state: State, base: Base, who: Who, audit: Audit
+) -> FhirResponse:
     """Read one version."""
-    result = await run_in_threadpool(state.fhir.vread, res_type, res_id, version)
+    patient_ids = _allow(state, who, audit, res_type, "vread")
+    result = await run_in_threadpool(
+        partial(state.fhir.vread, res_type, res_id, version, patient_ids=patient_ids)
+    )
+    audit.result(result)
     return resource_response(result, base)
 
 

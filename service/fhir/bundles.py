@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
@@ -20,12 +20,38 @@ from sqlalchemy import Connection
 
 from service.fhir.dates import format_instant
 from service.fhir.outcome import FhirError, operation_outcome
-from service.fhir.service import FhirService, VersionResult, check_id, event_of, now_micros
+from service.fhir.service import (
+    FhirService,
+    VersionResult,
+    check_id,
+    event_of,
+    now_micros,
+    outside_compartment,
+)
 from service.storage import repository as repo
 from service.validation import validate_structure
 
 T = TypeVar("T")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+_INTERACTION = {"DELETE": "delete", "POST": "create", "PUT": "update", "GET": "read"}
+
+
+def _permit_all(res_type: str, interaction: str) -> None:
+    """The default check: everything is allowed."""
+
+
+@dataclass(slots=True)
+class Access:
+    """The caller's limits inside a Bundle, and what its entries touched.
+
+    ``permit(res_type, interaction)`` raises a FhirError (403) for a denied entry;
+    ``patient_ids`` confines every entry to those compartments (None: not confined);
+    ``touched`` collects ``(interaction, result)`` of every entry that succeeded (for audit).
+    """
+
+    permit: Callable[[str, str], None] = _permit_all
+    patient_ids: tuple[str, ...] | None = None
+    touched: list[tuple[str, VersionResult]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -145,8 +171,15 @@ def _response(result: VersionResult, representation: bool) -> dict[str, Any]:
     return entry
 
 
-def process(service: FhirService, bundle: Any, *, representation: bool = False) -> dict[str, Any]:
+def process(
+    service: FhirService,
+    bundle: Any,
+    *,
+    representation: bool = False,
+    access: Access | None = None,
+) -> dict[str, Any]:
     """Process a transaction or batch Bundle; returns the response Bundle (as JSON data)."""
+    access = access or Access()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError.single(400, "invalid", "POST to the base needs a Bundle", "resourceType")
     kind = bundle.get("type")
@@ -165,10 +198,13 @@ def process(service: FhirService, bundle: Any, *, representation: bool = False) 
             "Bundle.entry",
         )
     if kind == "batch":
-        return _batch(service, entries, representation)
+        return _batch(service, entries, representation, access)
     parsed = [_parse_entry(service, i, e) for i, e in enumerate(entries)]
+    for entry in parsed:
+        _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
     with service.db.write() as conn:
-        results = _transaction(service, conn, parsed)
+        results = _transaction(service, conn, parsed, access.patient_ids)
+    access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -178,7 +214,10 @@ def process(service: FhirService, bundle: Any, *, representation: bool = False) 
 
 
 def _transaction(
-    service: FhirService, conn: Connection, entries: list[Entry]
+    service: FhirService,
+    conn: Connection,
+    entries: list[Entry],
+    patient_ids: tuple[str, ...] | None = None,
 ) -> dict[int, VersionResult]:
     results: dict[int, VersionResult] = {}
     ordered = sorted(entries, key=lambda e: _ORDER[e.method])
@@ -187,7 +226,10 @@ def _transaction(
         if entry.method == "DELETE":
             rtype = service.resource_type(entry.res_type)
             results[entry.index] = _in_entry(
-                entry, partial(service.delete_in, conn, rtype, entry.res_id or "")
+                entry,
+                partial(
+                    service.delete_in, conn, rtype, entry.res_id or "", patient_ids=patient_ids
+                ),
             )
     new_ids: dict[int, str] = {}
     for entry in ordered:
@@ -196,7 +238,10 @@ def _transaction(
             match = None
             if entry.if_none_exist:
                 match = _in_entry(
-                    entry, partial(service.conditional_match, conn, rtype, entry.if_none_exist)
+                    entry,
+                    partial(
+                        service.conditional_match, conn, rtype, entry.if_none_exist, patient_ids
+                    ),
                 )
             if match is not None:
                 results[entry.index] = VersionResult.of(200, match)
@@ -220,6 +265,8 @@ def _transaction(
             assert entry.resource is not None
             _in_entry(entry, partial(_profile, service, entry))
             item = service.stamp(rtype, entry.resource, new_ids[entry.index], 1, now_micros())
+            if patient_ids is not None and item.index.patient_id not in patient_ids:
+                raise outside_compartment(rtype.name)
             creates.append((entry, item))
     if creates:
         service.check_references(
@@ -244,10 +291,13 @@ def _transaction(
                     if_match=entry.if_match,
                     pending=pending_keys,
                     prefix=f"{entry.where}.resource",
+                    patient_ids=patient_ids,
                 ),
             )
         elif entry.method == "GET":
-            results[entry.index] = _in_entry(entry, partial(_get, service, conn, entry))
+            results[entry.index] = _in_entry(
+                entry, partial(_get, service, conn, entry, patient_ids)
+            )
     return results
 
 
@@ -274,7 +324,12 @@ def _in_entry(entry: Entry, action: Callable[[], T]) -> T:
         raise FhirError(exc.status, issues, exc.headers) from exc
 
 
-def _get(service: FhirService, conn: Connection, entry: Entry) -> VersionResult:
+def _get(
+    service: FhirService,
+    conn: Connection,
+    entry: Entry,
+    patient_ids: tuple[str, ...] | None = None,
+) -> VersionResult:
     if entry.res_id is None:
         raise FhirError.single(
             400,
@@ -283,17 +338,25 @@ def _get(service: FhirService, conn: Connection, entry: Entry) -> VersionResult:
             f"{entry.where}.request.url",
         )
     stored = repo.fetch_current(conn, entry.res_type, entry.res_id)
-    if stored is None or stored.deleted:
+    if (
+        stored is None
+        or stored.deleted
+        or not service.visible(patient_ids, entry.res_type, stored.content)
+    ):
         raise FhirError.single(404, "not-found", f"{entry.res_type}/{entry.res_id} is not known")
-    return VersionResult.of(200, stored)
+    return VersionResult.of(200, stored, service.compartment_of(entry.res_type, stored.content))
 
 
-def _batch(service: FhirService, entries: list[Any], representation: bool) -> dict[str, Any]:
+def _batch(
+    service: FhirService, entries: list[Any], representation: bool, access: Access
+) -> dict[str, Any]:
     out = []
     for index, raw in enumerate(entries):
         try:
             entry = _parse_entry(service, index, raw)
-            result = _single(service, entry)
+            _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
+            result = _single(service, entry, access.patient_ids)
+            access.touched.append((_INTERACTION[entry.method], result))
             out.append(_response(result, representation or entry.method == "GET"))
         except FhirError as exc:
             status = HTTPStatus(exc.status)
@@ -313,16 +376,24 @@ def _batch(service: FhirService, entries: list[Any], representation: bool) -> di
     }
 
 
-def _single(service: FhirService, entry: Entry) -> VersionResult:
+def _single(
+    service: FhirService, entry: Entry, patient_ids: tuple[str, ...] | None = None
+) -> VersionResult:
     def run() -> VersionResult:
         if entry.method == "POST":
-            return service.create(entry.resource, if_none_exist=entry.if_none_exist)
+            return service.create(
+                entry.resource, if_none_exist=entry.if_none_exist, patient_ids=patient_ids
+            )
         if entry.method == "PUT":
             return service.update(
-                entry.res_type, entry.res_id or "", entry.resource, if_match=entry.if_match
+                entry.res_type,
+                entry.res_id or "",
+                entry.resource,
+                if_match=entry.if_match,
+                patient_ids=patient_ids,
             )
         if entry.method == "DELETE":
-            return service.delete(entry.res_type, entry.res_id or "")
+            return service.delete(entry.res_type, entry.res_id or "", patient_ids=patient_ids)
         if entry.res_id is None:
             raise FhirError.single(
                 400,
@@ -330,6 +401,6 @@ def _single(service: FhirService, entry: Entry) -> VersionResult:
                 "Searches inside a batch are not supported",
                 f"{entry.where}.request.url",
             )
-        return service.read(entry.res_type, entry.res_id)
+        return service.read(entry.res_type, entry.res_id, patient_ids=patient_ids)
 
     return _in_entry(entry, run)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000
@@ -46,7 +45,7 @@ def _add_months(year: int, month: int, months: int) -> tuple[int, int]:
     return index // 12, index % 12 + 1
 
 
-def parse_range(value: str, zone: ZoneInfo) -> tuple[int, int]:
+def parse_range(value: str, zone: tzinfo) -> tuple[int, int]:
     """The inclusive UTC microsecond range a FHIR date/dateTime/instant string denotes.
 
     Raises :class:`DateFormatError` for anything else.
@@ -75,7 +74,8 @@ def parse_range(value: str, zone: ZoneInfo) -> tuple[int, int]:
         else:
             fraction = g["f"] or ""
             micro = int((fraction + "000000")[:6]) if fraction else 0
-            second = int(g["S"]) if g["S"] is not None else 0
+            # A leap second (:60) is valid FHIR but no Python datetime: read it as :59.
+            second = min(int(g["S"]), 59) if g["S"] is not None else 0
             start = datetime(
                 year, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), second, micro, tzinfo=tz
             )
@@ -91,10 +91,29 @@ def parse_range(value: str, zone: ZoneInfo) -> tuple[int, int]:
     return to_micros(start), to_micros(end) - 1
 
 
-def has_time_without_offset(value: str) -> bool:
-    """True for a dateTime that has a time but no timezone offset (FHIR forbids it)."""
+_EARLIEST_ZONE = timezone(timedelta(hours=14))
+_LATEST_ZONE = timezone(timedelta(hours=-12))
+
+
+def possible_instants(value: str) -> tuple[datetime, datetime]:
+    """The earliest and latest instants ``value`` can mean, for plausibility checks.
+
+    A value without a time has no zone, so it is widened to every zone on earth (UTC+14 to
+    UTC-12): a check that rejects only when even the most favourable reading fails never
+    rejects a legitimate local date. A time without an offset is an error (FHIR requires one).
+    """
     match = _PATTERN.match(value)
-    return bool(match and match.group("H") and not match.group("tz"))
+    if match and match.group("H") and not match.group("tz"):
+        raise DateFormatError(
+            f"'{value}' has a time but no timezone offset; FHIR requires one (e.g. Z or +01:00)"
+        )
+    if match and match.group("H") and match.group("S") is None:
+        raise DateFormatError(f"'{value}' is not a valid FHIR dateTime (seconds are required)")
+    low = parse_range(value, _EARLIEST_ZONE)[0]
+    high = parse_range(value, _LATEST_ZONE)[1]
+    if match and match.group("H"):  # a time with an offset denotes one instant
+        high = low
+    return from_micros(low), from_micros(high)
 
 
 def _offset(text: str) -> timezone:

@@ -197,6 +197,31 @@ GOAL = ResourceType(
     sort_params=("start-date",),
 )
 
+#: The NEN 7513 audit trail: written only by the server (service/audit), append-only, so no
+#: create/update/delete through the API (405). Its compartment is the patient the event is about.
+AUDIT_EVENT = ResourceType(
+    name="AuditEvent",
+    params=_params(
+        SearchParam(
+            "patient", "reference", ("entity.what",), "The patient the event is about", ("Patient",)
+        ),
+        SearchParam("date", "date", ("recorded",), "When the event was recorded"),
+        SearchParam("agent", "reference", ("agent.who",), "Who took part (user, organisation)"),
+        SearchParam("altid", "token", ("agent.altId",), "Alternative agent id (OAuth client_id)"),
+        SearchParam("entity", "reference", ("entity.what",), "The resource the event concerns"),
+        SearchParam("entity-type", "token", ("entity.type",), "The type of entity involved"),
+        SearchParam("type", "token", ("type",), "The type of event"),
+        SearchParam("subtype", "token", ("subtype",), "The restful interaction"),
+        SearchParam("action", "token", ("action",), "C | R | U | D | E"),
+        SearchParam("outcome", "token", ("outcome",), "0 | 4 | 8 | 12"),
+    ),
+    compartment="patient",
+    primary_date="date",
+    sort_params=("date",),
+    read_only=True,
+    interactions=("read", "vread", "search-type"),
+)
+
 #: Parameters every type has; evaluated against the resource row, never indexed separately.
 COMMON_PARAMS: dict[str, SearchParam] = _params(
     SearchParam("_id", "token", ("id",), "Logical id"),
@@ -227,4 +252,4 @@ class Registry:
 
 def default_registry() -> Registry:
     """The registry of the types served by this version of telemon."""
-    return Registry([PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL])
+    return Registry([PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, AUDIT_EVENT])

@@ -47,10 +47,15 @@ class VersionResult:
     last_updated: int
     content: str | None
     issues: list[Issue] = field(default_factory=list)
+    patient_id: str | None = None  # the patient compartment (authorization, audit)
 
     @classmethod
-    def of(cls, status: int, stored: StoredVersion | NewVersion) -> VersionResult:
+    def of(
+        cls, status: int, stored: StoredVersion | NewVersion, patient_id: str | None = None
+    ) -> VersionResult:
         """A result for a stored or just-written version."""
+        if isinstance(stored, NewVersion):
+            patient_id = stored.index.patient_id
         return cls(
             status,
             stored.res_type,
@@ -58,6 +63,7 @@ class VersionResult:
             stored.version_id,
             stored.last_updated,
             stored.content,
+            patient_id=patient_id,
         )
 
 
@@ -106,6 +112,13 @@ def parse_etag(value: str) -> int:
     return int(match.group(1))
 
 
+def outside_compartment(res_type: str) -> FhirError:
+    """The 403 for a write outside the caller's patient compartment."""
+    return FhirError.single(
+        403, "forbidden", f"This {res_type} is outside the patient compartment of the token"
+    )
+
+
 def check_id(res_id: str) -> None:
     """Reject ids that are not FHIR ids (``[A-Za-z0-9-.]{1,64}``)."""
     if not _ID.match(res_id):
@@ -147,6 +160,19 @@ class FhirService:
         if for_write and rtype.read_only:
             raise FhirError.single(405, "not-supported", f"{name} is read-only on this server")
         return rtype
+
+    def compartment_of(self, res_type: str, content: str | None) -> str | None:
+        """The patient compartment of a stored version's JSON (None: none, or deleted)."""
+        rtype = self.registry.get(res_type)
+        if content is None or rtype is None or rtype.compartment is None:
+            return None
+        return extract(orjson.loads(content), rtype, self.zone).patient_id
+
+    def visible(
+        self, patient_ids: tuple[str, ...] | None, res_type: str, content: str | None
+    ) -> bool:
+        """True when a version lies in one of ``patient_ids`` (None: no confinement)."""
+        return patient_ids is None or self.compartment_of(res_type, content) in patient_ids
 
     def prepare(self, data: Any, expected_type: str | None = None) -> ResourceType:
         """Validate ``data`` structurally (400) and against the profiles (422)."""
@@ -208,11 +234,22 @@ class FhirService:
 
     # -- create ----------------------------------------------------------------------------
 
-    def create(self, data: Any, *, if_none_exist: str | None = None) -> VersionResult:
-        """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set."""
+    def create(
+        self,
+        data: Any,
+        *,
+        if_none_exist: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> VersionResult:
+        """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set.
+
+        ``patient_ids`` confines the write to those compartments (403 outside them).
+        """
         rtype = self.prepare(data)
         with self.db.write() as conn:
-            return self.create_in(conn, rtype, data, if_none_exist=if_none_exist)
+            return self.create_in(
+                conn, rtype, data, if_none_exist=if_none_exist, patient_ids=patient_ids
+            )
 
     def create_in(
         self,
@@ -224,20 +261,27 @@ class FhirService:
         res_id: str | None = None,
         pending: AbstractSet[tuple[str, str]] = frozenset(),
         prefix: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
         """Create inside an open write transaction (used by single creates and Bundles)."""
         if if_none_exist is not None:
-            match = self.conditional_match(conn, rtype, if_none_exist)
+            match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
             if match is not None:
-                return VersionResult.of(200, match)
+                return VersionResult.of(200, match, self.compartment_of(rtype.name, match.content))
         item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
+        if patient_ids is not None and item.index.patient_id not in patient_ids:
+            raise outside_compartment(rtype.name)
         self.check_references(conn, [(item, prefix or rtype.name)], pending)
         repo.insert_resources(conn, [item])
         self.notify(conn, [event_of(item)])
         return VersionResult.of(201, item)
 
     def conditional_match(
-        self, conn: Connection, rtype: ResourceType, criteria: str
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        criteria: str,
+        patient_ids: tuple[str, ...] | None = None,
     ) -> StoredVersion | None:
         """The single existing match of a conditional create's criteria (0 → None, 2+ → 412).
 
@@ -259,6 +303,7 @@ class FhirService:
             strict=True,
         )
         query.count = 2
+        query.patient_ids = patient_ids
         repo.lock_key(conn, f"{rtype.name}?{sorted(params)}")
         page = search_sql.search(conn, query)
         if len(page.rows) > 1:
@@ -272,12 +317,17 @@ class FhirService:
 
     # -- read --------------------------------------------------------------------------------
 
-    def read(self, res_type: str, res_id: str) -> VersionResult:
-        """The current version; 404 if it never existed, 410 if deleted."""
+    def read(
+        self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None
+    ) -> VersionResult:
+        """The current version; 404 if it never existed, 410 if deleted.
+
+        Outside ``patient_ids`` (also when deleted) the answer is the never-existed 404.
+        """
         self.resource_type(res_type)
         with self.db.read() as conn:
             current = repo.fetch_current(conn, res_type, res_id)
-        if current is None:
+        if current is None or not self.visible(patient_ids, res_type, current.content):
             raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
         if current.deleted:
             raise FhirError(
@@ -285,27 +335,40 @@ class FhirService:
                 [Issue("deleted", f"{res_type}/{res_id} has been deleted")],
                 {"ETag": f'W/"{current.version_id}"'},
             )
-        return VersionResult.of(200, current)
+        return VersionResult.of(200, current, self.compartment_of(res_type, current.content))
 
-    def vread(self, res_type: str, res_id: str, version: str) -> VersionResult:
-        """A specific version; 404 if unknown, 410 if that version is a deletion."""
+    def vread(
+        self,
+        res_type: str,
+        res_id: str,
+        version: str,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> VersionResult:
+        """A specific version; 404 if unknown (or outside ``patient_ids``), 410 if a deletion."""
         self.resource_type(res_type)
         if not version.isdigit():
             raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
         with self.db.read() as conn:
             stored = repo.fetch_version(conn, res_type, res_id, int(version))
-        if stored is None:
+        if stored is None or not self.visible(patient_ids, res_type, stored.content):
             raise FhirError.single(
                 404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
             )
         if stored.deleted:
             raise FhirError.single(410, "deleted", f"Version {version} is a deletion")
-        return VersionResult.of(200, stored)
+        return VersionResult.of(200, stored, self.compartment_of(res_type, stored.content))
 
     # -- update and delete -------------------------------------------------------------------
 
     def update(
-        self, res_type: str, res_id: str, data: Any, *, if_match: str | None = None
+        self,
+        res_type: str,
+        res_id: str,
+        data: Any,
+        *,
+        if_match: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
         """Replace the resource (or create it with this id); If-Match guards the version."""
         check_id(res_id)
@@ -318,7 +381,9 @@ class FhirService:
                 f"{res_type}.id",
             )
         with self.db.write() as conn:
-            return self.update_in(conn, rtype, res_id, data, if_match=if_match)
+            return self.update_in(
+                conn, rtype, res_id, data, if_match=if_match, patient_ids=patient_ids
+            )
 
     def update_in(
         self,
@@ -330,10 +395,18 @@ class FhirService:
         if_match: str | None = None,
         pending: AbstractSet[tuple[str, str]] = frozenset(),
         prefix: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
-        """Update inside an open write transaction."""
+        """Update inside an open write transaction (403 outside ``patient_ids``)."""
         expected = parse_etag(if_match) if if_match is not None else None
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
+        if (
+            patient_ids is not None
+            and current is not None
+            and not current.deleted
+            and not self.visible(patient_ids, rtype.name, current.content)
+        ):
+            raise outside_compartment(rtype.name)
         if expected is not None and (current is None or current.version_id != expected):
             have = f"version {current.version_id}" if current else "no version"
             raise FhirError.single(
@@ -347,6 +420,8 @@ class FhirService:
             now = max(now, current.last_updated + 1)
         version = current.version_id + 1 if current else 1
         item = self.stamp(rtype, data, res_id, version, now)
+        if patient_ids is not None and item.index.patient_id not in patient_ids:
+            raise outside_compartment(rtype.name)
         self.check_references(conn, [(item, prefix or rtype.name)], pending)
         if current is None:
             repo.insert_resources(conn, [item])
@@ -355,17 +430,28 @@ class FhirService:
         self.notify(conn, [event_of(item)])
         return VersionResult.of(201 if current is None or current.deleted else 200, item)
 
-    def delete(self, res_type: str, res_id: str) -> VersionResult:
+    def delete(
+        self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None
+    ) -> VersionResult:
         """Delete (a new version marking deletion); deleting twice is harmless."""
         rtype = self.resource_type(res_type, for_write=True)
         with self.db.write() as conn:
-            return self.delete_in(conn, rtype, res_id)
+            return self.delete_in(conn, rtype, res_id, patient_ids=patient_ids)
 
-    def delete_in(self, conn: Connection, rtype: ResourceType, res_id: str) -> VersionResult:
-        """Delete inside an open write transaction."""
+    def delete_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        res_id: str,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> VersionResult:
+        """Delete inside an open write transaction (403 outside ``patient_ids``)."""
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
         if current is None:
             raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+        if not self.visible(patient_ids, rtype.name, current.content):
+            raise outside_compartment(rtype.name)
         if current.deleted:
             return VersionResult(
                 200,
@@ -387,6 +473,7 @@ class FhirService:
             now,
             None,
             [Issue("informational", f"Deleted {rtype.name}/{res_id}", (), "information")],
+            patient_id=self.compartment_of(rtype.name, current.content),
         )
 
     # -- history and search --------------------------------------------------------------------
@@ -398,14 +485,26 @@ class FhirService:
         *,
         since: int | None = None,
         count: int | None = None,
+        patient_ids: tuple[str, ...] | None = None,
     ) -> list[StoredVersion]:
-        """Versions newest first: of one resource, or of every resource of the type."""
+        """Versions newest first: of one resource, or of every resource of the type.
+
+        With ``patient_ids`` only versions inside those compartments are returned (no delete
+        markers); an instance with none of them answers the never-existed 404.
+        """
         self.resource_type(res_type)
         limit = min(count or self.settings.default_page_size, self.settings.max_page_size)
         with self.db.read() as conn:
             if res_id is None:
-                return repo.type_history(conn, res_type, since=since, count=limit)
-            versions = repo.instance_history(conn, res_type, res_id, since=since, count=limit)
+                versions = repo.type_history(conn, res_type, since=since, count=limit)
+            else:
+                versions = repo.instance_history(
+                    conn, res_type, res_id, since=since, count=limit
+                )
+        if patient_ids is not None:
+            versions = [v for v in versions if self.visible(patient_ids, res_type, v.content)]
+        if res_id is None:
+            return versions
         if not versions:
             raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
         return versions
@@ -446,6 +545,8 @@ class FhirService:
         unique_included = []
         for inc_row in included:
             key = (inc_row.res_type, inc_row.res_id)
+            if not self.visible(patient_ids, inc_row.res_type, inc_row.content):
+                continue  # an _include must not reach outside the compartment
             if key not in seen:
                 seen.add(key)
                 unique_included.append(inc_row)

@@ -165,3 +165,65 @@ server_keys = Table(
     Column("private_jwk", Text, nullable=False),
     Column("created", BigInteger, nullable=False),
 )
+
+# -- authorization server (service/auth) -------------------------------------------------------
+# Times here are epoch seconds. Secrets, codes and refresh tokens are stored only as hashes.
+
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "pgo" | "backend"
+    Column("name", String(255), nullable=False),
+    Column("secret_hash", String(128)),
+    Column("redirect_uris", Text, nullable=False),  # JSON array
+    Column("scope", Text, nullable=False),
+    Column("jwks", Text),
+    Column("jwks_url", String(2048)),
+    Column("active", Boolean, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+
+oauth_codes = Table(
+    "oauth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(255), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used", Boolean, nullable=False),
+)
+
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("client_id", String(255), nullable=False),
+    Column("code_hash", String(64)),
+    Column("scope", Text, nullable=False),
+    Column("patient_id", String(64)),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Index("ix_oauth_tokens_code", "code_hash"),
+)
+
+oauth_jti = Table(
+    "oauth_jti",
+    metadata,
+    Column("issuer", String(255), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_oauth_jti_expires", "expires_at"),
+)
+
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("private_jwk", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)

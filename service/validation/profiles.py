@@ -23,9 +23,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from service.fhir.dates import possible_instants
 from service.fhir.outcome import Issue
 from service.validation.bsn import BSN_SYSTEM, is_valid_bsn
-from service.validation.datetimes import instant_bounds
 
 CANONICAL_BASE = "http://telemon.example.org/fhir"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
@@ -349,7 +349,7 @@ class _ObservationCheck:
         self, value: str, path: str, invariants: set[str]
     ) -> tuple[datetime, datetime] | None:
         try:
-            low, high = instant_bounds(value)
+            low, high = possible_instants(value)
         except ValueError as exc:
             self.fail("value", str(exc), path)
             return None

@@ -1,0 +1,287 @@
+"""HTTP endpoints of the authorization server (``/oauth/*``) and SMART discovery.
+
+The PGO flow: ``GET /oauth/authorize`` validates the request and shows the (simulated) DigiD
+login; ``POST /oauth/login`` shows the consent page; ``POST /oauth/consent`` redirects back to
+the client with a code (or ``error=access_denied``); ``POST /oauth/token`` exchanges it. Backend
+services go straight to ``/oauth/token`` with ``client_credentials`` and a signed assertion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from authlib.oauth2 import OAuth2Error
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from service.api.deps import AuthState, base_url, get_state, issuer_url, token_url
+from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
+from service.audit.events import AccessRecord, Actor
+from service.auth import consent
+from service.auth import scopes as sc
+from service.auth.consent import CSRF_COOKIE, ConsentError, Pending
+from service.auth.grants import PatientUser
+from service.auth.identity import LoginError
+from service.auth.server import FormRequest
+from service.auth.tokens import public_jwks
+from service.fhir.outcome import FhirError
+
+router = APIRouter(include_in_schema=False)
+
+MAX_FORM_BYTES = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _auth(request: Request) -> AuthState:
+    auth = get_state(request).auth
+    if auth is None:  # TELEMON_AUTH=open has no authorization server
+        raise FhirError.single(404, "not-found", "Authorization is off (TELEMON_AUTH=open)")
+    return auth
+
+
+def smart_configuration_document(request: Request) -> dict[str, Any]:
+    """The SMART App Launch discovery document (also used in the CapabilityStatement)."""
+    issuer = issuer_url(request)
+    return {
+        "issuer": issuer,
+        "jwks_uri": f"{issuer}/oauth/jwks",
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
+        "token_endpoint": f"{issuer}/oauth/token",
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "scopes_supported": [
+            "launch/patient",
+            "patient/Patient.rs",
+            "patient/Observation.rs",
+            "patient/Flag.rs",
+            "patient/AuditEvent.rs",
+            "system/*.cruds",
+            *get_state(request).settings.medmij_scopes,
+        ],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": [
+            "launch-standalone",
+            "client-confidential-symmetric",
+            "client-confidential-asymmetric",
+            "context-standalone-patient",
+            "permission-patient",
+            "permission-v2",
+        ],
+    }
+
+
+@router.get("/fhir/.well-known/smart-configuration")
+async def smart_configuration(request: Request) -> JSONResponse:
+    """SMART discovery: endpoints and capabilities."""
+    _auth(request)
+    return JSONResponse(smart_configuration_document(request))
+
+
+@router.get("/oauth/jwks")
+async def jwks(request: Request) -> JSONResponse:
+    """The public key that signs access tokens."""
+    auth = _auth(request)
+    return JSONResponse(public_jwks(auth.tokens.key))
+
+
+def _oauth_request(request: Request, method: str, params: list[tuple[str, str]]) -> FormRequest:
+    medmij = get_state(request).settings.medmij_scopes
+    expanded = [
+        (k, " ".join(sc.expand_medmij(sc.split(v), medmij)) if k == "scope" else v)
+        for k, v in params
+    ]
+    return FormRequest(
+        method,
+        expanded,
+        request.headers,
+        audience=base_url(request),
+        token_url=token_url(request),
+    )
+
+
+async def _form(request: Request) -> list[tuple[str, str]] | None:
+    """The form parameters, or None when the body is not a (small) urlencoded form."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return None
+
+
+def _html(content: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status, headers=HTML_HEADERS)
+
+
+def _authorize_error(error: OAuth2Error) -> Response:
+    """Redirect the error to the client only when its redirect URI was validated."""
+    if error.redirect_uri:
+        status, _, headers = error()
+        return Response(status_code=status, headers={**dict(headers), **HTML_HEADERS})
+    return _html(error_page(f"{error.error}: {error.description or ''}"), 400)
+
+
+def _with_csrf_cookie(response: Response, request: Request, csrf: str) -> Response:
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        max_age=consent.TX_SECONDS,
+        path="/oauth",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _audit_login(
+    auth: AuthState,
+    request: Request,
+    client_id: str | None,
+    what: str,
+    user: PatientUser | None,
+    outcome: str = "0",
+) -> None:
+    actor = Actor(
+        client_id=client_id,
+        user=user.subject if user else None,
+        token_id=None,
+        address=request.client.host if request.client else None,
+    )
+    record = AccessRecord(
+        "login",
+        outcome=outcome,
+        description=what,
+        patient_ids=[user.patient_id] if user else [],
+    )
+    auth.audit.record(actor, record)
+
+
+@router.get("/oauth/authorize")
+async def authorize(request: Request) -> Response:
+    """Validate the authorization request, then show the patient login."""
+    auth = _auth(request)
+    oreq = _oauth_request(request, "GET", list(request.query_params.multi_items()))
+    try:
+        await run_in_threadpool(auth.server.get_consent_grant, oreq)
+    except OAuth2Error as error:
+        return _authorize_error(error)
+    csrf = consent.new_csrf()
+    tx = consent.start(auth.tokens.key, list(oreq.payload.data.items()), csrf)
+    page = login_page(tx, csrf, auth.identity.label)
+    return _with_csrf_cookie(_html(page), request, csrf)
+
+
+async def _pending(request: Request, auth: AuthState) -> tuple[Pending, dict[str, str]]:
+    form = await _form(request)
+    if form is None:
+        raise ConsentError("Expected a form post")
+    fields = dict(form)
+    pending = consent.open_pending(
+        auth.tokens.key,
+        fields.get("tx", ""),
+        fields.get("csrf_token", ""),
+        request.cookies.get(CSRF_COOKIE),
+    )
+    return pending, fields
+
+
+@router.post("/oauth/login")
+async def login(request: Request) -> Response:
+    """Log the patient in (simulated DigiD), then show the consent page."""
+    auth = _auth(request)
+    try:
+        pending, fields = await _pending(request, auth)
+    except ConsentError as exc:
+        return _html(error_page(str(exc)), 400)
+    oreq = _oauth_request(request, "GET", pending.params)
+    try:
+        grant = await run_in_threadpool(auth.server.get_consent_grant, oreq)
+    except OAuth2Error as error:
+        return _authorize_error(error)
+    client_id = oreq.payload.client_id
+    try:
+        user = await run_in_threadpool(auth.identity.patient_for_bsn, fields.get("bsn", ""))
+    except LoginError as exc:
+        await run_in_threadpool(
+            _audit_login, auth, request, client_id, f"login failed: {exc}", None, "4"
+        )
+        csrf = fields.get("csrf_token", "")
+        page = login_page(fields.get("tx", ""), csrf, auth.identity.label, str(exc))
+        return _html(page, 400)
+    await run_in_threadpool(_audit_login, auth, request, client_id, "patient login", user)
+    tx = consent.seal(
+        auth.tokens.key,
+        Pending(pending.params, pending.csrf_hash, user.patient_id, user.subject),
+    )
+    minutes = auth.server.settings.pgo_token_seconds // 60
+    page = consent_page(
+        tx,
+        fields.get("csrf_token", ""),
+        grant.request.client.name,
+        consent.describe(grant.request.scope),
+        minutes,
+    )
+    return _html(page)
+
+
+@router.post("/oauth/consent")
+async def consent_decision(request: Request) -> Response:
+    """Record the patient's decision and redirect back to the client."""
+    auth = _auth(request)
+    try:
+        pending, fields = await _pending(request, auth)
+    except ConsentError as exc:
+        return _html(error_page(str(exc)), 400)
+    decision = fields.get("decision")
+    if pending.patient_id is None or pending.subject is None or decision not in ("allow", "deny"):
+        return _html(error_page("Invalid consent form"), 400)
+    user = PatientUser(pending.patient_id, pending.subject)
+    oreq = _oauth_request(request, "GET", pending.params)
+    try:
+        grant = await run_in_threadpool(auth.server.get_consent_grant, oreq, user)
+    except OAuth2Error as error:
+        return _authorize_error(error)
+    await run_in_threadpool(
+        _audit_login, auth, request, oreq.payload.client_id, f"consent: {decision}", user
+    )
+    status, _, headers = await run_in_threadpool(
+        auth.server.create_authorization_response,
+        oreq,
+        user if decision == "allow" else None,
+        grant,
+    )
+    response = Response(status_code=status, headers={**dict(headers), **HTML_HEADERS})
+    response.delete_cookie(CSRF_COOKIE, path="/oauth")
+    return response
+
+
+@router.post("/oauth/token")
+async def token(request: Request) -> JSONResponse:
+    """The token endpoint (RFC 6749 §3.2; errors as RFC 6749 §5.2 JSON)."""
+    auth = _auth(request)
+    params = await _form(request)
+    if params is None:
+        body = {
+            "error": "invalid_request",
+            "error_description": "Send an application/x-www-form-urlencoded body",
+        }
+        return JSONResponse(body, status_code=400, headers=_NO_STORE)
+    oreq = _oauth_request(request, "POST", params)
+    status, payload, headers = await run_in_threadpool(auth.server.create_token_response, oreq)
+    out = {k: v for k, v in headers if k.lower() != "content-type"}
+    return JSONResponse(payload, status_code=status, headers={**out, **_NO_STORE})

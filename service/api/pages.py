@@ -1,0 +1,70 @@
+"""The login and consent pages: tiny server-rendered HTML, no scripts, no external resources."""
+
+from __future__ import annotations
+
+from html import escape
+from string import Template
+
+_PAGE = Template("""<!doctype html>
+<html lang="nl"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title>
+<style>body{font-family:sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}
+.en{color:#555;font-size:.9em}.warn{background:#fff3cd;padding:.5rem}.err{color:#a00}
+button{padding:.5rem 1rem;margin-right:.5rem}</style></head>
+<body>$body</body></html>""")
+
+#: Headers for every HTML page: no framing, no caching, no third-party anything.
+HTML_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _hidden(name: str, value: str) -> str:
+    return f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
+
+
+def login_page(tx: str, csrf: str, label: str, error: str | None = None) -> str:
+    """The simulated DigiD login form (one field: ``bsn``)."""
+    err = f'<p class="err">{escape(error)}</p>' if error else ""
+    body = f"""<h1>Inloggen met DigiD <span class="en">/ Log in with DigiD</span></h1>
+<p class="warn"><strong>{escape(label)}</strong></p>{err}
+<form method="post" action="/oauth/login">{_hidden("tx", tx)}{_hidden("csrf_token", csrf)}
+<label for="bsn">Burgerservicenummer (BSN)</label><br>
+<input id="bsn" name="bsn" inputmode="numeric" autocomplete="off" required maxlength="9"><br><br>
+<button type="submit">Inloggen <span class="en">/ Log in</span></button></form>"""
+    return _PAGE.substitute(title="Inloggen / Log in", body=body)
+
+
+def consent_page(
+    tx: str, csrf: str, client_name: str, lines: list[tuple[str, str]], minutes: int
+) -> str:
+    """The consent page: which app, which data, for how long; allow or deny."""
+    items = "".join(
+        f'<li>{escape(nl)} <span class="en">({escape(en)})</span></li>' for nl, en in lines
+    )
+    body = f"""<h1>Toestemming <span class="en">/ Consent</span></h1>
+<p>De app <strong>{escape(client_name)}</strong> vraagt toegang tot:<br>
+<span class="en">The app <strong>{escape(client_name)}</strong> asks for access to:</span></p>
+<ul>{items}</ul>
+<p>Periode: deze sessie, telkens {minutes} minuten geldig; daarna moet de app opnieuw
+toestemming vragen.<br><span class="en">Period: this session, valid for {minutes} minutes;
+after that the app must ask again.</span></p>
+<form method="post" action="/oauth/consent">{_hidden("tx", tx)}{_hidden("csrf_token", csrf)}
+<button type="submit" name="decision" value="allow">Toestaan <span class="en">/ Allow</span>
+</button><button type="submit" name="decision" value="deny">Weigeren
+<span class="en">/ Deny</span></button></form>"""
+    return _PAGE.substitute(title="Toestemming / Consent", body=body)
+
+
+def error_page(message: str) -> str:
+    """An error shown to the user instead of redirecting (bad client or redirect URI)."""
+    body = f"""<h1>Er ging iets mis <span class="en">/ Something went wrong</span></h1>
+<p class="err">{escape(message)}</p>"""
+    return _PAGE.substitute(title="Fout / Error", body=body)

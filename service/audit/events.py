@@ -1,0 +1,198 @@
+"""Building AuditEvent resources (FHIR R4, IHE BALP patterns) for NEN 7513.
+
+NEN 7513 asks per event: which event, when, which patient, who the user was and on whose
+behalf, plus the access point and the authorisation used. The mapping (docs/security.md):
+``subtype``/``action`` = what, ``recorded`` = when, ``entity[patient]`` = which patient,
+``agent[user]`` = who (``requestor``), ``agent[client]`` = the OAuth client (``altId``) and its
+network address, ``agent.policy`` = the token id, ``entity[query]`` = the search, and
+``entity[transaction]`` = the request/correlation ids (X-Request-Id, MedMij-Request-ID,
+X-Correlation-ID). A search spanning patients gives one event per patient (BALP).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+INTERACTION = "http://hl7.org/fhir/restful-interaction"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
+CLIENT_ID_SYSTEM = "urn:ietf:params:oauth:client-id"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+
+#: restful-interaction code → AuditEvent.action
+ACTIONS = {
+    "read": "R",
+    "vread": "R",
+    "history-instance": "R",
+    "history-type": "R",
+    "search-type": "E",
+    "operation": "E",
+    "create": "C",
+    "update": "U",
+    "delete": "D",
+    "transaction": "E",
+    "batch": "E",
+    "login": "E",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted, through which client, from where, under which token."""
+
+    client_id: str | None
+    user: str | None  # a reference such as "Patient/123", or None for a system client
+    token_id: str | None
+    address: str | None
+    request_ids: tuple[tuple[str, str], ...] = ()  # (header name, value)
+
+
+@dataclass(slots=True)
+class Touched:
+    """One resource version an interaction read or wrote."""
+
+    res_type: str
+    res_id: str
+    version_id: int | None
+    patient_id: str | None
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """One interaction to audit."""
+
+    interaction: str
+    res_type: str | None = None
+    query: str | None = None
+    outcome: str = "0"  # 0 success, 4 minor failure (4xx), 8 serious failure (5xx)
+    description: str | None = None
+    touched: list[Touched] = field(default_factory=list)
+    patient_ids: list[str] = field(default_factory=list)  # patients concerned beyond touched
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    out = {"system": system, "code": code}
+    if display:
+        out["display"] = display
+    return out
+
+
+def _agents(actor: Actor) -> list[dict[str, Any]]:
+    network = {"address": actor.address, "type": "2"} if actor.address else None
+    client = (
+        {"identifier": {"system": CLIENT_ID_SYSTEM, "value": actor.client_id}}
+        if actor.client_id
+        else {"display": "unauthenticated"}
+    )
+    user: dict[str, Any] = {
+        "type": {"coding": [_coding(PARTICIPATION, "IRCP", "information recipient")]},
+        "who": {"reference": actor.user} if actor.user else client,
+        "requestor": True,
+    }
+    if actor.client_id:
+        user["altId"] = actor.client_id
+    if actor.token_id:
+        user["policy"] = [actor.token_id]
+    source: dict[str, Any] = {
+        "type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
+        "who": client,
+        "requestor": False,
+    }
+    if actor.client_id:
+        source["altId"] = actor.client_id
+    if network:
+        source["network"] = network
+    server = {
+        "type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
+        "who": {"display": "telemon"},
+        "requestor": False,
+    }
+    return [user, source, server]
+
+
+def _data_entity(t: Touched) -> dict[str, Any]:
+    ref = f"{t.res_type}/{t.res_id}"
+    if t.version_id is not None:
+        ref += f"/_history/{t.version_id}"
+    return {
+        "what": {"reference": ref},
+        "type": _coding(ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
+    }
+
+
+def build(actor: Actor, record: AccessRecord, recorded: str) -> list[dict[str, Any]]:
+    """The AuditEvents for one interaction: one per patient concerned (at least one)."""
+    by_patient: dict[str | None, list[Touched]] = {}
+    for t in record.touched:
+        by_patient.setdefault(t.patient_id, []).append(t)
+    for pid in record.patient_ids:
+        by_patient.setdefault(pid, [])
+    patients = [p for p in by_patient if p is not None]
+    unassigned = by_patient.get(None, [])  # data outside any compartment
+    if not patients:
+        return [_event(actor, record, recorded, None, unassigned)]
+    return [
+        _event(actor, record, recorded, p, by_patient[p] + (unassigned if i == 0 else []))
+        for i, p in enumerate(patients)
+    ]
+
+
+def _event(
+    actor: Actor,
+    record: AccessRecord,
+    recorded: str,
+    patient: str | None,
+    touched: list[Touched],
+) -> dict[str, Any]:
+    entities: list[dict[str, Any]] = []
+    if patient is not None:
+        entities.append(
+            {
+                "what": {"reference": f"Patient/{patient}"},
+                "type": _coding(ENTITY_TYPE, "1", "Person"),
+                "role": _coding(OBJECT_ROLE, "1", "Patient"),
+            }
+        )
+    entities.extend(_data_entity(t) for t in touched)
+    if record.query is not None:
+        entities.append(
+            {
+                "type": _coding(ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "description": record.res_type or "",
+                "query": base64.b64encode(record.query.encode()).decode(),
+            }
+        )
+    for name, value in actor.request_ids:
+        entities.append(
+            {
+                "what": {"identifier": {"value": value}},
+                "type": _coding(BALP_ENTITY, "XrequestId", name),
+            }
+        )
+    subtype_code = record.interaction if record.interaction in ACTIONS else "operation"
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": _coding(AUDIT_TYPE, "rest", "RESTful Operation"),
+        "subtype": [_coding(INTERACTION, subtype_code)],
+        "action": ACTIONS.get(record.interaction, "E"),
+        "recorded": recorded,
+        "outcome": record.outcome,
+        "agent": _agents(actor),
+        "source": {
+            "observer": {"display": "telemon"},
+            "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+        },
+    }
+    if record.description:
+        event["outcomeDesc"] = record.description[:1000]
+    if entities:
+        event["entity"] = entities
+    return event

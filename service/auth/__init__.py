@@ -1,0 +1,1 @@
+"""The authorization server (SMART on FHIR / MedMij-style) and the access policy."""

@@ -1,0 +1,314 @@
+"""Authlib grant classes, closing the gaps Authlib leaves open (security.md §1).
+
+- PKCE: only ``S256``, and mandatory (Authlib accepts ``plain`` and defaults to it).
+- Authorization codes: single use, ≤ 60 s, bound to client, redirect_uri and challenge; a second
+  redemption revokes every token issued from the code (OAuth 2.1 "Reuse of Authorization Codes").
+- Client assertions (``private_key_jwt``): RS384/ES384 only, ``exp`` at most 5 minutes ahead,
+  ``jti`` remembered in the database, ``jku`` only if it is the registered JWKS URL, exactly one
+  matching key.
+- No refresh tokens are issued at all (so none can go unrotated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    grants,
+)
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import insert, select, update
+
+from service.auth import replay
+from service.auth import scopes as sc
+from service.auth.clients import Client
+from service.auth.jwks import JwksError
+from service.storage.tables import oauth_codes
+
+if TYPE_CHECKING:
+    from service.auth.server import AuthServer, FormRequest
+
+ASSERTION_ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}
+
+
+def hash_code(code: str) -> str:
+    """Codes are stored only as hashes."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PatientUser:
+    """The logged-in patient on whose behalf a PGO acts."""
+
+    patient_id: str
+    subject: str  # e.g. "Patient/<id>"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCode:
+    """An authorization code as stored (Authlib's AuthorizationCodeMixin surface)."""
+
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    patient_id: str
+    subject: str
+    code_challenge: str
+
+    def get_redirect_uri(self) -> str:
+        """The redirect URI the code was issued for."""
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        """The granted scope."""
+        return self.scope
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only, required on every authorization request."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]  # noqa: RUF012 - Authlib's class attribute
+    CODE_CHALLENGE_METHODS = {"S256": CodeChallenge.CODE_CHALLENGE_METHODS["S256"]}  # noqa: RUF012
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        """Reject a missing challenge, a missing method and every method but S256."""
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: missing 'code_challenge'")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def get_authorization_code_challenge_method(self, authorization_code: Any) -> str:
+        """Always S256 (the only method accepted at the authorization endpoint)."""
+        return "S256"
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    """The PGO flow: confidential client, PKCE S256, patient in context."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    server: AuthServer
+    request: FormRequest
+
+    def validate_authorization_request(self) -> str:
+        """Authlib's checks plus ``aud`` (SMART) and a patient-level scope."""
+        redirect_uri: str = super().validate_authorization_request()
+        state = self.request.payload.state
+        aud = self.request.payload.data.get("aud")
+        if aud is not None and aud != self.request.audience:
+            raise InvalidRequestError(
+                "'aud' is not this FHIR server", redirect_uri=redirect_uri, state=state
+            )
+        if not sc.Grants.parse(self.request.scope).has_context("patient"):
+            raise InvalidScopeError(
+                "No patient-level scope requested", redirect_uri=redirect_uri, state=state
+            )
+        return redirect_uri
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        """Store the code's hash with everything it is bound to."""
+        user: PatientUser = request.user
+        with self.server.db.write() as conn:
+            conn.execute(
+                insert(oauth_codes).values(
+                    code_hash=hash_code(code),
+                    client_id=request.client.client_id,
+                    redirect_uri=request.payload.redirect_uri,
+                    scope=request.scope,
+                    patient_id=user.patient_id,
+                    subject=user.subject,
+                    code_challenge=request.payload.data["code_challenge"],
+                    expires_at=int(time.time()) + self.server.settings.auth_code_seconds,
+                    used=False,
+                )
+            )
+
+    def query_authorization_code(self, code: str, client: Client) -> StoredCode | None:
+        """Claim the code atomically; a replayed code revokes what it issued."""
+        code_hash = hash_code(code)
+        now = int(time.time())
+        with self.server.db.write() as conn:
+            row = conn.execute(
+                select(oauth_codes).where(oauth_codes.c.code_hash == code_hash)
+            ).first()
+            if row is None:
+                return None
+            claimed = conn.execute(
+                update(oauth_codes)
+                .where(oauth_codes.c.code_hash == code_hash, oauth_codes.c.used.is_(False))
+                .values(used=True)
+            ).rowcount
+        if not claimed:
+            self.server.tokens.revoke_issued_from(code_hash)
+            return None
+        if row.client_id != client.client_id or row.expires_at < now:
+            return None
+        return StoredCode(
+            code_hash,
+            row.client_id,
+            row.redirect_uri,
+            row.scope,
+            row.patient_id,
+            row.subject,
+            row.code_challenge,
+        )
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        """Nothing to do: the code was marked used when it was claimed."""
+
+    def authenticate_user(self, authorization_code: StoredCode) -> PatientUser:
+        """The patient the code was issued for."""
+        return PatientUser(authorization_code.patient_id, authorization_code.subject)
+
+    def get_authorization_code_challenge(self, authorization_code: StoredCode) -> str:
+        """The stored PKCE challenge (used by :class:`S256CodeChallenge`)."""
+        return authorization_code.code_challenge
+
+    def generate_token(
+        self,
+        user: PatientUser | None = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """A PGO access token (≤ 15 min) with the patient in context; no refresh token."""
+        assert user is not None
+        code: StoredCode = self.request.authorization_code
+        return self.server.issue(
+            self.request,
+            client_id=self.request.client.client_id,
+            scope=scope or "",
+            lifetime=self.server.settings.pgo_token_seconds,
+            subject=user.subject,
+            patient_id=user.patient_id,
+            code_hash=code.code_hash,
+        )
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """SMART Backend Services: ``client_credentials`` with ``private_key_jwt``."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt"]  # noqa: RUF012
+    server: AuthServer
+    request: FormRequest
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Issue a token (≤ 5 min) for the requested scopes narrowed to the registered ones."""
+        client: Client = self.request.client
+        requested = sc.split(self.request.payload.scope)
+        if not requested:
+            raise InvalidScopeError("'scope' is required")
+        scope = client.get_allowed_scope(self.request.payload.scope)
+        if not scope:
+            raise InvalidScopeError("None of the requested scopes is allowed for this client")
+        token = self.server.issue(
+            self.request,
+            client_id=client.client_id,
+            scope=scope,
+            lifetime=self.server.settings.backend_token_seconds,
+            subject=client.client_id,
+        )
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+class PrivateKeyJwtAuth(JWTBearerClientAssertion):
+    """``private_key_jwt`` client authentication per SMART's asymmetric profile."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, server: AuthServer) -> None:
+        super().__init__(validate_jti=True, leeway=30)
+        self.server = server
+
+    def __call__(self, query_client: Any, request: FormRequest) -> Client | None:
+        """Authenticate the client of a token request by its signed assertion."""
+        data = request.form
+        if data.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE:
+            return None  # not this method; Authlib answers invalid_client
+        assertion = data.get("client_assertion")
+        if not assertion:
+            raise InvalidClientError(description="Missing 'client_assertion'")
+        headers, claims = self.extract_assertion(assertion)
+        client_id = claims.get("sub")
+        if not isinstance(client_id, str) or claims.get("iss") != client_id:
+            raise InvalidClientError(description="'iss' and 'sub' must both be the client_id")
+        client: Client | None = query_client(client_id)
+        if client is None or client.kind != "backend":
+            raise InvalidClientError(description="Unknown client")
+        alg = headers.get("alg")
+        if alg not in ASSERTION_ALGORITHMS:
+            raise InvalidClientError(description="The assertion must be signed with RS384 or ES384")
+        jku = headers.get("jku")
+        if jku is not None and jku != client.jwks_url:
+            raise InvalidClientError(description="'jku' is not the client's registered JWKS URL")
+        key = self._key(client, headers, ASSERTION_ALGORITHMS[alg])
+        try:
+            token = jwt.decode(assertion, key, algorithms=[alg])
+        except (JoseError, ValueError) as exc:
+            raise InvalidClientError(description="Invalid assertion signature") from exc
+        self._check_claims(token.claims, request.token_url)
+        request.client = client
+        authenticated: Client = self.authenticate_client(client)
+        return authenticated
+
+    def _key(self, client: Client, headers: dict[str, Any], kty: str) -> Any:
+        """Exactly one registered key must match the header's ``kid`` and the ``alg``'s type."""
+        for refresh in (False, True):
+            try:
+                jwks = client.jwks or self.server.jwks_fetcher.get(
+                    client.jwks_url or "", refresh=refresh
+                )
+            except JwksError as exc:
+                raise InvalidClientError(description=f"Client keys unavailable: {exc}") from exc
+            kid = headers.get("kid")
+            matches = [
+                k
+                for k in jwks.get("keys", [])
+                if isinstance(k, dict)
+                and k.get("kty") == kty
+                and (kid is None or k.get("kid") == kid)
+            ]
+            if len(matches) == 1:
+                try:
+                    return KeySet.import_key_set({"keys": matches}).keys[0]
+                except (JoseError, ValueError, TypeError) as exc:
+                    raise InvalidClientError(description="The client's key is invalid") from exc
+            if len(matches) > 1 or client.jwks is not None:
+                break  # ambiguous, or an inline JWKS that refetching cannot change
+        raise InvalidClientError(description="No single client key matches the assertion")
+
+    def _check_claims(self, claims: dict[str, Any], token_url: str) -> None:
+        try:
+            jwt.JWTClaimsRegistry(
+                leeway=self.leeway,
+                iss={"essential": True},
+                sub={"essential": True},
+                aud={"essential": True, "value": token_url},
+                exp={"essential": True},
+                jti={"essential": True},
+            ).validate(claims)
+        except (JoseError, ValueError) as exc:
+            raise InvalidClientError(description=f"Invalid assertion: {exc}") from exc
+        now = int(time.time())
+        exp = claims["exp"]
+        if not isinstance(exp, int) or exp - now > self.server.settings.assertion_max_seconds:
+            raise InvalidClientError(description="'exp' must be at most 5 minutes in the future")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not replay.remember(
+            self.server.db, claims["iss"], jti, exp, now
+        ):
+            raise InvalidClientError(description="The assertion's 'jti' has been used before")

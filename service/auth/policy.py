@@ -1,0 +1,77 @@
+"""The one place that decides what a caller may do with FHIR data.
+
+A :class:`Principal` is who is calling: ``open`` (TELEMON_AUTH=open: everything), a ``patient``
+token (a PGO acting for one patient; confined to that patient's compartment) or a ``system``
+token (a backend service; no compartment, only its scopes). Every FHIR interaction maps to one
+SMART v2 permission letter; the API asks :func:`require` before it acts and passes
+:func:`compartment` into the FHIR service, which confines reads (404 like a missing id) and
+writes (403) to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from service.auth.scopes import Grants
+from service.fhir.outcome import FhirError
+
+Interaction = Literal[
+    "read", "vread", "history-instance", "history-type", "search", "create", "update", "delete"
+]
+#: The SMART v2 permission each interaction needs.
+PERMISSION: dict[str, str] = {
+    "read": "r",
+    "vread": "r",
+    "history-instance": "r",
+    "history-type": "s",
+    "search": "s",
+    "create": "c",
+    "update": "u",
+    "delete": "d",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    kind: Literal["open", "patient", "system"]
+    client_id: str | None = None
+    grants: Grants = field(default_factory=lambda: Grants(()))
+    patient_id: str | None = None
+    subject: str | None = None
+    token_id: str | None = None
+    scope: str = ""
+
+    @property
+    def context(self) -> str:
+        """The scope context that counts for this principal."""
+        return "patient" if self.kind == "patient" else "system"
+
+
+OPEN = Principal("open")
+
+
+def forbidden(message: str) -> FhirError:
+    """The 403 for a denied interaction."""
+    return FhirError.single(403, "forbidden", message)
+
+
+def require(principal: Principal, res_type: str, interaction: Interaction | str) -> None:
+    """403 unless the principal's scopes allow ``interaction`` on ``res_type``."""
+    if principal.kind == "open":
+        return
+    permission = PERMISSION.get(interaction)
+    if permission is None or not principal.grants.allows(principal.context, res_type, permission):
+        raise forbidden(
+            f"The token's scopes do not allow '{interaction}' on {res_type} "
+            f"(needs {principal.context}/{res_type}.{permission})"
+        )
+
+
+def compartment(principal: Principal) -> tuple[str, ...] | None:
+    """The patient compartments the principal is confined to (None: not confined)."""
+    if principal.kind != "patient":
+        return None
+    return (principal.patient_id,) if principal.patient_id else ()

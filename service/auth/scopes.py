@@ -1,0 +1,101 @@
+"""SMART v2 scopes (``patient/Observation.rs``) and the MedMij data-service scope mapping.
+
+A scope names a context (``patient``, ``user``, ``system``), a resource type (or ``*``) and an
+in-order subset of ``cruds``. v1 suffixes map onto v2 (``read`` → ``rs``, ``write`` → ``cud``,
+``*`` → ``cruds``). Anything else is ignored, never read as broader access (SMART scopes page).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_V2 = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(c?r?u?d?s?)$")
+_V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+#: Scopes that grant no data access but are understood.
+CONTEXT_SCOPES = frozenset({"launch/patient"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceScope:
+    """One parsed resource scope."""
+
+    context: str
+    res_type: str
+    permissions: frozenset[str]
+
+    def covers(self, res_type: str, permission: str) -> bool:
+        """True when this scope allows ``permission`` (one of ``cruds``) on ``res_type``."""
+        return self.res_type in ("*", res_type) and permission in self.permissions
+
+
+def parse_scope(token: str) -> ResourceScope | None:
+    """A resource scope, or None when ``token`` is not one (or has a malformed suffix)."""
+    head, dot, suffix = token.rpartition(".")
+    if dot and suffix in _V1:
+        token = f"{head}.{_V1[suffix]}"
+    match = _V2.match(token)
+    if match is None or not match.group(3):
+        return None
+    return ResourceScope(match.group(1), match.group(2), frozenset(match.group(3)))
+
+
+def split(scope: str | None) -> list[str]:
+    """The scope tokens of a space-separated scope string (duplicates removed, order kept)."""
+    return list(dict.fromkeys((scope or "").split()))
+
+
+def expand_medmij(tokens: Iterable[str], mapping: Mapping[str, str]) -> list[str]:
+    """Replace MedMij data-service scopes by the SMART scopes they stand for."""
+    out: list[str] = []
+    for token in tokens:
+        out.extend(split(mapping[token]) if token in mapping else [token])
+    return list(dict.fromkeys(out))
+
+
+def narrow(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
+    """The requested scopes the client is pre-authorised for.
+
+    A requested resource scope is kept with the permissions that one allowed scope of the same
+    context and type (or ``*``) also grants; unknown tokens are dropped.
+    """
+    allowed_list = list(allowed)
+    allowed_scopes = [s for s in (parse_scope(a) for a in allowed_list) if s is not None]
+    out: list[str] = []
+    for token in requested:
+        if token in CONTEXT_SCOPES and token in allowed_list:
+            out.append(token)
+            continue
+        wanted = parse_scope(token)
+        if wanted is None:
+            continue
+        best: frozenset[str] = frozenset()
+        for have in allowed_scopes:
+            if have.context == wanted.context and have.res_type in ("*", wanted.res_type):
+                best = best | (wanted.permissions & have.permissions)
+        if best:
+            perms = "".join(p for p in "cruds" if p in best)
+            out.append(f"{wanted.context}/{wanted.res_type}.{perms}")
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """The resource scopes of a token, ready for permission checks."""
+
+    scopes: tuple[ResourceScope, ...]
+
+    @classmethod
+    def parse(cls, scope: str | None) -> Grants:
+        """Grants from a space-separated scope string (non-resource tokens are ignored)."""
+        parsed = (parse_scope(t) for t in split(scope))
+        return cls(tuple(s for s in parsed if s is not None))
+
+    def allows(self, context: str, res_type: str, permission: str) -> bool:
+        """True when a scope of ``context`` allows ``permission`` on ``res_type``."""
+        return any(s.context == context and s.covers(res_type, permission) for s in self.scopes)
+
+    def has_context(self, context: str) -> bool:
+        """True when any scope has this context (``patient/…`` establishes a patient)."""
+        return any(s.context == context for s in self.scopes)

@@ -1,0 +1,159 @@
+"""The authorization server: Authlib's ``AuthorizationServer`` wired to telemon's storage.
+
+HTTP lives in ``service/api/oauth_routes.py``; this module sees only :class:`FormRequest`, a
+framework-free request built from already-read parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Request
+
+from service.auth import clients
+from service.auth.clients import Client
+from service.auth.grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    PrivateKeyJwtAuth,
+    S256CodeChallenge,
+)
+from service.auth.jwks import JwksFetcher
+from service.auth.tokens import TokenService
+from service.settings import Settings
+from service.storage.db import Database
+
+
+class _Payload:
+    """Authlib's payload interface over ``(name, value)`` pairs."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.datalist: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self.datalist.setdefault(name, []).append(value)
+        self.data = {k: v[0] for k, v in self.datalist.items()}
+
+    client_id = property(lambda self: self.data.get("client_id"))
+    grant_type = property(lambda self: self.data.get("grant_type"))
+    redirect_uri = property(lambda self: self.data.get("redirect_uri"))
+    scope = property(lambda self: self.data.get("scope"))
+    state = property(lambda self: self.data.get("state"))
+
+    @property
+    def response_type(self) -> str | None:
+        """``response_type`` (several values sorted, as Authlib does)."""
+        value = self.data.get("response_type")
+        return " ".join(sorted(value.split())) if value and " " in value else value
+
+
+class FormRequest(OAuth2Request):
+    """An OAuth request whose parameters (query or form) were read by the HTTP layer.
+
+    ``audience`` is this server's FHIR base URL and ``token_url`` its token endpoint; both
+    depend on how the server is reached, so the HTTP layer supplies them.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        params: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        *,
+        audience: str,
+        token_url: str,
+    ) -> None:
+        # TLS ends in front of telemon (docs/security.md); Authlib's own https check would
+        # refuse the internal hop, so it is given the public token URL's scheme instead.
+        super().__init__(method, "https://telemon.invalid/oauth", headers=headers)
+        self.payload = _Payload(params)
+        self.audience = audience
+        self.token_url = token_url
+
+    @property
+    def form(self) -> dict[str, str]:
+        """Form parameters (first value of each)."""
+        data: dict[str, str] = self.payload.data
+        return data
+
+    @property
+    def args(self) -> dict[str, str]:
+        """Query parameters (first value of each)."""
+        return self.form
+
+
+class AuthServer(AuthorizationServer):
+    """telemon's authorization server."""
+
+    def __init__(self, db: Database, settings: Settings, tokens: TokenService) -> None:
+        super().__init__(scopes_supported=None)
+        self.db = db
+        self.settings = settings
+        self.tokens = tokens
+        self.jwks_fetcher = JwksFetcher(
+            allow_private=settings.jwks_allow_private, timeout=settings.jwks_timeout_seconds
+        )
+        self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
+        self.register_grant(ClientCredentialsGrant)
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJwtAuth(self))
+
+    def query_client(self, client_id: str) -> Client | None:
+        """An active registered client."""
+        if not isinstance(client_id, str) or len(client_id) > 255:
+            return None
+        with self.db.read() as conn:
+            return clients.get(conn, client_id)
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        """Nothing: :meth:`issue` records each token as it signs it."""
+
+    def create_oauth2_request(self, request: Any) -> FormRequest:
+        """Requests arrive already adapted by the HTTP layer."""
+        assert isinstance(request, FormRequest)
+        return request
+
+    def handle_response(
+        self, status: int, body: Any, headers: list[tuple[str, str]]
+    ) -> tuple[int, Any, list[tuple[str, str]]]:
+        """Return the parts; the HTTP layer builds the response."""
+        return status, body, headers
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """No signal system."""
+
+    def issue(
+        self,
+        request: FormRequest,
+        *,
+        client_id: str,
+        scope: str,
+        lifetime: int,
+        subject: str,
+        patient_id: str | None = None,
+        code_hash: str | None = None,
+    ) -> dict[str, Any]:
+        """An access token response body (RFC 6749 §5.1, plus SMART's ``patient``)."""
+        issued = self.tokens.issue(
+            issuer=issuer_of(request.token_url),
+            audience=request.audience,
+            client_id=client_id,
+            scope=scope,
+            lifetime=lifetime,
+            subject=subject,
+            patient_id=patient_id,
+            code_hash=code_hash,
+        )
+        body: dict[str, Any] = {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": issued.scope,
+        }
+        if patient_id is not None:
+            body["patient"] = patient_id
+        return body
+
+
+def issuer_of(token_url: str) -> str:
+    """The issuer (``iss``) for tokens from ``token_url``: the server root."""
+    return token_url.removesuffix("/oauth/token")

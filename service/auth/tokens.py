@@ -1,0 +1,155 @@
+"""The server's signing key, and issuing and verifying access tokens (JWTs, ES256).
+
+The key is generated at first start and kept in the database (``server_keys``), so every worker
+and every restart signs and verifies with the same key; it is never in the repository. Tokens
+are also recorded (``oauth_tokens``) so that they can be revoked, e.g. when an authorization
+code is replayed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service.storage.db import Database
+from service.storage.tables import oauth_tokens, server_keys
+
+ALGORITHM = "ES256"
+
+
+class TokenError(Exception):
+    """A bearer token that is missing, malformed, expired, revoked or not meant for us."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """An access token and what it was issued for."""
+
+    access_token: str
+    jti: str
+    expires_in: int
+    scope: str
+    patient_id: str | None
+
+
+def load_or_create_key(db: Database) -> ECKey:
+    """The server signing key: the stored one, or a new one stored now (first start)."""
+    with db.read() as conn:
+        row = conn.execute(select(server_keys).order_by(server_keys.c.created).limit(1)).first()
+    if row is not None:
+        return ECKey.import_key(orjson.loads(row.private_jwk))
+    key = ECKey.generate_key("P-256", private=True)
+    key.ensure_kid()
+    try:
+        with db.write() as conn:
+            conn.execute(
+                insert(server_keys).values(
+                    kid=key.kid,
+                    private_jwk=orjson.dumps(key.as_dict(private=True)).decode(),
+                    created=int(time.time()),
+                )
+            )
+    except IntegrityError:  # pragma: no cover - another worker won the race; use its key
+        return load_or_create_key(db)
+    return load_or_create_key(db)  # re-read: a concurrent first start may have stored one first
+
+
+def public_jwks(key: ECKey) -> dict[str, Any]:
+    """The public JWKS of the server key."""
+    public = key.as_dict(private=False)
+    public.update({"use": "sig", "alg": ALGORITHM})
+    return {"keys": [public]}
+
+
+class TokenService:
+    """Issues and verifies access tokens with the server key."""
+
+    def __init__(self, db: Database, key: ECKey) -> None:
+        self.db = db
+        self.key = key
+
+    def issue(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        client_id: str,
+        scope: str,
+        lifetime: int,
+        subject: str,
+        patient_id: str | None = None,
+        code_hash: str | None = None,
+    ) -> IssuedToken:
+        """Sign a new access token and record it (for revocation and audit)."""
+        now = int(time.time())
+        jti = secrets.token_urlsafe(24)
+        claims: dict[str, Any] = {
+            "iss": issuer,
+            "aud": audience,
+            "sub": subject,
+            "client_id": client_id,
+            "scope": scope,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": jti,
+        }
+        if patient_id is not None:
+            claims["patient"] = patient_id
+        header = {"alg": ALGORITHM, "kid": self.key.kid, "typ": "at+jwt"}
+        token = jwt.encode(header, claims, self.key)
+        with self.db.write() as conn:
+            conn.execute(
+                insert(oauth_tokens).values(
+                    jti=jti,
+                    client_id=client_id,
+                    code_hash=code_hash,
+                    scope=scope,
+                    patient_id=patient_id,
+                    expires_at=now + lifetime,
+                    revoked=False,
+                )
+            )
+        return IssuedToken(token, jti, lifetime, scope, patient_id)
+
+    def verify(self, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
+        """The claims of a valid, unexpired, unrevoked token for ``audience``; else TokenError."""
+        try:
+            decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
+            if decoded.header.get("typ") != "at+jwt":
+                raise TokenError("not an access token")
+            jwt.JWTClaimsRegistry(
+                leeway=0,
+                iss={"essential": True, "value": issuer},
+                aud={"essential": True, "value": audience},
+                exp={"essential": True},
+                jti={"essential": True},
+            ).validate(decoded.claims)
+        except (JoseError, ValueError) as exc:
+            raise TokenError(str(exc) or type(exc).__name__) from exc
+        claims: dict[str, Any] = decoded.claims
+        with self.db.read() as conn:
+            revoked = conn.execute(
+                select(oauth_tokens.c.revoked).where(oauth_tokens.c.jti == claims["jti"])
+            ).scalar_one_or_none()
+        if revoked is None or revoked:
+            raise TokenError("the token has been revoked")
+        return claims
+
+    def revoke_issued_from(self, code_hash: str) -> int:
+        """Revoke every token issued from an authorization code; how many were revoked."""
+        with self.db.write() as conn:
+            result = conn.execute(
+                update(oauth_tokens)
+                .where(oauth_tokens.c.code_hash == code_hash, oauth_tokens.c.revoked.is_(False))
+                .values(revoked=True)
+            )
+        return int(result.rowcount or 0)
