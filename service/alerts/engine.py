@@ -222,6 +222,10 @@ def evaluate(
     run = _Run(config, rule_set, prepared, now)
     since = _since(measurements, changed, config)
     suspects = _prune_retracted(state, prepared.retracted, now)
+    # A new version (amended/corrected) of a reading an open alert rests on: with its new value
+    # that evidence has to qualify again, exactly like retracted evidence (§7.5).
+    corrected = frozenset(changed or ()) - prepared.retracted
+    suspects.update(_prune_open(state, corrected))
     for alert in suspects.values():
         since = min(since, alert.period_start - timedelta(days=1))
     requalified: set[str] = set()
@@ -263,8 +267,17 @@ def evaluate(
     for rule_id, alert in suspects.items():
         if rule_id not in requalified:
             current = state.open.get(rule_id) or state.closed.get(rule_id) or alert
-            state.record(retract(current, set(prepared.retracted), now))
-    return list(state.changes.values())
+            state.record(retract(current, set(prepared.retracted | corrected), now))
+    # Evidence taken out and put back unchanged (a new version of a reading that qualifies as
+    # before) is no change: re-running with the same inputs stays a no-op.
+    before = {alert.id: alert for alert in episodes}
+    return [
+        c
+        for c in state.changes.values()
+        if not (
+            c.action is Action.ATTACH and c.alert is not None and before.get(c.alert.id) == c.alert
+        )
+    ]
 
 
 def _since(
@@ -289,18 +302,27 @@ def _prune_retracted(
 
     Closed alerts left without any evidence are retracted at once.
     """
-    suspects: dict[str, Alert] = {}
     if not retracted:
-        return suspects
-    for rule_id, alert in list(state.open.items()):
-        if retracted & set(alert.evidence):
-            pruned = replace(alert, evidence=tuple(e for e in alert.evidence if e not in retracted))
-            state.open[rule_id] = pruned
-            state.record(EpisodeChange(Action.ATTACH, pruned))
-            suspects[rule_id] = pruned
+        return {}
+    suspects = _prune_open(state, retracted)
     for alert in list(state.closed.values()):
         if alert.evidence and set(alert.evidence) <= retracted:
             state.record(retract(alert, set(retracted), now))
+    return suspects
+
+
+def _prune_open(state: _Episodes, removed: frozenset[str]) -> dict[str, Alert]:
+    """Take ``removed`` observations out of open alerts' evidence; return those alerts.
+
+    They must qualify again in this run (with the remaining or the new values) or be retracted.
+    """
+    suspects: dict[str, Alert] = {}
+    for rule_id, alert in list(state.open.items()):
+        if removed & set(alert.evidence):
+            pruned = replace(alert, evidence=tuple(e for e in alert.evidence if e not in removed))
+            state.open[rule_id] = pruned
+            state.record(EpisodeChange(Action.ATTACH, pruned))
+            suspects[rule_id] = pruned
     return suspects
 
 
