@@ -128,9 +128,6 @@ def bulk_load(url: str, patients: list[str], total: int, days: int) -> None:
         if done % 100_000 < batch:
             rate = done / (time.perf_counter() - started)
             print(f"  loaded {done:,} Observations ({rate:,.0f}/s)", flush=True)
-    with db.engine.connect() as conn:
-        conn.execute(text("ANALYZE"))
-        conn.commit()
     db.dispose()
 
 
@@ -231,12 +228,12 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--skip-load", action="store_true", help="reuse the loaded database")
+    parser.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
     args = parser.parse_args()
 
     url = (
         args.admin_url.rsplit("/", 1)[0] + f"/{args.database}"
-        if args.skip_load
+        if args.reuse
         else reset_database(args.admin_url, args.database)
     )
     db = Database(url, pool_size=1)
@@ -267,44 +264,52 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         patients = ensure_patients(args.patients)
-        print(
-            f"telemon ingest benchmark — PostgreSQL, {args.workers} server workers, "
-            f"{os.cpu_count()} cores"
-        )
-        rate, p50, p99 = asyncio.run(bench_single(patients, args.seconds))
-        print(
-            f"single create, concurrency 16: {rate:,.0f} creates/s, p50 {p50:.1f} ms, "
-            f"p99 {p99:.1f} ms"
-        )
-        obs_rate, b50, b99 = asyncio.run(bench_bundles(patients, args.seconds))
-        print(
-            f"transaction Bundles of 100, concurrency 4: {obs_rate:,.0f} Observations/s "
-            f"(bundle p50 {b50:.0f} ms, p99 {b99:.0f} ms)"
-        )
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect() as conn:
-            stored = conn.execute(
-                select(func.count())
-                .select_from(resources)
-                .where(resources.c.res_type == "Observation")
-            ).scalar_one()
-        engine.dispose()
-        if not args.skip_load and stored < args.observations:
-            print(f"loading {args.observations - stored:,} more Observations …", flush=True)
+        stored = count_observations(url)
+        if stored < args.observations:
+            print(f"loading {args.observations - stored:,} Observations …", flush=True)
             bulk_load(url, patients, args.observations - stored, args.days)
-            stored = args.observations
+        analyze(url)
+        print(f"telemon ingest benchmark — PostgreSQL, {args.workers} server workers, "
+              f"{os.cpu_count()} cores, {count_observations(url):,} Observations stored")
+        rate, p50, p99 = asyncio.run(bench_single(patients, args.seconds))
+        print(f"single create, concurrency 16: {rate:,.0f} creates/s, p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms")
+        obs_rate, b50, b99 = asyncio.run(bench_bundles(patients, args.seconds))
+        print(f"transaction Bundles of 100, concurrency 4: {obs_rate:,.0f} Observations/s "
+              f"(bundle p50 {b50:.0f} ms, p99 {b99:.0f} ms)")
+        analyze(url)
+        stored = count_observations(url)
         s50, s95, per = asyncio.run(bench_search(patients, args.searches))
-        print(
-            f"search (one patient's weights, last 30 days, newest first) with {stored:,} "
-            f"Observations: p50 {s50:.1f} ms, p95 {s95:.1f} ms ({per} matches per search)"
-        )
+        print(f"search (one patient's weights, last 30 days, newest first) with {stored:,} "
+              f"Observations: p50 {s50:.1f} ms, p95 {s95:.1f} ms ({per} matches per search)")
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
+def count_observations(url: str) -> int:
+    """How many current Observations the database holds."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        stored: int = conn.execute(
+            select(func.count())
+            .select_from(resources)
+            .where(resources.c.res_type == "Observation", resources.c.deleted.is_(False))
+        ).scalar_one()
+    engine.dispose()
+    return stored
+
+
+def analyze(url: str) -> None:
+    """Refresh the planner's statistics (autovacuum would, given time)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
 def ensure_patients(n: int) -> list[str]:
-    """Patients to attach measurements to (created once, found again on --skip-load)."""
+    """Patients to attach measurements to (created once, found again on --reuse)."""
     with httpx.Client(
         base_url=BASE, timeout=60, headers={"Content-Type": "application/fhir+json"}
     ) as client:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.alerts.ingest import AlertService
 from service.api.deps import AppState, AuthState
 from service.api.oauth_routes import router as oauth_router
 from service.api.routes import router as fhir_router
@@ -30,6 +33,17 @@ from service.storage.db import Database
 log = logging.getLogger("telemon")
 
 _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+
+
+async def _sweep_forever(alerts: AlertService, interval: int) -> None:
+    """Run the missing-data sweep every ``interval`` seconds, in a worker thread."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            summary = await run_in_threadpool(alerts.sweep)
+            log.info("alert sweep: %s patients, %s changes", summary.patients, summary.changes)
+        except Exception:  # a failed sweep must not stop the next one
+            log.exception("alert sweep failed")
 
 
 def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState | None:
@@ -51,9 +65,17 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     settings = settings or get_settings()
     db = db or open_database(settings)
     fhir = build_service(settings, db)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweeper = None
+        if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
+            sweeper = asyncio.create_task(
+                _sweep_forever(AlertService(fhir), settings.alert_sweep_interval_seconds)
+            )
         yield
+        if sweeper is not None:
+            sweeper.cancel()
         db.dispose()
 
     app = FastAPI(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.alerts.ingest import AlertService
 from service.fhir.registry import default_registry
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -21,4 +22,7 @@ def open_database(settings: Settings, *, pool_size: int | None = None) -> Databa
 def build_service(settings: Settings, db: Database | None = None) -> FhirService:
     """The FHIR service over ``db`` (opened from ``settings`` when not given)."""
     profiles = ProfileValidator.load(settings.profiles_dir)
-    return FhirService(db or open_database(settings), default_registry(), profiles, settings)
+    fhir = FhirService(db or open_database(settings), default_registry(), profiles, settings)
+    if settings.alerts_enabled:
+        AlertService(fhir).attach()
+    return fhir

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from service.alerts.ingest import AlertService
 from service.bootstrap import build_service, open_database
 from service.demo import LOINC_CODES, load_demo
 from service.fhir.service import FhirService
@@ -31,6 +32,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+alerts_app = typer.Typer(help="Alert commands.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 def _database() -> Database:
@@ -203,6 +206,14 @@ def demo(
         f"curl -s '{base}/Patient?identifier={BSN_SYSTEM}|{hf.bsn}'",
     ):
         typer.echo(line)
+
+
+@alerts_app.command("sweep")
+def alerts_sweep() -> None:
+    """Evaluate the missing-data rules now (idempotent; safe to run from cron)."""
+    with _service() as fhir:
+        summary = AlertService(fhir).sweep()
+    typer.echo(f"Swept {summary.patients} enrolled patients: {summary.changes} alert changes.")
 
 
 @contextmanager

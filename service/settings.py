@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         default="FULL", description="SQLite durability: FULL survives power loss with WAL."
     )
     db_pool_size: int = Field(default=10, description="PostgreSQL connection pool size.")
+    alerts_enabled: bool = Field(
+        default=True, description="Evaluate the alert rules on every Observation write."
+    )
+    alert_sweep_interval_seconds: int = Field(
+        default=300, description="How often `serve` runs the missing-data sweep (0: never)."
+    )
     # -- authorization server (service/auth) ------------------------------------------------
     issuer: str | None = Field(
         default=None,
@@ -81,7 +87,6 @@ class Settings(BaseSettings):
         description="Allow JWKS URLs on loopback/private addresses and over http (dev/tests only).",
     )
     jwks_timeout_seconds: float = Field(default=5.0, description="Timeout of a JWKS URL fetch.")
-
 
 
 @lru_cache(maxsize=1)

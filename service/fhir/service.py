@@ -75,6 +75,8 @@ class WriteEvent:
     res_id: str
     version_id: int
     resource: dict[str, Any] | None
+    patient_id: str | None  # the patient compartment (before deletion, for a delete)
+    previous: str | None = None  # JSON of the version this one replaced, if any
 
 
 #: Called inside the write transaction, after the writes, with what was written. Listeners
@@ -94,9 +96,16 @@ class SearchResult:
     warnings: list[Issue]
 
 
-def event_of(item: NewVersion) -> WriteEvent:
+def event_of(item: NewVersion, previous: StoredVersion | None = None) -> WriteEvent:
     """The write event for a version just stored."""
-    return WriteEvent(item.res_type, item.res_id, item.version_id, orjson.loads(item.content))
+    return WriteEvent(
+        item.res_type,
+        item.res_id,
+        item.version_id,
+        orjson.loads(item.content),
+        item.index.patient_id,
+        previous.content if previous is not None else None,
+    )
 
 
 def now_micros() -> int:
@@ -427,8 +436,39 @@ class FhirService:
             repo.insert_resources(conn, [item])
         else:
             repo.replace_current(conn, current, item, now=now)
-        self.notify(conn, [event_of(item)])
+        self.notify(conn, [event_of(item, current)])
         return VersionResult.of(201 if current is None or current.deleted else 200, item)
+
+    def store_many_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        resources: Sequence[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Write resources the server itself authored (e.g. alerts' Flags), keyed by id.
+
+        No profile or reference checks and no listeners: the content comes from telemon's own
+        code, and the caller is already the listener reacting to a write. New ones are
+        inserted in one statement.
+        """
+        current = {
+            v.res_id: v
+            for v in repo.fetch_all_versions_current(
+                conn, rtype.name, [i for i, _ in resources], for_update=True
+            )
+        }
+        now = now_micros()
+        fresh = []
+        for res_id, data in resources:
+            old = current.get(res_id)
+            if old is None:
+                fresh.append(self.stamp(rtype, data, res_id, 1, now))
+            else:
+                at = max(now, old.last_updated + 1)
+                repo.replace_current(
+                    conn, old, self.stamp(rtype, data, res_id, old.version_id + 1, at), now=at
+                )
+        repo.insert_resources(conn, fresh)
 
     def delete(
         self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None
@@ -464,7 +504,19 @@ class FhirService:
             )
         now = max(now_micros(), current.last_updated + 1)
         repo.replace_current(conn, current, None, now=now)
-        self.notify(conn, [WriteEvent(rtype.name, res_id, current.version_id + 1, None)])
+        self.notify(
+            conn,
+            [
+                WriteEvent(
+                    rtype.name,
+                    res_id,
+                    current.version_id + 1,
+                    None,
+                    current.patient_id,
+                    current.content,
+                )
+            ],
+        )
         return VersionResult(
             200,
             rtype.name,
@@ -498,9 +550,7 @@ class FhirService:
             if res_id is None:
                 versions = repo.type_history(conn, res_type, since=since, count=limit)
             else:
-                versions = repo.instance_history(
-                    conn, res_type, res_id, since=since, count=limit
-                )
+                versions = repo.instance_history(conn, res_type, res_id, since=since, count=limit)
         if patient_ids is not None:
             versions = [v for v in versions if self.visible(patient_ids, res_type, v.content)]
         if res_id is None:

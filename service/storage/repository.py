@@ -34,6 +34,7 @@ class StoredVersion:
     last_updated: int
     deleted: bool
     content: str | None
+    patient_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ _CURRENT_COLS = (
     resources.c.last_updated,
     resources.c.deleted,
     resources.c.content,
+    resources.c.patient_id,
 )
 
 
@@ -122,6 +124,7 @@ def _to_stored(row: Any) -> StoredVersion:
         last_updated=row.last_updated,
         deleted=bool(row.deleted),
         content=row.content,
+        patient_id=row.patient_id,
     )
 
 
@@ -187,6 +190,20 @@ def fetch_many_current(
         for row in rows:
             found[(res_type, row.res_id)] = _to_stored(row)
     return found
+
+
+def fetch_all_versions_current(
+    conn: Connection, res_type: str, ids: Sequence[str], *, for_update: bool = False
+) -> list[StoredVersion]:
+    """Current versions (deleted ones included) of the given ids, optionally row-locked."""
+    if not ids:
+        return []
+    stmt = select(*_CURRENT_COLS).where(
+        resources.c.res_type == res_type, resources.c.res_id.in_(sorted(set(ids)))
+    )
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return [_to_stored(row) for row in conn.execute(stmt)]
 
 
 def existing_ids(conn: Connection, res_type: str, ids: Iterable[str]) -> set[str]:

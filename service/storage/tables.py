@@ -102,6 +102,18 @@ sp_string = _index_table(
     indexes=(("rid", "param"), ("param", "value")),
 )
 
+alert_episodes = Table(
+    "alert_episodes",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Index("ix_alert_episodes_patient", "patient_id", "updated"),
+)
+
 INDEX_TABLES = (sp_token, sp_reference, sp_date, sp_quantity, sp_string)
 
 # -- authorization server (service/auth) -------------------------------------------------------

@@ -1,0 +1,329 @@
+"""Alert evaluation over stored data: at ingest (inside the write's transaction) and the sweep.
+
+This is the one module of :mod:`service.alerts` that touches storage: it loads a patient's
+enrolment (CarePlans, Goals), measurement window and open episodes, runs the pure engine, and
+writes the resulting episode state and Flags in the same transaction as the triggering write —
+so an alert is visible to the very next read, and a rolled-back write leaves no alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import Connection
+
+from service.alerts.codes import ALERT_RULES
+from service.alerts.engine import evaluate, sweep_missing, window_start
+from service.alerts.episodes import (
+    EXT_ACKNOWLEDGED,
+    Alert,
+    AlertStatus,
+    EpisodeChange,
+    acknowledge,
+    resolve,
+    to_flag,
+)
+from service.alerts.measurements import Measurement, ObservationError, from_observation
+from service.alerts.personalisation import (
+    Override,
+    PatientConfig,
+    Pause,
+    RuleToggle,
+    overrides_from_goal,
+)
+from service.alerts.state import dump_alert, load_alert
+from service.fhir.dates import DateFormatError, from_micros, parse_range, to_micros
+from service.fhir.indexing import split_reference
+from service.fhir.service import FhirService, WriteEvent
+from service.storage import alert_store, search_sql
+from service.storage import repository as repo
+
+log = logging.getLogger(__name__)
+
+PLAN_BASE = "http://telemon.example.org/fhir/PlanDefinition"
+PROGRAMMES = {f"{PLAN_BASE}/heart-failure": "HF", f"{PLAN_BASE}/copd": "COPD"}
+PAUSE_EXTENSION = "http://telemon.example.org/fhir/StructureDefinition/monitoring-pause"
+#: Closed episodes younger than this still matter (cooldown, evidence already handled).
+EPISODE_MEMORY = timedelta(days=30)
+#: How far back the sweep looks for the last measurement of each kind.
+SWEEP_LOOKBACK = timedelta(days=21)
+
+#: Told about every alert change that needs a notification (subscriptions plug in here).
+AlertListener = Callable[[Connection, Alert], None]
+
+
+@dataclass(slots=True)
+class SweepSummary:
+    """What one run of the missing-data sweep did."""
+
+    patients: int
+    changes: int
+
+
+def _parse_time(text: str | None, zone: ZoneInfo, *, end: bool = False) -> datetime | None:
+    """A FHIR date/dateTime/instant as an aware UTC datetime; None when absent or unreadable.
+
+    A date without a time (``"2026-11-01"``, also ``"2026-11"``, ``"2026"``) is a local period
+    in ``zone``: its first moment, or with ``end`` the moment just after it, so that an end date
+    includes its whole day.  (``datetime.fromisoformat`` would return a naive datetime here,
+    which cannot be compared with the aware effective times of measurements.)
+    """
+    if not text:
+        return None
+    try:
+        low, high = parse_range(text, zone)
+        return from_micros(high + 1 if end else low)
+    except (DateFormatError, OverflowError):
+        return None
+
+
+class AlertService:
+    """Runs the alert engine whenever Observations (or alert Flags) are written."""
+
+    def __init__(self, fhir: FhirService) -> None:
+        self.fhir = fhir
+        self.listeners: list[AlertListener] = []
+
+    def attach(self) -> AlertService:
+        """Evaluate alerts on every write of the FHIR service from now on."""
+        self.fhir.listeners.append(self.on_write)
+        return self
+
+    # -- the write hook ------------------------------------------------------------------------
+
+    def on_write(self, fhir: FhirService, conn: Connection, events: list[WriteEvent]) -> None:
+        """Re-evaluate the patients whose Observations changed; apply EHR changes to Flags."""
+        changed: dict[str, list[WriteEvent]] = {}
+        for event in events:
+            if event.res_type == "Observation" and event.patient_id:
+                changed.setdefault(event.patient_id, []).append(event)
+            elif event.res_type == "Flag" and event.resource is not None:
+                self._flag_written(conn, event.resource)
+        for patient_id, patient_events in changed.items():
+            self.evaluate_patient(conn, patient_id, patient_events)
+
+    def evaluate_patient(
+        self, conn: Connection, patient_id: str, events: list[WriteEvent]
+    ) -> list[EpisodeChange]:
+        """Evaluate one patient after the given Observation writes."""
+        config = self.load_config(conn, patient_id)
+        if config is None:
+            return []  # not enrolled in a programme: nothing to evaluate
+        now = datetime.now(UTC)
+        repo.lock_key(conn, f"alerts:{patient_id}")  # one evaluation per patient at a time
+        changed = [m for e in events for m in _measurements(_as_written(e), None)]
+        if not changed:
+            return []
+        measurements = self._window(conn, patient_id, window_start(changed))
+        known = {m.observation_id for m in measurements}
+        measurements += [m for m in changed if m.observation_id not in known]  # deletions
+        episodes = self._episodes(conn, patient_id, now)
+        changes = evaluate(
+            config, measurements, episodes, now, changed=sorted({e.res_id for e in events})
+        )
+        self._apply(conn, changes, now, episodes)
+        return changes
+
+    def _flag_written(self, conn: Connection, flag: dict[str, Any]) -> None:
+        """An EHR updated an alert's Flag: acknowledge or resolve the episode behind it."""
+        state = alert_store.get(conn, str(flag.get("id")))
+        if state is None:
+            return  # a Flag telemon did not raise
+        alert = load_alert(state)
+        now = datetime.now(UTC)
+        status = flag.get("status")
+        if status == AlertStatus.INACTIVE and alert.status == AlertStatus.ACTIVE:
+            alert = resolve(alert, now, by="ehr")
+        elif status == AlertStatus.ENTERED_IN_ERROR:
+            alert = resolve(alert, now, by="ehr")
+            alert = Alert(**{**_fields(alert), "status": AlertStatus.ENTERED_IN_ERROR})
+        acked = any(e.get("url") == EXT_ACKNOWLEDGED for e in flag.get("extension", []))
+        if acked and alert.acknowledged_at is None:
+            alert = acknowledge(alert, now)
+        alert_store.save(conn, [dump_alert(alert)], now=to_micros(now))
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _search(
+        self, conn: Connection, res_type: str, params: list[tuple[str, str]]
+    ) -> list[dict[str, Any]]:
+        rtype = self.fhir.resource_type(res_type)
+        query, _ = self.fhir.parse_query(rtype, params, strict=True)
+        query.count = 1000
+        return [orjson.loads(r.content or "{}") for r in search_sql.search(conn, query).rows]
+
+    def load_config(self, conn: Connection, patient_id: str) -> PatientConfig | None:
+        """The patient's programmes, personal thresholds, rule toggles and pauses.
+
+        Enrolment is an active CarePlan instantiating a programme's PlanDefinition; its Goals
+        carry personal thresholds; ``activity.detail`` with an alert-rule code and
+        ``doNotPerform`` toggles a rule; the ``monitoring-pause`` extension pauses monitoring.
+        """
+        plans = self._search(conn, "CarePlan", [("patient", patient_id), ("status", "active")])
+        programmes: set[str] = set()
+        overrides: list[Override] = []
+        toggles: list[RuleToggle] = []
+        pauses: list[Pause] = []
+        goal_ids: set[str] = set()
+        for plan in plans:
+            programmes.update(
+                PROGRAMMES[c] for c in plan.get("instantiatesCanonical", []) if c in PROGRAMMES
+            )
+            start = _plan_start(plan, self.fhir.zone)
+            for goal in plan.get("goal", []):
+                target = split_reference(goal.get("reference", ""))
+                if target and target[0] == "Goal":
+                    goal_ids.add(target[1])
+            toggles.extend(_toggles(plan, start))
+            pauses.extend(_pauses(plan, self.fhir.zone))
+        if not programmes:
+            return None
+        goals = repo.fetch_many_current(conn, (("Goal", g) for g in goal_ids))
+        for stored in goals.values():
+            goal = orjson.loads(stored.content or "{}")
+            if goal.get("lifecycleStatus") in ("active", "accepted", None):
+                try:
+                    overrides.extend(overrides_from_goal(goal, from_micros(stored.last_updated)))
+                except ValueError as exc:  # a Goal the engine cannot read is skipped, not fatal
+                    log.warning("Goal/%s not used for thresholds: %s", stored.res_id, exc)
+        return PatientConfig(
+            patient_id=patient_id,
+            programmes=frozenset(programmes),
+            overrides=tuple(overrides),
+            toggles=tuple(toggles),
+            pauses=tuple(pauses),
+            tz=self.fhir.zone,
+        )
+
+    def _window(self, conn: Connection, patient_id: str, start: datetime) -> list[Measurement]:
+        rtype = self.fhir.resource_type("Observation")
+        since = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+        query, _ = self.fhir.parse_query(
+            rtype, [("patient", patient_id), ("date", f"ge{since}")], strict=True
+        )
+        query.count = 5000
+        out: list[Measurement] = []
+        for row in search_sql.search(conn, query).rows:
+            out.extend(_measurements(orjson.loads(row.content or "{}"), row.last_updated))
+        return out
+
+    def _episodes(self, conn: Connection, patient_id: str, now: datetime) -> list[Alert]:
+        since = to_micros(now - EPISODE_MEMORY)
+        return [load_alert(s) for s in alert_store.load(conn, patient_id, since=since)]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        conn: Connection,
+        changes: Iterable[EpisodeChange],
+        now: datetime,
+        before: Iterable[Alert] = (),
+    ) -> int:
+        """Store the alerts that changed (episode state and Flag), notify; return how many.
+
+        ``before`` are the episodes as loaded for this evaluation.  An outcome that leaves an
+        episode exactly as stored writes nothing: a reading suppressed in a cooldown comes back
+        as the unchanged closed alert, and rewriting it would add a Flag version on every
+        re-evaluation and overwrite the EHR's own update of that Flag (§3.2(7)).
+        """
+        stored = {alert.id: alert for alert in before}
+        latest: dict[str, Alert] = {}
+        for change in changes:
+            if change.alert is None:
+                continue
+            latest[change.alert.id] = change.alert  # an alert may change twice in one run
+            if change.notify:
+                for listener in self.listeners:
+                    listener(conn, change.alert)
+        changed = [alert for alert in latest.values() if stored.get(alert.id) != alert]
+        if not changed:
+            return 0
+        alert_store.save(conn, [dump_alert(a) for a in changed], now=to_micros(now))
+        self.fhir.store_many_in(
+            conn, self.fhir.resource_type("Flag"), [(a.id, to_flag(a)) for a in changed]
+        )
+        return len(changed)
+
+    # -- the sweep -----------------------------------------------------------------------------
+
+    def sweep(self, now: datetime | None = None) -> SweepSummary:
+        """Evaluate the missing-data rules for every enrolled patient (idempotent)."""
+        now = now or datetime.now(UTC)
+        with self.fhir.db.read() as conn:
+            plans = self._search(conn, "CarePlan", [("status", "active")])
+        patients = sorted(
+            {
+                ref[1]
+                for p in plans
+                if (ref := split_reference(p.get("subject", {}).get("reference", "")))
+                and ref[0] == "Patient"
+            }
+        )
+        changes = 0
+        for patient_id in patients:
+            with self.fhir.db.write() as conn:
+                config = self.load_config(conn, patient_id)
+                if config is None:
+                    continue
+                repo.lock_key(conn, f"alerts:{patient_id}")
+                measurements = self._window(conn, patient_id, now - SWEEP_LOOKBACK)
+                episodes = self._episodes(conn, patient_id, now)
+                found = sweep_missing(config, measurements, episodes, now)
+                changes += self._apply(conn, found, now, episodes)
+        return SweepSummary(len(patients), changes)
+
+
+def _as_written(event: WriteEvent) -> dict[str, Any]:
+    """The Observation as written; a deletion counts as entered-in-error of the old version."""
+    if event.resource is not None:
+        return event.resource
+    old = orjson.loads(event.previous or "{}")
+    return {**old, "status": "entered-in-error"}
+
+
+def _measurements(resource: dict[str, Any], received: int | None) -> list[Measurement]:
+    try:
+        return from_observation(resource, from_micros(received) if received else None)
+    except ObservationError as exc:  # not a measurement the rules know: stored, not evaluated
+        log.debug("Observation/%s not evaluated: %s", resource.get("id"), exc)
+        return []
+
+
+def _plan_start(plan: dict[str, Any], zone: ZoneInfo) -> datetime:
+    """When the CarePlan's rule toggles start: ``period.start``, else its ``lastUpdated``."""
+    start = _parse_time(plan.get("period", {}).get("start"), zone)
+    if start is None:
+        start = _parse_time(plan.get("meta", {}).get("lastUpdated"), zone)
+    return start or datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _toggles(plan: dict[str, Any], start: datetime) -> Iterable[RuleToggle]:
+    for activity in plan.get("activity", []):
+        detail = activity.get("detail", {})
+        for coding in detail.get("code", {}).get("coding", []):
+            if coding.get("system") == ALERT_RULES and "code" in coding:
+                yield RuleToggle(
+                    coding["code"], not detail.get("doNotPerform", False), valid_from=start
+                )
+
+
+def _pauses(plan: dict[str, Any], zone: ZoneInfo) -> Iterable[Pause]:
+    """The CarePlan's monitoring pauses (an end date includes that whole local day)."""
+    for ext in plan.get("extension", []):
+        if ext.get("url") == PAUSE_EXTENSION and "valuePeriod" in ext:
+            period = ext["valuePeriod"]
+            start = _parse_time(period.get("start"), zone)
+            if start is not None:
+                end = _parse_time(period.get("end"), zone, end=True)
+                yield Pause(start, end, ext.get("id", ""))
+
+
+def _fields(alert: Alert) -> dict[str, Any]:
+    return {name: getattr(alert, name) for name in Alert.__dataclass_fields__}
