@@ -128,7 +128,8 @@ def test_corrected_value_is_re_evaluated(api: Api) -> None:
     api.put(corrected)
     flag = api.flag(pid, "HF-HR-HIGH")
     # raised on a value now known to be wrong: retracted, like entered-in-error evidence
-    assert flag is not None and flag["status"] == "entered-in-error", text(flag)
+    assert flag is not None
+    assert flag["status"] == "entered-in-error", text(flag)
     assert details(flag) == []
 
 
