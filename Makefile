@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Set up, load the demo data into the embedded SQLite database and serve on http://127.0.0.1:8080
+## (authorization off for the local demo: TELEMON_AUTH=open, which serves on loopback only)
 run: $(STAMP)
 	$(BIN)/telemon demo
-	$(BIN)/telemon serve
+	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon serve
 
 ## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down)
 test: $(STAMP)

@@ -139,7 +139,7 @@ def load_demo(
     summary = DemoSummary([], first_day=days[0], last_day=last_day)
     for person in _PEOPLE:
         rng = random.Random(f"{seed}:{person.key}")  # per patient: one series never shifts another
-        patient, devices = _store_people(service, person, summary)
+        patient, devices = _store_people(service, person, summary, days[0])
         readings = list(_measurements(person, days, rng, now, service.zone))
         resources = [_observation(person, patient, devices, reading) for reading in readings]
         for start in range(0, len(resources), _BUNDLE_SIZE):
@@ -157,6 +157,9 @@ def load_demo(
         )
     return summary
 
+
+PLAN_BASE = "http://telemon.example.org/fhir/PlanDefinition"
+CARE_PLAN_SYSTEM = "urn:telemon:demo:careplan"
 
 _STORIES = {
     "hf": "decompensation in the last days: weight about +3 kg in 3 days, pulse up, SpO2 down",
@@ -203,10 +206,33 @@ def _run(service: FhirService, bundle: dict[str, Any], summary: DemoSummary) -> 
     return refs
 
 
+def _care_plan(person: _Person, patient_ref: str, start: date) -> dict[str, Any]:
+    """Enrolment in the person's programmes, so the alert rules run on their measurements."""
+    plans = []
+    if "heart failure" in person.conditions:
+        plans.append(f"{PLAN_BASE}/heart-failure")
+    if "COPD" in person.conditions:
+        plans.append(f"{PLAN_BASE}/copd")
+    return {
+        "resourceType": "CarePlan",
+        "identifier": [{"system": CARE_PLAN_SYSTEM, "value": person.key}],
+        "status": "active",
+        "intent": "plan",
+        "title": "Telemonitoring",
+        "subject": {"reference": patient_ref},
+        "instantiatesCanonical": plans,
+        "period": {"start": start.isoformat()},
+    }
+
+
 def _store_people(
-    service: FhirService, person: _Person, summary: DemoSummary
+    service: FhirService, person: _Person, summary: DemoSummary, start: date
 ) -> tuple[str, dict[str, str]]:
-    """The Patient and its Devices in one transaction; the patient id and device ids by kind."""
+    """The Patient, its Devices and its programme CarePlan in one transaction.
+
+    Returns the patient id and the device ids by kind. The CarePlan comes before the
+    measurements, so that their alerts are raised as they are stored.
+    """
     patient = {
         "resourceType": "Patient",
         "identifier": [{"system": BSN_SYSTEM, "value": person.bsn}],
@@ -228,11 +254,13 @@ def _store_people(
             "patient": {"reference": f"urn:uuid:demo-patient-{person.key}"},
         }
         entries.append(_entry(device))
+    entries.append(_entry(_care_plan(person, f"urn:uuid:demo-patient-{person.key}", start)))
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     refs = _run(service, bundle, summary)
     patient_id = refs[0].split("/")[1]
     devices = {
-        kind: ref.split("/")[1] for (kind, _, _), ref in zip(person.devices, refs[1:], strict=True)
+        kind: ref.split("/")[1]
+        for (kind, _, _), ref in zip(person.devices, refs[1:-1], strict=True)
     }
     return patient_id, devices
 
