@@ -52,7 +52,8 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
         "Anna de Vries",
         "Willem Bakker",
     ]
-    assert summary.created == sum(p.observations + 1 + len(p.device_ids) for p in summary.patients)
+    # Per patient: the Patient, its CarePlan, its Devices and its Observations.
+    assert summary.created == sum(p.observations + 2 + len(p.device_ids) for p in summary.patients)
     assert summary.skipped == 0
     hf, copd, both = summary.patients
     for p in summary.patients:
@@ -69,6 +70,15 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
         )  # Amsterdam, with offset
         assert all(w["device"]["reference"] == f"Device/{p.device_ids['scale']}" for w in weights)
         assert len(_series(service, p.patient_id, "85354-9")) >= 6
+
+    # Enrolled in their programmes, so the scripted episodes raised alerts while loading.
+    def open_rules(patient_id: str) -> set[str]:
+        flags = service.search("Flag", [("patient", patient_id), ("status", "active")]).matches
+        return {json.loads(f.content or "{}")["code"]["coding"][0]["code"] for f in flags}
+
+    assert "HF-WT-3D" in open_rules(hf.patient_id)
+    assert {"COPD-SPO2-ABS", "COPD-RR-HIGH"} <= open_rules(copd.patient_id)
+    assert open_rules(both.patient_id) == set()  # the stable contrast
 
     # Heart failure: more than 2 kg up within 3 days in the final week, pulse up, SpO2 down.
     kg = _by_day(service, _series(service, hf.patient_id, "29463-7"))
