@@ -165,6 +165,8 @@ class AlertService:
         carry personal thresholds; ``activity.detail`` with an alert-rule code and
         ``doNotPerform`` toggles a rule; the ``monitoring-pause`` extension pauses monitoring.
         """
+        if not repo.has_compartment_resources(conn, "CarePlan", patient_id):
+            return None  # the common case for unenrolled patients: one indexed probe
         plans = self._search(conn, "CarePlan", [("patient", patient_id), ("status", "active")])
         programmes: set[str] = set()
         overrides: list[Override] = []

@@ -154,3 +154,18 @@ def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
     finally:
         cursor.close()
+
+
+def has_compartment_resources(conn: Connection, res_type: str, patient_id: str) -> bool:
+    """Whether any current ``res_type`` lies in the patient's compartment (prepared probe)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            "SELECT 1 FROM resources WHERE res_type = %s AND patient_id = %s "
+            "AND deleted = false LIMIT 1",
+            (res_type, patient_id),
+            prepare=True,
+        )
+        return cursor.fetchone() is not None
+    finally:
+        cursor.close()
