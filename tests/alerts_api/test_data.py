@@ -14,7 +14,9 @@ from tests.alerts_api.conftest import (
     has_ext,
     hr,
     local_at,
+    observation,
     priority,
+    qty,
     rule_of,
     spo2,
     temp,
@@ -227,3 +229,46 @@ def test_weight_days_are_local_calendar_days_around_dst(api: Api) -> None:
     assert flag is not None and "+1.2 kg in 1 day (80.0 → 81.2 kg)" in text(flag)
     # these readings are weeks old: a new episode from them is info only (GEN-LATE)
     assert priority(flag) == "PL" and has_ext(flag, LATE)
+
+
+# -- code variants and statuses (§7.5, §7.7) -----------------------------------------------------
+
+
+def test_vendor_code_variants_and_stand_alone_components(api: Api) -> None:
+    """3141-9 weight, 59417-6 SpO2, 76528-9 RR and a stand-alone 8480-6 SBP are understood."""
+    both = api.enrol(programmes=("HF", "COPD"))
+    api.post(
+        observation(both, "3141-9", at(1), valueQuantity=qty(80.0, "kg")),
+        observation(both, "3141-9", at(0), valueQuantity=qty(81.2, "kg")),
+        observation(both, "59417-6", at(minutes=60), valueQuantity=qty(88, "%")),
+        observation(both, "76528-9", at(minutes=50), valueQuantity=qty(25, "/min")),
+        observation(both, "8480-6", at(minutes=40), valueQuantity=qty(85, "mm[Hg]")),
+    )
+    texts = {rule_of(f): text(f) for f in api.flags(both)}
+    assert "+1.2 kg in 1 day (80.0 → 81.2 kg)" in texts["HF-WT-1D"]
+    assert "SpO2 88 % (< 90 %)" in texts["HF-SPO2-LOW"]
+    assert "RR 25 /min (>= 24 /min)" in texts["COPD-RR-HIGH"]
+    assert "SBP 85 mmHg (< 90 mmHg)" in texts["HF-SBP-LOW"]
+
+
+def test_preliminary_readings_alert_only_once_final(api: Api) -> None:
+    """preliminary: stored, not evaluated; the same reading made final alerts."""
+    pid = api.enrol(programmes="HF")
+    reading = bp(pid, 75, 45, at(minutes=30))
+    reading["status"] = "preliminary"
+    api.post(reading)
+    assert api.flags(pid) == []
+    api.put({**reading, "status": "final"})
+    flag = api.flag(pid, "HF-SBP-LOW")
+    assert flag is not None and priority(flag) == "PH" and details(flag) == [reading["id"]]
+
+
+def test_one_transaction_for_two_patients(api: Api) -> None:
+    """A device gateway's Bundle with readings of two patients alerts each of them."""
+    hf = api.enrol(programmes="HF")
+    copd = api.enrol(programmes="COPD")
+    response = api.transaction(hr(hf, 45, at(minutes=20)), temp(copd, 38.5, at(minutes=20)))
+    assert response.status_code == 200, response.text
+    assert [priority(f) for f in api.flags(hf, "HF-HR-LOW")] == ["PM"]
+    assert [priority(f) for f in api.flags(copd, "COPD-TEMP")] == ["PM"]
+    assert api.flags(hf, "COPD-TEMP") == [] and api.flags(copd, "HF-HR-LOW") == []
