@@ -18,6 +18,7 @@ from service.alerts.episodes import (
     Alert,
     AlertStatus,
     EpisodeChange,
+    alert_id,
     decide,
     resolve,
     retract,
@@ -51,21 +52,42 @@ def window_start(changed: Sequence[Measurement]) -> datetime:
 
 @dataclass
 class _Episodes:
-    """Open and last-closed episode per rule, plus the changes made in this run."""
+    """Open and last-closed episode per rule, plus the changes made in this run.
+
+    ``voided``: per rule, the evidence of alerts that are entered-in-error (retracted, or so
+    marked by the EHR); findings resting only on that evidence are not raised again.
+    """
 
     open: dict[str, Alert]
     closed: dict[str, Alert]
     changes: dict[str, EpisodeChange] = field(default_factory=dict)
+    voided: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, episodes: Sequence[Alert]) -> _Episodes:
         open_, closed = {}, {}
+        voided: dict[str, set[str]] = {}
         for alert in sorted(episodes, key=lambda a: a.period_start):
             if alert.is_open:
                 open_[alert.rule_id] = alert
             elif alert.status is AlertStatus.INACTIVE:
                 closed[alert.rule_id] = alert
-        return cls(open_, closed)
+            else:
+                voided.setdefault(alert.rule_id, set()).update(alert.evidence)
+        return cls(open_, closed, voided=voided)
+
+    def is_voided(self, result: RuleResult) -> bool:
+        """Whether ``result`` rests only on evidence of an entered-in-error alert of its rule.
+
+        Re-raising it would reopen that alert (same deterministic id): an alert the EHR
+        declared an error would come back active at the next unrelated write.
+        """
+        voided = self.voided.get(result.rule_id)
+        return (
+            voided is not None
+            and result.rule_id not in self.open
+            and set(result.evidence) <= voided
+        )
 
     def record(self, change: EpisodeChange) -> None:
         alert = change.alert
@@ -247,6 +269,8 @@ def evaluate(
         for rule_id, result in _merge_groups(results, run.rules, set(state.open)).items():
             rule = rule_set.get(rule_id)
             late = False
+            if result is not None and state.is_voided(result):
+                result = None
             if result is not None:
                 requalified.add(rule_id)
                 result, late = _late_policy(result, anchor, late_params, rule_id in state.open)
@@ -412,6 +436,9 @@ def sweep_missing(
         # Stable within a local day, so hourly sweeps are idempotent.
         triggered_at=day_start(today, config.tz),
     )
+    todays = alert_id(config.patient_id, rule.id, result.triggered_at)
+    if any(a.id == todays and a.status is AlertStatus.ENTERED_IN_ERROR for a in episodes):
+        return []  # the EHR declared today's alert an error: raising it again would reopen it
     change = decide(
         open_alert,
         state.closed.get(rule.id),

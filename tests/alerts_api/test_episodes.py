@@ -20,6 +20,7 @@ from tests.alerts_api.conftest import (
     bp,
     details,
     has_ext,
+    hr,
     priority,
     text,
 )
@@ -84,6 +85,12 @@ def test_attach_acknowledge_upgrade(api: Api) -> None:
     assert not has_ext(red, ACKNOWLEDGED)
     assert len(api.notified) == 2 and api.notified[-1].severity.label == "red"
     assert set(details(red)) == {o["id"] for o in (first, second, third, fourth)}
+
+    # the EHR's worklist query: open red alerts with their evidence
+    worklist = api.client.get(
+        "/fhir/Flag", params={"status": "active", "priority": "PH", "patient": pid}
+    ).json()
+    assert [e["resource"]["id"] for e in worklist["entry"]] == [flag["id"]]
 
     # a weaker reading later does not downgrade the episode
     api.post(bp(pid, 85, 60, at(minutes=20)))
@@ -198,3 +205,17 @@ def test_transaction_rollback_leaves_no_flag(api: Api) -> None:
     assert api.transaction(bp(pid, 79, 50, at(minutes=30))).status_code == 200
     flag = api.flag(pid, SBP_LOW)
     assert flag is not None and priority(flag) == "PH"
+
+
+def test_flag_entered_in_error_by_the_ehr(api: Api) -> None:
+    """The EHR marks an alert entered-in-error: it stays so; a new reading opens a new one."""
+    pid = api.enrol(programmes="HF")
+    api.post(hr(pid, 45, at(minutes=60)))
+    flag = api.flag(pid, "HF-HR-LOW")
+    assert flag is not None
+    api.put({**{k: v for k, v in flag.items() if k != "meta"}, "status": "entered-in-error"})
+    api.post(hr(pid, 46, at(minutes=30)))
+    found = {f["id"]: f for f in api.flags(pid, "HF-HR-LOW")}
+    assert found[flag["id"]]["status"] == "entered-in-error"
+    fresh = [f for f in found.values() if f["status"] == "active"]
+    assert len(fresh) == 1 and "HR 46 /min (< 50 /min)" in text(fresh[0])

@@ -39,7 +39,8 @@ def test_missing_weights_and_questionnaires(api: Api, sweeper: AlertService) -> 
     hf = api.enrol(programmes="HF")
     copd = api.enrol(programmes="COPD")
     paused = api.enrol(programmes="HF", pause=(at(1), None))
-    pause_ended = api.enrol(programmes="HF", pause=(at(1), later(2).isoformat()))
+    # a date-only end includes that whole local day: the pause ends when day +2 begins
+    pause_ended = api.enrol(programmes="HF", pause=(at(1), later(1).date().isoformat()))
     bystander = api.patient()  # not enrolled: never swept
     for pid in (hf, paused, pause_ended, bystander):
         api.post(weight(pid, 80.0, at(0)))
@@ -55,7 +56,7 @@ def test_missing_weights_and_questionnaires(api: Api, sweeper: AlertService) -> 
     assert flag is not None and flag["status"] == "active" and priority(flag) == "PL"
     assert text(flag) == "No weight for 2 days"
     assert sweeper.sweep(now=later(3)).changes == 0  # idempotent
-    assert sweeper.sweep(now=later(3) + timedelta(hours=1)).changes == 0  # hourly, same day
+    assert sweeper.sweep(now=later(3) - timedelta(minutes=30)).changes == 0  # same day
 
     summary = sweeper.sweep(now=later(4))
     flag_id = flag["id"]
@@ -109,3 +110,19 @@ def test_cli_sweep_prints_the_summary(
         get_settings.cache_clear()
     flag = api.flag(pid, MISSING)
     assert flag is not None and priority(flag) == "PM"
+
+
+def test_missing_data_alert_declared_an_error_stays_so(api: Api, sweeper: AlertService) -> None:
+    """The EHR marks GEN-MISSING entered-in-error: later sweeps that day leave it alone."""
+    pid = api.enrol(programmes="HF")
+    api.post(weight(pid, 80.0, at(0)))
+    assert sweeper.sweep(now=later(4)).changes == 1
+    flag = api.flag(pid, MISSING)
+    assert flag is not None
+    api.put({**{k: v for k, v in flag.items() if k != "meta"}, "status": "entered-in-error"})
+    assert sweeper.sweep(now=later(4) - timedelta(minutes=30)).changes == 0
+    flag = api.flag(pid, MISSING)
+    assert flag is not None and flag["status"] == "entered-in-error"
+    sweeper.sweep(now=later(5))  # a new day, still no weight: a new alert
+    active = api.flags(pid, MISSING, status="active")
+    assert len(active) == 1 and text(active[0]) == "No weight for 4 days"
