@@ -57,6 +57,20 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
+async def state_dependency(request: Request) -> AppState:
+    """:func:`get_state` as a dependency.
+
+    Dependencies are ``async`` on purpose: FastAPI runs a plain function dependency in the
+    thread pool, and that hand-off costs more than the function itself.
+    """
+    return get_state(request)
+
+
+async def base_url_dependency(request: Request) -> str:
+    """:func:`base_url` as a dependency (async, see :func:`state_dependency`)."""
+    return base_url(request)
+
+
 def issuer_url(request: Request) -> str:
     """The authorization server's public root (``…/oauth/*`` lives under it)."""
     settings = get_state(request).settings

@@ -16,9 +16,10 @@ from service.api.deps import (
     AppState,
     AuditScope,
     audit_scope,
-    base_url,
+    base_url_dependency,
     current_principal,
     get_state,
+    state_dependency,
 )
 from service.api.wire import (
     FhirResponse,
@@ -39,8 +40,8 @@ from service.storage.repository import StoredVersion
 
 router = APIRouter(prefix="/fhir", dependencies=[Depends(negotiate)])
 
-State = Annotated[AppState, Depends(get_state)]
-Base = Annotated[str, Depends(base_url)]
+State = Annotated[AppState, Depends(state_dependency)]
+Base = Annotated[str, Depends(base_url_dependency)]
 Who = Annotated[Principal, Depends(current_principal)]
 Audit = Annotated[AuditScope, Depends(audit_scope, scope="function")]
 

@@ -41,7 +41,7 @@ def outcome_response(error: FhirError) -> FhirResponse:
     )
 
 
-def negotiate(request: Request) -> None:
+async def negotiate(request: Request) -> None:
     """Refuse (406) an ``Accept`` header or ``_format`` that allows no JSON."""
     fmt = request.query_params.get("_format")
     if fmt is not None and fmt not in _FORMAT_PARAMS:
