@@ -248,6 +248,15 @@ def evaluate(
     # that evidence has to qualify again, exactly like retracted evidence (§7.5).
     corrected = frozenset(changed or ()) - prepared.retracted
     suspects.update(_prune_open(state, corrected))
+    # A weight that an earlier one of the same local day (arriving late) displaced is no longer
+    # that day's weight: alerts of first-of-day rules resting on it must qualify again (§7.2).
+    displaced = frozenset(
+        m.observation_id
+        for m in prepared.usable
+        if m.concept == "weight" and m.observation_id not in run.daily_first_ids
+    )
+    daily_rules = {r.id for r in run.rules if r.aggregation == "first-of-day"}
+    suspects.update(_prune_open(state, displaced, daily_rules))
     for alert in suspects.values():
         since = min(since, alert.period_start - timedelta(days=1))
     requalified: set[str] = set()
@@ -291,7 +300,7 @@ def evaluate(
     for rule_id, alert in suspects.items():
         if rule_id not in requalified:
             current = state.open.get(rule_id) or state.closed.get(rule_id) or alert
-            state.record(retract(current, set(prepared.retracted | corrected), now))
+            state.record(retract(current, set(prepared.retracted | corrected | displaced), now))
     # Evidence taken out and put back unchanged (a new version of a reading that qualifies as
     # before) is no change: re-running with the same inputs stays a no-op.
     before = {alert.id: alert for alert in episodes}
@@ -335,14 +344,17 @@ def _prune_retracted(
     return suspects
 
 
-def _prune_open(state: _Episodes, removed: frozenset[str]) -> dict[str, Alert]:
+def _prune_open(
+    state: _Episodes, removed: frozenset[str], rules: set[str] | None = None
+) -> dict[str, Alert]:
     """Take ``removed`` observations out of open alerts' evidence; return those alerts.
 
     They must qualify again in this run (with the remaining or the new values) or be retracted.
+    ``rules`` limits this to the open alerts of those rules (None: every rule).
     """
     suspects: dict[str, Alert] = {}
     for rule_id, alert in list(state.open.items()):
-        if removed & set(alert.evidence):
+        if (rules is None or rule_id in rules) and removed & set(alert.evidence):
             pruned = replace(alert, evidence=tuple(e for e in alert.evidence if e not in removed))
             state.open[rule_id] = pruned
             state.record(EpisodeChange(Action.ATTACH, pruned))

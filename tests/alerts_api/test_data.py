@@ -70,6 +70,21 @@ def test_late_policy_boundaries(api: Api) -> None:
         assert "Temperature 39.5 °C (>= 39 °C)" in text(flag) and fragment in text(flag)
 
 
+def test_earlier_weight_of_the_same_day_arriving_late(api: Api) -> None:
+    """The daily weight is the first of the local day: an earlier one arriving later takes
+    its place, and an alert built on the displaced weight does not stay."""
+    pid = api.enrol(programmes="HF")
+    api.post(weight(pid, 80.0, at(1)), weight(pid, 81.5, at(0, minutes=30)))
+    flag = api.flag(pid, "HF-WT-1D")
+    assert flag is not None and "+1.5 kg in 1 day (80.0 → 81.5 kg)" in text(flag)
+    api.post(weight(pid, 80.2, at(0, minutes=90)))  # taken before, sent after: +0.2 kg
+    flag = api.flag(pid, "HF-WT-1D")
+    assert flag is not None and flag["status"] == "entered-in-error"
+    api.post(weight(pid, 81.4, at(0, minutes=120)))  # earlier still, and +1.4 kg: alerts again
+    active = api.flags(pid, "HF-WT-1D", status="active")
+    assert len(active) == 1 and "+1.4 kg in 1 day (80.0 → 81.4 kg)" in text(active[0])
+
+
 def test_backfill_makes_one_episode_per_rule(api: Api) -> None:
     """Five days of rising weights in one transaction: one weight-gain Flag, not five."""
     pid = api.enrol(programmes="HF")
