@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 import uvicorn
 from rich.console import Console
@@ -18,6 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from service.alerts.ingest import AlertService
+from service.auth import clients, ocl
+from service.auth.clients import ClientError
+from service.auth.jwks import JwksError, check_url
 from service.bootstrap import build_service, open_database
 from service.demo import LOINC_CODES, load_demo
 from service.fhir.service import FhirService
@@ -34,6 +38,10 @@ db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 alerts_app = typer.Typer(help="Alert commands.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+clients_app = typer.Typer(
+    help="OAuth client registrations: PGO apps and backend services.", no_args_is_help=True
+)
+app.add_typer(clients_app, name="clients")
 
 
 def _database() -> Database:
@@ -216,16 +224,158 @@ def alerts_sweep() -> None:
     typer.echo(f"Swept {summary.patients} enrolled patients: {summary.changes} alert changes.")
 
 
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` on stderr; the exit to raise."""
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _exists(db: Database, client_id: str) -> bool:
+    with db.read() as conn:
+        return clients.get(conn, client_id, include_inactive=True) is not None
+
+
+@clients_app.command("add-pgo")
+def clients_add_pgo(
+    client_id: Annotated[
+        str, typer.Option("--client-id", help="The PGO's hostname (its MedMij client id).")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Organisation name shown at consent.")],
+    redirect_uri: Annotated[
+        list[str],
+        typer.Option("--redirect-uri", help="A redirect URI (exact match; repeat for more)."),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Re-register an existing client (new secret).")
+    ] = False,
+) -> None:
+    """Register a PGO (confidential client, authorization code + PKCE); prints its secret once."""
+    try:
+        client, secret = clients.new_pgo(client_id, name, redirect_uri)
+    except ClientError as exc:
+        raise _fail(f"Refused: {exc}") from exc
+    with _registry() as db:
+        if _exists(db, client_id) and not replace:
+            raise _fail(f"Client '{client_id}' is already registered; use --replace to renew it.")
+        with db.write() as conn:
+            clients.save(conn, client)
+    typer.echo(f"Registered PGO '{client_id}' ({name}); redirect URIs: {', '.join(redirect_uri)}")
+    typer.echo(f"Client secret (shown only now; telemon keeps a hash): {secret}")
+
+
+@clients_app.command("add-backend")
+def clients_add_backend(
+    client_id: Annotated[str, typer.Option("--client-id", help="The backend client's id.")],
+    scope: Annotated[
+        str, typer.Option("--scope", help='SMART v2 system scopes, e.g. "system/Observation.rs".')
+    ],
+    jwks_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--jwks-file", help="A JWKS with the public key(s).", exists=True, dir_okay=False
+        ),
+    ] = None,
+    jwks_url: Annotated[
+        str | None, typer.Option("--jwks-url", help="An https URL serving the JWKS.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Re-register an existing client.")
+    ] = False,
+) -> None:
+    """Register a SMART backend service (client_credentials with private_key_jwt)."""
+    if (jwks_file is None) == (jwks_url is None):
+        raise _fail("Give exactly one of --jwks-file or --jwks-url.", 2)
+    try:
+        jwks = orjson.loads(jwks_file.read_bytes()) if jwks_file is not None else None
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"Refused: {jwks_file} is not JSON ({exc})") from exc
+    try:
+        if jwks_url is not None:
+            check_url(jwks_url, allow_private=get_settings().jwks_allow_private)
+        client = clients.new_backend(
+            client_id, name or client_id, scope, jwks=jwks, jwks_url=jwks_url
+        )
+    except (ClientError, JwksError) as exc:
+        raise _fail(f"Refused: {exc}") from exc
+    with _registry() as db:
+        if _exists(db, client_id) and not replace:
+            raise _fail(f"Client '{client_id}' is already registered; use --replace to renew it.")
+        with db.write() as conn:
+            clients.save(conn, client)
+    count = len((client.jwks or {}).get("keys", []))
+    keys = f"JWKS URL {jwks_url}" if jwks_url else f"{count} key(s) from {jwks_file}"
+    typer.echo(f"Registered backend '{client_id}' with {keys}; scopes: {client.scope}")
+
+
+@clients_app.command("import-ocl")
+def clients_import_ocl(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A MedMij OAuth Client List (XML).", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+) -> None:
+    """Register or update the PGOs of a MedMij OAuth Client List (idempotent)."""
+    try:
+        entries = ocl.parse(file.read_bytes())
+    except ocl.OclError as exc:
+        raise _fail(f"Refused {file}: {exc}") from exc
+    with _registry() as db, db.write() as conn:
+        result = ocl.import_clients(conn, entries)
+    for client_id, secret in result.created:
+        typer.echo(f"created  {client_id}  secret (shown only now): {secret}")
+    for client_id in result.updated:
+        typer.echo(f"updated  {client_id}")
+    for client_id in result.skipped:
+        typer.echo(f"skipped  {client_id} (unchanged)")
+    for client_id, reason in result.rejected:
+        typer.echo(f"rejected {client_id}: {reason}", err=True)
+    typer.echo(
+        f"{len(result.created)} created, {len(result.updated)} updated, "
+        f"{len(result.skipped)} skipped, {len(result.rejected)} rejected."
+    )
+    raise typer.Exit(1 if result.rejected else 0)
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List the registered clients."""
+    with _registry() as db, db.read() as conn:
+        registered = clients.all_clients(conn)
+    table = Table(title=f"{len(registered)} registered OAuth clients")
+    table.add_column("Client id", no_wrap=True)
+    for column in ("Kind", "Name", "Redirect URIs / keys", "Scopes", "Active"):
+        table.add_column(column)
+    for c in registered:
+        if c.kind == "pgo":
+            where = "\n".join(c.redirect_uris)
+        else:
+            where = c.jwks_url or f"{len((c.jwks or {}).get('keys', []))} inline key(s)"
+        table.add_row(
+            c.client_id, c.kind, c.name, where, c.scope.replace(" ", "\n"), str(c.active)
+        )
+    Console(highlight=False).print(table)
+
+
+@contextmanager
+def _registry() -> Iterator[Database]:
+    """The configured database, its schema checked (no FHIR service needed for clients)."""
+    db = open_database(get_settings(), pool_size=2)
+    try:
+        _ensure_schema(db)
+        yield db
+    finally:
+        db.dispose()
+
+
 @contextmanager
 def _service() -> Iterator[FhirService]:
     """The FHIR service on the configured database, its schema checked (see ``serve``)."""
     settings = get_settings()
-    db = open_database(settings, pool_size=2)
-    try:
-        _ensure_schema(db)
+    with _registry() as db:
         yield build_service(settings, db)
-    finally:
-        db.dispose()
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 import orjson
 from authlib.oauth2.rfc6749 import ClientMixin
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from sqlalchemy import Connection, delete, insert, select
 
 from service.auth import scopes as sc
@@ -143,13 +146,12 @@ def save(conn: Connection, client: Client) -> None:
     conn.execute(insert(oauth_clients).values(**_row(client)))
 
 
-def get(conn: Connection, client_id: str) -> Client | None:
-    """An active client by id, or None."""
-    row = conn.execute(
-        select(oauth_clients).where(
-            oauth_clients.c.client_id == client_id, oauth_clients.c.active.is_(True)
-        )
-    ).first()
+def get(conn: Connection, client_id: str, *, include_inactive: bool = False) -> Client | None:
+    """A client by id (only an active one unless ``include_inactive``), or None."""
+    query = select(oauth_clients).where(oauth_clients.c.client_id == client_id)
+    if not include_inactive:
+        query = query.where(oauth_clients.c.active.is_(True))
+    row = conn.execute(query).first()
     return _from_row(row) if row else None
 
 
@@ -190,10 +192,8 @@ def new_backend(
     """A backend-service registration with a JWKS or a JWKS URL (exactly one)."""
     if (jwks is None) == (jwks_url is None):
         raise ClientError("Give exactly one of a JWKS file or a JWKS URL")
-    if jwks is not None and not (isinstance(jwks.get("keys"), list) and jwks["keys"]):
-        raise ClientError("The JWKS has no keys")
-    if jwks is not None and any("d" in k for k in jwks["keys"] if isinstance(k, dict)):
-        raise ClientError("The JWKS contains a private key; register the public keys only")
+    if jwks is not None:
+        check_public_jwks(jwks)
     _check_scopes(scope, "system")
     return Client(client_id, "backend", name or client_id, scope, jwks=jwks, jwks_url=jwks_url)
 
@@ -203,8 +203,64 @@ def _check_scopes(scope: str, context: str) -> None:
     if not tokens:
         raise ClientError("At least one scope is needed")
     for token in tokens:
-        parsed = sc.parse_scope(token)
         if token in sc.CONTEXT_SCOPES and context == "patient":
             continue
+        # Registrations are v2 only: a v1 '.read' would be accepted at the token endpoint,
+        # but the registered form is what operators review, so it must be unambiguous.
+        parsed = sc.parse_scope(token) if sc.is_v2_scope(token) else None
         if parsed is None or parsed.context != context:
-            raise ClientError(f"Scope '{token}' is not a {context}/ SMART v2 scope")
+            raise ClientError(
+                f"Scope '{token}' is not a {context}/ SMART v2 scope "
+                f"(e.g. '{context}/Observation.rs': a resource type or *, then an in-order "
+                "subset of cruds)"
+            )
+
+
+#: JWK members that only a private (or symmetric) key has.
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+#: Key type → the one assertion algorithm it may serve and what else it needs (SMART asym).
+_KEY_RULES = {"RSA": "RS384", "EC": "ES384"}
+MIN_RSA_BITS = 2048
+
+
+def check_public_jwks(jwks: Any) -> None:
+    """Accept only a JWKS of public RS384 (RSA ≥ 2048 bits) or ES384 (EC P-384) signing keys.
+
+    Every key must be usable for client assertions and carry a unique ``kid`` (SMART asymmetric
+    client authentication selects the key by ``kid``); one unusable key rejects the whole set,
+    so that what is registered is exactly what can sign.
+    """
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise ClientError("The JWKS has no keys (expected {\"keys\": [...]})")
+    kids: set[str] = set()
+    for index, key in enumerate(jwks["keys"]):
+        if not isinstance(key, dict):
+            raise ClientError(f"JWKS key {index} is not a JSON object")
+        label = f"JWKS key {index} (kid '{key.get('kid')}')"
+        if any(member in key for member in _PRIVATE_MEMBERS):
+            raise ClientError(
+                f"{label} contains private or symmetric key material; register public keys only"
+            )
+        kty = key.get("kty")
+        if kty not in _KEY_RULES:
+            raise ClientError(
+                f"{label} has kty '{kty}': only RSA (RS384) and EC P-384 (ES384) keys are accepted"
+            )
+        alg = key.get("alg", _KEY_RULES[kty])
+        if alg != _KEY_RULES[kty]:
+            raise ClientError(f"{label} has alg '{alg}': an {kty} key must be {_KEY_RULES[kty]}")
+        if kty == "EC" and key.get("crv") != "P-384":
+            raise ClientError(f"{label} has crv '{key.get('crv')}': ES384 needs P-384")
+        if key.get("use", "sig") != "sig":
+            raise ClientError(f"{label} has use '{key.get('use')}': it must be a signing key")
+        kid = key.get("kid")
+        if not isinstance(kid, str) or not kid or kid in kids:
+            raise ClientError(f"{label} needs a 'kid' that is unique within the JWKS")
+        kids.add(kid)
+        try:
+            imported = KeySet.import_key_set({"keys": [key]}).keys[0]
+        except (JoseError, ValueError, TypeError) as exc:
+            raise ClientError(f"{label} is not a valid {kty} public key") from exc
+        raw = imported.raw_value
+        if isinstance(raw, RSAPublicKey) and raw.key_size < MIN_RSA_BITS:
+            raise ClientError(f"{label} is an RSA key under {MIN_RSA_BITS} bits")

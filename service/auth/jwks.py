@@ -44,6 +44,32 @@ def _public(address: str) -> bool:
     )
 
 
+def check_url(url: str, *, allow_private: bool) -> None:
+    """Check a JWKS URL at registration, without network access; JwksError when refused.
+
+    An IP-literal or ``localhost`` host is checked here; a DNS name is checked each time the
+    JWKS is fetched (:func:`resolve_target`), because what it resolves to can change.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
+        raise JwksError("The JWKS URL must use https")
+    host = parts.hostname
+    if not host:
+        raise JwksError("The JWKS URL has no host")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise JwksError("The JWKS URL must not carry credentials or a fragment")
+    if allow_private:
+        return
+    if host == "localhost" or host.endswith(".localhost"):
+        raise JwksError(f"The JWKS host '{host}' is a loopback name")
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not _public(str(literal)):
+        raise JwksError(f"The JWKS host '{host}' is not a public address")
+
+
 def resolve_target(url: str, *, allow_private: bool) -> tuple[str, str, str]:
     """Check ``url`` and pick the address to connect to: ``(pinned_url, host, ip)``."""
     parts = urlsplit(url)

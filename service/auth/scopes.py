@@ -41,6 +41,12 @@ def parse_scope(token: str) -> ResourceScope | None:
     return ResourceScope(match.group(1), match.group(2), frozenset(match.group(3)))
 
 
+def is_v2_scope(token: str) -> bool:
+    """True when ``token`` is a resource scope in SMART v2 syntax (no v1 ``.read``/``.write``)."""
+    match = _V2.match(token)
+    return match is not None and bool(match.group(3))
+
+
 def split(scope: str | None) -> list[str]:
     """The scope tokens of a space-separated scope string (duplicates removed, order kept)."""
     return list(dict.fromkeys((scope or "").split()))
