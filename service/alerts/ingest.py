@@ -9,7 +9,7 @@ so an alert is visible to the very next read, and a rolled-back write leaves no 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from service.fhir.indexing import split_reference
 from service.fhir.service import FhirService, WriteEvent
 from service.storage import alert_store, search_sql
 from service.storage import repository as repo
+from service.storage.repository import StoredVersion
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ PAUSE_EXTENSION = "http://telemon.example.org/fhir/StructureDefinition/monitorin
 EPISODE_MEMORY = timedelta(days=30)
 #: How far back the sweep looks for the last measurement of each kind.
 SWEEP_LOOKBACK = timedelta(days=21)
+#: Rows per page when loading CarePlans and measurement windows (all pages are read).
+PAGE_SIZE = 1000
 
 #: Told about every alert change that needs a notification (subscriptions plug in here).
 AlertListener = Callable[[Connection, Alert], None]
@@ -150,13 +153,25 @@ class AlertService:
 
     # -- loading -----------------------------------------------------------------------------
 
+    def _rows(
+        self, conn: Connection, res_type: str, params: list[tuple[str, str]]
+    ) -> Iterator[StoredVersion]:
+        """Every current match of a search, page by page (not just the first page)."""
+        rtype = self.fhir.resource_type(res_type)
+        query, _ = self.fhir.parse_query(rtype, params, strict=True)
+        query.count = PAGE_SIZE
+        while True:
+            page = search_sql.search(conn, query)
+            yield from page.rows
+            if page.next_cursor is None:
+                return
+            query.cursor = page.next_cursor
+
     def _search(
         self, conn: Connection, res_type: str, params: list[tuple[str, str]]
     ) -> list[dict[str, Any]]:
-        rtype = self.fhir.resource_type(res_type)
-        query, _ = self.fhir.parse_query(rtype, params, strict=True)
-        query.count = 1000
-        return [orjson.loads(r.content or "{}") for r in search_sql.search(conn, query).rows]
+        """Every current match of a search, as JSON."""
+        return [orjson.loads(r.content or "{}") for r in self._rows(conn, res_type, params)]
 
     def load_config(self, conn: Connection, patient_id: str) -> PatientConfig | None:
         """The patient's programmes, personal thresholds, rule toggles and pauses.
@@ -204,14 +219,11 @@ class AlertService:
         )
 
     def _window(self, conn: Connection, patient_id: str, start: datetime) -> list[Measurement]:
-        rtype = self.fhir.resource_type("Observation")
         since = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-        query, _ = self.fhir.parse_query(
-            rtype, [("patient", patient_id), ("date", f"ge{since}")], strict=True
-        )
-        query.count = 5000
         out: list[Measurement] = []
-        for row in search_sql.search(conn, query).rows:
+        for row in self._rows(
+            conn, "Observation", [("patient", patient_id), ("date", f"ge{since}")]
+        ):
             out.extend(_measurements(orjson.loads(row.content or "{}"), row.last_updated))
         return out
 

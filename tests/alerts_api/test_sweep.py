@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from service.alerts import ingest
 from service.alerts.ingest import AlertService
 from service.bootstrap import build_service
 from service.cli import app
@@ -126,3 +127,19 @@ def test_missing_data_alert_declared_an_error_stays_so(api: Api, sweeper: AlertS
     sweeper.sweep(now=later(5))  # a new day, still no weight: a new alert
     active = api.flags(pid, MISSING, status="active")
     assert len(active) == 1 and text(active[0]) == "No weight for 4 days"
+
+
+def test_sweep_reads_every_page_of_care_plans(
+    api: Api, sweeper: AlertService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More enrolled patients than one page of CarePlans: all are swept (here pages of 2)."""
+    monkeypatch.setattr(ingest, "PAGE_SIZE", 2)
+    patients = [api.enrol(programmes="HF") for _ in range(5)]
+    for pid in patients:
+        api.post(weight(pid, 80.0, at(0)), weight(pid, 80.1, at(0, minutes=1)),
+                 weight(pid, 80.2, at(0, minutes=2)))
+    summary = sweeper.sweep(now=later(4))
+    assert (summary.patients, summary.changes) == (5, 5)
+    for pid in patients:
+        flag = api.flag(pid, MISSING)
+        assert flag is not None and text(flag) == "No weight for 3 days"
