@@ -146,9 +146,11 @@ class AlertService:
         elif status == AlertStatus.ENTERED_IN_ERROR:
             alert = resolve(alert, now, by="ehr")
             alert = Alert(**{**_fields(alert), "status": AlertStatus.ENTERED_IN_ERROR})
-        acked = any(e.get("url") == EXT_ACKNOWLEDGED for e in flag.get("extension", []))
-        if acked and alert.acknowledged_at is None:
-            alert = acknowledge(alert, now)
+        marks = [e for e in flag.get("extension", []) if e.get("url") == EXT_ACKNOWLEDGED]
+        if marks and alert.acknowledged_at is None:
+            # The EHR's own acknowledgement time (never in the future), else when we saw it.
+            stated = _parse_time(marks[0].get("valueDateTime"), self.fhir.zone)
+            alert = acknowledge(alert, min(stated, now) if stated is not None else now)
         alert_store.save(conn, [dump_alert(alert)], now=to_micros(now))
 
     # -- loading -----------------------------------------------------------------------------

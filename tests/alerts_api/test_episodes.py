@@ -75,6 +75,8 @@ def test_attach_acknowledge_upgrade(api: Api) -> None:
     still = api.flag(pid, SBP_LOW)
     assert still is not None and still["id"] == flag["id"] and still["status"] == "active"
     assert has_ext(still, ACKNOWLEDGED) and third["id"] in details(still)
+    stated = next(e["valueDateTime"] for e in still["extension"] if e["url"] == ACKNOWLEDGED)
+    assert datetime.fromisoformat(stated) == datetime.fromisoformat(at(minutes=70))
     assert len(api.notified) == 1
 
     # upgrade: orange -> red on the same Flag, notified again, acknowledgement cleared
