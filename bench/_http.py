@@ -25,7 +25,12 @@ class Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/fhir+json",
     ) -> tuple[int, bytes]:
         """Send one request and return (status, body)."""
         if self.writer is None:
@@ -33,7 +38,7 @@ class Connection:
         assert self.reader is not None and self.writer is not None
         lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         if body:
-            lines.append("Content-Type: application/fhir+json")
+            lines.append(f"Content-Type: {content_type}")
             lines.append(f"Content-Length: {len(body)}")
         for k, v in (headers or {}).items():
             lines.append(f"{k}: {v}")

@@ -260,7 +260,7 @@ class PrivateKeyJwtAuth(JWTBearerClientAssertion):
             token = jwt.decode(assertion, key, algorithms=[alg])
         except (JoseError, ValueError) as exc:
             raise InvalidClientError(description="Invalid assertion signature") from exc
-        self._check_claims(token.claims, request.token_url)
+        self._check_claims(token.claims, request)
         request.client = client
         authenticated: Client = self.authenticate_client(client)
         return authenticated
@@ -291,13 +291,13 @@ class PrivateKeyJwtAuth(JWTBearerClientAssertion):
                 break  # ambiguous, or an inline JWKS that refetching cannot change
         raise InvalidClientError(description="No single client key matches the assertion")
 
-    def _check_claims(self, claims: dict[str, Any], token_url: str) -> None:
+    def _check_claims(self, claims: dict[str, Any], request: FormRequest) -> None:
         try:
             jwt.JWTClaimsRegistry(
                 leeway=self.leeway,
                 iss={"essential": True},
                 sub={"essential": True},
-                aud={"essential": True, "value": token_url},
+                aud={"essential": True, "value": request.token_url},
                 exp={"essential": True},
                 jti={"essential": True},
             ).validate(claims)
@@ -308,7 +308,7 @@ class PrivateKeyJwtAuth(JWTBearerClientAssertion):
         if not isinstance(exp, int) or exp - now > self.server.settings.assertion_max_seconds:
             raise InvalidClientError(description="'exp' must be at most 5 minutes in the future")
         jti = claims["jti"]
-        if not isinstance(jti, str) or not replay.remember(
-            self.server.db, claims["iss"], jti, exp, now
-        ):
+        with request.write() as conn:
+            fresh = isinstance(jti, str) and replay.remember(conn, claims["iss"], jti, exp, now)
+        if not fresh:
             raise InvalidClientError(description="The assertion's 'jti' has been used before")

@@ -2,29 +2,34 @@
 
 SMART asymmetric auth: a ``jti`` must not have been "previously encountered for the given iss
 within the maximum allowed authentication JWT lifetime". The primary key (issuer, jti) makes the
-check-and-remember one atomic insert, also across workers.
+check-and-remember one atomic insert, also across workers. It runs in the token request's own
+write transaction, so the jti and the token it buys commit together.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from service.storage.db import Database
 from service.storage.tables import oauth_jti
 
 MAX_JTI_LENGTH = 255
 
 
-def remember(db: Database, issuer: str, jti: str, expires_at: int, now: int) -> bool:
+def remember(conn: Connection, issuer: str, jti: str, expires_at: int, now: int) -> bool:
     """Record ``jti`` for ``issuer`` until ``expires_at``; False when it was seen before."""
     if not jti or len(jti) > MAX_JTI_LENGTH or len(issuer) > 255:
         return False
-    try:
-        with db.write() as conn:
-            # Expired entries can go: their assertions fail the exp check anyway.
-            conn.execute(delete(oauth_jti).where(oauth_jti.c.expires_at < now - 60))
-            conn.execute(insert(oauth_jti).values(issuer=issuer, jti=jti, expires_at=expires_at))
-    except IntegrityError:
-        return False
-    return True
+    # Expired entries can go: their assertions fail the exp check anyway.
+    conn.execute(delete(oauth_jti).where(oauth_jti.c.expires_at < now - 60))
+    # ON CONFLICT DO NOTHING rather than catching IntegrityError: on PostgreSQL a failed
+    # statement would abort the whole (shared) transaction.
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(oauth_jti)
+        .values(issuer=issuer, jti=jti, expires_at=expires_at)
+        .on_conflict_do_nothing()
+        .returning(oauth_jti.c.jti)  # rowcount is not reliable here with psycopg
+    )
+    return conn.execute(statement).first() is not None

@@ -17,7 +17,7 @@ import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.storage.db import Database
@@ -80,6 +80,7 @@ class TokenService:
     def issue(
         self,
         *,
+        conn: Connection | None = None,
         issuer: str,
         audience: str,
         client_id: str,
@@ -89,7 +90,10 @@ class TokenService:
         patient_id: str | None = None,
         code_hash: str | None = None,
     ) -> IssuedToken:
-        """Sign a new access token and record it (for revocation and audit)."""
+        """Sign a new access token and record it (for revocation and audit).
+
+        The record goes into ``conn``'s transaction when given, else into one of its own.
+        """
         now = int(time.time())
         jti = secrets.token_urlsafe(24)
         claims: dict[str, Any] = {
@@ -106,18 +110,20 @@ class TokenService:
             claims["patient"] = patient_id
         header = {"alg": ALGORITHM, "kid": self.key.kid, "typ": "at+jwt"}
         token = jwt.encode(header, claims, self.key)
-        with self.db.write() as conn:
-            conn.execute(
-                insert(oauth_tokens).values(
-                    jti=jti,
-                    client_id=client_id,
-                    code_hash=code_hash,
-                    scope=scope,
-                    patient_id=patient_id,
-                    expires_at=now + lifetime,
-                    revoked=False,
-                )
-            )
+        record = insert(oauth_tokens).values(
+            jti=jti,
+            client_id=client_id,
+            code_hash=code_hash,
+            scope=scope,
+            patient_id=patient_id,
+            expires_at=now + lifetime,
+            revoked=False,
+        )
+        if conn is not None:
+            conn.execute(record)
+        else:
+            with self.db.write() as own:
+                own.execute(record)
         return IssuedToken(token, jti, lifetime, scope, patient_id)
 
     def verify(self, token: str, *, issuer: str, audience: str) -> dict[str, Any]:

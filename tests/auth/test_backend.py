@@ -191,3 +191,17 @@ def test_unregistered_db_client_is_unknown(oauth_client: TestClient, oauth_db: D
         clients.remove(conn, backend.client_id)
     assert _error(backend_token(oauth_client, backend, "system/Observation.rs")) == "invalid_client"
     register  # noqa: B018 - imported for other tests
+
+
+def test_refused_request_still_spends_its_jti(oauth_client: TestClient, oauth_db: Database) -> None:
+    # The scope is not inside the assertion: a replay must not get a second try with another.
+    backend = make_backend(oauth_db, SCOPE)
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "system/Goal.rs",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": backend.assertion(),
+    }
+    assert _error(oauth_client.post("/oauth/token", data=form)) == "invalid_scope"
+    retry = {**form, "scope": "system/Observation.rs"}
+    assert _error(oauth_client.post("/oauth/token", data=retry)) == "invalid_client"
