@@ -6,8 +6,8 @@ does not compete with the server for the CPU), then POSTs ``client_credentials``
 ``private_key_jwt`` at the given concurrency. Prints req/s and p50/p95/p99 latency; the goal is
 p99 ≤ 50 ms (issue #4).
 
-    .venv/bin/python bench/token.py                                   # SQLite in a temp dir
-    .venv/bin/python bench/token.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
+    .venv/bin/python bench/token_endpoint.py                                   # SQLite in a temp dir
+    .venv/bin/python bench/token_endpoint.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This script shares its name with the stdlib ``token`` module (which tokenize, inspect and
-# logging's import chain need), so its own directory must not come first on sys.path.
-sys.path.remove(str(Path(__file__).resolve().parent))  # run it as a script, not with -m
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
