@@ -6,7 +6,7 @@ does not compete with the server for the CPU), then POSTs ``client_credentials``
 ``private_key_jwt`` at the given concurrency. Prints req/s and p50/p95/p99 latency; the goal is
 p99 ≤ 50 ms (issue #4).
 
-    .venv/bin/python bench/token_endpoint.py                                   # SQLite in a temp dir
+    .venv/bin/python bench/token_endpoint.py      # SQLite in a temp dir
     .venv/bin/python bench/token_endpoint.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
 """
 
