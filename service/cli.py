@@ -12,12 +12,12 @@ from typing import Annotated
 
 import orjson
 import typer
-import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from service import serving
 from service.alerts.ingest import AlertService
 from service.auth import clients, ocl
 from service.auth.clients import ClientError
@@ -102,15 +102,7 @@ def serve(
         _ensure_schema(db, migrate_schema=migrate_schema)
     finally:
         db.dispose()
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-    )
+    serving.serve(host, port, workers=workers)
 
 
 @db_app.command("upgrade")

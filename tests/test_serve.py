@@ -101,3 +101,27 @@ def test_db_upgrade_brings_postgresql_to_head(pg_empty: str) -> None:
     assert migrate.is_current(db)
     db.dispose()
     assert "revision" in result.stdout
+
+
+def test_several_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "TELEMON_DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite",
+           "TELEMON_AUTH": "open"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        status = None
+        deadline = time.monotonic() + 30
+        while status is None and time.monotonic() < deadline:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1).status_code
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status == 200
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=40)[0]
+    assert proc.returncode == 0, output
+    assert output.count("Finished server process") == 2  # both workers shut down gracefully
