@@ -17,6 +17,7 @@ from service import __version__
 from service.alerts.ingest import AlertService
 from service.api.deps import AppState, AuthState
 from service.api.oauth_routes import router as oauth_router
+from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, outcome_response
 from service.audit.trail import AuditTrail
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     )
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
     app.include_router(fhir_router)
+    app.include_router(ops_router)
 
     @app.exception_handler(FhirError)
     async def _fhir_error(_: Request, exc: FhirError) -> FhirResponse:

@@ -1,0 +1,65 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics.
+
+They sit outside ``/fhir`` on a router without the FHIR dependencies, so they need no token,
+do no content negotiation and write no AuditEvents: probes and scrapers call them every few
+seconds and are not accesses to patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from service.api.deps import get_state
+from service.storage import migrate
+from service.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/health")
+async def health() -> JSONResponse:
+    """Liveness: the process runs and its event loop answers (no database access)."""
+    return JSONResponse({"status": "ok"}, headers=_NO_STORE)
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 when the database answers and its schema is current, else 503."""
+    checks = await run_in_threadpool(readiness_checks, get_state(request).fhir.db)
+    ok = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+        headers=_NO_STORE,
+    )
+
+
+def readiness_checks(db: Database) -> dict[str, str]:
+    """``database`` and ``migrations``: each ``"ok"`` or a short description of the problem."""
+    try:
+        with db.read() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; the details go to the log only
+        log.warning("readiness: database unreachable: %s", exc)
+        # The exception text can name hosts and users; the probe answers without credentials.
+        return {"database": f"unreachable ({type(exc).__name__})", "migrations": "unknown"}
+    try:
+        if migrate.is_current(db):
+            return {"database": "ok", "migrations": "ok"}
+        current, head = migrate.current_revision(db), migrate.head_revision(db)
+    except Exception as exc:
+        log.warning("readiness: migration check failed: %s", exc)
+        return {"database": "ok", "migrations": f"check failed ({type(exc).__name__})"}
+    return {
+        "database": "ok",
+        "migrations": f"schema at {current or '(empty)'}, needs {head}; run `telemon db upgrade`",
+    }
