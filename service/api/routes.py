@@ -21,6 +21,7 @@ from service.api.deps import (
     get_state,
     state_dependency,
 )
+from service.api.oauth_routes import smart_configuration_document
 from service.api.wire import (
     FhirResponse,
     instant,
@@ -125,10 +126,11 @@ def _strict(request: Request) -> bool:
 
 
 @router.get("/metadata")
-async def metadata(state: State, base: Base) -> FhirResponse:
-    """The CapabilityStatement."""
+async def metadata(request: Request, state: State, base: Base) -> FhirResponse:
+    """The CapabilityStatement (its ``rest.security`` from the SMART discovery document)."""
+    smart = smart_configuration_document(request) if state.auth is not None else None
     statement = capability_statement(
-        state.fhir.registry, state.fhir.profiles.profile_urls(), base, state.started_at
+        state.fhir.registry, state.fhir.profiles.profile_urls(), base, state.started_at, smart
     )
     return FhirResponse(statement)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from service import __version__
@@ -33,10 +34,70 @@ class ConformanceStore:
         return [r for (t, _), r in sorted(self._by_key.items()) if t == res_type]
 
 
+RESTFUL_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+#: smart-configuration key → the oauth-uris extension's sub-extension (SMART App Launch).
+_OAUTH_URI_KEYS = {
+    "authorization_endpoint": "authorize",
+    "token_endpoint": "token",
+    "registration_endpoint": "register",
+    "management_endpoint": "manage",
+    "introspection_endpoint": "introspect",
+    "revocation_endpoint": "revoke",
+}
+
+
+def security_section(smart: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``rest.security``: derived from the smart-configuration document (None: open mode).
+
+    Built from that document rather than from its own list of URLs, so the CapabilityStatement
+    and ``/.well-known/smart-configuration`` cannot name different endpoints.
+    """
+    if smart is None:
+        return {
+            "cors": False,
+            "description": "Authorization is off (TELEMON_AUTH=open): no access control and "
+            "no audit trail. For local demos only.",
+        }
+    uris = [
+        {"url": name, "valueUri": smart[key]}
+        for key, name in _OAUTH_URI_KEYS.items()
+        if smart.get(key)
+    ]
+    return {
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": RESTFUL_SECURITY_SERVICE,
+                        "code": "SMART-on-FHIR",
+                        "display": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see https://docs.smarthealthit.org)",
+            }
+        ],
+        "extension": [{"url": OAUTH_URIS, "extension": uris}],
+        "description": "SMART App Launch 2 / MedMij: PGOs use the authorization-code grant with "
+        "PKCE S256 (patient login and consent); backend services use client_credentials with "
+        "private_key_jwt (SMART Backend Services). Discovery: "
+        ".well-known/smart-configuration.",
+    }
+
+
 def capability_statement(
-    registry: Registry, profiles: dict[str, list[str]], base: str, software_date: str
+    registry: Registry,
+    profiles: dict[str, list[str]],
+    base: str,
+    software_date: str,
+    smart: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A CapabilityStatement that describes exactly what this server does."""
+    """A CapabilityStatement that describes exactly what this server does.
+
+    ``smart`` is the smart-configuration document in oauth mode (None in open mode); it
+    becomes ``rest.security``.
+    """
     resources = []
     for rtype in registry:
         interactions = [{"code": code} for code in rtype.interactions]
@@ -91,6 +152,7 @@ def capability_statement(
             {
                 "mode": "server",
                 "documentation": "Home measurements for heart-failure and COPD telemonitoring.",
+                "security": security_section(smart),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "resource": resources,
             }
