@@ -21,7 +21,7 @@ from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, outcome_response
 from service.audit.trail import AuditTrail
-from service.auth.identity import SimulatedDigiD
+from service.auth.identity import build_identity_provider
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenService, load_or_create_key
 from service.bootstrap import build_service, open_database
@@ -56,7 +56,7 @@ def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState
     return AuthState(
         server=AuthServer(db, settings, tokens),
         tokens=tokens,
-        identity=SimulatedDigiD(fhir),
+        identity=build_identity_provider(settings, fhir),
         audit=AuditTrail(fhir),
     )
 

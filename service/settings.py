@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,11 +70,24 @@ class Settings(BaseSettings):
     assertion_max_seconds: int = Field(
         default=300, le=300, description="Longest a client assertion may live (exp - now)."
     )
-    identity_provider: Literal["simulated-digid"] = Field(
+    identity_provider: Literal["simulated-digid", "oidc"] = Field(
         default="simulated-digid",
-        description="Patient login. Only the clearly labelled simulated DigiD (dev/demo/tests) "
-        "ships; a DigiD/TVS OIDC broker plugs in behind service.auth.identity.",
+        description="Patient login: 'oidc' (DigiD through a TVS/OIDC broker, oidc_* settings) "
+        "or the clearly labelled 'simulated-digid' (development, demos and tests only).",
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The OIDC broker's issuer; its discovery document is read from "
+        "{issuer}/.well-known/openid-configuration (https; http only on loopback).",
+    )
+    oidc_client_id: str | None = Field(default=None, description="telemon's id at the broker.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="telemon's secret at the broker (client_secret_basic)."
+    )
+    oidc_bsn_claim: str = Field(
+        default="bsn", description="The id_token claim that carries the patient's BSN."
+    )
+    oidc_timeout_seconds: float = Field(default=5.0, description="Timeout of calls to the broker.")
     medmij_scopes: dict[str, str] = Field(
         default={
             "telemonitoring": "launch/patient patient/Patient.rs patient/Observation.rs "

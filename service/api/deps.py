@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +21,9 @@ from service.fhir.outcome import FhirError, Issue
 from service.fhir.service import FhirService, VersionResult
 from service.settings import Settings
 from service.storage.repository import StoredVersion
+
+if TYPE_CHECKING:
+    from service.auth.oidc import OidcDigiD
 
 
 @dataclass(slots=True)
@@ -39,7 +43,7 @@ class AuthState:
 
     server: AuthServer
     tokens: TokenService
-    identity: SimulatedDigiD
+    identity: SimulatedDigiD | OidcDigiD
     audit: AuditTrail
 
 

@@ -1,13 +1,16 @@
 """HTTP endpoints of the authorization server (``/oauth/*``) and SMART discovery.
 
-The PGO flow: ``GET /oauth/authorize`` validates the request and shows the (simulated) DigiD
-login; ``POST /oauth/login`` shows the consent page; ``POST /oauth/consent`` redirects back to
-the client with a code (or ``error=access_denied``); ``POST /oauth/token`` exchanges it. Backend
-services go straight to ``/oauth/token`` with ``client_credentials`` and a signed assertion.
+The PGO flow: ``GET /oauth/authorize`` validates the request and starts the patient login:
+the simulated DigiD form (``POST /oauth/login``), or a redirect to the DigiD/TVS broker that
+returns to ``GET /oauth/oidc/callback``. Either shows the consent page; ``POST /oauth/consent``
+redirects back to the client with a code (or ``error=access_denied``); ``POST /oauth/token``
+exchanges it. Backend services go straight to ``/oauth/token`` with ``client_credentials`` and a
+signed assertion.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -21,9 +24,9 @@ from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
 from service.audit.events import AccessRecord, Actor
 from service.auth import consent
 from service.auth import scopes as sc
-from service.auth.consent import CSRF_COOKIE, ConsentError, Pending
+from service.auth.consent import CSRF_COOKIE, LOGIN_COOKIE, ConsentError, Pending, PendingLogin
 from service.auth.grants import PatientUser
-from service.auth.identity import LoginError
+from service.auth.identity import LoginError, SimulatedDigiD
 from service.auth.server import FormRequest
 from service.auth.tokens import public_jwks
 from service.fhir.outcome import FhirError
@@ -135,9 +138,12 @@ def _authorize_error(error: OAuth2Error) -> Response:
     return _html(error_page(f"{error.error}: {error.description or ''}"), 400)
 
 
-def _with_csrf_cookie(response: Response, request: Request, csrf: str) -> Response:
+def _with_csrf_cookie(
+    response: Response, request: Request, csrf: str, name: str = CSRF_COOKIE
+) -> Response:
+    # SameSite=lax: the DigiD broker's redirect back (a top-level GET) must still carry it.
     response.set_cookie(
-        CSRF_COOKIE,
+        name,
         csrf,
         max_age=consent.TX_SECONDS,
         path="/oauth",
@@ -146,6 +152,11 @@ def _with_csrf_cookie(response: Response, request: Request, csrf: str) -> Respon
         secure=request.url.scheme == "https",
     )
     return response
+
+
+def _oidc_callback_url(request: Request) -> str:
+    """Where the DigiD broker sends the browser back (register it at the broker)."""
+    return issuer_url(request) + "/oauth/oidc/callback"
 
 
 def _audit_login(
@@ -180,9 +191,22 @@ async def authorize(request: Request) -> Response:
         await run_in_threadpool(auth.server.get_consent_grant, oreq)
     except OAuth2Error as error:
         return _authorize_error(error)
+    params = list(oreq.payload.data.items())
+    identity = auth.identity
+    if not isinstance(identity, SimulatedDigiD):  # DigiD through the OIDC broker
+        try:
+            started = await run_in_threadpool(identity.start, _oidc_callback_url(request))
+        except LoginError as exc:
+            return _html(error_page(str(exc)), 502)
+        login_tx = PendingLogin(
+            params, started.state, started.nonce, started.code_verifier, consent.new_tx_id()
+        )
+        sealed = consent.seal_login(auth.tokens.key, login_tx)
+        response = Response(status_code=302, headers={**HTML_HEADERS, "Location": started.url})
+        return _with_csrf_cookie(response, request, sealed, LOGIN_COOKIE)
     csrf = consent.new_csrf()
-    tx = consent.start(auth.tokens.key, list(oreq.payload.data.items()), csrf)
-    page = login_page(tx, csrf, auth.identity.label)
+    tx = consent.start(auth.tokens.key, params, csrf)
+    page = login_page(tx, csrf, identity.label)
     return _with_csrf_cookie(_html(page), request, csrf)
 
 
@@ -204,6 +228,9 @@ async def _pending(request: Request, auth: AuthState) -> tuple[Pending, dict[str
 async def login(request: Request) -> Response:
     """Log the patient in (simulated DigiD), then show the consent page."""
     auth = _auth(request)
+    identity = auth.identity
+    if not isinstance(identity, SimulatedDigiD):
+        return _html(error_page("Log in through DigiD (TELEMON_IDENTITY_PROVIDER=oidc)"), 404)
     try:
         pending, fields = await _pending(request, auth)
     except ConsentError as exc:
@@ -215,28 +242,80 @@ async def login(request: Request) -> Response:
         return _authorize_error(error)
     client_id = oreq.payload.client_id
     try:
-        user = await run_in_threadpool(auth.identity.patient_for_bsn, fields.get("bsn", ""))
+        user = await run_in_threadpool(identity.patient_for_bsn, fields.get("bsn", ""))
     except LoginError as exc:
         await run_in_threadpool(
             _audit_login, auth, request, client_id, f"login failed: {exc}", None, "4"
         )
         csrf = fields.get("csrf_token", "")
-        page = login_page(fields.get("tx", ""), csrf, auth.identity.label, str(exc))
+        page = login_page(fields.get("tx", ""), csrf, identity.label, str(exc))
         return _html(page, 400)
     await run_in_threadpool(_audit_login, auth, request, client_id, "patient login", user)
-    tx = consent.seal(
-        auth.tokens.key,
-        Pending(pending.params, pending.csrf_hash, user.patient_id, user.subject),
-    )
-    minutes = auth.server.settings.pgo_token_seconds // 60
-    page = consent_page(
-        tx,
-        fields.get("csrf_token", ""),
+    logged_in = dataclasses.replace(pending, patient_id=user.patient_id, subject=user.subject)
+    return _html(_consent_page(auth, grant, logged_in, fields.get("csrf_token", "")))
+
+
+def _consent_page(auth: AuthState, grant: Any, pending: Pending, csrf: str) -> str:
+    """The consent page for a logged-in ``pending`` authorization."""
+    return consent_page(
+        consent.seal(auth.tokens.key, pending),
+        csrf,
         grant.request.client.name,
         consent.describe(grant.request.scope),
-        minutes,
+        auth.server.settings.pgo_token_seconds // 60,
     )
-    return _html(page)
+
+
+@router.get("/oauth/oidc/callback")
+async def oidc_callback(request: Request) -> Response:
+    """The DigiD broker's redirect back: verify the login, then show the consent page."""
+    auth = _auth(request)
+    identity = auth.identity
+    if isinstance(identity, SimulatedDigiD):
+        return _html(error_page("No DigiD broker is configured"), 404)
+    query = request.query_params
+    try:
+        login_tx = consent.open_login(
+            auth.tokens.key, request.cookies.get(LOGIN_COOKIE), query.get("state", "")
+        )
+    except ConsentError as exc:
+        return _html(error_page(str(exc)), 400)
+    oreq = _oauth_request(request, "GET", login_tx.params)
+    try:
+        grant = await run_in_threadpool(auth.server.get_consent_grant, oreq)
+    except OAuth2Error as error:
+        return _authorize_error(error)
+    client_id = oreq.payload.client_id
+    if "error" in query or not query.get("code"):
+        # The broker refused or the patient cancelled: the client hears access_denied.
+        what = f"login failed at the DigiD broker: {query.get('error', 'no code')[:100]}"
+        await run_in_threadpool(_audit_login, auth, request, client_id, what, None, "4")
+        status, _, headers = await run_in_threadpool(
+            auth.server.create_authorization_response, oreq, None, grant
+        )
+        response = Response(status_code=status, headers={**dict(headers), **HTML_HEADERS})
+        response.delete_cookie(LOGIN_COOKIE, path="/oauth")
+        return response
+    try:
+        user = await run_in_threadpool(
+            identity.finish, query["code"], _oidc_callback_url(request), login_tx
+        )
+    except LoginError as exc:
+        what = f"login failed: {exc} ({exc.__cause__ or 'no detail'})"[:500]
+        await run_in_threadpool(_audit_login, auth, request, client_id, what, None, "4")
+        response = _html(error_page(str(exc)), 400)
+        response.delete_cookie(LOGIN_COOKIE, path="/oauth")
+        return response
+    await run_in_threadpool(_audit_login, auth, request, client_id, "patient login (DigiD)", user)
+    csrf = consent.new_csrf()
+    pending = dataclasses.replace(
+        consent.bind(login_tx.params, csrf, login_tx.tx_id),
+        patient_id=user.patient_id,
+        subject=user.subject,
+    )
+    response = _with_csrf_cookie(_html(_consent_page(auth, grant, pending, csrf)), request, csrf)
+    response.delete_cookie(LOGIN_COOKIE, path="/oauth")
+    return response
 
 
 @router.post("/oauth/consent")

@@ -4,7 +4,8 @@ Between the authorization request and the patient's decision nothing is stored s
 validated request parameters (and, after login, the patient) travel in a short-lived JWT signed
 with the server key. The forms also carry a CSRF token that must equal the ``telemon_csrf``
 cookie and whose hash is inside that JWT, so a decision cannot be posted cross-site or replayed
-into another browser.
+into another browser. With the OIDC identity provider, the login at the DigiD broker is carried
+the same way, in the ``telemon_oidc`` cookie (:func:`seal_login`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from service.auth import scopes as sc
 
 TX_SECONDS = 600
 CSRF_COOKIE = "telemon_csrf"
+LOGIN_COOKIE = "telemon_oidc"
 _TYP = "telemon-authz+jwt"
+_LOGIN_TYP = "telemon-oidc+jwt"
 
 
 class ConsentError(Exception):
@@ -37,6 +40,7 @@ class Pending:
 
     params: list[tuple[str, str]]
     csrf_hash: str
+    tx_id: str
     patient_id: str | None = None
     subject: str | None = None
 
@@ -56,6 +60,7 @@ def seal(key: ECKey, pending: Pending) -> str:
     claims: dict[str, Any] = {
         "params": [list(p) for p in pending.params],
         "csrf": pending.csrf_hash,
+        "txn": pending.tx_id,
         "iat": now,
         "exp": now + TX_SECONDS,
     }
@@ -65,9 +70,23 @@ def seal(key: ECKey, pending: Pending) -> str:
     return jwt.encode({"alg": "ES256", "typ": _TYP}, claims, key)
 
 
+def new_tx_id() -> str:
+    """A fresh authorization-transaction id."""
+    return secrets.token_urlsafe(24)
+
+
+def bind(params: list[tuple[str, str]], csrf: str, tx_id: str | None = None) -> Pending:
+    """An authorization in progress bound to the CSRF token ``csrf``.
+
+    ``tx_id`` names the authorization transaction (a new one when None); it stays the same
+    from the authorization request to the decision.
+    """
+    return Pending(params, _hash(csrf), tx_id or new_tx_id())
+
+
 def start(key: ECKey, params: list[tuple[str, str]], csrf: str) -> str:
     """The sealed state of a just-validated authorization request."""
-    return seal(key, Pending(params, _hash(csrf)))
+    return seal(key, bind(params, csrf))
 
 
 def open_pending(key: ECKey, sealed: str, form_csrf: str, cookie_csrf: str | None) -> Pending:
@@ -85,7 +104,58 @@ def open_pending(key: ECKey, sealed: str, form_csrf: str, cookie_csrf: str | Non
     if not hmac.compare_digest(claims.get("csrf", ""), _hash(form_csrf)):
         raise ConsentError("CSRF token mismatch")
     params = [(str(k), str(v)) for k, v in claims.get("params", [])]
-    return Pending(params, claims["csrf"], claims.get("patient"), claims.get("sub"))
+    return Pending(
+        params, claims["csrf"], str(claims.get("txn", "")), claims.get("patient"), claims.get("sub")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """What the callback needs: the authorization request and the login's secrets."""
+
+    params: list[tuple[str, str]]
+    state: str
+    nonce: str
+    code_verifier: str
+    tx_id: str
+
+
+def seal_login(key: ECKey, login: PendingLogin) -> str:
+    """The signed cookie value that carries ``login`` from the redirect to the callback."""
+    now = int(time.time())
+    claims = {
+        "params": [list(p) for p in login.params],
+        "state": login.state,
+        "nonce": login.nonce,
+        "verifier": login.code_verifier,
+        "txn": login.tx_id,
+        "iat": now,
+        "exp": now + TX_SECONDS,
+    }
+    return jwt.encode({"alg": "ES256", "typ": _LOGIN_TYP}, claims, key)
+
+
+def open_login(key: ECKey, sealed: str | None, state: str) -> PendingLogin:
+    """Verify the cookie (signature, age) and that ``state`` is the one sent to the broker."""
+    if not sealed:
+        raise ConsentError("No DigiD login in progress (cookie missing)")
+    try:
+        token = jwt.decode(sealed, key, algorithms=["ES256"])
+        if token.header.get("typ") != _LOGIN_TYP:
+            raise ConsentError("not a DigiD login state")
+        jwt.JWTClaimsRegistry(leeway=0, exp={"essential": True}).validate(token.claims)
+    except (JoseError, ValueError) as exc:
+        raise ConsentError("The DigiD login has expired or is invalid") from exc
+    claims = token.claims
+    if not hmac.compare_digest(str(claims.get("state", "")).encode(), state.encode()):
+        raise ConsentError("The DigiD login does not match this browser (state mismatch)")
+    return PendingLogin(
+        [(str(k), str(v)) for k, v in claims.get("params", [])],
+        claims["state"],
+        claims["nonce"],
+        claims["verifier"],
+        claims["txn"],
+    )
 
 
 #: Readable names of resource types on the consent page (Dutch, English).
