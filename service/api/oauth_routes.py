@@ -318,6 +318,12 @@ async def oidc_callback(request: Request) -> Response:
     return response
 
 
+def _claim_transaction(auth: AuthState, tx_id: str) -> bool:
+    """Use up the authorization transaction (one decision, one code)."""
+    with auth.server.db.write() as conn:
+        return consent.claim(conn, tx_id)
+
+
 @router.post("/oauth/consent")
 async def consent_decision(request: Request) -> Response:
     """Record the patient's decision and redirect back to the client."""
@@ -335,6 +341,17 @@ async def consent_decision(request: Request) -> Response:
         grant = await run_in_threadpool(auth.server.get_consent_grant, oreq, user)
     except OAuth2Error as error:
         return _authorize_error(error)
+    if not await run_in_threadpool(_claim_transaction, auth, pending.tx_id):
+        await run_in_threadpool(
+            _audit_login,
+            auth,
+            request,
+            oreq.payload.client_id,
+            "consent refused: the decision was already posted (replay)",
+            user,
+            "4",
+        )
+        return _html(error_page("Deze toestemming is al gegeven / Consent was already given"), 400)
     await run_in_threadpool(
         _audit_login, auth, request, oreq.payload.client_id, f"consent: {decision}", user
     )

@@ -4,7 +4,8 @@ Between the authorization request and the patient's decision nothing is stored s
 validated request parameters (and, after login, the patient) travel in a short-lived JWT signed
 with the server key. The forms also carry a CSRF token that must equal the ``telemon_csrf``
 cookie and whose hash is inside that JWT, so a decision cannot be posted cross-site or replayed
-into another browser. With the OIDC identity provider, the login at the DigiD broker is carried
+into another browser. Each authorization transaction allows one decision (:func:`claim`).
+With the OIDC identity provider, the login at the DigiD broker is carried
 the same way, in the ``telemon_oidc`` cookie (:func:`seal_login`).
 """
 
@@ -20,7 +21,9 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
+from sqlalchemy import Connection
 
+from service.auth import replay
 from service.auth import scopes as sc
 
 TX_SECONDS = 600
@@ -28,6 +31,7 @@ CSRF_COOKIE = "telemon_csrf"
 LOGIN_COOKIE = "telemon_oidc"
 _TYP = "telemon-authz+jwt"
 _LOGIN_TYP = "telemon-oidc+jwt"
+_TX_ISSUER = "telemon:authorization-transaction"  # its own namespace in the jti store
 
 
 class ConsentError(Exception):
@@ -52,6 +56,17 @@ def new_csrf() -> str:
 
 def _hash(csrf: str) -> str:
     return hashlib.sha256(csrf.encode()).hexdigest()
+
+
+def claim(conn: Connection, tx_id: str) -> bool:
+    """Use up the authorization transaction ``tx_id``; False when it was used before.
+
+    The signed state alone cannot stop a decision from being posted twice (each post would
+    mint a code), so the first decision is remembered in the jti replay store until the
+    transaction would have expired anyway.
+    """
+    now = int(time.time())
+    return replay.remember(conn, _TX_ISSUER, tx_id, now + TX_SECONDS, now)
 
 
 def seal(key: ECKey, pending: Pending) -> str:
