@@ -10,14 +10,18 @@ signed assertion.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+import orjson
 from authlib.oauth2 import OAuth2Error
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
 
 from service.api.deps import AuthState, base_url, get_state, issuer_url, token_url
 from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
@@ -166,7 +170,9 @@ def _audit_login(
     what: str,
     user: PatientUser | None,
     outcome: str = "0",
+    interaction: str = "login",
 ) -> None:
+    """A login or (``interaction="consent"``) consent AuditEvent."""
     actor = Actor(
         client_id=client_id,
         user=user.subject if user else None,
@@ -174,7 +180,7 @@ def _audit_login(
         address=request.client.host if request.client else None,
     )
     record = AccessRecord(
-        "login",
+        interaction,
         outcome=outcome,
         description=what,
         patient_ids=[user.patient_id] if user else [],
@@ -350,10 +356,18 @@ async def consent_decision(request: Request) -> Response:
             "consent refused: the decision was already posted (replay)",
             user,
             "4",
+            "consent",
         )
         return _html(error_page("Deze toestemming is al gegeven / Consent was already given"), 400)
     await run_in_threadpool(
-        _audit_login, auth, request, oreq.payload.client_id, f"consent: {decision}", user
+        _audit_login,
+        auth,
+        request,
+        oreq.payload.client_id,
+        f"consent: {decision}",
+        user,
+        "0" if decision == "allow" else "4",  # BALP AuthZconsent: a deny is a failure
+        "consent",
     )
     status, _, headers = await run_in_threadpool(
         auth.server.create_authorization_response,
@@ -379,5 +393,64 @@ async def token(request: Request) -> JSONResponse:
         return JSONResponse(body, status_code=400, headers=_NO_STORE)
     oreq = _oauth_request(request, "POST", params)
     status, payload, headers = await run_in_threadpool(auth.server.create_token_response, oreq)
+    await run_in_threadpool(_audit_token, auth, request, oreq, status, payload)
     out = {k: v for k, v in headers if k.lower() != "content-type"}
     return JSONResponse(payload, status_code=status, headers={**out, **_NO_STORE})
+
+
+#: Token request parameters that may be logged (never code, verifier, secret or assertion).
+_LOGGED_TOKEN_PARAMS = ("grant_type", "scope", "client_id", "redirect_uri")
+
+
+def _claimed_client(oreq: FormRequest) -> str | None:
+    """The client a token request is from: authenticated, or else as it claims to be."""
+    client = getattr(oreq, "client", None)
+    if client is not None:
+        return str(client.client_id)
+    data = oreq.payload.data
+    basic = oreq.headers.get("authorization", "")
+    if basic.lower().startswith("basic "):
+        try:
+            return base64.b64decode(basic[6:]).decode().partition(":")[0][:255] or None
+        except (ValueError, UnicodeDecodeError):
+            return None
+    if data.get("client_id"):
+        return data["client_id"][:255]
+    try:  # the unverified subject of a client assertion: who it claims to be
+        payload = jws.extract_compact(data.get("client_assertion", "").encode()).payload
+        sub = orjson.loads(payload).get("sub")
+    except (JoseError, ValueError, AttributeError):
+        return None
+    return sub[:255] if isinstance(sub, str) else None
+
+
+def _audit_token(
+    auth: AuthState, request: Request, oreq: FormRequest, status: int, body: Any
+) -> None:
+    """One AuditEvent per token request (BALP "Get Access Token"; failures too)."""
+    data = oreq.payload.data
+    query = urlencode([(k, data[k]) for k in _LOGGED_TOKEN_PARAMS if k in data])
+    patient = body.get("patient") if isinstance(body, dict) and status == 200 else None
+    jti = None
+    if status == 200 and isinstance(body, dict):
+        jti = jwt.decode(body["access_token"], auth.tokens.key).claims.get("jti")
+        description = None
+    else:
+        error = body.get("error") if isinstance(body, dict) else None
+        detail = body.get("error_description") if isinstance(body, dict) else None
+        description = f"{status} {error}: {detail or ''}".strip()
+    actor = Actor(
+        client_id=_claimed_client(oreq),
+        user=f"Patient/{patient}" if patient else None,
+        token_id=None,
+        address=request.client.host if request.client else None,
+    )
+    record = AccessRecord(
+        "token",
+        query=query,
+        outcome="0" if status == 200 else "4",
+        description=description,
+        patient_ids=[patient] if patient else [],
+        issued_token=jti,
+    )
+    auth.audit.record(actor, record)

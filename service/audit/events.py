@@ -7,6 +7,9 @@ behalf, plus the access point and the authorisation used. The mapping (docs/secu
 network address, ``agent.policy`` = the token id, ``entity[query]`` = the search, and
 ``entity[transaction]`` = the request/correlation ids (X-Request-Id, MedMij-Request-ID,
 X-Correlation-ID). A search spanning patients gives one event per patient (BALP).
+
+Besides FHIR interactions, :data:`SECURITY_EVENTS` covers patient logins (and requests without a
+valid token), consent decisions and token requests, with BALP's types and subtypes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,28 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 CLIENT_ID_SYSTEM = "urn:ietf:params:oauth:client-id"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+BALP_AUTHZ = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType"
+IHE_EVENT = "urn:ihe:event-type-code"
+JTI_PREFIX = "urn:ietf:params:oauth:jti:"
+
+#: Events that are not a RESTful interaction: interaction → (AuditEvent.type, subtype) (BALP).
+SECURITY_EVENTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    # a patient login, or a FHIR request without a valid token
+    "login": (
+        {"system": DCM, "code": "110114", "display": "User Authentication"},
+        {"system": DCM, "code": "110122", "display": "Login"},
+    ),
+    # the patient's consent decision (BALP AuthZconsent)
+    "consent": (
+        {"system": DCM, "code": "110113", "display": "Security Alert"},
+        {"system": BALP_AUTHZ, "code": "AuthZ-Consent", "display": "Authorization Decision"},
+    ),
+    # a token request (BALP/IUA "Get Access Token"), failed ones included
+    "token": (
+        {"system": DCM, "code": "110114", "display": "User Authentication"},
+        {"system": IHE_EVENT, "code": "ITI-71", "display": "Get Access Token"},
+    ),
+}
 
 #: restful-interaction code → AuditEvent.action
 ACTIONS = {
@@ -39,6 +64,8 @@ ACTIONS = {
     "transaction": "E",
     "batch": "E",
     "login": "E",
+    "consent": "E",
+    "token": "E",
 }
 
 
@@ -74,6 +101,7 @@ class AccessRecord:
     description: str | None = None
     touched: list[Touched] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)  # patients concerned beyond touched
+    issued_token: str | None = None  # the jti of an access token issued by this event
 
 
 def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
@@ -170,6 +198,14 @@ def _event(
                 "query": base64.b64encode(record.query.encode()).decode(),
             }
         )
+    if record.issued_token is not None:
+        entities.append(
+            {
+                "what": {"identifier": {"value": JTI_PREFIX + record.issued_token}},
+                "type": _coding(ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(OBJECT_ROLE, "13", "Security Resource"),
+            }
+        )
     for name, value in actor.request_ids:
         entities.append(
             {
@@ -177,11 +213,16 @@ def _event(
                 "type": _coding(BALP_ENTITY, "XrequestId", name),
             }
         )
-    subtype_code = record.interaction if record.interaction in ACTIONS else "operation"
+    if record.interaction in SECURITY_EVENTS:
+        event_type, subtype = SECURITY_EVENTS[record.interaction]
+    else:
+        event_type = _coding(AUDIT_TYPE, "rest", "RESTful Operation")
+        code = record.interaction if record.interaction in ACTIONS else "operation"
+        subtype = _coding(INTERACTION, code)
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "type": _coding(AUDIT_TYPE, "rest", "RESTful Operation"),
-        "subtype": [_coding(INTERACTION, subtype_code)],
+        "type": event_type,
+        "subtype": [subtype],
         "action": ACTIONS.get(record.interaction, "E"),
         "recorded": recorded,
         "outcome": record.outcome,
