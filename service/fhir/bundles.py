@@ -269,10 +269,9 @@ def _transaction(
                 raise outside_compartment(rtype.name)
             creates.append((entry, item))
     if creates:
-        service.check_references(
+        service.insert_new(
             conn, [(item, f"{e.where}.resource") for e, item in creates], pending_keys
         )
-        repo.insert_resources(conn, [item for _, item in creates])
         service.notify(conn, [event_of(item) for _, item in creates])
         for entry, item in creates:
             results[entry.index] = VersionResult.of(201, item)

@@ -212,6 +212,31 @@ class FhirService:
             extract(resource, rtype, self.zone),
         )
 
+    def _required_references(
+        self, items: Sequence[tuple[NewVersion, str]], pending: AbstractSet[tuple[str, str]]
+    ) -> dict[str, set[str]]:
+        wanted: dict[str, set[str]] = {}
+        for item, _ in items:
+            for _, t, i in item.index.references:
+                if t in self.registry and (t, i) not in pending:
+                    wanted.setdefault(t, set()).add(i)
+        return wanted
+
+    def _reference_error(
+        self, items: Sequence[tuple[NewVersion, str]], missing: AbstractSet[tuple[str, str]]
+    ) -> FhirError:
+        issues: dict[tuple[str, str], Issue] = {}  # one issue per element and target
+        for item, prefix in items:
+            rtype = self.resource_type(item.res_type)
+            for param, t, i in item.index.references:
+                if (t, i) in missing:
+                    where = f"{prefix}.{rtype.params[param].paths[0]}"
+                    issues.setdefault(
+                        (where, f"{t}/{i}"),
+                        Issue("not-found", f"{t}/{i} does not exist on this server", (where,)),
+                    )
+        return FhirError(422, list(issues.values()))
+
     def check_references(
         self,
         conn: Connection,
@@ -222,24 +247,27 @@ class FhirService:
 
         ``items`` pairs each version with the expression prefix for its errors.
         """
-        wanted: dict[str, set[str]] = {}
-        for item, _ in items:
-            for _, t, i in item.index.references:
-                if t in self.registry and (t, i) not in pending:
-                    wanted.setdefault(t, set()).add(i)
-        existing = {t: repo.existing_ids(conn, t, ids) for t, ids in wanted.items()}
-        issues: dict[tuple[str, str], Issue] = {}  # one issue per element and target
-        for item, prefix in items:
-            rtype = self.resource_type(item.res_type)
-            for param, t, i in item.index.references:
-                if t in existing and i not in existing[t] and (t, i) not in pending:
-                    where = f"{prefix}.{rtype.params[param].paths[0]}"
-                    issues.setdefault(
-                        (where, f"{t}/{i}"),
-                        Issue("not-found", f"{t}/{i} does not exist on this server", (where,)),
-                    )
-        if issues:
-            raise FhirError(422, list(issues.values()))
+        wanted = self._required_references(items, pending)
+        missing = {
+            (t, i) for t, ids in wanted.items() for i in ids - repo.existing_ids(conn, t, ids)
+        }
+        if missing:
+            raise self._reference_error(items, missing)
+
+    def insert_new(
+        self,
+        conn: Connection,
+        items: Sequence[tuple[NewVersion, str]],
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+    ) -> None:
+        """Insert new versions after checking their references (one round trip on PostgreSQL).
+
+        A missing reference raises the 422; the caller's transaction then rolls back.
+        """
+        wanted = self._required_references(items, pending)
+        _, missing = repo.insert_resources_checked(conn, [item for item, _ in items], wanted)
+        if missing:
+            raise self._reference_error(items, missing)
 
     # -- create ----------------------------------------------------------------------------
 
@@ -280,8 +308,7 @@ class FhirService:
         item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
         if patient_ids is not None and item.index.patient_id not in patient_ids:
             raise outside_compartment(rtype.name)
-        self.check_references(conn, [(item, prefix or rtype.name)], pending)
-        repo.insert_resources(conn, [item])
+        self.insert_new(conn, [(item, prefix or rtype.name)], pending)
         self.notify(conn, [event_of(item)])
         return VersionResult.of(201, item)
 

@@ -7,7 +7,7 @@ table. SQLite uses the portable SQLAlchemy path in :mod:`service.storage.reposit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
@@ -58,46 +58,43 @@ WITH new AS MATERIALIZED (
     FROM unnest(%(s_ord)s::bigint[], %(s_param)s::text[], %(s_value)s::text[])
          AS y(ord, param, value)
     JOIN new ON new.ord = y.ord
+), missing AS (
+    SELECT r.t, r.i
+    FROM unnest(%(m_type)s::text[], %(m_id)s::text[]) AS r(t, i)
+    WHERE NOT EXISTS (SELECT 1 FROM resources x
+                      WHERE x.res_type = r.t AND x.res_id = r.i AND x.deleted = false)
 )
-SELECT rid FROM new ORDER BY ord
+SELECT rid, NULL::text, NULL::text, ord FROM new
+UNION ALL
+SELECT NULL, t, i, NULL FROM missing
+ORDER BY 4 NULLS LAST
 """
 
 
-def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]:
-    """Insert new resources with their index rows in one round trip; returns their row ids."""
-    p: dict[str, list[object]] = {
-        k: []
-        for k in (
-            "res_type",
-            "res_id",
-            "version_id",
-            "last_updated",
-            "patient_id",
-            "date_low",
-            "date_high",
-            "content",
-            "t_ord",
-            "t_param",
-            "t_system",
-            "t_code",
-            "r_ord",
-            "r_param",
-            "r_type",
-            "r_id",
-            "d_ord",
-            "d_param",
-            "d_low",
-            "d_high",
-            "q_ord",
-            "q_param",
-            "q_value",
-            "q_system",
-            "q_code",
-            "s_ord",
-            "s_param",
-            "s_value",
-        )
-    }
+#: Every array parameter of :data:`_INSERT` (all must be passed, empty or not).
+_PARAMETERS = (
+    "res_type", "res_id", "version_id", "last_updated", "patient_id", "date_low", "date_high",
+    "content", "t_ord", "t_param", "t_system", "t_code", "r_ord", "r_param", "r_type", "r_id",
+    "d_ord", "d_param", "d_low", "d_high", "q_ord", "q_param", "q_value", "q_system", "q_code",
+    "s_ord", "s_param", "s_value", "m_type", "m_id",
+)  # fmt: skip
+
+
+def insert_resources(
+    conn: Connection,
+    items: Sequence[NewVersion],
+    required: Mapping[str, Iterable[str]],
+) -> tuple[list[int], set[tuple[str, str]]]:
+    """Insert new resources with their index rows in one round trip.
+
+    In the same statement, checks that the ``required`` references (type → ids) exist; returns
+    the new row ids and the references that do not (the caller then rolls back).
+    """
+    p: dict[str, list[object]] = {key: [] for key in _PARAMETERS}
+    for res_type, ids in required.items():
+        for res_id in ids:
+            p["m_type"].append(res_type)
+            p["m_id"].append(res_id)
     for ord_, item in enumerate(items, start=1):
         ix = item.index
         p["res_type"].append(item.res_type)
@@ -136,7 +133,14 @@ def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(_INSERT, p, prepare=True)
-        return [row[0] for row in cursor.fetchall()]
+        rids: list[int] = []
+        missing: set[tuple[str, str]] = set()
+        for rid, res_type, res_id, _ in cursor.fetchall():
+            if rid is not None:
+                rids.append(rid)
+            else:
+                missing.add((res_type, res_id))
+        return rids, missing
     finally:
         cursor.close()
 

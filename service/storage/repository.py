@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +77,32 @@ def _row_values(item: NewVersion) -> dict[str, Any]:
 
 def insert_resources(conn: Connection, items: Sequence[NewVersion]) -> list[int]:
     """Insert brand-new resources (version 1) with their index rows; returns their row ids."""
+    return insert_resources_checked(conn, items, {})[0]
+
+
+def insert_resources_checked(
+    conn: Connection, items: Sequence[NewVersion], required: Mapping[str, Iterable[str]]
+) -> tuple[list[int], set[tuple[str, str]]]:
+    """Insert new resources, checking that the ``required`` references (type → ids) exist.
+
+    Returns the row ids and the missing references; when any are missing the caller must roll
+    back. PostgreSQL does both in one statement; SQLite checks first and then inserts.
+    """
     if not items:
-        return []
+        return [], set()
     if conn.dialect.name == "postgresql":
-        return pg_bulk.insert_resources(conn, items)
+        return pg_bulk.insert_resources(conn, items, required)
+    missing = {
+        (res_type, res_id)
+        for res_type, ids in required.items()
+        for res_id in set(ids) - existing_ids(conn, res_type, ids)
+    }
+    if missing:
+        return [], missing
+    return _insert_portable(conn, items), set()
+
+
+def _insert_portable(conn: Connection, items: Sequence[NewVersion]) -> list[int]:
     stmt = insert(resources).returning(resources.c.rid, sort_by_parameter_order=True)
     rids = list(conn.execute(stmt, [_row_values(i) for i in items]).scalars())
     _insert_index_rows(conn, zip(rids, (i.index for i in items), strict=True))
