@@ -13,9 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import __version__
+from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
 from service.api.deps import AppState, AuthState
+from service.api.middleware import RequestTelemetry
 from service.api.oauth_routes import router as oauth_router
 from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
@@ -65,14 +66,17 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     """Build the application with its database, validator and services."""
     settings = settings or get_settings()
     db = db or open_database(settings)
-    fhir = build_service(settings, db)
+    fhir = build_service(settings, db, alert_listeners=[metrics.count_alert])
+    metrics.instrument(fhir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sweeper = None
         if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
+            alerts = AlertService(fhir)
+            alerts.listeners.append(metrics.count_alert)
             sweeper = asyncio.create_task(
-                _sweep_forever(AlertService(fhir), settings.alert_sweep_interval_seconds)
+                _sweep_forever(alerts, settings.alert_sweep_interval_seconds)
             )
         yield
         if sweeper is not None:
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
     app.include_router(fhir_router)
     app.include_router(ops_router)
+    app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(FhirError)
     async def _fhir_error(_: Request, exc: FhirError) -> FhirResponse:
@@ -118,6 +123,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     async def _unexpected(_: Request, exc: Exception) -> FhirResponse:
         log.exception("unhandled error", exc_info=exc)
         issue = Issue("exception", "Internal server error; the request was not processed")
-        return FhirResponse(operation_outcome([issue]), status_code=500)
+        # Answered outside the request middleware: give the client the id to report.
+        headers = {"X-Request-ID": rid} if (rid := logs.request_id.get()) else None
+        return FhirResponse(operation_outcome([issue]), status_code=500, headers=headers)
 
     return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from service.alerts.ingest import AlertService
+from collections.abc import Iterable
+
+from service.alerts.ingest import AlertListener, AlertService
 from service.fhir.registry import default_registry
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -19,10 +21,16 @@ def open_database(settings: Settings, *, pool_size: int | None = None) -> Databa
     )
 
 
-def build_service(settings: Settings, db: Database | None = None) -> FhirService:
-    """The FHIR service over ``db`` (opened from ``settings`` when not given)."""
+def build_service(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    alert_listeners: Iterable[AlertListener] = (),
+) -> FhirService:
+    """The FHIR service over ``db`` (opened from ``settings`` when not given); its alert
+    evaluation tells ``alert_listeners`` about every alert change that notifies."""
     profiles = ProfileValidator.load(settings.profiles_dir)
     fhir = FhirService(db or open_database(settings), default_registry(), profiles, settings)
     if settings.alerts_enabled:
-        AlertService(fhir).attach()
+        AlertService(fhir).attach().listeners.extend(alert_listeners)
     return fhir

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from service import serving
+from service import logs, serving
 from service.alerts.ingest import AlertService
 from service.auth import clients, ocl
 from service.auth.clients import ClientError
@@ -88,6 +87,8 @@ def serve(
 ) -> None:
     """Run the FHIR server."""
     settings = get_settings()
+    log_format = settings.log_format or "json"
+    logs.configure(log_format)
     if settings.auth == "open":
         if not is_loopback(host):
             typer.echo(
@@ -102,7 +103,7 @@ def serve(
         _ensure_schema(db, migrate_schema=migrate_schema)
     finally:
         db.dispose()
-    serving.serve(host, port, workers=workers)
+    serving.serve(host, port, workers=workers, log_format=log_format)
 
 
 @db_app.command("upgrade")
@@ -372,7 +373,7 @@ def _service() -> Iterator[FhirService]:
 
 def main() -> None:
     """Entry point of the ``telemon`` console script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(get_settings().log_format or "text")  # `serve` switches to json by default
     app()
 
 

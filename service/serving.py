@@ -4,18 +4,31 @@ With several workers each process gets its own listening socket on the same port
 (``SO_REUSEPORT``), so the kernel spreads new connections evenly over the processes. With one
 shared socket (uvicorn's own multi-process mode) long-lived keep-alive connections pile up on
 whichever process happens to accept first, and that process's CPU becomes the ceiling.
+
+Stopping: on SIGTERM or SIGINT uvicorn stops accepting connections, lets the requests in flight
+finish and then runs the application's shutdown; with several workers the parent passes the
+signal on to each of them and waits for them.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
+
+from service import logs
+from service.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +47,103 @@ def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def _exit_zero(_signum: int, _frame: FrameType | None) -> None:
+    logging.shutdown()  # flush the log handlers: os._exit skips the interpreter's clean-up
+    # ... which for a loaded app is seconds of CPU (freeing every object) to no purpose.
+    os._exit(0)
+
+
+def _exit_zero_after_shutdown() -> None:
+    # Once uvicorn has shut down gracefully it raises the signal again under the handler that
+    # was there before it started, by default death by signal (status 143 for SIGTERM). A
+    # server that stopped cleanly when asked exits 0, as process managers expect.
+    signal.signal(signal.SIGTERM, _exit_zero)
+    signal.signal(signal.SIGINT, _exit_zero)
+
+
 def _config(log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(_APP, factory=True, log_level=log_level, access_log=False)
+    # log_config=None: uvicorn's loggers propagate to the root handler of service.logs.
+    return uvicorn.Config(
+        _APP, factory=True, log_level=log_level, access_log=False, log_config=None
+    )
 
 
-def _worker(host: str, port: int, log_level: str) -> None:
+def _worker(host: str, port: int, log_level: str, log_format: logs.LogFormat) -> None:
+    logs.configure(log_format, log_level.upper())  # a spawned process starts unconfigured
+    _exit_zero_after_shutdown()
     sock = _listen(host, port, reuse_port=True)
     uvicorn.Server(_config(log_level)).run(sockets=[sock])
 
 
-def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; several workers share the port through SO_REUSEPORT."""
-    if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
+@contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Point the workers' Prometheus multiprocess mode at an empty directory (see
+    :mod:`service.metrics`): the one in ``PROMETHEUS_MULTIPROC_DIR``, emptied, or a new
+    temporary one, removed afterwards."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        # Files of an earlier run would add its counts to this one's.
+        for stale in Path(configured).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="telemon-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # inherited by the workers spawned from here on
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        del os.environ[MULTIPROC_ENV]
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    workers: int = 1,
+    log_level: str = "info",
+    log_format: logs.LogFormat = "json",
+) -> None:
+    """Serve until SIGINT/SIGTERM; several workers share the port through SO_REUSEPORT.
+
+    The caller sets up this process's logging (:func:`service.logs.configure`); worker
+    processes set up their own with ``log_format``.
+    """
+    if workers <= 1:
+        _exit_zero_after_shutdown()
         uvicorn.run(
             _APP,
             factory=True,
             host=host,
             port=port,
-            workers=max(workers, 1),
             log_level=log_level,
             access_log=False,
+            log_config=None,
         )
         return
+    with _shared_metrics_dir():
+        if hasattr(socket, "SO_REUSEPORT"):
+            _serve_workers(host, port, workers, log_level, log_format)
+        else:  # uvicorn's workers log in its own format (they do not run service.logs)
+            uvicorn.run(
+                _APP,
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level=log_level,
+                access_log=False,
+            )
+
+
+def _serve_workers(
+    host: str, port: int, workers: int, log_level: str, log_format: logs.LogFormat
+) -> None:
     context = multiprocessing.get_context("spawn")
     # Bind once in the parent first: a port in use fails here, loudly, before any worker starts.
     _listen(host, port, reuse_port=True).close()
-    processes = [
-        context.Process(target=_worker, args=(host, port, log_level)) for _ in range(workers)
-    ]
+    args = (host, port, log_level, log_format)
+    processes = [context.Process(target=_worker, args=args) for _ in range(workers)]
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -82,7 +164,7 @@ def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info") ->
                 log.warning(
                     "worker %s exited (code %s); starting a new one", process.pid, process.exitcode
                 )
-                processes[index] = context.Process(target=_worker, args=(host, port, log_level))
+                processes[index] = context.Process(target=_worker, args=args)
                 processes[index].start()
         time.sleep(0.5)
     for process in processes:

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     alert_sweep_interval_seconds: int = Field(
         default=300, description="How often `serve` runs the missing-data sweep (0: never)."
     )
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="Log lines: 'json' (one object per line, with the request id) or 'text'; "
+        "unset: json for `serve`, text for the other commands.",
+    )
     # -- authorization server (service/auth) ------------------------------------------------
     issuer: str | None = Field(
         default=None,

@@ -1,4 +1,4 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics.
+"""Operations endpoints: liveness, readiness and Prometheus metrics (:mod:`service.metrics`).
 
 They sit outside ``/fhir`` on a router without the FHIR dependencies, so they need no token,
 do no content negotiation and write no AuditEvents: probes and scrapers call them every few
@@ -11,9 +11,10 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from service import metrics
 from service.api.deps import get_state
 from service.storage import migrate
 from service.storage.db import Database
@@ -41,6 +42,14 @@ async def ready(request: Request) -> JSONResponse:
         status_code=200 if ok else 503,
         headers=_NO_STORE,
     )
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    """The metrics in the Prometheus text format (for the scraper; not for the public)."""
+    # In multiprocess mode this reads every worker's files: off the event loop.
+    body, content_type = await run_in_threadpool(metrics.exposition)
+    return Response(body, media_type=content_type, headers=_NO_STORE)
 
 
 def readiness_checks(db: Database) -> dict[str, str]:

@@ -1,0 +1,145 @@
+"""Prometheus metrics: HTTP requests, resources written, alert notifications, delivery backlog.
+
+With ``serve --workers N`` every worker process counts on its own, and a scrape reaches
+whichever worker the kernel hands the connection to. So the workers run in prometheus_client's
+multiprocess mode: :mod:`service.serving` points ``PROMETHEUS_MULTIPROC_DIR`` at an empty
+directory before they start, each process writes its values to memory-mapped files there, and
+``/metrics`` in any worker adds up the files of all of them (dead workers' counts included).
+That variable must be set before this module is first imported, which is why the parent sets
+it before spawning the workers. A single-process server keeps its values in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import Engine
+
+from service.alerts.episodes import Alert
+from service.fhir.service import FhirService, WriteEvent
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# The *_created series would double the output and no dashboard here uses them.
+disable_created_metrics()
+
+HTTP_REQUESTS = Counter(
+    "telemon_http_requests",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "telemon_http_request_duration_seconds",
+    "Time from receiving a request to the end of its response, by method and route template.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RESOURCES_WRITTEN = Counter(
+    "telemon_resources_written",
+    "FHIR resource versions committed through the API, by resource type and interaction "
+    "(create, update, delete); Bundle entries count one each.",
+    ["type", "interaction"],
+)
+ALERT_NOTIFICATIONS = Counter(
+    "telemon_alert_notifications",
+    "Alert changes that notify (an alert raised, raised to a higher severity, or an open "
+    "alert retracted), by rule, severity and resulting Flag status (active: raised).",
+    ["rule", "severity", "status"],
+)
+DELIVERY_BACKLOG = Gauge(
+    "telemon_subscription_delivery_backlog",
+    "Notifications waiting for delivery to subscribers. Always 0 for now: telemon has no "
+    "FHIR Subscriptions, hence no delivery queue, yet.",
+    multiprocess_mode="max",  # the backlog will be shared state: every worker sees the same
+)
+
+#: Methods kept as label values; anything else a client sends is counted as "other", so that
+#: made-up methods cannot create unbounded numbers of series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_PENDING = "telemon_metrics_pending"
+
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request and its duration."""
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        # labels() takes a lock and builds a key on every call; the hot path reuses children.
+        label = method if method in _METHODS else "other"
+        children = (
+            HTTP_REQUESTS.labels(label, route, str(status)),
+            HTTP_DURATION.labels(label, route),
+        )
+        _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def interaction_of(event: WriteEvent) -> str:
+    """``create``, ``update`` or ``delete``: what the write did (re-creating a deleted one
+    is a create)."""
+    if event.resource is None:
+        return "delete"
+    return "create" if event.previous is None else "update"
+
+
+def count_writes(_fhir: FhirService, conn: Connection, events: list[WriteEvent]) -> None:
+    """FhirService write listener: count the events once their transaction commits."""
+    pending = conn.info.setdefault(_PENDING, [])
+    pending.extend(RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)) for e in events)
+
+
+def count_alert(conn: Connection, alert: Alert) -> None:
+    """AlertService listener: count a notifying alert change once its transaction commits."""
+    conn.info.setdefault(_PENDING, []).append(
+        ALERT_NOTIFICATIONS.labels(alert.rule_id, alert.severity.label, alert.status.value)
+    )
+
+
+def _forget_pending(conn: Connection) -> None:
+    # ``conn.info`` belongs to the pooled DBAPI connection and outlives the transaction.
+    conn.info.pop(_PENDING, None)
+
+
+def _count_pending(conn: Connection) -> None:
+    for child in conn.info.pop(_PENDING, ()):
+        child.inc()
+
+
+def instrument(fhir: FhirService) -> None:
+    """Count ``fhir``'s writes; only committed transactions count (a failed transaction
+    Bundle or an aborted alert evaluation adds nothing)."""
+    if count_writes not in fhir.listeners:
+        fhir.listeners.append(count_writes)
+    engine: Engine = fhir.db.engine
+    for name, hook in (
+        ("begin", _forget_pending),
+        ("rollback", _forget_pending),
+        ("commit", _count_pending),
+    ):
+        if not event.contains(engine, name, hook):
+            event.listen(engine, name, hook)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The current values in the Prometheus text format, and its content type."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
