@@ -15,10 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from service.api.deps import (
     AppState,
     AuditScope,
-    audit_scope,
+    RequestContext,
     base_url_dependency,
-    current_principal,
     get_state,
+    request_context,
     state_dependency,
 )
 from service.api.oauth_routes import smart_configuration_document
@@ -43,8 +43,7 @@ router = APIRouter(prefix="/fhir", dependencies=[Depends(negotiate)])
 
 State = Annotated[AppState, Depends(state_dependency)]
 Base = Annotated[str, Depends(base_url_dependency)]
-Who = Annotated[Principal, Depends(current_principal)]
-Audit = Annotated[AuditScope, Depends(audit_scope, scope="function")]
+Ctx = Annotated[RequestContext, Depends(request_context, scope="function")]
 
 
 def _allow(
@@ -137,8 +136,12 @@ async def metadata(request: Request, state: State, base: Base) -> FhirResponse:
 
 @router.post("")
 @router.post("/", include_in_schema=False)
-async def transaction(request: Request, state: State, who: Who, audit: Audit) -> FhirResponse:
+async def transaction(
+    request: Request,
+    ctx: Ctx,
+) -> FhirResponse:
     """Process a transaction or batch Bundle (every entry authorised on its own)."""
+    state, who, audit = ctx.state, ctx.principal, ctx.audit
     audit.begin("transaction", None)
     data = await _body(request, state)
     if isinstance(data, dict) and data.get("type") == "batch":
@@ -160,9 +163,11 @@ async def transaction(request: Request, state: State, who: Who, audit: Audit) ->
 
 @router.get("/Observation/$lastn")
 async def lastn(
-    request: Request, state: State, base: Base, who: Who, audit: Audit
+    request: Request,
+    ctx: Ctx,
 ) -> FhirResponse:
     """The newest ``max`` Observations per patient and code."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, "Observation", "search", query=request.url.query)
     audit.begin("operation", "Observation", request.url.query)
     rows, warnings = await run_in_threadpool(
@@ -189,9 +194,12 @@ def _conformance_search(state: State, base: str, res_type: str, request: Request
 
 @router.get("/{res_type}")
 async def search(
-    res_type: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    request: Request,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Type-level search (confined to the token's patient compartment)."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     if res_type in CONFORMANCE_TYPES:
         return _conformance_search(state, base, res_type, request)
     patient_ids = _allow(state, who, audit, res_type, "search", query=request.url.query)
@@ -210,9 +218,12 @@ async def search(
 
 @router.post("/{res_type}/_search")
 async def search_post(
-    res_type: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    request: Request,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Search with parameters in an ``application/x-www-form-urlencoded`` body."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "search")
     params = _query_params(request) + await _form_params(request, state)
     if audit.record is not None:
@@ -252,13 +263,11 @@ async def _form_params(request: Request, state: AppState) -> list[tuple[str, str
 async def create(
     res_type: str,
     request: Request,
-    state: State,
-    base: Base,
-    who: Who,
-    audit: Audit,
+    ctx: Ctx,
     if_none_exist: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Create, or conditionally create with ``If-None-Exist``."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "create", write=True)
     data = await _body(request, state)
     if isinstance(data, dict) and data.get("resourceType") not in (None, res_type):
@@ -279,9 +288,12 @@ async def create(
 
 @router.get("/{res_type}/_history")
 async def type_history(
-    res_type: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    request: Request,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Every version of every resource of a type, newest first."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "history-type", query=request.url.query)
     since, count = _history_params(request)
     versions = await run_in_threadpool(
@@ -295,9 +307,12 @@ async def type_history(
 
 @router.get("/{res_type}/{res_id}")
 async def read(
-    res_type: str, res_id: str, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    res_id: str,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Read the current version (outside the token's compartment: the not-found 404)."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     if res_type in CONFORMANCE_TYPES:
         found = state.conformance.get(res_type, res_id)
         if found is None:
@@ -316,13 +331,11 @@ async def update(
     res_type: str,
     res_id: str,
     request: Request,
-    state: State,
-    base: Base,
-    who: Who,
-    audit: Audit,
+    ctx: Ctx,
     if_match: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Update (or create with this id); ``If-Match`` guards against lost updates."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "update", write=True)
     data = await _body(request, state)
     result = await run_in_threadpool(
@@ -338,9 +351,12 @@ async def update(
 
 @router.delete("/{res_type}/{res_id}")
 async def delete(
-    res_type: str, res_id: str, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    res_id: str,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Delete; later reads answer 410 Gone."""
+    state, who, audit = ctx.state, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "delete", write=True)
     result = await run_in_threadpool(
         partial(state.fhir.delete, res_type, res_id, patient_ids=patient_ids)
@@ -355,9 +371,13 @@ async def delete(
 
 @router.get("/{res_type}/{res_id}/_history")
 async def instance_history(
-    res_type: str, res_id: str, request: Request, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    res_id: str,
+    request: Request,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Every version of one resource, newest first."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "history-instance")
     since, count = _history_params(request)
     versions = await run_in_threadpool(
@@ -376,9 +396,13 @@ async def instance_history(
 
 @router.get("/{res_type}/{res_id}/_history/{version}")
 async def vread(
-    res_type: str, res_id: str, version: str, state: State, base: Base, who: Who, audit: Audit
+    res_type: str,
+    res_id: str,
+    version: str,
+    ctx: Ctx,
 ) -> FhirResponse:
     """Read one version."""
+    state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "vread")
     result = await run_in_threadpool(
         partial(state.fhir.vread, res_type, res_id, version, patient_ids=patient_ids)
