@@ -71,8 +71,12 @@ def _config(log_level: str) -> uvicorn.Config:
 def _worker(host: str, port: int, log_level: str, log_format: logs.LogFormat) -> None:
     logs.configure(log_format, log_level.upper())  # a spawned process starts unconfigured
     _exit_zero_after_shutdown()
+    config = _config(log_level)
+    # Build the app before listening: the kernel queues connections for a listening socket,
+    # and those would be lost if this worker were stopped while still starting.
+    config.load()
     sock = _listen(host, port, reuse_port=True)
-    uvicorn.Server(_config(log_level)).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @contextmanager
