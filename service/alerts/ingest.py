@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -120,12 +121,14 @@ class AlertService:
             return []  # not enrolled in a programme: nothing to evaluate
         now = datetime.now(UTC)
         repo.lock_key(conn, f"alerts:{patient_id}")  # one evaluation per patient at a time
-        changed = [m for e in events for m in _measurements(_as_written(e), None)]
+        # Parsed once: the window query skips what was just written instead of re-reading it.
+        received = to_micros(now)
+        changed = [m for e in events for m in _measurements(_as_written(e), received)]
         if not changed:
             return []
-        measurements = self._window(conn, patient_id, window_start(changed))
-        known = {m.observation_id for m in measurements}
-        measurements += [m for m in changed if m.observation_id not in known]  # deletions
+        written = {e.res_id for e in events}
+        measurements = self._window(conn, patient_id, window_start(changed), skip=written)
+        measurements += changed
         episodes = self._episodes(conn, patient_id, now)
         changes = evaluate(
             config, measurements, episodes, now, changed=sorted({e.res_id for e in events})
@@ -182,9 +185,12 @@ class AlertService:
         carry personal thresholds; ``activity.detail`` with an alert-rule code and
         ``doNotPerform`` toggles a rule; the ``monitoring-pause`` extension pauses monitoring.
         """
-        if not repo.has_compartment_resources(conn, "CarePlan", patient_id):
-            return None  # the common case for unenrolled patients: one indexed probe
-        plans = self._search(conn, "CarePlan", [("patient", patient_id), ("status", "active")])
+        # One indexed query; an unenrolled patient (the common case) costs nothing more.
+        plans = [
+            plan
+            for plan in map(orjson.loads, repo.compartment_contents(conn, "CarePlan", patient_id))
+            if plan.get("status") == "active"
+        ]
         programmes: set[str] = set()
         overrides: list[Override] = []
         toggles: list[RuleToggle] = []
@@ -220,13 +226,21 @@ class AlertService:
             tz=self.fhir.zone,
         )
 
-    def _window(self, conn: Connection, patient_id: str, start: datetime) -> list[Measurement]:
+    def _window(
+        self,
+        conn: Connection,
+        patient_id: str,
+        start: datetime,
+        skip: AbstractSet[str] = frozenset(),
+    ) -> list[Measurement]:
+        """The patient's measurements from ``start`` on, except the Observations in ``skip``."""
         since = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
         out: list[Measurement] = []
         for row in self._rows(
             conn, "Observation", [("patient", patient_id), ("date", f"ge{since}")]
         ):
-            out.extend(_measurements(orjson.loads(row.content or "{}"), row.last_updated))
+            if row.res_id not in skip:
+                out.extend(_measurements(orjson.loads(row.content or "{}"), row.last_updated))
         return out
 
     def _episodes(self, conn: Connection, patient_id: str, now: datetime) -> list[Alert]:

@@ -160,16 +160,16 @@ def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
         cursor.close()
 
 
-def has_compartment_resources(conn: Connection, res_type: str, patient_id: str) -> bool:
-    """Whether any current ``res_type`` lies in the patient's compartment (prepared probe)."""
+def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
+    """The JSON of every current ``res_type`` in a patient's compartment (prepared query)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(
-            "SELECT 1 FROM resources WHERE res_type = %s AND patient_id = %s "
-            "AND deleted = false LIMIT 1",
+            "SELECT content FROM resources WHERE res_type = %s AND patient_id = %s "
+            "AND deleted = false",
             (res_type, patient_id),
             prepare=True,
         )
-        return cursor.fetchone() is not None
+        return [row[0] for row in cursor.fetchall()]
     finally:
         cursor.close()

@@ -228,20 +228,18 @@ def fetch_all_versions_current(
     return [_to_stored(row) for row in conn.execute(stmt)]
 
 
-def has_compartment_resources(conn: Connection, res_type: str, patient_id: str) -> bool:
-    """Whether any current ``res_type`` lies in the patient's compartment (a cheap probe)."""
+def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
+    """The JSON of every current ``res_type`` in the patient's compartment (one indexed query)."""
     if conn.dialect.name == "postgresql":
-        return pg_bulk.has_compartment_resources(conn, res_type, patient_id)
-    row = conn.execute(
-        select(resources.c.rid)
-        .where(
+        return pg_bulk.compartment_contents(conn, res_type, patient_id)
+    rows = conn.execute(
+        select(resources.c.content).where(
             resources.c.res_type == res_type,
             resources.c.patient_id == patient_id,
             resources.c.deleted.is_(False),
         )
-        .limit(1)
-    ).first()
-    return row is not None
+    )
+    return [row.content for row in rows]
 
 
 def existing_ids(conn: Connection, res_type: str, ids: Iterable[str]) -> set[str]:
