@@ -118,6 +118,10 @@ class AuthServer(AuthorizationServer):
         self.register_grant(ClientCredentialsGrant)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJwtAuth(self))
 
+    def write_turn(self) -> AbstractContextManager[Any]:
+        """Hold while writing for a token request (a no-op except on SQLite, see above)."""
+        return self._write_turn
+
     def query_client(self, client_id: str) -> Client | None:
         """An active registered client."""
         if not isinstance(client_id, str) or len(client_id) > 255:
