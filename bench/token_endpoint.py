@@ -6,8 +6,8 @@ does not compete with the server for the CPU), then POSTs ``client_credentials``
 ``private_key_jwt`` at the given concurrency. Prints req/s and p50/p95/p99 latency; the goal is
 p99 ≤ 50 ms (issue #4).
 
-    .venv/bin/python bench/token_endpoint.py      # SQLite in a temp dir
-    .venv/bin/python bench/token_endpoint.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
+    .venv/bin/python bench/token_endpoint.py                 # SQLite in a temp dir
+    .venv/bin/python bench/token_endpoint.py --postgresql    # a fresh telemon_bench_token database
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from bench._http import Connection
-from bench.ingest import percentile
+from bench.ingest import percentile, reset_database
 from service.auth import clients
 from service.storage import migrate
 from service.storage.db import Database
@@ -114,6 +114,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--database-url", help="default: a new SQLite file in a temp directory")
+    parser.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="use a fresh database telemon_bench_token on the local PostgreSQL",
+    )
+    parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -123,6 +129,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/token-bench.sqlite"
+        if args.postgresql:
+            url = reset_database(args.admin_url, "telemon_bench_token")
         client_id, key = register_backend(url)
         env = {**os.environ, "TELEMON_DATABASE_URL": url, "TELEMON_AUTH": "oauth"}
         command = [sys.executable, "-m", "service.cli", "serve", "--port", str(args.port)]
