@@ -177,7 +177,7 @@ class AuditScope:
     def rows(self, rows: list[StoredVersion]) -> None:
         """Stored versions returned (search, history)."""
         for row in rows:
-            patient = self.fhir.compartment_of(row.res_type, row.content)
+            patient = self.fhir.compartment(row)
             self.touched.append(Touched(row.res_type, row.res_id, row.version_id, patient))
 
 

@@ -340,10 +340,10 @@ def _get(
     if (
         stored is None
         or stored.deleted
-        or not service.visible(patient_ids, entry.res_type, stored.content)
+        or not service.visible(patient_ids, stored)
     ):
         raise FhirError.single(404, "not-found", f"{entry.res_type}/{entry.res_id} is not known")
-    return VersionResult.of(200, stored, service.compartment_of(entry.res_type, stored.content))
+    return VersionResult.of(200, stored, service.compartment(stored))
 
 
 def _batch(

@@ -102,7 +102,7 @@ def event_of(item: NewVersion, previous: StoredVersion | None = None) -> WriteEv
         item.res_type,
         item.res_id,
         item.version_id,
-        orjson.loads(item.content),
+        item.resource,
         item.index.patient_id,
         previous.content if previous is not None else None,
     )
@@ -171,17 +171,25 @@ class FhirService:
         return rtype
 
     def compartment_of(self, res_type: str, content: str | None) -> str | None:
-        """The patient compartment of a stored version's JSON (None: none, or deleted)."""
+        """The patient compartment of a version's JSON (None: none, or deleted)."""
         rtype = self.registry.get(res_type)
         if content is None or rtype is None or rtype.compartment is None:
             return None
         return extract(orjson.loads(content), rtype, self.zone).patient_id
 
-    def visible(
-        self, patient_ids: tuple[str, ...] | None, res_type: str, content: str | None
-    ) -> bool:
+    def compartment(self, stored: StoredVersion) -> str | None:
+        """The patient compartment of a stored version.
+
+        Current versions carry it from their row; only superseded versions (history), which do
+        not, are read from their JSON.
+        """
+        if stored.patient_id is not None or stored.content is None:
+            return stored.patient_id
+        return self.compartment_of(stored.res_type, stored.content)
+
+    def visible(self, patient_ids: tuple[str, ...] | None, stored: StoredVersion) -> bool:
         """True when a version lies in one of ``patient_ids`` (None: no confinement)."""
-        return patient_ids is None or self.compartment_of(res_type, content) in patient_ids
+        return patient_ids is None or self.compartment(stored) in patient_ids
 
     def prepare(self, data: Any, expected_type: str | None = None) -> ResourceType:
         """Validate ``data`` structurally (400) and against the profiles (422)."""
@@ -210,6 +218,7 @@ class FhirService:
             now,
             orjson.dumps(resource).decode(),
             extract(resource, rtype, self.zone),
+            resource,
         )
 
     def _required_references(
@@ -304,7 +313,7 @@ class FhirService:
         if if_none_exist is not None:
             match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
             if match is not None:
-                return VersionResult.of(200, match, self.compartment_of(rtype.name, match.content))
+                return VersionResult.of(200, match, self.compartment(match))
         item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
         if patient_ids is not None and item.index.patient_id not in patient_ids:
             raise outside_compartment(rtype.name)
@@ -363,7 +372,7 @@ class FhirService:
         self.resource_type(res_type)
         with self.db.read() as conn:
             current = repo.fetch_current(conn, res_type, res_id)
-        if current is None or not self.visible(patient_ids, res_type, current.content):
+        if current is None or not self.visible(patient_ids, current):
             raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
         if current.deleted:
             raise FhirError(
@@ -371,7 +380,7 @@ class FhirService:
                 [Issue("deleted", f"{res_type}/{res_id} has been deleted")],
                 {"ETag": f'W/"{current.version_id}"'},
             )
-        return VersionResult.of(200, current, self.compartment_of(res_type, current.content))
+        return VersionResult.of(200, current, self.compartment(current))
 
     def vread(
         self,
@@ -387,13 +396,13 @@ class FhirService:
             raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
         with self.db.read() as conn:
             stored = repo.fetch_version(conn, res_type, res_id, int(version))
-        if stored is None or not self.visible(patient_ids, res_type, stored.content):
+        if stored is None or not self.visible(patient_ids, stored):
             raise FhirError.single(
                 404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
             )
         if stored.deleted:
             raise FhirError.single(410, "deleted", f"Version {version} is a deletion")
-        return VersionResult.of(200, stored, self.compartment_of(res_type, stored.content))
+        return VersionResult.of(200, stored, self.compartment(stored))
 
     # -- update and delete -------------------------------------------------------------------
 
@@ -440,7 +449,7 @@ class FhirService:
             patient_ids is not None
             and current is not None
             and not current.deleted
-            and not self.visible(patient_ids, rtype.name, current.content)
+            and not self.visible(patient_ids, current)
         ):
             raise outside_compartment(rtype.name)
         if expected is not None and (current is None or current.version_id != expected):
@@ -517,7 +526,7 @@ class FhirService:
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
         if current is None:
             raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
-        if not self.visible(patient_ids, rtype.name, current.content):
+        if not self.visible(patient_ids, current):
             raise outside_compartment(rtype.name)
         if current.deleted:
             return VersionResult(
@@ -552,7 +561,7 @@ class FhirService:
             now,
             None,
             [Issue("informational", f"Deleted {rtype.name}/{res_id}", (), "information")],
-            patient_id=self.compartment_of(rtype.name, current.content),
+            patient_id=self.compartment(current),
         )
 
     # -- history and search --------------------------------------------------------------------
@@ -579,7 +588,7 @@ class FhirService:
             else:
                 versions = repo.instance_history(conn, res_type, res_id, since=since, count=limit)
         if patient_ids is not None:
-            versions = [v for v in versions if self.visible(patient_ids, res_type, v.content)]
+            versions = [v for v in versions if self.visible(patient_ids, v)]
         if res_id is None:
             return versions
         if not versions:
@@ -622,7 +631,7 @@ class FhirService:
         unique_included = []
         for inc_row in included:
             key = (inc_row.res_type, inc_row.res_id)
-            if not self.visible(patient_ids, inc_row.res_type, inc_row.content):
+            if not self.visible(patient_ids, inc_row):
                 continue  # an _include must not reach outside the compartment
             if key not in seen:
                 seen.add(key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
@@ -47,6 +47,7 @@ class NewVersion:
     last_updated: int
     content: str
     index: IndexValues
+    resource: dict[str, Any] = field(default_factory=dict)  # ``content`` as data, for listeners
 
 
 _CURRENT_COLS = (

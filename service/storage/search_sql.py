@@ -208,6 +208,7 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
         R.last_updated,
         R.deleted,
         R.content,
+        R.patient_id,
         key.label("sort_value"),
     ).where(where)
     if q.cursor is not None:
@@ -226,7 +227,10 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
     more = len(rows) > q.count
     rows = rows[: q.count]
     page = [
-        StoredVersion(r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, False, r.content)
+        StoredVersion(
+            r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, False, r.content,
+            r.patient_id,
+        )
         for r in rows
     ]
     cursor = Cursor(rows[-1].sort_value, rows[-1].rid) if more and rows else None
@@ -269,11 +273,17 @@ def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVer
     )
     chosen = select(ranked.c.rid).where(ranked.c.rn <= max_per_code).distinct()
     rows = conn.execute(
-        select(R.rid, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.content)
+        select(
+            R.rid, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.content,
+            R.patient_id,
+        )
         .where(R.rid.in_(chosen))
         .order_by(R.patient_id, R.date_low.desc(), R.rid.desc())
     )
     return [
-        StoredVersion(r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, False, r.content)
+        StoredVersion(
+            r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, False, r.content,
+            r.patient_id,
+        )
         for r in rows
     ]
