@@ -270,17 +270,14 @@ async def create(
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "create", write=True)
     data = await _body(request, state)
-    if isinstance(data, dict) and data.get("resourceType") not in (None, res_type):
-        raise FhirError.single(
-            400,
-            "invalid",
-            f"resourceType '{data.get('resourceType')}' does not match the URL ({res_type})",
-            "resourceType",
-        )
-    if isinstance(data, dict) and "resourceType" not in data:
-        raise FhirError.single(400, "required", "resourceType is required", "resourceType")
     result = await run_in_threadpool(
-        partial(state.fhir.create, data, if_none_exist=if_none_exist, patient_ids=patient_ids)
+        partial(
+            state.fhir.create,
+            data,
+            if_none_exist=if_none_exist,
+            patient_ids=patient_ids,
+            expected_type=res_type,
+        )
     )
     audit.result(result)
     return resource_response(result, base, return_pref=prefer(request, "return"), location=True)

@@ -286,12 +286,14 @@ class FhirService:
         *,
         if_none_exist: str | None = None,
         patient_ids: tuple[str, ...] | None = None,
+        expected_type: str | None = None,
     ) -> VersionResult:
         """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set.
 
-        ``patient_ids`` confines the write to those compartments (403 outside them).
+        ``patient_ids`` confines the write to those compartments (403 outside them);
+        ``expected_type`` is the type the URL names (400 when the resource is another).
         """
-        rtype = self.prepare(data)
+        rtype = self.prepare(data, expected_type)
         with self.db.write() as conn:
             return self.create_in(
                 conn, rtype, data, if_none_exist=if_none_exist, patient_ids=patient_ids
