@@ -27,8 +27,3 @@ def day_start(day: date, tz: ZoneInfo = DEFAULT_TZ) -> datetime:
 def day_length(day: date, tz: ZoneInfo = DEFAULT_TZ) -> timedelta:
     """How long a local calendar day lasts (23, 24 or 25 h around DST changes)."""
     return day_start(day + timedelta(days=1), tz) - day_start(day, tz)
-
-
-def days_between(earlier: date, later: date) -> int:
-    """Whole calendar days from ``earlier`` to ``later`` (negative if reversed)."""
-    return (later - earlier).days

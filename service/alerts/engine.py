@@ -25,7 +25,12 @@ from service.alerts.episodes import (
 )
 from service.alerts.kinds import KINDS
 from service.alerts.measurements import Measurement
-from service.alerts.personalisation import PatientConfig, effective_params, is_enabled
+from service.alerts.personalisation import (
+    PatientConfig,
+    effective_params,
+    is_enabled,
+    is_paused,
+)
 from service.alerts.preparation import Prepared, prepare
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, RuleDefinition, RuleSet, default_rule_set
@@ -413,7 +418,7 @@ def sweep_missing(
     rule_set = rule_set or default_rule_set()
     rule = rule_set.get("GEN-MISSING")
     state = _Episodes.of([a for a in episodes if a.patient_id == config.patient_id])
-    if not is_enabled(rule, config, now) or any(p.covers(now) for p in config.pauses):
+    if not is_enabled(rule, config, now) or is_paused(config, now):
         return []
     params = effective_params(rule, config, now)
     usable = [m for m in measurements if m.evaluable]
