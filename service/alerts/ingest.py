@@ -172,12 +172,6 @@ class AlertService:
                 return
             query.cursor = page.next_cursor
 
-    def _search(
-        self, conn: Connection, res_type: str, params: list[tuple[str, str]]
-    ) -> list[dict[str, Any]]:
-        """Every current match of a search, as JSON."""
-        return [orjson.loads(r.content or "{}") for r in self._rows(conn, res_type, params)]
-
     def load_config(self, conn: Connection, patient_id: str) -> PatientConfig | None:
         """The patient's programmes, personal thresholds, rule toggles and pauses.
 
@@ -287,15 +281,9 @@ class AlertService:
         """Evaluate the missing-data rules for every enrolled patient (idempotent)."""
         now = now or datetime.now(UTC)
         with self.fhir.db.read() as conn:
-            plans = self._search(conn, "CarePlan", [("status", "active")])
-        patients = sorted(
-            {
-                ref[1]
-                for p in plans
-                if (ref := split_reference(p.get("subject", {}).get("reference", "")))
-                and ref[0] == "Patient"
-            }
-        )
+            # The compartment is on each row: no CarePlan JSON needs parsing here.
+            rows = self._rows(conn, "CarePlan", [("status", "active")])
+            patients = sorted({row.patient_id for row in rows if row.patient_id})
         changes = 0
         for patient_id in patients:
             with self.fhir.db.write() as conn:
