@@ -56,17 +56,24 @@ class Database:
         self.engine.dispose()
 
 
+#: psycopg's prepare_threshold: executions before it prepares a statement by itself.
+_NEVER_AUTO_PREPARE = 2**31 - 1
+
+
 def _make_engine(url: str, sqlite_synchronous: str, pool_size: int) -> Engine:
     if make_url(url).get_backend_name() != "sqlite":
-        # psycopg prepares a statement after five executions, and PostgreSQL would then switch
-        # to a generic plan that ignores the values: for "one patient's weights" that means
-        # scanning every weight of every patient (~1000x slower). Plan with the actual values.
+        # Only the hot write-path statements that ask for it (service.storage.pg_bulk,
+        # prepare=True) are prepared, so PostgreSQL may reuse their generic plan and skip
+        # planning. Everything else, searches above all, is sent unnamed and planned with the
+        # actual values: a generic plan for "one patient's weights" ignores the patient and
+        # scans every patient's weights (~1000x slower), which psycopg's default automatic
+        # preparation after five executions would bring about.
         return create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size * 2,
             pool_recycle=1800,
-            connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+            connect_args={"prepare_threshold": _NEVER_AUTO_PREPARE},
         )
     # isolation_level=None hands transaction control to the "begin" hook below.
     engine = create_engine(
