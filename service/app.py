@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
 from service.api.deps import AppState, AuthState
+from service.api.group_commit import CreateBatcher
 from service.api.middleware import RequestTelemetry
 from service.api.oauth_routes import router as oauth_router
 from service.api.ops_routes import router as ops_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         settings=settings,
         fhir=fhir,
         conformance=ConformanceStore(fhir.profiles.conformance_resources()),
+        creates=CreateBatcher(fhir.store_new),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         auth=build_auth(settings, db, fhir),
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
+from service.api.group_commit import CreateBatcher
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.auth.identity import SimulatedDigiD
@@ -33,6 +34,7 @@ class AppState:
     settings: Settings
     fhir: FhirService
     conformance: ConformanceStore
+    creates: CreateBatcher
     started_at: str
     auth: AuthState | None = None  # None in TELEMON_AUTH=open
 

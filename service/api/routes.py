@@ -270,15 +270,19 @@ async def create(
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "create", write=True)
     data = await _body(request, state)
-    result = await run_in_threadpool(
-        partial(
-            state.fhir.create,
-            data,
-            if_none_exist=if_none_exist,
-            patient_ids=patient_ids,
-            expected_type=res_type,
+    if if_none_exist is None:
+        rtype = state.fhir.prepare(data, res_type)
+        result = await state.creates.create(state.fhir.new_version(rtype, data, patient_ids))
+    else:
+        result = await run_in_threadpool(
+            partial(
+                state.fhir.create,
+                data,
+                if_none_exist=if_none_exist,
+                patient_ids=patient_ids,
+                expected_type=res_type,
+            )
         )
-    )
     audit.result(result)
     return resource_response(result, base, return_pref=prefer(request, "return"), location=True)
 

@@ -96,6 +96,14 @@ class SearchResult:
     warnings: list[Issue]
 
 
+class _MissingReferences(Exception):
+    """Some versions of a shared transaction reference what does not exist."""
+
+    def __init__(self, missing: set[tuple[str, str]]) -> None:
+        super().__init__(f"{len(missing)} missing references")
+        self.missing = missing
+
+
 def event_of(item: NewVersion, previous: StoredVersion | None = None) -> WriteEvent:
     """The write event for a version just stored."""
     return WriteEvent(
@@ -316,12 +324,68 @@ class FhirService:
             match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
             if match is not None:
                 return VersionResult.of(200, match, self.compartment(match))
-        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
-        if patient_ids is not None and item.index.patient_id not in patient_ids:
-            raise outside_compartment(rtype.name)
+        item = self.new_version(rtype, data, patient_ids, res_id)
         self.insert_new(conn, [(item, prefix or rtype.name)], pending)
         self.notify(conn, [event_of(item)])
         return VersionResult.of(201, item)
+
+    def new_version(
+        self,
+        rtype: ResourceType,
+        data: dict[str, Any],
+        patient_ids: tuple[str, ...] | None = None,
+        res_id: str | None = None,
+    ) -> NewVersion:
+        """Stamp validated ``data`` as version 1 of a new resource (403 outside ``patient_ids``)."""
+        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
+        if patient_ids is not None and item.index.patient_id not in patient_ids:
+            raise outside_compartment(rtype.name)
+        return item
+
+    def store_new(self, items: Sequence[NewVersion]) -> list[VersionResult | Exception]:
+        """Store independent new versions (from :meth:`new_version`), sharing one transaction.
+
+        Group commit for concurrent single creates: one transaction, one insert statement and
+        one alert evaluation for all of them. Each still succeeds or fails on its own, as if
+        stored alone: versions whose references are missing get their 422 and the rest are
+        stored without them; any other failure stores every version in its own transaction.
+        The result for each version is in the same position: a 201 or the exception.
+        """
+        failed: dict[int, Exception] = {}
+        todo = list(range(len(items)))
+        while todo:
+            try:
+                self._store_together([items[i] for i in todo])
+                break
+            except _MissingReferences as exc:
+                for i in todo:
+                    gone = {(t, r) for _, t, r in items[i].index.references} & exc.missing
+                    if gone:
+                        failed[i] = self._reference_error([(items[i], items[i].res_type)], gone)
+                todo = [i for i in todo if i not in failed]
+            except Exception as exc:
+                if len(todo) == 1:
+                    failed[todo[0]] = exc
+                    break
+                for i in todo:  # isolate the failure: each on its own
+                    failed.update(
+                        (i, result)
+                        for result in self.store_new([items[i]])
+                        if isinstance(result, Exception)
+                    )
+                break
+        return [
+            failed[i] if i in failed else VersionResult.of(201, item)
+            for i, item in enumerate(items)
+        ]
+
+    def _store_together(self, items: Sequence[NewVersion]) -> None:
+        wanted = self._required_references([(item, item.res_type) for item in items], frozenset())
+        with self.db.write() as conn:
+            _, missing = repo.insert_resources_checked(conn, items, wanted)
+            if missing:
+                raise _MissingReferences(missing)  # rolls the transaction back
+            self.notify(conn, [event_of(item) for item in items])
 
     def conditional_match(
         self,
