@@ -30,7 +30,7 @@ from service.storage import repository as repo
 from service.storage import search_sql
 from service.storage.db import Database
 from service.storage.repository import NewVersion, StoredVersion
-from service.validation import ProfileValidator, validate_structure
+from service.validation import ProfileValidator, dumps_resource, validate_structure
 
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -219,12 +219,15 @@ class FhirService:
         meta["lastUpdated"] = format_instant(now)
         body = {k: v for k, v in data.items() if k not in ("resourceType", "id", "meta")}
         resource = {"resourceType": rtype.name, "id": res_id, "meta": meta, **body}
+        content, exact_decimals = dumps_resource(resource)
+        if exact_decimals:  # the digits live on in the JSON; the rest of the code sees floats
+            resource = orjson.loads(content)
         return NewVersion(
             rtype.name,
             res_id,
             version,
             now,
-            orjson.dumps(resource).decode(),
+            content.decode(),
             extract(resource, rtype, self.zone),
             resource,
         )

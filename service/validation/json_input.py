@@ -10,6 +10,10 @@ Hot path (thousands of calls per second), so the work is split in two:
   (stdlib ``json`` with ``object_pairs_hook``) run.
 
 Any failure re-walks the document once more, slowly, to name every offending element.
+
+FHIR decimals keep the digits they were written with (``80.50`` is not ``80.5``). A float
+cannot, so a body with such a decimal (rare: a regex finds them) is parsed once more with the
+stdlib parser into :class:`WrittenDecimal` values, which :func:`dumps_resource` writes back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ _BOM = b"\xef\xbb\xbf"
 # inside a string is always escaped. Matches with whitespace before the colon are rare enough to
 # send the document to the exact duplicate check instead of counting them.
 _SPACED_COLON = re.compile(rb'"[ \t\r\n]+:')
+# A JSON number with a fraction or an exponent, as a value (after ':', '[' or ',').
+_DECIMAL = re.compile(
+    rb"[:\[,][ \t\r\n]*(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))"
+)
 
 
 def parse_json(raw: bytes, *, max_depth: int = 64) -> Any:
@@ -51,7 +59,52 @@ def parse_json(raw: bytes, *, max_depth: int = 64) -> Any:
         raise FhirError(400, _describe(data, max_depth))
     if _SPACED_COLON.search(raw) or raw.count(b'":') != key_count:
         _check_duplicates(raw)
+    if _loses_precision(raw):
+        return json.loads(raw, parse_float=WrittenDecimal)
     return data
+
+
+class WrittenDecimal(float):
+    """A JSON decimal that keeps the digits it was written with.
+
+    FHIR requires a decimal's precision to be kept (``80.50`` stays ``80.50``), which a float
+    cannot do. Computations use the float value; :func:`dumps_resource` writes the digits back.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> WrittenDecimal:
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+
+def _loses_precision(raw: bytes) -> bool:
+    """True when a decimal in ``raw`` would not read back as written from a float.
+
+    ``80.5`` and ``37.0`` survive a float; ``80.50``, ``1e2`` or 20 significant digits do not.
+    Digits inside strings may match too; that only costs the slower exact parse.
+    """
+    return any(repr(float(token)) != token.decode() for token in _DECIMAL.findall(raw))
+
+
+def dumps_resource(resource: Any) -> tuple[bytes, bool]:
+    """Serialise a resource, writing each decimal with the digits it was received with.
+
+    Also tells whether there were any such decimals (then the dict holds :class:`WrittenDecimal`
+    values, which only this function can serialise).
+    """
+    written = False
+
+    def write_decimal(value: Any) -> orjson.Fragment:
+        nonlocal written
+        if isinstance(value, WrittenDecimal):
+            written = True
+            return orjson.Fragment(value.text)
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    return orjson.dumps(resource, default=write_decimal), written
 
 
 def _decode_error(raw: bytes, exc: orjson.JSONDecodeError, max_depth: int) -> FhirError:

@@ -218,7 +218,7 @@ class _Walker:
         elif kind is _Kind.INTEGER:
             ok = type(value) is int
         elif kind is _Kind.DECIMAL:
-            ok = type(value) is int or type(value) is float
+            ok = type(value) is int or isinstance(value, float)  # incl. WrittenDecimal
         elif kind is _Kind.BOOLEAN:
             ok = type(value) is bool
         elif kind is _Kind.COMPLEX or kind is _Kind.RESOURCE:

@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+import orjson
 from fastapi.testclient import TestClient
 
 from tests import factories as f
@@ -258,3 +259,26 @@ def test_history_since(client: TestClient, make_patient: Any) -> None:
         bad = client.get(f"/fhir/Patient/{pid}/_history", params={"_since": value})
         assert bad.status_code == 400, value
         assert f.expressions(bad.json()) == ["_since"]
+
+
+def test_decimal_precision_is_kept_on_create_read_and_in_bundles(client: TestClient) -> None:
+    pid = client.post("/fhir/Patient", json=f.patient()).json()["id"]
+    body = f.weight(pid, 80.5)
+    raw = re.sub(rb'"value": ?80\.5', b'"value":80.50', client_json(body))
+    created = client.post("/fhir/Observation", content=raw)
+    assert created.status_code == 201, created.text
+    assert b'"value":80.50' in created.content
+    read = client.get(f"/fhir/Observation/{created.json()['id']}")
+    assert b'"value":80.50' in read.content
+    bundle = client_json(f.transaction(f.post_entry(f.weight(pid, 81.5))))
+    response = client.post("/fhir", content=bundle.replace(b"81.5", b"81.500"))
+    assert response.status_code == 200, response.text
+    location = response.json()["entry"][0]["response"]["location"]
+    assert b'"value":81.500' in client.get(f"/fhir/{location}").content
+    found = client.get("/fhir/Observation", params={"patient": pid, "value-quantity": "80.5"})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [created.json()["id"]]
+
+
+def client_json(resource: dict[str, Any]) -> bytes:
+    """A resource as compact JSON bytes (so a test can change how a number is written)."""
+    return orjson.dumps(resource)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from service.fhir.outcome import FhirError
-from service.validation import parse_json
+from service.validation import WrittenDecimal, dumps_resource, parse_json
 
 OBS = (
     b'{"resourceType":"Observation","status":"final","code":{"coding":[{"system":'
@@ -187,3 +187,30 @@ def test_parse_is_fast() -> None:
 )
 def test_null_in_other_arrays(raw: bytes, expression: str) -> None:
     assert expressions(reject(raw)) == [expression]
+
+
+# -- decimal precision (FHIR: a decimal keeps the precision it was written with) -------------
+
+
+@pytest.mark.parametrize(
+    ("written", "exact"),
+    [("80.50", True), ("1e2", True), ("0.10000000000000000001", True), ("80.5", False),
+     ("37.0", False), ("-0.25", False)],
+)  # fmt: skip
+def test_decimals_keep_their_digits(written: str, exact: bool) -> None:
+    raw = f'{{"resourceType":"Observation","valueQuantity":{{"value":{written}}}}}'.encode()
+    data = parse_json(raw)
+    value = data["valueQuantity"]["value"]
+    assert isinstance(value, WrittenDecimal) is exact
+    assert value == float(written)
+    content, written_back = dumps_resource(data)
+    assert written_back is exact
+    assert content == raw
+
+
+def test_digits_inside_strings_do_not_change_the_result() -> None:
+    raw = b'{"effectiveDateTime":"2026-11-23T08:00:00.120+01:00","valueInteger":3}'
+    assert parse_json(raw) == {
+        "effectiveDateTime": "2026-11-23T08:00:00.120+01:00",
+        "valueInteger": 3,
+    }
