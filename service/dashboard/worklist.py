@@ -85,7 +85,7 @@ def duration(span: timedelta) -> str:
         return f"{days} d {hours} h"
     if hours:
         return f"{hours} h {rest // 60} min"
-    return f"{rest // 60} min"
+    return f"{rest // 60} min" if rest >= 60 else "< 1 min"
 
 
 def _instant(text: str | None) -> datetime | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -182,6 +183,26 @@ def test_an_expired_session_is_refused(dash: TestClient, clinician: str) -> None
     )
     dash.cookies.set(sessions.COOKIE, sessions.seal(key, old), path="/dashboard")
     assert dash.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_a_session_in_use_is_renewed(dash: TestClient, clinician: str) -> None:
+    login(dash)
+    key = dash.app.state.dashboard.signing_key()  # type: ignore[attr-defined]
+    now = int(time.time())
+    session = sessions.open_session(key, dash.cookies[sessions.COOKIE], now)
+    ending = dataclasses.replace(session, expires_at=now + 60)  # less than half left
+    dash.cookies.clear()
+    dash.cookies.set(sessions.COOKIE, sessions.seal(key, ending), path="/dashboard")
+    page = dash.get("/dashboard")
+    assert page.status_code == 200
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(sessions.COOKIE + "=") and "HttpOnly" in cookie
+    renewed = sessions.open_session(key, page.cookies[sessions.COOKIE], now)
+    assert renewed.expires_at >= now + 1800 - 5 and renewed.sid == session.sid
+    dash.cookies.clear()
+    dash.cookies.set(sessions.COOKIE, page.cookies[sessions.COOKIE], path="/dashboard")
+    fresh = dash.get("/dashboard")
+    assert "set-cookie" not in fresh.headers  # plenty of time left: no new cookie
 
 
 def test_static_files_are_served_by_telemon(dash: TestClient) -> None:
