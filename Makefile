@@ -22,12 +22,12 @@ run: $(STAMP)
 	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon serve
 
 ## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down);
-## the browser tests run in one worker and save screenshots in test-artifacts/dashboard/
+## the browser tests save screenshots in test-artifacts/dashboard/
 test: $(STAMP) $(CHROMIUM)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(BIN)/pytest -q -p no:cacheprovider -n 2
 
 ## Debian's chromium for the browser tests, installed with apt-get when missing (needs root)
 $(CHROMIUM):

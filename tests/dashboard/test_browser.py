@@ -28,9 +28,6 @@ from service.storage import migrate
 from service.storage.db import Database
 from tests.dashboard.conftest import PROFILES
 
-# One server and one browser for the whole module, on one xdist worker.
-pytestmark = pytest.mark.xdist_group("browser")
-
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 LAPTOP = {"width": 1440, "height": 900}
@@ -133,9 +130,17 @@ def _open_alerts(fhir: FhirService) -> dict[str, dict[str, Any]]:
     return {r.res_id: orjson.loads(r.content or "{}") for r in rows}
 
 
-def test_laptop_alerts_patient_charts_and_acknowledge(
-    server: tuple[str, FhirService, DemoSummary], browser: Any
+def test_the_dashboard_on_a_laptop_and_a_tablet(
+    server: tuple[str, FhirService, DemoSummary], browser: Any, subtests: Any
 ) -> None:
+    """One test (so one xdist worker, one server, one browser); a subtest per viewport."""
+    with subtests.test("laptop: alerts, a patient's charts, acknowledge"):
+        _laptop(server, browser)
+    with subtests.test("tablet: alerts, a patient's charts, resolve, logout"):
+        _tablet(server, browser)
+
+
+def _laptop(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     base, fhir, demo = server
     visit = Visit(browser, base, LAPTOP, "laptop")
     page = visit.page
@@ -183,9 +188,7 @@ def test_laptop_alerts_patient_charts_and_acknowledge(
     visit.close()
 
 
-def test_tablet_worklist_patient_and_resolve(
-    server: tuple[str, FhirService, DemoSummary], browser: Any
-) -> None:
+def _tablet(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     base, fhir, demo = server
     visit = Visit(browser, base, TABLET, "tablet")
     page = visit.page
