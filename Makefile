@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint typecheck bench clean
 
@@ -19,12 +21,24 @@ run: $(STAMP)
 	$(BIN)/telemon demo
 	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon serve
 
-## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down)
-test: $(STAMP)
+## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down);
+## the browser tests save screenshots in test-artifacts/dashboard/
+test: $(STAMP) $(CHROMIUM)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider -n 2
+
+## Debian's chromium for the browser tests, installed with apt-get when missing (needs root)
+$(CHROMIUM):
+	@if [ "$$(id -u)" = "0" ]; then \
+		echo "Installing Debian's chromium for the dashboard's browser tests"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "The dashboard's browser tests need $(CHROMIUM). Install it as root:" >&2; \
+		echo "  apt-get update && apt-get install -y chromium    (then run make test again)" >&2; \
+		exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench

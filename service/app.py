@@ -27,6 +27,8 @@ from service.auth.identity import build_identity_provider
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenService, load_or_create_key
 from service.bootstrap import build_service, open_database
+from service.dashboard.routes import build_dashboard
+from service.dashboard.routes import router as dashboard_router
 from service.fhir.conformance import ConformanceStore
 from service.fhir.outcome import FhirError, Issue, operation_outcome
 from service.fhir.service import FhirService
@@ -101,6 +103,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
     app.include_router(fhir_router)
     app.include_router(ops_router)
+    app.state.dashboard = build_dashboard(settings, fhir, app.state.telemon.auth)
+    app.include_router(dashboard_router)
     app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(FhirError)

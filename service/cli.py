@@ -207,6 +207,11 @@ def demo(
         f"curl -s '{base}/Patient?identifier={BSN_SYSTEM}|{hf.bsn}'",
     ):
         typer.echo(line)
+    dashboard = base.removesuffix("/fhir") + "/dashboard"
+    typer.echo(
+        f"\nClinician dashboard: {dashboard} (log in as {summary.clinician_name} with UZI "
+        f"number {summary.clinician_uzi}; simulated login, test and demo only)"
+    )
 
 
 @alerts_app.command("sweep")

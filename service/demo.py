@@ -7,6 +7,9 @@
   SpO2 5-6 points below her baseline, breathing faster, pulse up, a slight fever.
 * **Willem Bakker** (heart failure and COPD): everything daily, and stable — the contrast.
 
+And one clinician, **dr. Eva Visser** (a ``Practitioner`` with UZI number
+:data:`CLINICIAN_UZI`), who logs in to the dashboard (``/dashboard``) with that number.
+
 Every resource has an identifier (Patient: BSN; Device: serial; Observation: patient, code and
 local day) and is created with a conditional create, so loading the demo twice on the same day
 creates nothing the second time. The values are drawn from a random generator seeded per patient,
@@ -24,6 +27,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from service.auth.identity import UZI_SYSTEM
 from service.fhir import bundles
 from service.fhir.service import FhirService
 from service.importer import identifier_criteria
@@ -42,6 +46,8 @@ _VITAL_SIGNS = {
         }
     ]
 }
+#: The demo clinician's UZI number: the simulated dashboard login accepts it (test/demo only).
+CLINICIAN_UZI = "900012345"
 # The last morning measurement is done by then; before it, "today" has no data yet.
 _MORNING_DONE = time(8, 30)
 _EPISODE_DAYS = 4  # the decompensation / exacerbation covers the last four days
@@ -116,6 +122,8 @@ class DemoSummary:
     """What :func:`load_demo` wrote (``created``) and found already present (``skipped``)."""
 
     patients: list[DemoPatient]
+    clinician_name: str = ""
+    clinician_uzi: str = CLINICIAN_UZI
     created: int = 0
     skipped: int = 0
     first_day: date | None = None
@@ -137,6 +145,7 @@ def load_demo(
         last_day -= timedelta(days=1)
     days = [last_day - timedelta(days=n) for n in range(weeks * 7 - 1, -1, -1)]
     summary = DemoSummary([], first_day=days[0], last_day=last_day)
+    summary.clinician_name = _store_clinician(service, summary)
     for person in _PEOPLE:
         rng = random.Random(f"{seed}:{person.key}")  # per patient: one series never shifts another
         patient, devices = _store_people(service, person, summary, days[0])
@@ -204,6 +213,18 @@ def _run(service: FhirService, bundle: dict[str, Any], summary: DemoSummary) -> 
             summary.skipped += 1
         refs.append(entry["response"]["location"].split("/_history/")[0])
     return refs
+
+
+def _store_clinician(service: FhirService, summary: DemoSummary) -> str:
+    """The demo clinician, a Practitioner with a UZI number; returns the display name."""
+    practitioner = {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": UZI_SYSTEM, "value": CLINICIAN_UZI}],
+        "active": True,
+        "name": [{"use": "official", "prefix": ["dr."], "given": ["Eva"], "family": "Visser"}],
+    }
+    _store(service, [practitioner], summary)
+    return "dr. Eva Visser"
 
 
 def _care_plan(person: _Person, patient_ref: str, start: date) -> dict[str, Any]:

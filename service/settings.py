@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     oidc_bsn_claim: str = Field(
         default="bsn", description="The id_token claim that carries the patient's BSN."
     )
+    oidc_uzi_claim: str = Field(
+        default="uzi",
+        description="The id_token claim that carries a clinician's UZI number (dashboard login).",
+    )
     oidc_timeout_seconds: float = Field(default=5.0, description="Timeout of calls to the broker.")
     medmij_scopes: dict[str, str] = Field(
         default={
@@ -105,6 +109,14 @@ class Settings(BaseSettings):
         description="Allow JWKS URLs on loopback/private addresses and over http (dev/tests only).",
     )
     jwks_timeout_seconds: float = Field(default=5.0, description="Timeout of a JWKS URL fetch.")
+    # -- clinician dashboard (service/dashboard) ----------------------------------------------
+    dashboard_session_minutes: int = Field(
+        default=30,
+        ge=5,
+        le=120,
+        description="Dashboard session lifetime without activity (renewed while in use; "
+        "at most 12 hours after login).",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from service import demo
+from service.auth.identity import practitioner_by_uzi
 from service.bootstrap import build_service
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -52,9 +53,13 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
         "Anna de Vries",
         "Willem Bakker",
     ]
-    # Per patient: the Patient, its CarePlan, its Devices and its Observations.
-    assert summary.created == sum(p.observations + 2 + len(p.device_ids) for p in summary.patients)
+    # The clinician, and per patient: the Patient, its CarePlan, its Devices and Observations.
+    assert summary.created == 1 + sum(
+        p.observations + 2 + len(p.device_ids) for p in summary.patients
+    )
     assert summary.skipped == 0
+    # the dashboard's demo login: the clinician's UZI number finds one Practitioner
+    assert practitioner_by_uzi(service, summary.clinician_uzi).name == summary.clinician_name
     hf, copd, both = summary.patients
     for p in summary.patients:
         assert is_valid_bsn(p.bsn)

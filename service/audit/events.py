@@ -8,8 +8,9 @@ network address, ``agent.policy`` = the token id, ``entity[query]`` = the search
 ``entity[transaction]`` = the request/correlation ids (X-Request-Id, MedMij-Request-ID,
 X-Correlation-ID). A search spanning patients gives one event per patient (BALP).
 
-Besides FHIR interactions, :data:`SECURITY_EVENTS` covers patient logins (and requests without a
-valid token), consent decisions and token requests, with BALP's types and subtypes.
+Besides FHIR interactions, :data:`SECURITY_EVENTS` covers patient and clinician logins (and
+requests without a valid token), clinician logouts, consent decisions and token requests, with
+BALP's types and subtypes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ SECURITY_EVENTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
         {"system": DCM, "code": "110114", "display": "User Authentication"},
         {"system": DCM, "code": "110122", "display": "Login"},
     ),
+    # a clinician's dashboard logout
+    "logout": (
+        {"system": DCM, "code": "110114", "display": "User Authentication"},
+        {"system": DCM, "code": "110123", "display": "Logout"},
+    ),
     # the patient's consent decision (BALP AuthZconsent)
     "consent": (
         {"system": DCM, "code": "110113", "display": "Security Alert"},
@@ -64,6 +70,7 @@ ACTIONS = {
     "transaction": "E",
     "batch": "E",
     "login": "E",
+    "logout": "E",
     "consent": "E",
     "token": "E",
 }

@@ -6,6 +6,8 @@ the broker's discovery document); the broker sends the browser back to
 ``/oauth/oidc/callback``, telemon redeems the code (``client_secret_basic``), verifies the
 id_token with the broker's JWKS (signature, ``iss``, ``aud``, ``exp``, ``nonce``, ``azp``) and
 maps the BSN claim (``TELEMON_OIDC_BSN_CLAIM``) to the stored Patient (11-check, must exist).
+A clinician's dashboard login goes through the same broker and checks, and maps the UZI claim
+(``TELEMON_OIDC_UZI_CLAIM``) to the stored, active Practitioner.
 
 Between the redirect and the callback nothing is stored server-side: ``state``, ``nonce``, the
 PKCE verifier and the pending authorization travel in a short-lived JWT signed with the server
@@ -27,7 +29,7 @@ from joserfc.errors import JoseError
 
 from service.auth.consent import PendingLogin
 from service.auth.grants import PatientUser
-from service.auth.identity import LoginError, patient_by_bsn
+from service.auth.identity import ClinicianUser, LoginError, patient_by_bsn, practitioner_by_uzi
 from service.fhir.service import FhirService
 from service.settings import Settings
 
@@ -88,6 +90,7 @@ class OidcDigiD:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.bsn_claim = settings.oidc_bsn_claim
+        self.uzi_claim = settings.oidc_uzi_claim
         self._broker = _Broker(
             framework=None,
             client_id=client_id,
@@ -126,8 +129,14 @@ class OidcDigiD:
             started["url"], started["state"], started["nonce"], started["code_verifier"]
         )
 
-    def finish(self, code: str, redirect_uri: str, login: PendingLogin) -> PatientUser:
-        """Redeem the broker's code, verify the id_token and find the Patient by BSN."""
+    def _verified_claims(
+        self,
+        code: str,
+        redirect_uri: str,
+        login: PendingLogin,
+        failed: str = "DigiD-login mislukt / DigiD login failed",
+    ) -> dict[str, Any]:
+        """Redeem the broker's code and verify its id_token; the id_token's claims."""
         try:
             self._metadata()
             token = self._broker.fetch_access_token(
@@ -144,11 +153,28 @@ class OidcDigiD:
                 leeway=_LEEWAY,
             )
         except (httpx.HTTPError, OAuthError, OAuth2Error, JoseError, ValueError) as exc:
-            raise LoginError("DigiD-login mislukt / DigiD login failed") from exc
+            raise LoginError(failed) from exc
         if claims is None:
-            raise LoginError("DigiD-login mislukt / DigiD login failed (no id_token)")
-        bsn = claims.get(self.bsn_claim)
+            raise LoginError(f"{failed} (no id_token)")
+        return dict(claims)
+
+    def finish(self, code: str, redirect_uri: str, login: PendingLogin) -> PatientUser:
+        """Redeem the broker's code, verify the id_token and find the Patient by BSN."""
+        bsn = self._verified_claims(code, redirect_uri, login).get(self.bsn_claim)
         if not isinstance(bsn, str):
             raise LoginError("DigiD gaf geen BSN / DigiD returned no BSN")
         return patient_by_bsn(self.fhir, bsn)
 
+    clinician_label = "Inloggen via de identiteitsbroker / Log in through the identity broker"
+
+    def finish_clinician(
+        self, code: str, redirect_uri: str, login: PendingLogin
+    ) -> ClinicianUser:
+        """Redeem the broker's code, verify the id_token and find the Practitioner by UZI."""
+        claims = self._verified_claims(
+            code, redirect_uri, login, failed="Inloggen mislukt / Login failed"
+        )
+        uzi = claims.get(self.uzi_claim)
+        if not isinstance(uzi, str):
+            raise LoginError("De broker gaf geen UZI-nummer / The broker returned no UZI number")
+        return practitioner_by_uzi(self.fhir, uzi)

@@ -4,11 +4,14 @@ SMART asymmetric auth: a ``jti`` must not have been "previously encountered for 
 within the maximum allowed authentication JWT lifetime". The primary key (issuer, jti) makes the
 check-and-remember one atomic insert, also across workers. It runs in the token request's own
 write transaction, so the jti and the token it buys commit together.
+
+Other one-time ids share the store, each under its own ``issuer`` namespace: authorization
+transactions (one consent decision each) and logged-out dashboard sessions.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -33,3 +36,13 @@ def remember(conn: Connection, issuer: str, jti: str, expires_at: int, now: int)
         .returning(oauth_jti.c.jti)  # rowcount is not reliable here with psycopg
     )
     return conn.execute(statement).first() is not None
+
+
+def is_remembered(conn: Connection, issuer: str, jti: str, now: int) -> bool:
+    """Whether ``jti`` was recorded for ``issuer`` and has not expired yet."""
+    row = conn.execute(
+        select(oauth_jti.c.jti).where(
+            oauth_jti.c.issuer == issuer, oauth_jti.c.jti == jti, oauth_jti.c.expires_at >= now
+        )
+    ).first()
+    return row is not None

@@ -199,6 +199,18 @@ GOAL = ResourceType(
     sort_params=("start-date",),
 )
 
+#: Care providers (clinicians). Not in a patient compartment; a clinician logs in to the
+#: dashboard with the UZI number in ``identifier`` (:mod:`service.auth.identity`).
+PRACTITIONER = ResourceType(
+    name="Practitioner",
+    params=_params(
+        SearchParam("identifier", "token", ("identifier",), "A practitioner identifier (UZI, AGB)"),
+        SearchParam("name", "string", ("name",), "Any part of the name (starts-with match)"),
+        SearchParam("family", "string", ("name.family",), "Family name"),
+        SearchParam("active", "token", ("active",), "Whether the record is active"),
+    ),
+)
+
 #: The NEN 7513 audit trail: written only by the server (service/audit), append-only, so no
 #: create/update/delete through the API (405). Its compartment is the patient the event is about.
 AUDIT_EVENT = ResourceType(
@@ -254,4 +266,6 @@ class Registry:
 
 def default_registry() -> Registry:
     """The registry of the types served by this version of telemon."""
-    return Registry([PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, AUDIT_EVENT])
+    return Registry(
+        [PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, PRACTITIONER, AUDIT_EVENT]
+    )

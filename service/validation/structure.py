@@ -37,6 +37,7 @@ SUPPORTED_TYPES: frozenset[str] = frozenset(
         "Flag",
         "CarePlan",
         "Goal",
+        "Practitioner",
         "Subscription",
         "AuditEvent",
         "PlanDefinition",

@@ -1,0 +1,278 @@
+"""The alerts worklist: open alert Flags, and acknowledging or resolving one.
+
+Alerts are read as the Flags telemon raised (the same resources an EHR pulls), and a clinician's
+acknowledge or resolve is an update of that Flag through :meth:`FhirService.update` — the very
+path of an EHR's ``PUT /fhir/Flag/{id}``: the alert listener applies it to the episode
+(:mod:`service.alerts.ingest`), so the Flag, the episode state and the audit trail agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from service.alerts.codes import ALERT_RULES
+from service.alerts.episodes import EXT_ACKNOWLEDGED, FLAG_DETAIL, FLAG_PRIORITY
+from service.audit.events import Touched
+from service.fhir.outcome import FhirError
+from service.fhir.service import FhirService, VersionResult
+from service.storage.repository import StoredVersion
+
+#: Flag priority code → (severity level, rank for sorting: most urgent first).
+PRIORITIES = {"PH": ("red", 0), "PM": ("orange", 1), "PL": ("info", 2)}
+#: Most rows one dashboard list reads (more are reported, not silently dropped).
+MAX_ROWS = 2000
+
+
+class AlertActionError(Exception):
+    """An acknowledge or resolve that cannot be done; the message is safe to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientName:
+    """A patient as listed: id, display name, birth date and BSN (when known)."""
+
+    patient_id: str
+    name: str
+    birth_date: str | None = None
+    gender: str | None = None
+    bsn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertItem:
+    """One alert, as read from its Flag."""
+
+    flag_id: str
+    version: int
+    patient_id: str
+    rule_id: str
+    rule_title: str
+    text: str
+    priority: str  # PH, PM or PL
+    status: str  # active, inactive, entered-in-error
+    start: datetime
+    end: datetime | None
+    acknowledged_at: datetime | None
+    evidence: tuple[str, ...]
+
+    @property
+    def level(self) -> str:
+        """The severity level: red, orange or info."""
+        return PRIORITIES.get(self.priority, ("info", 2))[0]
+
+    @property
+    def is_open(self) -> bool:
+        """Active (not resolved or retracted)."""
+        return self.status == "active"
+
+    def age(self, now: datetime) -> str:
+        """How long ago the alert started, e.g. ``2 d 5 h`` or ``40 min``."""
+        return duration(now - self.start)
+
+
+def duration(span: timedelta) -> str:
+    """A time span as clinicians read it: ``2 d 5 h``, ``3 h 10 min`` or ``40 min``."""
+    seconds = max(0, int(span.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {rest // 60} min"
+    return f"{rest // 60} min" if rest >= 60 else "< 1 min"
+
+
+def _instant(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def is_alert_flag(flag: dict[str, Any]) -> bool:
+    """Whether a Flag is one of telemon's alerts (its code is an alert rule)."""
+    return any(c.get("system") == ALERT_RULES for c in flag.get("code", {}).get("coding", []))
+
+
+def alert_item(stored: StoredVersion) -> AlertItem | None:
+    """The alert behind a stored Flag; None for a Flag that is not one of telemon's alerts."""
+    flag = orjson.loads(stored.content or "{}")
+    start = _instant(flag.get("period", {}).get("start"))
+    if not is_alert_flag(flag) or start is None:
+        return None
+    coding = next(c for c in flag["code"]["coding"] if c.get("system") == ALERT_RULES)
+    extensions = flag.get("extension", [])
+    priority = "PL"
+    acknowledged = None
+    evidence = []
+    for ext in extensions:
+        url = ext.get("url")
+        if url == FLAG_PRIORITY:
+            codings = ext.get("valueCodeableConcept", {}).get("coding", [])
+            priority = next((c["code"] for c in codings if c.get("code") in PRIORITIES), "PL")
+        elif url == EXT_ACKNOWLEDGED:
+            acknowledged = _instant(ext.get("valueDateTime"))
+        elif url == FLAG_DETAIL:
+            reference = ext.get("valueReference", {}).get("reference", "")
+            if reference.startswith("Observation/"):
+                evidence.append(reference.removeprefix("Observation/"))
+    subject = flag.get("subject", {}).get("reference", "")
+    return AlertItem(
+        flag_id=stored.res_id,
+        version=stored.version_id,
+        patient_id=subject.removeprefix("Patient/"),
+        rule_id=str(coding.get("code", "")),
+        rule_title=str(coding.get("display") or coding.get("code", "")),
+        text=str(flag.get("code", {}).get("text", "")),
+        priority=priority,
+        status=str(flag.get("status", "")),
+        start=start,
+        end=_instant(flag.get("period", {}).get("end")),
+        acknowledged_at=acknowledged,
+        evidence=tuple(evidence),
+    )
+
+
+def patient_name(stored: StoredVersion) -> PatientName:
+    """A stored Patient as listed (official name first)."""
+    patient = orjson.loads(stored.content or "{}")
+    names = patient.get("name") or [{}]
+    name = next((n for n in names if n.get("use") == "official"), names[0])
+    text = name.get("text") or " ".join([*name.get("given", []), name.get("family", "")]).strip()
+    bsn = next(
+        (
+            i.get("value")
+            for i in patient.get("identifier", [])
+            if i.get("system", "").endswith("/bsn")
+        ),
+        None,
+    )
+    return PatientName(
+        stored.res_id,
+        text or f"Patient/{stored.res_id}",
+        patient.get("birthDate"),
+        patient.get("gender"),
+        bsn,
+    )
+
+
+def search_all(
+    fhir: FhirService, res_type: str, params: Sequence[tuple[str, str]], limit: int = MAX_ROWS
+) -> tuple[list[StoredVersion], list[StoredVersion], bool]:
+    """Every match of a search (page by page, at most ``limit``), its includes, and whether
+    more matches were left unread."""
+    matches: list[StoredVersion] = []
+    included: list[StoredVersion] = []
+    page_params = [*params, ("_count", "500")]
+    while True:
+        result = fhir.search(res_type, page_params, strict=True)
+        matches.extend(result.matches)
+        included.extend(result.included)
+        if result.next_cursor is None:
+            return matches, included, False
+        if len(matches) >= limit:
+            return matches[:limit], included, True
+        page_params = [*params, ("_count", "500"), ("_cursor", result.next_cursor)]
+
+
+def touched(rows: Sequence[StoredVersion], fhir: FhirService) -> Iterator[Touched]:
+    """The audit trail's record of stored versions shown to the clinician."""
+    for row in rows:
+        yield Touched(row.res_type, row.res_id, row.version_id, fhir.compartment(row))
+
+
+@dataclass(slots=True)
+class Worklist:
+    """The open alerts: to acknowledge, and acknowledged but still open."""
+
+    new: list[AlertItem]
+    acknowledged: list[AlertItem]
+    patients: dict[str, PatientName]
+    truncated: bool
+    touched: list[Touched]
+
+
+def sort_key(item: AlertItem) -> tuple[int, datetime]:
+    """Most urgent priority first; within a priority the longest-waiting first."""
+    return PRIORITIES.get(item.priority, ("info", 2))[1], item.start
+
+
+def load_worklist(fhir: FhirService) -> Worklist:
+    """Every open alert Flag with its patient, sorted by priority and then age."""
+    flags, included, truncated = search_all(
+        fhir, "Flag", [("status", "active"), ("_include", "Flag:patient")]
+    )
+    items = sorted((i for i in map(alert_item, flags) if i is not None), key=sort_key)
+    patients = {p.res_id: patient_name(p) for p in included if p.res_type == "Patient"}
+    shown = {i.flag_id for i in items}
+    return Worklist(
+        new=[i for i in items if i.acknowledged_at is None],
+        acknowledged=[i for i in items if i.acknowledged_at is not None],
+        patients=patients,
+        truncated=truncated,
+        touched=list(touched([f for f in flags if f.res_id in shown] + included, fhir)),
+    )
+
+
+def _instant_text(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _open_flag(fhir: FhirService, flag_id: str, version: int) -> dict[str, Any]:
+    """The current Flag of an open alert at ``version``; AlertActionError otherwise."""
+    try:
+        current = fhir.read("Flag", flag_id)
+    except FhirError as exc:
+        raise AlertActionError("This alert does not exist (any more).") from exc
+    flag: dict[str, Any] = orjson.loads(current.content or "{}")
+    if not is_alert_flag(flag):
+        raise AlertActionError("This Flag is not an alert raised by telemon.")
+    if current.version_id != version:
+        raise AlertActionError(
+            "This alert changed after the page was loaded; nothing was done. Check it again."
+        )
+    if flag.get("status") != "active":
+        raise AlertActionError("This alert is no longer open.")
+    return copy.deepcopy(flag)
+
+
+def _update(fhir: FhirService, flag: dict[str, Any], version: int) -> VersionResult:
+    try:
+        return fhir.update("Flag", flag["id"], flag, if_match=f'W/"{version}"')
+    except FhirError as exc:
+        if exc.status == 412:
+            raise AlertActionError(
+                "This alert changed after the page was loaded; nothing was done. Check it again."
+            ) from exc
+        raise
+
+
+def acknowledge(fhir: FhirService, flag_id: str, version: int, at: datetime) -> VersionResult:
+    """Acknowledge an open alert (seen, being handled): the Flag gets the acknowledged mark.
+
+    ``version`` is the Flag version the clinician saw: a Flag changed since (an upgrade to a
+    higher severity, an EHR's update) is not acknowledged blindly.
+    """
+    flag = _open_flag(fhir, flag_id, version)
+    extensions = flag.setdefault("extension", [])
+    if any(e.get("url") == EXT_ACKNOWLEDGED for e in extensions):
+        raise AlertActionError("This alert was already acknowledged.")
+    extensions.append({"url": EXT_ACKNOWLEDGED, "valueDateTime": _instant_text(at)})
+    return _update(fhir, flag, version)
+
+
+def resolve(fhir: FhirService, flag_id: str, version: int, at: datetime) -> VersionResult:
+    """Resolve an open alert: the Flag becomes inactive and the episode ends at ``at``."""
+    flag = _open_flag(fhir, flag_id, version)
+    flag["status"] = "inactive"
+    flag.setdefault("period", {})["end"] = _instant_text(at)
+    return _update(fhir, flag, version)
