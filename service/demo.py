@@ -24,6 +24,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
+from service.alerts.episodes import FLAG_PRIORITY
 from service.fhir import bundles
 from service.fhir.service import FhirService
 from service.importer import identifier_criteria
@@ -109,6 +112,7 @@ class DemoPatient:
     story: str
     device_ids: dict[str, str] = field(default_factory=dict)
     observations: int = 0
+    alerts: list[str] = field(default_factory=list)  # open alerts, "RULE (colour)", reddest first
 
 
 @dataclass(slots=True)
@@ -155,10 +159,14 @@ def load_demo(
                 len(resources),
             )
         )
+    for stored in summary.patients:
+        stored.alerts = _open_alerts(service, stored.patient_id)
     return summary
 
 
 PLAN_BASE = "http://telemon.example.org/fhir/PlanDefinition"
+#: Condition → the id of its programme's PlanDefinition (served read-only from fhir_profiles/).
+PROGRAMMES = {"heart failure": "heart-failure", "COPD": "copd"}
 CARE_PLAN_SYSTEM = "urn:telemon:demo:careplan"
 
 _STORIES = {
@@ -208,11 +216,7 @@ def _run(service: FhirService, bundle: dict[str, Any], summary: DemoSummary) -> 
 
 def _care_plan(person: _Person, patient_ref: str, start: date) -> dict[str, Any]:
     """Enrolment in the person's programmes, so the alert rules run on their measurements."""
-    plans = []
-    if "heart failure" in person.conditions:
-        plans.append(f"{PLAN_BASE}/heart-failure")
-    if "COPD" in person.conditions:
-        plans.append(f"{PLAN_BASE}/copd")
+    plans = [f"{PLAN_BASE}/{PROGRAMMES[condition]}" for condition in person.conditions]
     return {
         "resourceType": "CarePlan",
         "identifier": [{"system": CARE_PLAN_SYSTEM, "value": person.key}],
@@ -263,6 +267,18 @@ def _store_people(
         for (kind, _, _), ref in zip(person.devices, refs[1:-1], strict=True)
     }
     return patient_id, devices
+
+
+def _open_alerts(service: FhirService, patient_id: str) -> list[str]:
+    """The patient's active alert Flags as ``RULE (colour)``, reddest first (PH, PM, PL)."""
+    found = []
+    for match in service.search("Flag", [("patient", patient_id), ("status", "active")]).matches:
+        flag = orjson.loads(match.content or "{}")
+        priority = next(e for e in flag["extension"] if e["url"] == FLAG_PRIORITY)
+        concept = priority["valueCodeableConcept"]
+        rank = ("PH", "PM", "PL").index(concept["coding"][0]["code"])
+        found.append((rank, flag["code"]["coding"][0]["code"], concept["text"]))
+    return [f"{rule} ({colour})" for _, rule, colour in sorted(found)]
 
 
 # -- the measurements ------------------------------------------------------------------------
