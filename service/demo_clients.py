@@ -39,11 +39,12 @@ PGO_NAME = "Demo PGO (telemon demo)"
 PGO_REDIRECT_URI = "http://127.0.0.1:8765/callback"
 BACKEND_CLIENT_ID = "demo-ehr"
 BACKEND_NAME = "Demo EHR (telemon demo)"
-#: What an EHR needs: read patients and measurements, work the alerts (Flags), set personal
-#: thresholds (Goals referenced from the CarePlan), and read the audit trail.
+#: What an EHR needs (as in docs/api/ehr-systems.md): enrol patients (Patient, CarePlan), read
+#: measurements, work the alerts (Flags), set personal thresholds (Goals referenced from the
+#: CarePlan), and read the audit trail.
 BACKEND_SCOPE = (
-    "system/Patient.rs system/Device.rs system/Observation.rs system/Flag.rus "
-    "system/CarePlan.rus system/Goal.crus system/AuditEvent.rs"
+    "system/Patient.crs system/Device.rs system/Observation.rs system/Flag.rus "
+    "system/CarePlan.crus system/Goal.crus system/AuditEvent.rs"
 )
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALG = "ES384"
