@@ -119,12 +119,14 @@ class OAuthRun:
     output: str  # what `telemon demo` printed
     root: str  # the server's root URL
     env: dict[str, str]  # what the user's shell has: PATH with `telemon`, TELEMON_BASE_URL
+    cwd: Path  # where the user ran them (./demo-keys is there)
 
 
-@pytest.fixture
-def oauth_run(tmp_path: Path) -> Iterator[OAuthRun]:
+@pytest.fixture(scope="module")
+def oauth_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthRun]:
     """`telemon demo` then `telemon serve` with TELEMON_AUTH=oauth on a fresh SQLite file, as
-    `TELEMON_AUTH=oauth make run` does."""
+    `TELEMON_AUTH=oauth make run` does (one server for the tests of this module)."""
+    tmp_path = tmp_path_factory.mktemp("oauth-run")
     port = _free_port()
     root = f"http://127.0.0.1:{port}"
     env = {
@@ -160,22 +162,23 @@ def oauth_run(tmp_path: Path) -> Iterator[OAuthRun]:
                 pass
             assert time.monotonic() < deadline, "telemon serve did not start"
             time.sleep(0.1)
-        yield OAuthRun(demo.stdout, root, {k: env[k] for k in ("PATH", "TELEMON_BASE_URL")})
+        shell = {k: env[k] for k in ("PATH", "TELEMON_BASE_URL")}
+        yield OAuthRun(demo.stdout, root, shell, tmp_path)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def test_oauth_mode_backend_token_with_the_written_key_reads_the_alerts(
-    oauth_run: OAuthRun, tmp_path: Path
+    oauth_run: OAuthRun,
 ) -> None:
-    out, env = oauth_run.output, oauth_run.env
+    out, env, cwd = oauth_run.output, oauth_run.env, oauth_run.cwd
     assert "TELEMON_AUTH=oauth" in out
     (token_line,) = _commands(out, "TOKEN=$(")
     assert token_line == "TOKEN=$(telemon demo token)"
     token = subprocess.run(
         ["bash", "-c", token_line + ' && printf %s "$TOKEN"'],
-        cwd=tmp_path,
+        cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -198,7 +201,7 @@ def test_oauth_mode_backend_token_with_the_written_key_reads_the_alerts(
     (by_hand,) = [c for c in _commands(out) if "grant_type=client_credentials" in c]
     manual = subprocess.run(
         ["bash", "-c", by_hand],
-        cwd=tmp_path,
+        cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
