@@ -7,6 +7,10 @@
   SpO2 5-6 points below her baseline, breathing faster, pulse up, a slight fever.
 * **Willem Bakker** (heart failure and COPD): everything daily, and stable — the contrast.
 
+Each is enrolled in the programmes of their conditions (a ``CarePlan`` instantiating
+``PlanDefinition/heart-failure`` and/or ``PlanDefinition/copd``) before the measurements are
+stored, so the alert rules run as they arrive; the summary lists the alerts left open.
+
 Every resource has an identifier (Patient: BSN; Device: serial; Observation: patient, code and
 local day) and is created with a conditional create, so loading the demo twice on the same day
 creates nothing the second time. The values are drawn from a random generator seeded per patient,
@@ -274,8 +278,10 @@ def _open_alerts(service: FhirService, patient_id: str) -> list[str]:
     found = []
     for match in service.search("Flag", [("patient", patient_id), ("status", "active")]).matches:
         flag = orjson.loads(match.content or "{}")
-        priority = next(e for e in flag["extension"] if e["url"] == FLAG_PRIORITY)
-        concept = priority["valueCodeableConcept"]
+        priorities = [e for e in flag.get("extension", []) if e.get("url") == FLAG_PRIORITY]
+        if not priorities:
+            continue  # a Flag some client wrote, not one of telemon's alerts
+        concept = priorities[0]["valueCodeableConcept"]
         rank = ("PH", "PM", "PL").index(concept["coding"][0]["code"])
         found.append((rank, flag["code"]["coding"][0]["code"], concept["text"]))
     return [f"{rule} ({colour})" for _, rule, colour in sorted(found)]
