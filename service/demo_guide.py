@@ -110,7 +110,7 @@ def guide(
         f"  Dashboard  {where.root}/dashboard",
         f"  Health     {where.root}/health",
         "",
-        "Demo logins (simulated: test and demo only)",
+        "Demo logins (simulated, test and demo only; patients use their BSN in the PGO flow)",
     ]
     logins = demo_logins(summary)
     width = max(len(login.who) for login in logins)
