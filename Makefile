@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Set up, load the demo data into the embedded SQLite database and serve on http://127.0.0.1:8080
-## (authorization off for the local demo: TELEMON_AUTH=open, which serves on loopback only)
+## (authorization off for the local demo: TELEMON_AUTH=open, which serves on loopback only;
+## `TELEMON_AUTH=oauth make run` serves with OAuth, and the demo prints how to use its clients)
 run: $(STAMP)
-	$(BIN)/telemon demo
+	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon demo
 	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon serve
 
 ## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down);
@@ -51,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info telemon.sqlite telemon.sqlite-wal telemon.sqlite-shm
+	rm -rf $(VENV) build *.egg-info telemon.sqlite telemon.sqlite-wal telemon.sqlite-shm demo-keys

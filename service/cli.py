@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,13 +26,22 @@ from service.auth import clients, ocl
 from service.auth.clients import ClientError
 from service.auth.jwks import JwksError, check_url
 from service.bootstrap import build_service, open_database
-from service.demo import LOINC_CODES, load_demo
+from service.demo import load_demo
+from service.demo_clients import (
+    BACKEND_CLIENT_ID,
+    BACKEND_SCOPE,
+    DemoClientError,
+    client_assertion,
+    load_backend_key,
+    register_demo_clients,
+    request_backend_token,
+)
+from service.demo_guide import DEFAULT_KEYS_DIR, Endpoints, guide
 from service.fhir.service import FhirService
 from service.importer import count_items, import_file
 from service.settings import get_settings
 from service.storage import migrate
 from service.storage.db import Database
-from service.validation import BSN_SYSTEM
 
 app = typer.Typer(
     help="telemon: FHIR R4 telemonitoring data-exchange service.", no_args_is_help=True
@@ -41,6 +54,8 @@ clients_app = typer.Typer(
     help="OAuth client registrations: PGO apps and backend services.", no_args_is_help=True
 )
 app.add_typer(clients_app, name="clients")
+demo_app = typer.Typer()
+app.add_typer(demo_app, name="demo")
 
 
 def _database() -> Database:
@@ -169,18 +184,41 @@ def import_(
     raise typer.Exit(1 if summary.rejected else 0)
 
 
-@app.command()
+KeysDir = Annotated[
+    Path,
+    typer.Option(
+        "--keys-dir",
+        help="Folder for the demo clients' credentials (PGO secret, backend key pair).",
+        file_okay=False,
+    ),
+]
+
+
+@demo_app.callback(invoke_without_command=True)
 def demo(
+    ctx: typer.Context,
     seed: Annotated[int, typer.Option(help="Seed of the generated values.")] = 7,
     weeks: Annotated[int, typer.Option(min=6, help="Weeks of measurements per patient.")] = 8,
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
 ) -> None:
-    """Load demo patients with weeks of home measurements (running it again adds nothing)."""
+    """Load demo patients with weeks of home measurements, register a demo PGO and EHR client,
+    and print what to open and try (running it again adds nothing)."""
+    if ctx.invoked_subcommand is not None:
+        return
     out = Console(highlight=False)
     with _service() as service:
         summary = load_demo(service, seed=seed, weeks=weeks)
-        base = (service.settings.base_url or "http://127.0.0.1:8080/fhir").rstrip("/")
-    table = Table(title=f"Demo patients, measurements {summary.first_day} to {summary.last_day}")
-    table.add_column("Patient")
+        with service.db.write() as conn:
+            demo_clients = register_demo_clients(conn, keys_dir)
+        settings = service.settings
+    table = Table(
+        title=f"Demo patients, measurements {summary.first_day} to {summary.last_day}",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("Patient", no_wrap=True)
     table.add_column("Id", no_wrap=True, min_width=36)  # people copy it into URLs
     table.add_column("BSN", no_wrap=True)
     table.add_column("Condition", no_wrap=True)
@@ -192,26 +230,61 @@ def demo(
     for p in summary.patients:
         out.print(f"{p.name}: {p.story}")
     out.print(f"{summary.created} resources created, {summary.skipped} already present.")
-    hf, copd = summary.patients[0], summary.patients[1]
-    typer.echo("\nTry it (with `telemon serve` running):")
-    for line in (
-        f"# {hf.name}'s weights, newest first",
-        f"curl -s '{base}/Observation?patient={hf.patient_id}"
-        f"&code=http://loinc.org|{LOINC_CODES['weight']}&_sort=-date&_count=7'",
-        f"# {hf.name}'s latest three of every vital sign",
-        f"curl -s '{base}/Observation/$lastn?patient={hf.patient_id}&category=vital-signs&max=3'",
-        f"# {copd.name}'s oxygen saturation, newest first",
-        f"curl -s '{base}/Observation?patient={copd.patient_id}"
-        f"&code=http://loinc.org|{LOINC_CODES['spo2']}&_sort=-date&_count=7'",
-        "# a patient by BSN",
-        f"curl -s '{base}/Patient?identifier={BSN_SYSTEM}|{hf.bsn}'",
-    ):
-        typer.echo(line)
-    dashboard = base.removesuffix("/fhir") + "/dashboard"
-    typer.echo(
-        f"\nClinician dashboard: {dashboard} (log in as {summary.clinician_name} with UZI "
-        f"number {summary.clinician_uzi}; simulated login, test and demo only)"
+    verifier = secrets.token_urlsafe(48)
+    lines = guide(
+        summary,
+        demo_clients,
+        _endpoints(),
+        auth=settings.auth,
+        program=_program(),
+        verifier=verifier,
     )
+    typer.echo("\n" + "\n".join(lines))
+
+
+def _endpoints() -> Endpoints:
+    """Where `telemon serve` answers, by the settings (default: its own default address)."""
+    settings = get_settings()
+    base = (settings.base_url or "http://127.0.0.1:8080/fhir").rstrip("/")
+    issuer = (settings.issuer or base.removesuffix("/fhir")).rstrip("/")
+    return Endpoints(base, issuer)
+
+
+def _program() -> str:
+    """How the user called telemon (`.venv/bin/telemon` under `make run`), for printed commands."""
+    called = sys.argv[0]
+    return called if Path(called).name == "telemon" else "telemon"
+
+
+@demo_app.command("token")
+def demo_token(
+    keys_dir: KeysDir = DEFAULT_KEYS_DIR,
+    scope: Annotated[
+        str, typer.Option(help="Scopes to ask for (default: all the demo EHR's scopes).")
+    ] = BACKEND_SCOPE,
+    assertion: Annotated[
+        bool,
+        typer.Option(
+            "--assertion", help="Print a signed client assertion instead (no request is made)."
+        ),
+    ] = False,
+) -> None:
+    """Print an access token for the demo EHR (backend service), signed with the demo key.
+
+    Use it as `TOKEN=$(telemon demo token)`; the server must run with TELEMON_AUTH=oauth.
+    """
+    # httpx logs every request at INFO; here that would only clutter the terminal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    where = _endpoints()
+    try:
+        key = load_backend_key(keys_dir)
+        if assertion:
+            typer.echo(client_assertion(key, BACKEND_CLIENT_ID, where.token_url))
+            return
+        answer = request_backend_token(where.token_url, key, BACKEND_CLIENT_ID, scope)
+    except DemoClientError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(answer["access_token"])
 
 
 @alerts_app.command("sweep")

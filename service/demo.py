@@ -10,6 +10,10 @@
 And one clinician, **dr. Eva Visser** (a ``Practitioner`` with UZI number
 :data:`CLINICIAN_UZI`), who logs in to the dashboard (``/dashboard``) with that number.
 
+Each is enrolled in the programmes of their conditions (a ``CarePlan`` instantiating
+``PlanDefinition/heart-failure`` and/or ``PlanDefinition/copd``) before the measurements are
+stored, so the alert rules run as they arrive; the summary lists the alerts left open.
+
 Every resource has an identifier (Patient: BSN; Device: serial; Observation: patient, code and
 local day) and is created with a conditional create, so loading the demo twice on the same day
 creates nothing the second time. The values are drawn from a random generator seeded per patient,
@@ -27,6 +31,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
+from service.alerts.episodes import FLAG_PRIORITY
 from service.auth.identity import UZI_SYSTEM
 from service.fhir import bundles
 from service.fhir.service import FhirService
@@ -115,6 +122,7 @@ class DemoPatient:
     story: str
     device_ids: dict[str, str] = field(default_factory=dict)
     observations: int = 0
+    alerts: list[str] = field(default_factory=list)  # open alerts, "RULE (colour)", reddest first
 
 
 @dataclass(slots=True)
@@ -164,10 +172,14 @@ def load_demo(
                 len(resources),
             )
         )
+    for stored in summary.patients:
+        stored.alerts = _open_alerts(service, stored.patient_id)
     return summary
 
 
 PLAN_BASE = "http://telemon.example.org/fhir/PlanDefinition"
+#: Condition → the id of its programme's PlanDefinition (served read-only from fhir_profiles/).
+PROGRAMMES = {"heart failure": "heart-failure", "COPD": "copd"}
 CARE_PLAN_SYSTEM = "urn:telemon:demo:careplan"
 
 _STORIES = {
@@ -229,11 +241,7 @@ def _store_clinician(service: FhirService, summary: DemoSummary) -> str:
 
 def _care_plan(person: _Person, patient_ref: str, start: date) -> dict[str, Any]:
     """Enrolment in the person's programmes, so the alert rules run on their measurements."""
-    plans = []
-    if "heart failure" in person.conditions:
-        plans.append(f"{PLAN_BASE}/heart-failure")
-    if "COPD" in person.conditions:
-        plans.append(f"{PLAN_BASE}/copd")
+    plans = [f"{PLAN_BASE}/{PROGRAMMES[condition]}" for condition in person.conditions]
     return {
         "resourceType": "CarePlan",
         "identifier": [{"system": CARE_PLAN_SYSTEM, "value": person.key}],
@@ -284,6 +292,20 @@ def _store_people(
         for (kind, _, _), ref in zip(person.devices, refs[1:-1], strict=True)
     }
     return patient_id, devices
+
+
+def _open_alerts(service: FhirService, patient_id: str) -> list[str]:
+    """The patient's active alert Flags as ``RULE (colour)``, reddest first (PH, PM, PL)."""
+    found = []
+    for match in service.search("Flag", [("patient", patient_id), ("status", "active")]).matches:
+        flag = orjson.loads(match.content or "{}")
+        priorities = [e for e in flag.get("extension", []) if e.get("url") == FLAG_PRIORITY]
+        if not priorities:
+            continue  # a Flag some client wrote, not one of telemon's alerts
+        concept = priorities[0]["valueCodeableConcept"]
+        rank = ("PH", "PM", "PL").index(concept["coding"][0]["code"])
+        found.append((rank, flag["code"]["coding"][0]["code"], concept["text"]))
+    return [f"{rule} ({colour})" for _, rule, colour in sorted(found)]
 
 
 # -- the measurements ------------------------------------------------------------------------

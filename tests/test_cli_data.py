@@ -20,6 +20,7 @@ def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "cli.sqlite"
     monkeypatch.setenv("TELEMON_DATABASE_URL", f"sqlite:///{path}")
     monkeypatch.setenv("COLUMNS", "200")  # rich: keep table rows on one line
+    monkeypatch.chdir(tmp_path)  # `telemon demo` writes its client credentials to ./demo-keys
     get_settings.cache_clear()
     yield path
     get_settings.cache_clear()

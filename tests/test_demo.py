@@ -84,6 +84,12 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
     assert "HF-WT-3D" in open_rules(hf.patient_id)
     assert {"COPD-SPO2-ABS", "COPD-RR-HIGH"} <= open_rules(copd.patient_id)
     assert open_rules(both.patient_id) == set()  # the stable contrast
+    # ... and the summary lists them, reddest first.
+    for p in summary.patients:
+        assert {a.split(" ")[0] for a in p.alerts} == open_rules(p.patient_id)
+    assert "HF-WT-3D (orange)" in hf.alerts
+    colours = [a.split(" ")[1] for a in copd.alerts]
+    assert colours == sorted(colours, key=["(red)", "(orange)", "(info)"].index)
 
     # Heart failure: more than 2 kg up within 3 days in the final week, pulse up, SpO2 down.
     kg = _by_day(service, _series(service, hf.patient_id, "29463-7"))
