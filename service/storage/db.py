@@ -6,12 +6,14 @@ create, If-Match update) are serialised; PostgreSQL uses row and advisory locks 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine, make_url
+
+_AFTER_COMMIT = "telemon_after_commit"
 
 
 def normalize_url(url: str) -> str:
@@ -37,11 +39,21 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A connection in a write transaction; commits on success, rolls back on error."""
+        """A connection in a write transaction; commits on success, rolls back on error.
+
+        After a commit it runs the callbacks registered with :func:`after_commit`.
+        """
         with self.engine.connect() as conn:
             conn.info["telemon_write"] = True
-            with conn.begin():
-                yield conn
+            conn.info.pop(_AFTER_COMMIT, None)
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                # ``conn.info`` belongs to the pooled DBAPI connection and outlives this block.
+                callbacks = conn.info.pop(_AFTER_COMMIT, {})
+            for callback in callbacks.values():
+                callback()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -54,6 +66,12 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the write transaction of ``conn`` has committed (never after a
+    rollback); registering the same ``key`` again in one transaction keeps one callback."""
+    conn.info.setdefault(_AFTER_COMMIT, {})[key] = callback
 
 
 def _make_engine(url: str, sqlite_synchronous: str, pool_size: int) -> Engine:
