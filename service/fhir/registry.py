@@ -115,6 +115,7 @@ DEVICE = ResourceType(
 FLAG_PRIORITY_URL = "http://hl7.org/fhir/StructureDefinition/flag-priority"
 FLAG_DETAIL_URL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 TELEMON_SEARCH_PARAMETER = "http://telemon.example.org/fhir/SearchParameter"
+ALERT_PROGRAMME_URL = "http://telemon.example.org/fhir/StructureDefinition/alert-programme"
 
 FLAG = ResourceType(
     name="Flag",
@@ -153,6 +154,14 @@ FLAG = ResourceType(
             definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-detail",
         ),
         SearchParam("identifier", "token", ("identifier",), "Business identifier"),
+        SearchParam(
+            "programme",
+            "reference",
+            (f"extension('{ALERT_PROGRAMME_URL}').valueCanonical",),
+            "The telemonitoring programme of the alert (PlanDefinition canonical URL)",
+            ("PlanDefinition",),
+            definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-programme",
+        ),
     ),
     compartment="patient",
     primary_date="date",
@@ -197,6 +206,18 @@ GOAL = ResourceType(
     compartment="patient",
     primary_date="start-date",
     sort_params=("start-date",),
+)
+
+#: FHIR R4 Subscriptions (rest-hook) on alert Flags, for backend services; see
+#: service/subscriptions. Not in a patient compartment: patient tokens never see them.
+SUBSCRIPTION = ResourceType(
+    name="Subscription",
+    params=_params(
+        SearchParam("status", "token", ("status",), "requested | active | error | off"),
+        SearchParam("type", "token", ("channel.type",), "The channel type (rest-hook)"),
+        SearchParam("url", "uri", ("channel.endpoint",), "The channel endpoint"),
+        SearchParam("criteria", "string", ("criteria",), "The criteria (Flag?…)"),
+    ),
 )
 
 #: The NEN 7513 audit trail: written only by the server (service/audit), append-only, so no
@@ -254,4 +275,6 @@ class Registry:
 
 def default_registry() -> Registry:
     """The registry of the types served by this version of telemon."""
-    return Registry([PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, AUDIT_EVENT])
+    return Registry(
+        [PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, SUBSCRIPTION, AUDIT_EVENT]
+    )
