@@ -91,8 +91,10 @@ class DeliveryWorker:
         self._rng = random.Random()
         self._owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         timeout = self.settings.subscription_timeout_seconds
-        # Connect, send and read each have the timeout; the lease outlasts all three.
-        self.lease_micros = int((3 * timeout + 10) * 1_000_000)
+        # Connect, send and read each have the timeout; the lease outlasts all three and the
+        # writes around them. (A lease that runs out early costs a repeat, never a loss: the
+        # outcome of a lost lease is not recorded.)
+        self.lease_micros = int((3 * timeout + 5) * 1_000_000)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -171,7 +173,7 @@ class DeliveryWorker:
                     conn.execute(f"LISTEN {store.CHANNEL}")
                     self.wakeup.set()  # catch up with what was queued while not listening
                     while not self.stopping.is_set():
-                        for _ in conn.notifies(timeout=0.5):
+                        for _ in conn.notifies(timeout=0.25):
                             self.wakeup.set()
             except Exception:  # the database restarted: listen again after a pause
                 log.warning("delivery LISTEN connection lost", exc_info=True)
