@@ -56,6 +56,7 @@ class ResourceType:
         "search-type",
     )
     includes: tuple[str, ...] = field(default=())
+    documentation: str | None = None  # for the CapabilityStatement
 
 
 def _params(*params: SearchParam) -> dict[str, SearchParam]:
@@ -218,6 +219,12 @@ SUBSCRIPTION = ResourceType(
         SearchParam("url", "uri", ("channel.endpoint",), "The channel endpoint"),
         SearchParam("criteria", "string", ("criteria",), "The criteria (Flag?…)"),
     ),
+    documentation="Channel `rest-hook` only, criteria on `Flag` only (a Flag search); payload "
+    "`application/fhir+json` with the Subscriptions R5 Backport `backport-payload-content` "
+    "(`full-resource` default, `id-only`, `empty`), `backport-heartbeat-period`, "
+    "`backport-timeout` and `backport-max-count`; notifications are R4 backport notification "
+    "Bundles, HMAC-signed (`X-Telemon-Signature`) and/or with the channel's headers. Backend "
+    "services (system scopes) only; `status` and `error` are set by the server.",
 )
 
 #: The NEN 7513 audit trail: written only by the server (service/audit), append-only, so no

@@ -247,5 +247,6 @@ def test_capability_statement_lists_subscription(client: TestClient) -> None:
     interactions = {i["code"] for i in entry["interaction"]}
     assert {"create", "read", "update", "delete", "search-type"} <= interactions
     assert {p["name"] for p in entry["searchParam"]} >= {"status", "type", "url", "criteria"}
+    assert "`rest-hook` only" in entry["documentation"]
     flag = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Flag")
     assert "programme" in {p["name"] for p in flag["searchParam"]}
