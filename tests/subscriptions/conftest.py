@@ -79,8 +79,10 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.paths: list[str] = []  # of every request, answered 2xx or not
         self.status = 200
         self.delay = 0.0
+        self.redirect_to: str | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         with socket.socket() as s:
@@ -101,6 +103,13 @@ class Receiver:
                 if owner.delay:
                     time.sleep(owner.delay)
                 with owner._lock:
+                    owner.paths.append(self.path)
+                    if owner.redirect_to is not None:
+                        self.send_response(307)
+                        self.send_header("Location", owner.redirect_to)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     status = owner.status
                     if 200 <= status < 300:
                         owner.received.append(

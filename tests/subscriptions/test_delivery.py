@@ -263,3 +263,21 @@ def test_transaction_subscriptions_and_their_alerts(client: TestClient, receiver
     sub_id = response.json()["entry"][0]["response"]["location"].split("/")[1]
     wait_until(lambda: receiver.events(sub_id), what="the notification")
     assert [n for n, _ in receiver.events(sub_id)] == [1]
+
+
+def test_the_sender_follows_no_redirect_and_keeps_its_timeout(receiver: Receiver) -> None:
+    sender = Sender(allow_private=True)
+    receiver.redirect_to = receiver.url.replace("/notify", "/elsewhere")
+    redirected = sender.send(receiver.url, b"{}", {}, timeout=2)
+    receiver.redirect_to = None
+    receiver.delay = 0.5
+    started = time.monotonic()
+    slow = sender.send(receiver.url, b"{}", {}, timeout=0.2)
+    waited = time.monotonic() - started
+    sender.close()
+
+    assert (redirected.delivered, redirected.kind) == (False, "http-status")
+    assert redirected.reason == "The endpoint answered HTTP 307"
+    assert (slow.delivered, slow.kind) == (False, "timeout")
+    assert waited < 0.45
+    assert receiver.paths[0] == "/notify" and "/elsewhere" not in receiver.paths
