@@ -81,7 +81,6 @@ class Claim:
     status: str
     failures: int
     revision_seen: int
-    last_sent_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +243,6 @@ def _claim_columns() -> list[Any]:
         D.status,
         D.failures,
         D.revision_seen,
-        D.last_sent_at,
     ]
 
 
@@ -255,7 +253,6 @@ def _claim(r: Any) -> Claim:
         status=r.status,
         failures=r.failures,
         revision_seen=r.revision_seen,
-        last_sent_at=r.last_sent_at,
     )
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
@@ -163,8 +164,6 @@ class DeliveryWorker:
 
     def _listen(self) -> None:
         """PostgreSQL: turn NOTIFYs from committing alert transactions into wake-ups."""
-        import psycopg
-
         url = make_url(self.db.url).set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
         while not self.stopping.is_set():
