@@ -30,7 +30,7 @@ class Subscriptions:
     def __init__(self, fhir: FhirService, wakeup: threading.Event | None = None) -> None:
         self.fhir = fhir
         self.wakeup = wakeup if wakeup is not None else threading.Event()
-        self.registration = SubscriptionRegistration(fhir)
+        self.registration = SubscriptionRegistration(fhir, self.wakeup)
         self.outbox = Outbox(self.registration, self.wakeup)
 
     def attach(self) -> Subscriptions:

@@ -27,7 +27,7 @@ from service.fhir.service import FhirService, WriteEvent, now_micros
 from service.storage import subscription_store as store
 from service.storage.db import after_commit, before_commit
 from service.subscriptions.model import criteria_params
-from service.subscriptions.registration import SubscriptionRegistration
+from service.subscriptions.registration import WAKE, SubscriptionRegistration
 
 log = logging.getLogger(__name__)
 
@@ -92,4 +92,4 @@ class Outbox:
                 queued += len(matched)
         if queued:
             store.notify_workers(conn)
-            after_commit(conn, "subscriptions-wakeup", self.wakeup.set)
+            after_commit(conn, WAKE, self.wakeup.set)

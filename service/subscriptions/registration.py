@@ -8,6 +8,7 @@ its delivery settings are written together or not at all.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import Connection
@@ -17,17 +18,21 @@ from service.fhir.criteria import IdCriterion, SearchQuery
 from service.fhir.outcome import FhirError, Issue
 from service.fhir.service import FhirService, WriteEvent, now_micros
 from service.storage import subscription_store as store
+from service.storage.db import after_commit
 from service.storage.repository import StoredVersion
 from service.subscriptions.model import read_spec, stored_form, unredact
 
 CRITERIA = "Subscription.criteria"
+#: The after-commit key of the wake-up of this process's delivery worker.
+WAKE = "subscriptions-wakeup"
 
 
 class SubscriptionRegistration:
     """The content hook for Subscription writes, and the listener for their deletion."""
 
-    def __init__(self, fhir: FhirService) -> None:
+    def __init__(self, fhir: FhirService, wakeup: threading.Event) -> None:
         self.fhir = fhir
+        self.wakeup = wakeup
 
     def criteria_query(
         self, params: tuple[tuple[str, str], ...], ids: tuple[str, ...] = ()
@@ -90,6 +95,9 @@ class SubscriptionRegistration:
             ),
             now=now_micros(),
         )
+        # New settings (a fixed endpoint, say) are tried at once, not after the backoff.
+        store.notify_workers(conn)
+        after_commit(conn, WAKE, self.wakeup.set)
         return stored_form(data, "active" if spec.active else "off")
 
     def on_write(self, _fhir: FhirService, conn: Connection, events: list[WriteEvent]) -> None:

@@ -132,19 +132,32 @@ def test_error_after_failures_then_recovery(
     assert [v["resource"]["status"] for v in versions] == ["active", "error", "active"]
 
 
-def test_a_client_update_retries_at_once(client: TestClient, receiver: Receiver) -> None:
+def test_a_client_update_retries_at_once(settings: Settings, receiver: Receiver) -> None:
+    # Slow polls and long backoffs: only the wake-up of the update can explain a quick retry.
+    patient = settings.model_copy(update={
+        "subscription_poll_seconds": 30.0,
+        "subscription_max_failures": 1,
+        "subscription_retry_base_seconds": 30.0,
+        "subscription_retry_max_seconds": 30.0,
+    })
     receiver.down()
-    sub_id = subscribe(client, receiver.url)
-    raise_alerts(fhir_of(client), 1)
-    wait_until(
-        lambda: client.get(f"/fhir/Subscription/{sub_id}").json()["status"] == "error",
-        what="the error status",
-    )
-    receiver.up()
-    fixed = client.get(f"/fhir/Subscription/{sub_id}").json()
-    fixed["reason"] = "endpoint fixed"
-    assert client.put(f"/fhir/Subscription/{sub_id}", json=fixed).json()["status"] == "active"
-    wait_until(lambda: receiver.notifications(sub_id), timeout=5, what="the retry")
+    with TestClient(create_app(patient), base_url="http://testserver") as client:
+        client.headers["Content-Type"] = "application/fhir+json"
+        sub_id = subscribe(client, receiver.url)
+        raise_alerts(fhir_of(client), 1)
+        wait_until(
+            lambda: client.get(f"/fhir/Subscription/{sub_id}").json()["status"] == "error",
+            what="the error status",
+        )
+        receiver.up()
+        fixed = client.get(f"/fhir/Subscription/{sub_id}").json()
+        fixed["reason"] = "endpoint fixed"
+        updated = client.put(f"/fhir/Subscription/{sub_id}", json=fixed).json()
+        started = time.monotonic()
+        wait_until(lambda: receiver.notifications(sub_id), timeout=10, what="the retry")
+        waited = time.monotonic() - started
+    assert updated["status"] == "active"
+    assert waited < 5  # woken by the update: no poll, no backoff
 
 
 def test_heartbeats_when_there_is_nothing_to_say(client: TestClient, receiver: Receiver) -> None:
