@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -25,7 +27,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.storage.db import Database
 from service.storage.tables import resources
-from tests.factories import PROGRAMME
+from tests.factories import PROGRAMME, alert_bundle, subscription
 from tests.subscriptions.conftest import (
     Receiver,
     backlog,
@@ -142,3 +144,47 @@ def test_outage_and_kill_9_lose_nothing(
         assert repeats <= 2 * BATCH  # only batches in flight at the kill are sent again
         assert {f.split("/")[1] for _, f in events if f} == flags  # every alert, none other
     assert len(flags) == ALERTS
+
+
+def test_serve_alone_delivers_with_several_processes(
+    settings: Settings, receiver: Receiver, db: Database, tmp_path: Path
+) -> None:
+    # `telemon serve --workers 2` with its own delivery (SQLite's default; on PostgreSQL
+    # TELEMON_DELIVERY_WORKER=on): each process runs a worker, and still every event arrives
+    # once and in order (leases on SQLite, row locks on PostgreSQL).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**Workers(settings, tmp_path).env, "TELEMON_AUTH": "open",
+           "TELEMON_DELIVERY_WORKER": "on", "TELEMON_ALERT_SWEEP_INTERVAL_SECONDS": "0",
+           "TELEMON_SUBSCRIPTION_BATCH_SIZE": "2"}
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        with httpx.Client(base_url=base, timeout=30,
+                          headers={"Content-Type": "application/fhir+json"}) as http:
+            wait_until(lambda: _answers(http), what="serve to start")
+            subs = [http.post("/Subscription", json=subscription(receiver.url)).json()["id"]
+                    for _ in range(2)]
+            for _ in range(4):
+                assert http.post("", json=alert_bundle(5)).status_code == 200
+            wait_until(lambda: backlog(db) == 0 and all(
+                len(receiver.events(s)) >= 20 for s in subs), what="delivery by serve")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+    assert server.returncode == 0
+    for sub_id in subs:
+        assert check_in_order(receiver.events(sub_id), 20) == 0
+
+
+def _answers(http: httpx.Client) -> bool:
+    try:
+        return http.get("/metadata").status_code == 200
+    except httpx.HTTPError:
+        return False
