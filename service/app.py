@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from service.fhir.outcome import FhirError, Issue, operation_outcome
 from service.fhir.service import FhirService
 from service.settings import Settings, get_settings
 from service.storage.db import Database
+from service.subscriptions.worker import DeliveryWorker, runs_in_serve
 
 log = logging.getLogger("telemon")
 
@@ -69,7 +71,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     """Build the application with its database, validator and services."""
     settings = settings or get_settings()
     db = db or open_database(settings)
-    fhir = build_service(settings, db, alert_listeners=[metrics.count_alert])
+    wakeup = threading.Event()
+    fhir = build_service(
+        settings, db, alert_listeners=[metrics.count_alert], delivery_wakeup=wakeup
+    )
     metrics.instrument(fhir)
 
     @asynccontextmanager
@@ -81,9 +86,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             sweeper = asyncio.create_task(
                 _sweep_forever(alerts, settings.alert_sweep_interval_seconds)
             )
+        worker = None
+        if runs_in_serve(settings, sqlite=db.is_sqlite):
+            worker = DeliveryWorker(fhir, wakeup)
+            worker.start()
         yield
         if sweeper is not None:
             sweeper.cancel()
+        if worker is not None:
+            await run_in_threadpool(worker.stop)
         db.dispose()
 
     app = FastAPI(

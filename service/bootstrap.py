@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from service.alerts.ingest import AlertListener, AlertService
@@ -9,6 +10,7 @@ from service.fhir.registry import default_registry
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage.db import Database
+from service.subscriptions import Subscriptions
 from service.validation import ProfileValidator
 
 
@@ -26,11 +28,18 @@ def build_service(
     db: Database | None = None,
     *,
     alert_listeners: Iterable[AlertListener] = (),
+    delivery_wakeup: threading.Event | None = None,
 ) -> FhirService:
     """The FHIR service over ``db`` (opened from ``settings`` when not given); its alert
-    evaluation tells ``alert_listeners`` about every alert change that notifies."""
+    evaluation tells ``alert_listeners`` about every alert change that notifies.
+
+    Subscriptions are always attached, so every Flag write queues its notifications whichever
+    command writes it; ``delivery_wakeup`` is set when a transaction has queued some (for a
+    delivery worker in this process).
+    """
     profiles = ProfileValidator.load(settings.profiles_dir)
     fhir = FhirService(db or open_database(settings), default_registry(), profiles, settings)
+    Subscriptions(fhir, delivery_wakeup).attach()
     if settings.alerts_enabled:
         AlertService(fhir).attach().listeners.extend(alert_listeners)
     return fhir

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from prometheus_client import start_http_server
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -42,6 +45,7 @@ from service.importer import count_items, import_file
 from service.settings import get_settings
 from service.storage import migrate
 from service.storage.db import Database
+from service.subscriptions.worker import DeliveryWorker
 
 app = typer.Typer(
     help="telemon: FHIR R4 telemonitoring data-exchange service.", no_args_is_help=True
@@ -119,6 +123,41 @@ def serve(
     finally:
         db.dispose()
     serving.serve(host, port, workers=workers, log_format=log_format)
+
+
+@app.command()
+def worker(
+    threads: Annotated[
+        int, typer.Option(min=1, help="Delivery threads (subscriptions delivered at once).")
+    ] = 2,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus /metrics on this port (0: off).")
+    ] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+) -> None:
+    """Deliver Subscription notifications until stopped (SIGTERM/SIGINT).
+
+    Run as many as you like against PostgreSQL: a subscription is delivered by one worker at a
+    time, in order. On SQLite `telemon serve` delivers itself (TELEMON_DELIVERY_WORKER).
+    """
+    settings = get_settings()
+    logs.configure(settings.log_format or "json")
+    db = open_database(settings, pool_size=threads + 2)
+    stopping = threading.Event()
+    try:
+        _ensure_schema(db)
+        if metrics_port:
+            start_http_server(metrics_port, addr=metrics_host)
+        delivery = DeliveryWorker(build_service(settings, db), threads=threads)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
+        delivery.start()
+        typer.echo(f"Delivering Subscription notifications with {threads} thread(s).", err=True)
+        while not stopping.wait(1.0):
+            pass
+        delivery.stop()
+    finally:
+        db.dispose()
 
 
 @db_app.command("upgrade")

@@ -1,4 +1,4 @@
-"""Prometheus metrics: HTTP requests, resources written, alert notifications, delivery backlog.
+"""Prometheus metrics: HTTP requests, resources written, alert notifications, Subscription delivery.
 
 With ``serve --workers N`` every worker process counts on its own, and a scrape reaches
 whichever worker the kernel hands the connection to. So the workers run in prometheus_client's
@@ -61,9 +61,30 @@ ALERT_NOTIFICATIONS = Counter(
 )
 DELIVERY_BACKLOG = Gauge(
     "telemon_subscription_delivery_backlog",
-    "Notifications waiting for delivery to subscribers. Always 0 for now: telemon has no "
-    "FHIR Subscriptions, hence no delivery queue, yet.",
-    multiprocess_mode="max",  # the backlog will be shared state: every worker sees the same
+    "Subscription notification events queued and not yet delivered (all subscriptions), "
+    "read from the database at scrape time.",
+    # Shared state read at each scrape: the value of the process that answered this scrape.
+    multiprocess_mode="mostrecent",
+)
+EVENTS_DELIVERED = Counter(
+    "telemon_subscription_events_delivered",
+    "Subscription notification events a receiver acknowledged with a 2xx (counted by the "
+    "process that delivered them).",
+)
+HEARTBEATS_DELIVERED = Counter(
+    "telemon_subscription_heartbeats_delivered",
+    "Subscription heartbeat notifications a receiver acknowledged with a 2xx.",
+)
+DELIVERY_FAILURES = Counter(
+    "telemon_subscription_delivery_failures",
+    "Failed notification attempts (each is retried), by kind: http-status, timeout, "
+    "connection, refused-target (the SSRF guard refused the endpoint's address).",
+    ["kind"],
+)
+DELIVERY_LATENCY = Histogram(
+    "telemon_subscription_delivery_latency_seconds",
+    "Time from queueing a notification event (in its Flag's transaction) to a receiver's 2xx.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
 
 #: Methods kept as label values; anything else a client sends is counted as "other", so that

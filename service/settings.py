@@ -117,6 +117,46 @@ class Settings(BaseSettings):
         description="Dashboard session lifetime without activity (renewed while in use; "
         "at most 12 hours after login).",
     )
+    # -- FHIR Subscriptions (service/subscriptions) -------------------------------------------
+    subscription_allow_private: bool = Field(
+        default=False,
+        description="Allow Subscription endpoints on loopback/private addresses and over http "
+        "(dev/tests only).",
+    )
+    delivery_worker: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Run notification delivery inside `serve`: 'auto' (on for SQLite, off for "
+        "PostgreSQL, where `telemon worker` processes deliver), 'on' or 'off'.",
+    )
+    subscription_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Connect/read timeout of one notification request (a Subscription's "
+        "backport-timeout may only lower it).",
+    )
+    subscription_max_failures: int = Field(
+        default=8,
+        ge=1,
+        description="Consecutive failed attempts after which a Subscription's status is 'error' "
+        "(delivery keeps being retried at the backoff cap).",
+    )
+    subscription_retry_base_seconds: float = Field(
+        default=1.0, gt=0, description="First retry delay; it doubles per failure (full jitter)."
+    )
+    subscription_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Cap of the retry delay."
+    )
+    subscription_batch_size: int = Field(
+        default=50,
+        ge=1,
+        description="Most events in one notification (a Subscription's backport-max-count may "
+        "only lower it).",
+    )
+    subscription_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often an idle delivery worker looks for work it was not woken for.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -164,3 +164,74 @@ def expressions(outcome: dict[str, Any]) -> list[str]:
     """Every ``issue.expression`` of an OperationOutcome, flattened."""
     assert outcome["resourceType"] == "OperationOutcome", outcome
     return [x for issue in outcome["issue"] for x in issue.get("expression", [])]
+
+
+SIGNING_SECRET_URL = (
+    "http://telemon.example.org/fhir/StructureDefinition/subscription-signing-secret"
+)
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+PROGRAMME = {
+    "HF": "http://telemon.example.org/fhir/PlanDefinition/heart-failure",
+    "COPD": "http://telemon.example.org/fhir/PlanDefinition/copd",
+}
+
+
+def subscription(
+    endpoint: str,
+    criteria: str = "Flag",
+    *,
+    secret: str | None = "s3cret-" + "x" * 30,
+    bearer: str | None = None,
+    content: str | None = None,
+    heartbeat: int | None = None,
+    max_count: int | None = None,
+    status: str = "requested",
+) -> dict[str, Any]:
+    """A rest-hook Subscription (R4 with the R5 Backport extensions) on Flag criteria."""
+    channel: dict[str, Any] = {
+        "type": "rest-hook",
+        "endpoint": endpoint,
+        "payload": "application/fhir+json",
+    }
+    extensions: list[dict[str, Any]] = []
+    if secret is not None:
+        extensions.append({"url": SIGNING_SECRET_URL, "valueString": secret})
+    if heartbeat is not None:
+        extensions.append({"url": f"{BACKPORT}/backport-heartbeat-period",
+                           "valueUnsignedInt": heartbeat})
+    if max_count is not None:
+        extensions.append({"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": max_count})
+    if extensions:
+        channel["extension"] = extensions
+    if bearer is not None:
+        channel["header"] = [f"Authorization: Bearer {bearer}"]
+    if content is not None:
+        channel["_payload"] = {"extension": [
+            {"url": f"{BACKPORT}/backport-payload-content", "valueCode": content}]}
+    return {
+        "resourceType": "Subscription",
+        "status": status,
+        "reason": "Tell the EHR about telemonitoring alerts",
+        "criteria": criteria,
+        "channel": channel,
+    }
+
+
+def alert_bundle(count: int, programme: str = "HF", spo2: float = 84.0) -> dict[str, Any]:
+    """A transaction that enrols ``count`` new patients in a programme and posts for each an
+    SpO2 low enough to raise one alert (HF-SPO2-LOW or COPD-SPO2-ABS)."""
+    effective = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    entries = []
+    for _ in range(count):
+        ref = f"urn:uuid:{uuid.uuid4()}"
+        entries += [
+            post_entry({"resourceType": "Patient", "name": [{"family": "Alert"}]}, ref),
+            post_entry({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                        "subject": {"reference": ref},
+                        "instantiatesCanonical": [PROGRAMME[programme]]}),
+            post_entry({"resourceType": "Observation", "status": "final",
+                        "code": {"coding": [{"system": LOINC, "code": "2708-6"}]},
+                        "subject": {"reference": ref}, "effectiveDateTime": effective,
+                        "valueQuantity": quantity(spo2, "%")}),
+        ]
+    return transaction(*entries)

@@ -8,6 +8,7 @@ which makes re-evaluation after late or corrected data idempotent.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,6 +29,7 @@ EXT_RULE_VERSION = f"{EXT_BASE}/alert-rule-version"
 EXT_BASELINE = f"{EXT_BASE}/alert-baseline"
 EXT_ACKNOWLEDGED = f"{EXT_BASE}/alert-acknowledged"
 EXT_LATE = f"{EXT_BASE}/alert-late"
+EXT_PROGRAMME = f"{EXT_BASE}/alert-programme"
 _PRIORITY = {
     Severity.INFO: ("PL", "Low priority"),
     Severity.ORANGE: ("PM", "Medium priority"),
@@ -241,13 +243,18 @@ def _instant(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def to_flag(alert: Alert) -> dict[str, Any]:
-    """Render an alert as a FHIR R4 Flag (flag-detail per evidence, flag-priority PL/PM/PH)."""
+def to_flag(alert: Alert, programmes: Iterable[str] = ()) -> dict[str, Any]:
+    """Render an alert as a FHIR R4 Flag (flag-detail per evidence, flag-priority PL/PM/PH).
+
+    ``programmes`` are the canonical URLs of the programmes (PlanDefinitions) the alert belongs
+    to, one ``alert-programme`` extension each (searchable as ``Flag?programme=``).
+    """
     code, display = _PRIORITY[alert.severity]
     extensions: list[dict[str, Any]] = [
         {"url": FLAG_DETAIL, "valueReference": {"reference": f"Observation/{e}"}}
         for e in alert.evidence
     ]
+    extensions.extend({"url": EXT_PROGRAMME, "valueCanonical": p} for p in programmes)
     extensions.append(
         {
             "url": FLAG_PRIORITY,

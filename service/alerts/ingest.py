@@ -38,6 +38,7 @@ from service.alerts.personalisation import (
     RuleToggle,
     overrides_from_goal,
 )
+from service.alerts.rules import default_rule_set
 from service.alerts.state import dump_alert, load_alert
 from service.fhir.dates import DateFormatError, from_micros, parse_range, to_micros
 from service.fhir.indexing import split_reference
@@ -133,7 +134,7 @@ class AlertService:
         changes = evaluate(
             config, measurements, episodes, now, changed=sorted({e.res_id for e in events})
         )
-        self._apply(conn, changes, now, episodes)
+        self._apply(conn, changes, now, episodes, config.programmes)
         return changes
 
     def _flag_written(self, conn: Connection, flag: dict[str, Any]) -> None:
@@ -249,10 +250,12 @@ class AlertService:
         changes: Iterable[EpisodeChange],
         now: datetime,
         before: Iterable[Alert] = (),
+        enrolled: AbstractSet[str] = frozenset(),
     ) -> int:
         """Store the alerts that changed (episode state and Flag), notify; return how many.
 
-        ``before`` are the episodes as loaded for this evaluation.  An outcome that leaves an
+        ``before`` are the episodes as loaded for this evaluation; ``enrolled`` the patient's
+        programmes (HF, COPD), which general rules' Flags carry.  An outcome that leaves an
         episode exactly as stored writes nothing: a reading suppressed in a cooldown comes back
         as the unchanged closed alert, and rewriting it would add a Flag version on every
         re-evaluation and overwrite the EHR's own update of that Flag (§3.2(7)).
@@ -270,9 +273,8 @@ class AlertService:
         if not changed:
             return 0
         alert_store.save(conn, [dump_alert(a) for a in changed], now=to_micros(now))
-        self.fhir.store_many_in(
-            conn, self.fhir.resource_type("Flag"), [(a.id, to_flag(a)) for a in changed]
-        )
+        flags = [(a.id, to_flag(a, _programme_urls(a.rule_id, enrolled))) for a in changed]
+        self.fhir.store_many_in(conn, self.fhir.resource_type("Flag"), flags)
         return len(changed)
 
     # -- the sweep -----------------------------------------------------------------------------
@@ -294,8 +296,19 @@ class AlertService:
                 measurements = self._window(conn, patient_id, now - SWEEP_LOOKBACK)
                 episodes = self._episodes(conn, patient_id, now)
                 found = sweep_missing(config, measurements, episodes, now)
-                changes += self._apply(conn, found, now, episodes)
+                changes += self._apply(conn, found, now, episodes, config.programmes)
         return SweepSummary(len(patients), changes)
+
+
+def _programme_urls(rule_id: str, enrolled: AbstractSet[str]) -> list[str]:
+    """The PlanDefinition URLs of an alert's programmes: its rule's programme, or for a general
+    rule (GEN) every programme the patient is enrolled in."""
+    try:
+        programme = default_rule_set().get(rule_id).programme
+    except KeyError:  # a rule no longer in the rule set: no programme to name
+        return []
+    wanted = set(enrolled) if programme == "GEN" else {programme}
+    return sorted(url for url, name in PROGRAMMES.items() if name in wanted)
 
 
 def _as_written(event: WriteEvent) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from service import metrics
 from service.api.deps import get_state
-from service.storage import migrate
+from service.storage import migrate, subscription_store
 from service.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,21 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
     """The metrics in the Prometheus text format (for the scraper; not for the public)."""
+    await run_in_threadpool(refresh_backlog, get_state(request).fhir.db)
     # In multiprocess mode this reads every worker's files: off the event loop.
     body, content_type = await run_in_threadpool(metrics.exposition)
     return Response(body, media_type=content_type, headers=_NO_STORE)
+
+
+def refresh_backlog(db: Database) -> None:
+    """Set the delivery-backlog gauge from the outbox (shared by every process and worker)."""
+    try:
+        with db.read() as conn:
+            metrics.DELIVERY_BACKLOG.set(subscription_store.backlog(conn))
+    except Exception as exc:  # the other metrics still answer; /ready reports the database
+        log.warning("metrics: cannot read the delivery backlog: %s", type(exc).__name__)
 
 
 def readiness_checks(db: Database) -> dict[str, str]:

@@ -270,7 +270,8 @@ async def create(
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "create", write=True)
     data = await _body(request, state)
-    if if_none_exist is None:
+    if if_none_exist is None and res_type not in state.fhir.content_hooks:
+        # Group commit; types with a content hook (Subscription: a DNS check) keep their own.
         rtype = state.fhir.prepare(data, res_type)
         result = await state.creates.create(state.fhir.new_version(rtype, data, patient_ids))
     else:

@@ -1,47 +1,32 @@
 """Fetching a backend client's JWKS from its registered URL, guarded against SSRF.
 
-OWASP API7: https only; the host is resolved and every loopback, private, link-local, CGNAT,
-multicast or reserved address is refused; the connection goes to the checked IP (pinned, with
-the host name kept for TLS and ``Host``); redirects are not followed; size and time are capped.
+OWASP API7, with the shared guard of :mod:`service.ssrf`: https only; the host is resolved and
+every loopback, private, link-local, CGNAT, multicast or reserved address is refused; the
+connection goes to the checked IP (pinned, with the host name kept for TLS and ``Host``);
+redirects are not followed; size and time are capped.
 The JWKS is cached no longer than the response's ``Cache-Control: max-age`` (SMART asym).
 ``jwks_allow_private`` lifts the address and https rules for development and tests.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
+from service import ssrf
+
 MAX_JWKS_BYTES = 64 * 1024
 _MAX_AGE = re.compile(r"max-age=(\d+)")
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 class JwksError(Exception):
     """The JWKS could not be fetched or is not a JWKS."""
-
-
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT)
-    )
 
 
 def check_url(url: str, *, allow_private: bool) -> None:
@@ -50,47 +35,19 @@ def check_url(url: str, *, allow_private: bool) -> None:
     An IP-literal or ``localhost`` host is checked here; a DNS name is checked each time the
     JWKS is fetched (:func:`resolve_target`), because what it resolves to can change.
     """
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
-        raise JwksError("The JWKS URL must use https")
-    host = parts.hostname
-    if not host:
-        raise JwksError("The JWKS URL has no host")
-    if parts.username is not None or parts.password is not None or parts.fragment:
-        raise JwksError("The JWKS URL must not carry credentials or a fragment")
-    if allow_private:
-        return
-    if host == "localhost" or host.endswith(".localhost"):
-        raise JwksError(f"The JWKS host '{host}' is a loopback name")
     try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    if not _public(str(literal)):
-        raise JwksError(f"The JWKS host '{host}' is not a public address")
+        ssrf.check_url(url, allow_private=allow_private, noun="JWKS")
+    except ssrf.UnsafeTarget as exc:
+        raise JwksError(str(exc)) from exc
 
 
 def resolve_target(url: str, *, allow_private: bool) -> tuple[str, str, str]:
     """Check ``url`` and pick the address to connect to: ``(pinned_url, host, ip)``."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host:
-        raise JwksError("The JWKS URL has no host")
-    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
-        raise JwksError("The JWKS URL must use https")
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
-    except OSError as exc:
-        raise JwksError(f"Cannot resolve the JWKS host '{host}'") from exc
-    addresses = [str(i[4][0]) for i in infos]
-    if not allow_private and not all(_public(a) for a in addresses):
-        raise JwksError(f"The JWKS host '{host}' resolves to a non-public address")
-    ip = addresses[0]
-    netloc = f"[{ip}]" if ":" in ip else ip
-    if parts.port:
-        netloc += f":{parts.port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    return pinned, host, ip
+        target = ssrf.resolve_target(url, allow_private=allow_private, noun="JWKS")
+    except ssrf.UnsafeTarget as exc:
+        raise JwksError(str(exc)) from exc
+    return target.pinned_url, target.host, target.ip
 
 
 class JwksFetcher:

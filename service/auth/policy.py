@@ -52,6 +52,14 @@ class Principal:
 
 OPEN = Principal("open")
 
+#: Types only backend services (system tokens) may use at all: a Subscription makes telemon
+#: send alerts to an EHR's endpoint, which is no business of a patient's app.
+SYSTEM_ONLY = frozenset({"Subscription"})
+#: Creating or updating one of these makes telemon send out resources of the named type (a
+#: Subscription's notifications carry Flags): the caller must be allowed to read and search
+#: that type itself.
+DISCLOSES = {"Subscription": "Flag"}
+
 
 def forbidden(message: str) -> FhirError:
     """The 403 for a denied interaction."""
@@ -62,12 +70,18 @@ def require(principal: Principal, res_type: str, interaction: Interaction | str)
     """403 unless the principal's scopes allow ``interaction`` on ``res_type``."""
     if principal.kind == "open":
         return
+    if res_type in SYSTEM_ONLY and principal.kind != "system":
+        raise forbidden(f"{res_type} is for backend services (system tokens) only")
     permission = PERMISSION.get(interaction)
     if permission is None or not principal.grants.allows(principal.context, res_type, permission):
         raise forbidden(
             f"The token's scopes do not allow '{interaction}' on {res_type} "
             f"(needs {principal.context}/{res_type}.{permission})"
         )
+    disclosed = DISCLOSES.get(res_type)
+    if disclosed is not None and interaction in ("create", "update"):
+        require(principal, disclosed, "read")
+        require(principal, disclosed, "search")
 
 
 def compartment(principal: Principal) -> tuple[str, ...] | None:

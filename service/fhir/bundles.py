@@ -202,6 +202,10 @@ def process(
     parsed = [_parse_entry(service, i, e) for i, e in enumerate(entries)]
     for entry in parsed:
         _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
+    for entry in parsed:  # before the transaction: a content check may be slow (DNS)
+        if entry.resource is not None:
+            rtype = service.resource_type(entry.res_type)
+            _in_entry(entry, partial(service.check_content, rtype, entry.resource))
     with service.db.write() as conn:
         results = _transaction(service, conn, parsed, access.patient_ids)
     access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
@@ -264,7 +268,11 @@ def _transaction(
             rtype = service.resource_type(entry.res_type)
             assert entry.resource is not None
             _in_entry(entry, partial(_profile, service, entry))
-            item = service.stamp(rtype, entry.resource, new_ids[entry.index], 1, now_micros())
+            content = _in_entry(
+                entry,
+                partial(service.apply_content, conn, rtype, new_ids[entry.index], entry.resource),
+            )
+            item = service.stamp(rtype, content, new_ids[entry.index], 1, now_micros())
             if patient_ids is not None and item.index.patient_id not in patient_ids:
                 raise outside_compartment(rtype.name)
             creates.append((entry, item))

@@ -121,6 +121,8 @@ def capability_statement(
         }
         if profiles.get(rtype.name):
             entry["supportedProfile"] = profiles[rtype.name]
+        if rtype.documentation:
+            entry["documentation"] = rtype.documentation
         if rtype.name == "Observation":
             entry["operation"] = [
                 {

@@ -56,6 +56,7 @@ class ResourceType:
         "search-type",
     )
     includes: tuple[str, ...] = field(default=())
+    documentation: str | None = None  # for the CapabilityStatement
 
 
 def _params(*params: SearchParam) -> dict[str, SearchParam]:
@@ -115,6 +116,7 @@ DEVICE = ResourceType(
 FLAG_PRIORITY_URL = "http://hl7.org/fhir/StructureDefinition/flag-priority"
 FLAG_DETAIL_URL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 TELEMON_SEARCH_PARAMETER = "http://telemon.example.org/fhir/SearchParameter"
+ALERT_PROGRAMME_URL = "http://telemon.example.org/fhir/StructureDefinition/alert-programme"
 
 FLAG = ResourceType(
     name="Flag",
@@ -153,6 +155,14 @@ FLAG = ResourceType(
             definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-detail",
         ),
         SearchParam("identifier", "token", ("identifier",), "Business identifier"),
+        SearchParam(
+            "programme",
+            "reference",
+            (f"extension('{ALERT_PROGRAMME_URL}').valueCanonical",),
+            "The telemonitoring programme of the alert (PlanDefinition canonical URL)",
+            ("PlanDefinition",),
+            definition=f"{TELEMON_SEARCH_PARAMETER}/Flag-programme",
+        ),
     ),
     compartment="patient",
     primary_date="date",
@@ -211,6 +221,24 @@ PRACTITIONER = ResourceType(
     ),
 )
 
+#: FHIR R4 Subscriptions (rest-hook) on alert Flags, for backend services; see
+#: service/subscriptions. Not in a patient compartment: patient tokens never see them.
+SUBSCRIPTION = ResourceType(
+    name="Subscription",
+    params=_params(
+        SearchParam("status", "token", ("status",), "requested | active | error | off"),
+        SearchParam("type", "token", ("channel.type",), "The channel type (rest-hook)"),
+        SearchParam("url", "uri", ("channel.endpoint",), "The channel endpoint"),
+        SearchParam("criteria", "string", ("criteria",), "The criteria (Flag?…)"),
+    ),
+    documentation="Channel `rest-hook` only, criteria on `Flag` only (a Flag search); payload "
+    "`application/fhir+json` with the Subscriptions R5 Backport `backport-payload-content` "
+    "(`full-resource` default, `id-only`, `empty`), `backport-heartbeat-period`, "
+    "`backport-timeout` and `backport-max-count`; notifications are R4 backport notification "
+    "Bundles, HMAC-signed (`X-Telemon-Signature`) and/or with the channel's headers. Backend "
+    "services (system scopes) only; `status` and `error` are set by the server.",
+)
+
 #: The NEN 7513 audit trail: written only by the server (service/audit), append-only, so no
 #: create/update/delete through the API (405). Its compartment is the patient the event is about.
 AUDIT_EVENT = ResourceType(
@@ -267,5 +295,6 @@ class Registry:
 def default_registry() -> Registry:
     """The registry of the types served by this version of telemon."""
     return Registry(
-        [PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, PRACTITIONER, AUDIT_EVENT]
+        [PATIENT, DEVICE, OBSERVATION, FLAG, CARE_PLAN, GOAL, PRACTITIONER, SUBSCRIPTION,
+         AUDIT_EVENT]
     )

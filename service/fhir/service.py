@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
@@ -82,6 +82,29 @@ class WriteEvent:
 #: Called inside the write transaction, after the writes, with what was written. Listeners
 #: (alert evaluation, notifications) may write more in the same transaction or raise to abort it.
 WriteListener = Callable[["FhirService", Connection, list[WriteEvent]], None]
+
+
+class ContentHook(Protocol):
+    """Type-specific handling of client-supplied content (e.g. Subscriptions' secrets).
+
+    ``check`` runs before the write transaction opens (it may be slow: a DNS lookup) and raises
+    a FhirError for content it refuses; ``apply`` runs inside the write transaction, just
+    before the version is stamped, and returns the content to store (it may keep parts of it
+    elsewhere in the same transaction). Content the server writes itself
+    (:meth:`FhirService.store_many_in`) passes neither.
+    """
+
+    def check(self, data: dict[str, Any]) -> None:
+        """Refuse content (FhirError, 4xx) that the type's rules do not allow."""
+
+    def apply(
+        self,
+        conn: Connection,
+        res_id: str,
+        data: dict[str, Any],
+        current: StoredVersion | None,
+    ) -> dict[str, Any]:
+        """The content to store for ``res_id`` (``current``: its current version, if any)."""
 
 
 @dataclass(slots=True)
@@ -158,12 +181,34 @@ class FhirService:
         self.settings = settings
         self.zone = ZoneInfo(settings.timezone)
         self.listeners: list[WriteListener] = []
+        #: Told about the versions the server writes itself (:meth:`store_many_in`: alerts'
+        #: Flags, Subscription status changes), which :attr:`listeners` never see.
+        self.authored_listeners: list[WriteListener] = []
+        self.content_hooks: dict[str, ContentHook] = {}
 
     def notify(self, conn: Connection, events: list[WriteEvent]) -> None:
         """Tell every listener what was just written (inside the same transaction)."""
         if events:
             for listener in self.listeners:
                 listener(self, conn, events)
+
+    def check_content(self, rtype: ResourceType, data: dict[str, Any]) -> None:
+        """The type's content hook check (before the write transaction), if it has one."""
+        hook = self.content_hooks.get(rtype.name)
+        if hook is not None:
+            hook.check(data)
+
+    def apply_content(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        res_id: str,
+        data: dict[str, Any],
+        current: StoredVersion | None = None,
+    ) -> dict[str, Any]:
+        """The content to store after the type's content hook (inside the transaction)."""
+        hook = self.content_hooks.get(rtype.name)
+        return data if hook is None else hook.apply(conn, res_id, data, current)
 
     # -- validation and stamping ------------------------------------------------------------
 
@@ -208,6 +253,7 @@ class FhirService:
         )
         if issues:
             raise FhirError(422, issues)
+        self.check_content(rtype, data)
         return rtype
 
     def stamp(
@@ -327,6 +373,8 @@ class FhirService:
             match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
             if match is not None:
                 return VersionResult.of(200, match, self.compartment(match))
+        res_id = res_id or str(uuid.uuid4())
+        data = self.apply_content(conn, rtype, res_id, data)
         item = self.new_version(rtype, data, patient_ids, res_id)
         self.insert_new(conn, [(item, prefix or rtype.name)], pending)
         self.notify(conn, [event_of(item)])
@@ -533,6 +581,7 @@ class FhirService:
         if current is not None:
             now = max(now, current.last_updated + 1)
         version = current.version_id + 1 if current else 1
+        data = self.apply_content(conn, rtype, res_id, data, current)
         item = self.stamp(rtype, data, res_id, version, now)
         if patient_ids is not None and item.index.patient_id not in patient_ids:
             raise outside_compartment(rtype.name)
@@ -552,9 +601,9 @@ class FhirService:
     ) -> None:
         """Write resources the server itself authored (e.g. alerts' Flags), keyed by id.
 
-        No profile or reference checks and no listeners: the content comes from telemon's own
-        code, and the caller is already the listener reacting to a write. New ones are
-        inserted in one statement.
+        No profile or reference checks, no content hooks and none of :attr:`listeners`: the
+        content comes from telemon's own code, and the caller is often the listener reacting to
+        a write. :attr:`authored_listeners` are told. New ones are inserted in one statement.
         """
         current = {
             v.res_id: v
@@ -564,16 +613,21 @@ class FhirService:
         }
         now = now_micros()
         fresh = []
+        events = []
         for res_id, data in resources:
             old = current.get(res_id)
             if old is None:
-                fresh.append(self.stamp(rtype, data, res_id, 1, now))
+                item = self.stamp(rtype, data, res_id, 1, now)
+                fresh.append(item)
             else:
                 at = max(now, old.last_updated + 1)
-                repo.replace_current(
-                    conn, old, self.stamp(rtype, data, res_id, old.version_id + 1, at), now=at
-                )
+                item = self.stamp(rtype, data, res_id, old.version_id + 1, at)
+                repo.replace_current(conn, old, item, now=at)
+            events.append(event_of(item, old))
         repo.insert_resources(conn, fresh)
+        if events:
+            for listener in self.authored_listeners:
+                listener(self, conn, events)
 
     def delete(
         self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None

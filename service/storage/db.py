@@ -6,12 +6,16 @@ create, If-Match update) are serialised; PostgreSQL uses row and advisory locks 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine, make_url
+
+_BEFORE_COMMIT = "telemon_before_commit"
+_AFTER_COMMIT = "telemon_after_commit"
+C = TypeVar("C", bound=Callable[[], None])
 
 
 def normalize_url(url: str) -> str:
@@ -37,11 +41,28 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A connection in a write transaction; commits on success, rolls back on error."""
+        """A connection in a write transaction; commits on success, rolls back on error.
+
+        Just before the commit it runs the callbacks registered with :func:`before_commit`
+        (still inside the transaction: one that raises rolls everything back), after it those
+        registered with :func:`after_commit`.
+        """
         with self.engine.connect() as conn:
             conn.info["telemon_write"] = True
-            with conn.begin():
-                yield conn
+            conn.info.pop(_BEFORE_COMMIT, None)
+            conn.info.pop(_AFTER_COMMIT, None)
+            try:
+                with conn.begin():
+                    yield conn
+                    while pending := conn.info.pop(_BEFORE_COMMIT, None):
+                        for callback in pending.values():
+                            callback()
+            finally:
+                # ``conn.info`` belongs to the pooled DBAPI connection and outlives this block.
+                conn.info.pop(_BEFORE_COMMIT, None)
+                committed = conn.info.pop(_AFTER_COMMIT, {})
+            for callback in committed.values():
+                callback()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -54,6 +75,20 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def before_commit(conn: Connection, key: str, callback: C) -> C:
+    """Run ``callback`` at the end of the write transaction of ``conn``, just before it commits;
+    returns the callback registered under ``key`` in this transaction (the first one), so that
+    callers can gather work into it."""
+    registered: C = conn.info.setdefault(_BEFORE_COMMIT, {}).setdefault(key, callback)
+    return registered
+
+
+def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the write transaction of ``conn`` has committed (never after a
+    rollback); registering the same ``key`` again in one transaction keeps one callback."""
+    conn.info.setdefault(_AFTER_COMMIT, {})[key] = callback
 
 
 #: psycopg's prepare_threshold: executions before it prepares a statement by itself.

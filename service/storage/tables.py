@@ -177,3 +177,53 @@ server_keys = Table(
     Column("private_jwk", Text, nullable=False),
     Column("created", BigInteger, nullable=False),
 )
+
+# -- FHIR Subscriptions (service/subscriptions) ------------------------------------------------
+# Three tables, so that the three writers never wait for each other's row locks: alert
+# transactions bump ``subscriptions.event_count`` and append ``subscription_events``; delivery
+# workers lock ``subscription_delivery`` (for the length of an HTTP call on PostgreSQL); clients
+# change ``subscriptions`` through the FHIR API. Times are microseconds since the epoch.
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),  # the Subscription's FHIR id
+    Column("active", Boolean, nullable=False),  # False: the client set status 'off'
+    Column("criteria", Text, nullable=False),
+    Column("endpoint", String(2048), nullable=False),
+    Column("content", String(16), nullable=False),  # empty | id-only | full-resource
+    Column("headers", Text, nullable=False),  # JSON array of "Name: value" (secret)
+    Column("secret", String(255)),  # HMAC signing secret (secret)
+    Column("heartbeat_seconds", Integer, nullable=False),  # 0: no heartbeat
+    Column("timeout_seconds", Float),  # None: the server's setting
+    Column("max_count", Integer),  # None: the server's batch size
+    Column("end_at", BigInteger),  # Subscription.end: no new events after it
+    Column("revision", Integer, nullable=False),  # +1 on every client update
+    Column("event_count", BigInteger, nullable=False),  # events since the subscription started
+)
+
+subscription_delivery = Table(
+    "subscription_delivery",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("delivered_through", BigInteger, nullable=False),  # highest event number delivered
+    Column("status", String(16), nullable=False),  # active | error
+    Column("failures", Integer, nullable=False),  # consecutive failed attempts
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_sent_at", BigInteger, nullable=False),  # last successful send (heartbeats)
+    Column("last_error", Text),
+    Column("revision_seen", Integer, nullable=False),  # the config revision last attempted
+    Column("lease_owner", String(64)),  # SQLite: the worker delivering now
+    Column("lease_until", BigInteger),
+)
+
+subscription_events = Table(
+    "subscription_events",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("event_number", BigInteger, primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

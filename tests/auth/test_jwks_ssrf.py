@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
 from typer.testing import CliRunner
 
+from service import ssrf
 from service.app import create_app
-from service.auth import clients, jwks
+from service.auth import clients
 from service.auth.jwks import JwksError, JwksFetcher, check_url, resolve_target
 from service.cli import app
 from service.settings import Settings, get_settings
@@ -203,7 +204,7 @@ def test_guard_checks_what_a_dns_name_resolves_to(
         address = {"rebind.example.com": "169.254.169.254", "mixed.example.com": "10.1.2.3"}
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address[host], port))]
 
-    monkeypatch.setattr(jwks.socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(ssrf.socket, "getaddrinfo", fake_getaddrinfo)
     check_url("https://rebind.example.com/jwks.json", allow_private=False)  # a name: deferred
     for host in ("rebind.example.com", "mixed.example.com"):
         with pytest.raises(JwksError, match="non-public address"):
@@ -214,7 +215,7 @@ def test_guard_pins_the_checked_public_address(monkeypatch: pytest.MonkeyPatch) 
     def fake_getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
 
-    monkeypatch.setattr(jwks.socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(ssrf.socket, "getaddrinfo", fake_getaddrinfo)
     pinned, host, ip = resolve_target("https://ehr.example.com/keys/jwks.json", allow_private=False)
     assert (pinned, host, ip) == (
         "https://93.184.215.14/keys/jwks.json",
