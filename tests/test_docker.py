@@ -62,7 +62,7 @@ def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
         }
     assert services["worker"]["command"] == ["worker"]
     assert services["worker"]["healthcheck"] == {"disable": True}
-    for name in ("migrate", "telemon"):
+    for name in ("migrate", "telemon", "worker"):
         _parses(services[name]["command"])
     serve = services["telemon"]["command"]
     assert serve[serve.index("--host") + 1] == "0.0.0.0"
