@@ -41,6 +41,8 @@ resources = Table(
     Column("content", Text),
     UniqueConstraint("res_type", "res_id", name="uq_resources_type_id"),
     Index("ix_resources_patient_date", "res_type", "patient_id", "date_low"),
+    # "since <date>" filters on date_high (0005)
+    Index("ix_resources_patient_recent", "res_type", "patient_id", "date_high"),
     Index("ix_resources_type_date", "res_type", "date_low"),
     Index("ix_resources_type_updated", "res_type", "last_updated"),
 )
