@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.group_commit import CreateBatcher
+from service.api.wire import negotiate
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.auth.identity import SimulatedDigiD
@@ -201,9 +202,12 @@ class RequestContext:
 async def request_context(request: Request) -> AsyncIterator[RequestContext]:
     """The caller (401 when the token is missing or bad) and the request's audit scope.
 
+    Refuses (406) first what the caller will not accept, as every FHIR interaction must.
+
     The accesses the route reports to ``audit`` become AuditEvents when the request ends, on
     success or failure.
     """
+    await negotiate(request)  # here rather than as its own dependency: one fewer to solve
     state = get_state(request)
     principal = await current_principal(request)
     ctx = RequestContext(request, state, base_url(request), principal, AuditScope(state.fhir))
