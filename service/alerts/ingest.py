@@ -110,14 +110,29 @@ class AlertService:
                 changed.setdefault(event.patient_id, []).append(event)
             elif event.res_type == "Flag" and event.resource is not None:
                 self._flag_written(conn, event.resource)
+        # Several patients (a batch of creates, a Bundle): their enrolments in one query.
+        plans = (
+            repo.compartment_contents_of(conn, "CarePlan", list(changed))
+            if len(changed) > 1
+            else None
+        )
         for patient_id, patient_events in changed.items():
-            self.evaluate_patient(conn, patient_id, patient_events)
+            self.evaluate_patient(
+                conn, patient_id, patient_events, None if plans is None else plans[patient_id]
+            )
 
     def evaluate_patient(
-        self, conn: Connection, patient_id: str, events: list[WriteEvent]
+        self,
+        conn: Connection,
+        patient_id: str,
+        events: list[WriteEvent],
+        plans: list[str] | None = None,
     ) -> list[EpisodeChange]:
-        """Evaluate one patient after the given Observation writes."""
-        config = self.load_config(conn, patient_id)
+        """Evaluate one patient after the given Observation writes.
+
+        ``plans``: the JSON of the patient's CarePlans, when the caller has read them already.
+        """
+        config = self.load_config(conn, patient_id, plans)
         if config is None:
             return []  # not enrolled in a programme: nothing to evaluate
         now = datetime.now(UTC)
@@ -173,25 +188,26 @@ class AlertService:
                 return
             query.cursor = page.next_cursor
 
-    def load_config(self, conn: Connection, patient_id: str) -> PatientConfig | None:
+    def load_config(
+        self, conn: Connection, patient_id: str, plans: list[str] | None = None
+    ) -> PatientConfig | None:
         """The patient's programmes, personal thresholds, rule toggles and pauses.
 
         Enrolment is an active CarePlan instantiating a programme's PlanDefinition; its Goals
         carry personal thresholds; ``activity.detail`` with an alert-rule code and
         ``doNotPerform`` toggles a rule; the ``monitoring-pause`` extension pauses monitoring.
+        ``plans`` are the patient's CarePlans as JSON, when already read.
         """
         # One indexed query; an unenrolled patient (the common case) costs nothing more.
-        plans = [
-            plan
-            for plan in map(orjson.loads, repo.compartment_contents(conn, "CarePlan", patient_id))
-            if plan.get("status") == "active"
-        ]
+        if plans is None:
+            plans = repo.compartment_contents(conn, "CarePlan", patient_id)
+        active = [plan for plan in map(orjson.loads, plans) if plan.get("status") == "active"]
         programmes: set[str] = set()
         overrides: list[Override] = []
         toggles: list[RuleToggle] = []
         pauses: list[Pause] = []
         goal_ids: set[str] = set()
-        for plan in plans:
+        for plan in active:
             programmes.update(
                 PROGRAMMES[c] for c in plan.get("instantiatesCanonical", []) if c in PROGRAMMES
             )

@@ -229,6 +229,23 @@ def fetch_all_versions_current(
     return [_to_stored(row) for row in conn.execute(stmt)]
 
 
+def compartment_contents_of(
+    conn: Connection, res_type: str, patient_ids: list[str]
+) -> dict[str, list[str]]:
+    """:func:`compartment_contents` for several patients in one query (every id is a key)."""
+    found: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
+    rows = conn.execute(
+        select(resources.c.patient_id, resources.c.content).where(
+            resources.c.res_type == res_type,
+            resources.c.patient_id.in_(patient_ids),
+            resources.c.deleted.is_(False),
+        )
+    )
+    for row in rows:
+        found[row.patient_id].append(row.content)
+    return found
+
+
 def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
     """The JSON of every current ``res_type`` in the patient's compartment (one indexed query)."""
     if conn.dialect.name == "postgresql":

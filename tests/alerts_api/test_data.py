@@ -287,3 +287,27 @@ def test_one_transaction_for_two_patients(api: Api) -> None:
     assert [priority(f) for f in api.flags(hf, "HF-HR-LOW")] == ["PM"]
     assert [priority(f) for f in api.flags(copd, "COPD-TEMP")] == ["PM"]
     assert api.flags(hf, "COPD-TEMP") == [] and api.flags(copd, "HF-HR-LOW") == []
+
+
+def test_one_transaction_for_several_patients_evaluates_each_with_its_own_enrolment(
+    api: Api,
+) -> None:
+    """A Bundle for three patients (one HF, one COPD, one not enrolled): each by its own rules."""
+    hf = api.enrol(programmes="HF")
+    copd = api.enrol(programmes="COPD")
+    outsider = api.patient()
+    entries = [
+        {"resource": r, "request": {"method": "POST", "url": "Observation"}}
+        for r in (
+            weight(hf, 80.0, at(1)),
+            weight(hf, 82.5, at(0)),  # +2.5 kg in a day: an HF weight rule
+            weight(copd, 80.0, at(1)),
+            weight(copd, 82.5, at(0)),  # the same gain: no HF rule for a COPD patient
+            spo2(outsider, 80, at(0)),  # far below any threshold, but not enrolled
+        )
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    assert api.client.post("/fhir", json=bundle).status_code == 200
+    assert {rule_of(f) for f in api.flags(hf)} & set(WEIGHT_RULES)
+    assert not _weight_flags(api, copd)
+    assert api.flags(outsider) == []
