@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import orjson
 from authlib.oauth2 import OAuth2Error
@@ -25,6 +25,7 @@ from joserfc.errors import JoseError
 
 from service.api.deps import AuthState, base_url, get_state, issuer_url, token_url
 from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
+from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
 from service.auth import consent
 from service.auth import scopes as sc
@@ -114,22 +115,6 @@ def _oauth_request(request: Request, method: str, params: list[tuple[str, str]])
     )
 
 
-async def _form(request: Request) -> list[tuple[str, str]] | None:
-    """The form parameters, or None when the body is not a (small) urlencoded form."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        return None
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
-    try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        return None
-
-
 def _html(content: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(content, status_code=status, headers=HTML_HEADERS)
 
@@ -217,7 +202,7 @@ async def authorize(request: Request) -> Response:
 
 
 async def _pending(request: Request, auth: AuthState) -> tuple[Pending, dict[str, str]]:
-    form = await _form(request)
+    form = await read_small_form(request, MAX_FORM_BYTES)
     if form is None:
         raise ConsentError("Expected a form post")
     fields = dict(form)
@@ -384,7 +369,7 @@ async def consent_decision(request: Request) -> Response:
 async def token(request: Request) -> JSONResponse:
     """The token endpoint (RFC 6749 §3.2; errors as RFC 6749 §5.2 JSON)."""
     auth = _auth(request)
-    params = await _form(request)
+    params = await read_small_form(request, MAX_FORM_BYTES)
     if params is None:
         body = {
             "error": "invalid_request",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
@@ -133,3 +134,20 @@ def resource_response(
 def instant(micros: int) -> str:
     """A FHIR instant string."""
     return format_instant(micros)
+
+
+async def read_small_form(request: Request, max_bytes: int) -> list[tuple[str, str]] | None:
+    """The fields of a small urlencoded form post (login, consent, token requests, dashboard
+    buttons); None when the body is another type, larger than ``max_bytes`` or not UTF-8."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return None

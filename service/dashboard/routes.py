@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
@@ -34,6 +34,7 @@ from joserfc.jwk import ECKey
 
 from service import logs
 from service.api.deps import AuthState, issuer_url
+from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.auth import consent
@@ -182,18 +183,8 @@ def _login_redirect(request: Request) -> Response:
 
 async def _form(request: Request) -> dict[str, str] | None:
     """The fields of a small urlencoded form post, or None for anything else."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/x-www-form-urlencoded":
-        return None
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return None
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return None
+    fields = await read_small_form(request, MAX_FORM_BYTES)
+    return None if fields is None else dict(fields)
 
 
 # -- sessions and audit --------------------------------------------------------------------
