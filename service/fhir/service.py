@@ -413,6 +413,7 @@ class FhirService:
                     gone = {(t, r) for _, t, r in items[i].index.references} & exc.missing
                     if gone:
                         failed[i] = self._reference_error([(items[i], items[i].res_type)], gone)
+                # Every missing reference is some version's: each round drops at least one.
                 todo = [i for i in todo if i not in failed]
             except Exception as exc:
                 if len(todo) == 1:
