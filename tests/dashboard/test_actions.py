@@ -61,6 +61,11 @@ def test_acknowledge_marks_the_flag_and_the_episode_and_leaves_the_worklist(
     to_handle, acknowledged = after.split('id="ack-title"')
     assert f'data-flag="{flag_id}"' not in to_handle
     assert f'data-flag="{flag_id}"' in acknowledged
+    row = acknowledged.split(f'data-flag="{flag_id}"')[1].split("</tr>")[0]
+    assert "acknowledged &lt; 1 min ago" in row
+    assert f"/dashboard/alerts/{flag_id}/acknowledge" not in row  # only Resolve is left
+    assert f"/dashboard/alerts/{flag_id}/resolve" in row
+    assert 'is-acknowledged" data-flag="' + flag_id in acknowledged
 
 
 def test_resolve_closes_the_flag_and_the_episode(logged_in: TestClient, demo: DemoSummary) -> None:
