@@ -99,6 +99,23 @@ def bind(params: list[tuple[str, str]], csrf: str, tx_id: str | None = None) -> 
     return Pending(params, _hash(csrf), tx_id or new_tx_id())
 
 
+def unseal(key: ECKey, sealed: str, typ: str) -> dict[str, Any]:
+    """The claims of a value this server sealed (ES256) as ``typ``, not yet expired.
+
+    ValueError when the signature, the type or the expiry is wrong. Shared by the
+    authorization state, the DigiD login state and the dashboard session.
+    """
+    try:
+        token = jwt.decode(sealed, key, algorithms=["ES256"])
+        if token.header.get("typ") != typ:
+            raise ValueError(f"not a {typ}")
+        jwt.JWTClaimsRegistry(leeway=0, exp={"essential": True}).validate(token.claims)
+    except JoseError as exc:
+        raise ValueError(str(exc)) from exc
+    claims: dict[str, Any] = token.claims
+    return claims
+
+
 def start(key: ECKey, params: list[tuple[str, str]], csrf: str) -> str:
     """The sealed state of a just-validated authorization request."""
     return seal(key, bind(params, csrf))
@@ -109,13 +126,9 @@ def open_pending(key: ECKey, sealed: str, form_csrf: str, cookie_csrf: str | Non
     if not cookie_csrf or not hmac.compare_digest(form_csrf, cookie_csrf):
         raise ConsentError("CSRF token mismatch")
     try:
-        token = jwt.decode(sealed, key, algorithms=["ES256"])
-        if token.header.get("typ") != _TYP:
-            raise ConsentError("not an authorization state")
-        jwt.JWTClaimsRegistry(leeway=0, exp={"essential": True}).validate(token.claims)
-    except (JoseError, ValueError) as exc:
+        claims = unseal(key, sealed, _TYP)
+    except ValueError as exc:
         raise ConsentError("The authorization has expired or is invalid") from exc
-    claims = token.claims
     if not hmac.compare_digest(claims.get("csrf", ""), _hash(form_csrf)):
         raise ConsentError("CSRF token mismatch")
     params = [(str(k), str(v)) for k, v in claims.get("params", [])]
@@ -155,13 +168,9 @@ def open_login(key: ECKey, sealed: str | None, state: str) -> PendingLogin:
     if not sealed:
         raise ConsentError("No DigiD login in progress (cookie missing)")
     try:
-        token = jwt.decode(sealed, key, algorithms=["ES256"])
-        if token.header.get("typ") != _LOGIN_TYP:
-            raise ConsentError("not a DigiD login state")
-        jwt.JWTClaimsRegistry(leeway=0, exp={"essential": True}).validate(token.claims)
-    except (JoseError, ValueError) as exc:
+        claims = unseal(key, sealed, _LOGIN_TYP)
+    except ValueError as exc:
         raise ConsentError("The DigiD login has expired or is invalid") from exc
-    claims = token.claims
     if not hmac.compare_digest(str(claims.get("state", "")).encode(), state.encode()):
         raise ConsentError("The DigiD login does not match this browser (state mismatch)")
     return PendingLogin(

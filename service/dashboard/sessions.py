@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from joserfc import jwt
-from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 from sqlalchemy import Connection
 
 from service.auth import replay
+from service.auth.consent import unseal
 from service.auth.identity import ClinicianUser
 
 COOKIE = "telemon_dashboard"
@@ -93,12 +93,9 @@ def open_session(key: ECKey, sealed: str | None, now: int) -> Session:
     if not sealed:
         raise SessionError("not logged in")
     try:
-        token = jwt.decode(sealed, key, algorithms=["ES256"])
-    except (JoseError, ValueError) as exc:
-        raise SessionError("invalid session") from exc
-    claims = token.claims
-    if token.header.get("typ") != _TYP:
-        raise SessionError("not a dashboard session")
+        claims = unseal(key, sealed, _TYP)
+    except ValueError as exc:
+        raise SessionError("invalid or expired session") from exc
     try:
         session = Session(
             str(claims["pid"]),
