@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
+from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
 from service.api.group_commit import CreateBatcher
 from service.api.middleware import RequestTelemetry
@@ -116,6 +117,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(ops_router)
     app.state.dashboard = build_dashboard(settings, fhir, app.state.telemon.auth)
     app.include_router(dashboard_router)
+    # Inside the telemetry (added last, so outermost): creates are counted and logged as well.
+    app.add_middleware(
+        CreatePath, types=frozenset(fhir.registry.names()), route=create_route(fhir_router.routes)
+    )
     app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(FhirError)
