@@ -136,3 +136,24 @@ def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> li
         return [row[0] for row in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+def compartment_contents_of(
+    conn: Connection, res_type: str, patient_ids: list[str]
+) -> list[tuple[str, str]]:
+    """(patient id, JSON) of every current ``res_type`` in several compartments (prepared).
+
+    One statement text whatever the number of patients (an array parameter, not an ``IN``
+    list), so PostgreSQL plans it once per connection and SQLAlchemy compiles nothing.
+    """
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            "SELECT patient_id, content FROM resources WHERE res_type = %s "
+            "AND patient_id = ANY(%s) AND deleted = false",
+            (res_type, patient_ids),
+            prepare=True,
+        )
+        return cursor.fetchall()
+    finally:
+        cursor.close()

@@ -234,15 +234,19 @@ def compartment_contents_of(
 ) -> dict[str, list[str]]:
     """:func:`compartment_contents` for several patients in one query (every id is a key)."""
     found: dict[str, list[str]] = {patient_id: [] for patient_id in patient_ids}
-    rows = conn.execute(
-        select(resources.c.patient_id, resources.c.content).where(
-            resources.c.res_type == res_type,
-            resources.c.patient_id.in_(patient_ids),
-            resources.c.deleted.is_(False),
+    rows: Iterable[Any]
+    if conn.dialect.name == "postgresql":
+        rows = pg_bulk.compartment_contents_of(conn, res_type, patient_ids)
+    else:
+        rows = conn.execute(
+            select(resources.c.patient_id, resources.c.content).where(
+                resources.c.res_type == res_type,
+                resources.c.patient_id.in_(patient_ids),
+                resources.c.deleted.is_(False),
+            )
         )
-    )
-    for row in rows:
-        found[row.patient_id].append(row.content)
+    for patient_id, content in rows:
+        found[patient_id].append(content)
     return found
 
 
