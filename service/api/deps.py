@@ -61,7 +61,26 @@ def base_url(request: Request) -> str:
     configured = get_state(request).settings.base_url
     if configured:
         return configured.rstrip("/")
-    return str(request.base_url).rstrip("/") + "/fhir"
+    scope = request.scope
+    # Starlette's base_url depends on these alone; building its URL object costs more than
+    # the rest of a create's request handling, so the answer is kept per distinct key (the
+    # Host header is the client's: the cache is bounded).
+    server = scope.get("server")
+    key = (
+        scope.get("scheme"),
+        request.headers.get("host"),
+        tuple(server) if server else None,  # a list under some servers
+        scope.get("app_root_path", scope.get("root_path", "")),
+    )
+    derived = _DERIVED_BASE_URLS.get(key)
+    if derived is None:
+        if len(_DERIVED_BASE_URLS) >= 64:
+            _DERIVED_BASE_URLS.clear()
+        derived = _DERIVED_BASE_URLS[key] = str(request.base_url).rstrip("/") + "/fhir"
+    return derived
+
+
+_DERIVED_BASE_URLS: dict[tuple[object, ...], str] = {}
 
 
 async def state_dependency(request: Request) -> AppState:
