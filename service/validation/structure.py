@@ -10,12 +10,24 @@ Two passes over a parsed resource:
 2. ``model_validate`` of the fhir.resources R4B model, its errors mapped to FHIRPath expressions.
 
 All issues are raised together in one :class:`FhirError` (400).
+
+Building the model objects is the costliest part of a create. Whether a document passes the
+model depends on two things only: its *shape* (which elements are present, their JSON types and
+how often they repeat; the models' own rules — required elements, one choice of value[x], no
+nulls in lists, no unknown elements — look at nothing else) and whether each primitive value is
+valid for its field's type. So once a document of some shape has passed ``model_validate``,
+another of the same shape passes it exactly when every primitive value passes its field's
+pydantic validator, the very validator the model would run on it. The walk records the shape
+and the primitive values; a known-good shape then only has its primitives checked, with the
+same validators. Anything else — an unseen shape, a failing primitive, nested resources — goes
+through ``model_validate`` itself, so every error still comes from the model, word for word.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import threading
 import types
 import typing
 from dataclasses import dataclass
@@ -24,7 +36,7 @@ from typing import Any
 
 from fhir.resources.R4B import FHIRAbstractModel, get_fhir_model_class
 from fhir_core.types import FhirBase
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.fhir.outcome import FhirError, Issue
@@ -101,9 +113,17 @@ class _Field:
     many: bool
     child: type[FHIRAbstractModel] | None
     codes: frozenset[str] | None
+    #: The model's own validator for the whole value of a primitive field (None otherwise).
+    primitive: TypeAdapter[Any] | None
 
 
 _FIELD_TABLES: dict[type[FHIRAbstractModel], dict[str, _Field]] = {}
+
+#: Shapes (see the module docstring) of documents that passed ``model_validate``, oldest first.
+_VALID_SHAPES: dict[tuple[Any, ...], None] = {}
+_MAX_SHAPES = 4096
+_END = object()  # closes an object's elements in a shape
+_shapes_lock = threading.Lock()
 
 
 def validate_structure(data: Any, expected_type: str | None = None) -> str:
@@ -139,6 +159,14 @@ def validate_structure(data: Any, expected_type: str | None = None) -> str:
     if walker.blocking:
         # A nested resource without a usable resourceType crashes or fools the model: stop here.
         raise FhirError(400, walker.issues)
+    shape = tuple(walker.shape) if walker.shape is not None else None
+    if (
+        shape is not None
+        and not walker.issues
+        and shape in _VALID_SHAPES
+        and walker.primitives_pass()
+    ):
+        return resource_type  # the model would accept it: see the module docstring
     try:
         model.model_validate(data)
     except ValidationError as exc:
@@ -150,7 +178,16 @@ def validate_structure(data: Any, expected_type: str | None = None) -> str:
                 walker.issues.append(issue)
     if walker.issues:
         raise FhirError(400, walker.issues)
+    if shape is not None:
+        _remember(shape)
     return resource_type
+
+
+def _remember(shape: tuple[Any, ...]) -> None:
+    with _shapes_lock:
+        if len(_VALID_SHAPES) >= _MAX_SHAPES:
+            del _VALID_SHAPES[next(iter(_VALID_SHAPES))]
+        _VALID_SHAPES[shape] = None
 
 
 class _Walker:
@@ -162,6 +199,19 @@ class _Walker:
         self.issues: list[Issue] = []
         self.blocking = False
         self.references: list[str] = []
+        #: Element names, JSON types and list lengths in document order; None once the
+        #: document holds something the shape cannot stand for (nested resources, unknown keys).
+        self.shape: list[Any] | None = [root]
+        self.primitives: list[tuple[TypeAdapter[Any], Any]] = []
+
+    def primitives_pass(self) -> bool:
+        """True when every primitive value passes its field's validator in the model."""
+        try:
+            for adapter, value in self.primitives:
+                adapter.validate_python(value)
+        except ValidationError:
+            return False
+        return True
 
     def where(self, *extra: str) -> str:
         return self.root + "".join(self.path) + "".join(extra)
@@ -188,15 +238,28 @@ class _Walker:
     def element(self, node: dict[str, Any], model: type[FHIRAbstractModel]) -> None:
         table = _fields(model)
         is_reference = model.__name__ == "Reference"
+        shape = self.shape
         for key, value in node.items():
             spec = table.get(key)
             if spec is None:  # unknown elements and resourceType: reported by/left to the model
+                if shape is not None and not (key == "resourceType" and not self.path):
+                    self.shape = shape = None
                 continue
+            if shape is not None:
+                shape.append(key)
+                if spec.primitive is not None:
+                    self.primitives.append((spec.primitive, value))
+                elif spec.kind is not _Kind.COMPLEX:
+                    self.shape = shape = None
             if spec.many:
                 if type(value) is list:
+                    if shape is not None:
+                        shape.append(len(value))
                     for index, item in enumerate(value):
                         if item is not None:  # null placeholders were vetted by parse_json
                             self.value(item, spec, key, index)
+                        elif self.shape is not None:
+                            self.shape.append(None)
                 else:
                     self.fail("structure", "Must be a JSON array", f".{key}")
             elif type(value) is list:
@@ -211,6 +274,8 @@ class _Walker:
         """Check one occurrence; ``index`` is -1 for a non-repeating element."""
         # The path segment is only built when needed: most values are fine primitives.
         kind = spec.kind
+        if self.shape is not None:
+            self.shape.append(type(value))
         if kind is _Kind.STRING:
             ok = type(value) is str
             if ok and spec.codes is not None and value not in spec.codes:
@@ -231,6 +296,8 @@ class _Walker:
                 else:
                     self.nested_resource(value)
                 self.path.pop()
+                if self.shape is not None:
+                    self.shape.append(_END)
         else:
             ok = True
         if not ok:
@@ -300,7 +367,14 @@ def _fields(model: type[FHIRAbstractModel]) -> dict[str, _Field]:
             codes = _EXTRA_CODES.get((model.__name__, name))
             if codes is None and isinstance(enum, list) and "+" not in enum and "etc." not in enum:
                 codes = frozenset(str(code) for code in enum)
-            table[info.alias or name] = _Field(kind, many, child, codes)
+            primitive = None
+            if (
+                kind not in (_Kind.COMPLEX, _Kind.RESOURCE, _Kind.ANY)
+                and info.annotation is not None
+                and not info.metadata
+            ):
+                primitive = TypeAdapter(info.annotation)
+            table[info.alias or name] = _Field(kind, many, child, codes, primitive)
         _FIELD_TABLES[model] = table
     return table
 
