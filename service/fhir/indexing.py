@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,10 +37,17 @@ def normalize_string(text: str) -> str:
 _STEP = re.compile(r"([A-Za-z_]+(?:\[x\])?)(?:\('([^']*)'\))?")
 
 
-def _steps(path: str) -> list[tuple[str, str | None]]:
-    # "extension('http://…/flag-priority').valueCodeableConcept": URLs contain dots, so the
-    # path is tokenised rather than split.
-    return [(m.group(1), m.group(2)) for m in _STEP.finditer(path)]
+@lru_cache(maxsize=1024)
+def _steps(path: str) -> tuple[tuple[str, str | None, str | None], ...]:
+    """``(element, extension url, choice prefix)`` per step of ``path``, tokenised once.
+
+    "extension('http://…/flag-priority').valueCodeableConcept": URLs contain dots, so the
+    path is tokenised rather than split. The prefix is set for a choice step ``name[x]``.
+    """
+    return tuple(
+        (m.group(1), m.group(2), m.group(1)[:-3] if m.group(1).endswith("[x]") else None)
+        for m in _STEP.finditer(path)
+    )
 
 
 def resolve_path(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
@@ -49,21 +57,21 @@ def resolve_path(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any
     extensions with that url.
     """
     nodes: list[tuple[str, Any]] = [("", resource)]
-    for step, url in _steps(path):
+    for step, url, prefix in _steps(path):
         found: list[tuple[str, Any]] = []
-        choice = step.endswith("[x]")
-        prefix = step[:-3]
         for _, node in nodes:
             if not isinstance(node, dict):
                 continue
-            if choice:
+            if prefix is not None:
                 items = [
                     (k, v)
                     for k, v in node.items()
                     if k.startswith(prefix) and k[len(prefix) : len(prefix) + 1].isupper()
                 ]
+            elif step in node:
+                items = [(step, node[step])]
             else:
-                items = [(step, node[step])] if step in node else []
+                continue
             for key, value in items:
                 values = value if isinstance(value, list) else [value]
                 found.extend(
