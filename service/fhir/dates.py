@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = 1_000_000
@@ -48,8 +49,21 @@ def _add_months(year: int, month: int, months: int) -> tuple[int, int]:
 def parse_range(value: str, zone: tzinfo) -> tuple[int, int]:
     """The inclusive UTC microsecond range a FHIR date/dateTime/instant string denotes.
 
-    Raises :class:`DateFormatError` for anything else.
+    ``zone`` reads values without an offset. Raises :class:`DateFormatError` for anything else.
     """
+    # A write parses its effective time several times (profile check, search index, alert
+    # engine), each with another zone; for a value with an offset the zone plays no part, so
+    # those share one cache entry.
+    if value.endswith("Z") or _OWN_OFFSET.search(value):
+        zone = UTC
+    return _parse_range(value, zone)
+
+
+_OWN_OFFSET = re.compile(r"T.*[+-]\d\d:\d\d$")
+
+
+@lru_cache(maxsize=4096)
+def _parse_range(value: str, zone: tzinfo) -> tuple[int, int]:
     match = _PATTERN.match(value)
     if match is None:
         raise DateFormatError(f"'{value}' is not a valid FHIR date/dateTime")
