@@ -191,6 +191,7 @@ class DeliveryWorker:
                 batch = self._batch(conn, claim)
                 outcome = self._send(sender, claim, batch)
                 status = self._record(conn, claim, batch, outcome, None)
+                stale = self._shows_other_status(conn, claim, status)
         else:
             with self.db.read() as conn:
                 if not store.any_leasable(conn, now):
@@ -204,8 +205,9 @@ class DeliveryWorker:
             outcome = self._send(sender, claim, batch)
             with self.db.write() as conn:
                 status = self._record(conn, claim, batch, outcome, owner)
+                stale = self._shows_other_status(conn, claim, status)
         self._count(batch, outcome)
-        if status is not None and status != claim.status:
+        if stale:
             self.sync_status(claim.subscription.subscription_id)
         return True
 
@@ -294,6 +296,21 @@ class DeliveryWorker:
             metrics.DELIVERY_LATENCY.observe(max(0, now - event.created_at) / 1_000_000)
 
     # -- the Subscription's FHIR status ----------------------------------------------------------
+
+    def _shows_other_status(self, conn: Connection, claim: store.Claim, status: str | None) -> bool:
+        """True when the Subscription resource does not show the delivery ``status`` just
+        recorded. Compared with the resource itself, not with the status before the attempt:
+        a worker killed after recording an attempt and before updating the resource would
+        otherwise leave it showing the old status for good. A plain read: the row is locked
+        only by :meth:`sync_status`, in its own transaction (the claim holds the delivery row,
+        and a client's update locks the two the other way round)."""
+        if status is None:
+            return False
+        current = repo.fetch_current(conn, "Subscription", claim.subscription.subscription_id)
+        if current is None or current.deleted or current.content is None:
+            return False
+        shown: str | None = orjson.loads(current.content).get("status")
+        return shown != status
 
     def sync_status(self, subscription_id: str) -> None:
         """Make the Subscription resource's ``status`` and ``error`` show the delivery state

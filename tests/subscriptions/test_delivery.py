@@ -15,6 +15,7 @@ from service.fhir import bundles
 from service.settings import Settings
 from service.storage import subscription_store
 from service.storage.db import Database
+from service.storage.tables import subscription_delivery
 from service.subscriptions.delivery import Sender
 from service.subscriptions.worker import DeliveryWorker, retry_delay
 from tests.factories import PROGRAMME, alert_bundle, post_entry, subscription, transaction
@@ -294,3 +295,38 @@ def test_the_sender_follows_no_redirect_and_keeps_its_timeout(receiver: Receiver
     assert (slow.delivered, slow.kind) == (False, "timeout")
     assert waited < 0.45
     assert receiver.paths[0] == "/notify" and "/elsewhere" not in receiver.paths
+
+
+def test_a_worker_killed_between_recording_and_the_resource_update(
+    settings: Settings, receiver: Receiver, db: Database
+) -> None:
+    """The attempt was recorded (delivery state ``active``), the worker died before the
+    Subscription resource was updated: the next attempt still brings the resource back."""
+    quiet = settings.model_copy(update={"delivery_worker": "off", "subscription_max_failures": 1})
+    receiver.down()
+    with TestClient(create_app(quiet), base_url="http://testserver") as client:
+        client.headers["Content-Type"] = "application/fhir+json"
+        sub_id = subscribe(client, receiver.url)
+        fhir = fhir_of(client)
+        worker = DeliveryWorker(fhir)
+        sender = Sender(allow_private=True)
+        raise_alerts(fhir, 1)
+        assert worker.deliver_once(sender, "w1")
+        assert client.get(f"/fhir/Subscription/{sub_id}").json()["status"] == "error"
+
+        receiver.up()
+        worker.sync_status = lambda subscription_id: None  # type: ignore[method-assign]
+        with db.write() as conn:  # make the first retry due now
+            conn.execute(
+                subscription_delivery.update().values(next_attempt_at=0)
+            )
+        assert worker.deliver_once(sender, "w1")  # delivered and recorded; then "killed"
+        assert client.get(f"/fhir/Subscription/{sub_id}").json()["status"] == "error"
+
+        survivor = DeliveryWorker(fhir)
+        raise_alerts(fhir, 1)
+        assert survivor.deliver_once(sender, "w2")
+        sender.close()
+        shown = client.get(f"/fhir/Subscription/{sub_id}").json()
+    assert shown["status"] == "active" and "error" not in shown
+    assert [n for n, _ in receiver.events(sub_id)] == [1, 2]
