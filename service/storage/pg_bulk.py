@@ -108,34 +108,37 @@ def insert_resources(
         cursor.close()
 
 
-def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
-    """Which of ``ids`` exist (not deleted) as ``res_type`` — one prepared statement."""
+def _prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """All rows of a read that runs often: a server-side prepared statement (psycopg never
+    prepares by itself here, so that searches stay planned with their values)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(
-            "SELECT res_id FROM resources WHERE res_type = %s AND res_id = ANY(%s) "
-            "AND deleted = false",
-            (res_type, ids),
-            prepare=True,
-        )
-        return {row[0] for row in cursor.fetchall()}
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()
     finally:
         cursor.close()
+
+
+def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` exist (not deleted) as ``res_type`` — one prepared statement."""
+    rows = _prepared_rows(
+        conn,
+        "SELECT res_id FROM resources WHERE res_type = %s AND res_id = ANY(%s) "
+        "AND deleted = false",
+        (res_type, ids),
+    )
+    return {row[0] for row in rows}
 
 
 def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
     """The JSON of every current ``res_type`` in a patient's compartment (prepared query)."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(
-            "SELECT content FROM resources WHERE res_type = %s AND patient_id = %s "
-            "AND deleted = false",
-            (res_type, patient_id),
-            prepare=True,
-        )
-        return [row[0] for row in cursor.fetchall()]
-    finally:
-        cursor.close()
+    rows = _prepared_rows(
+        conn,
+        "SELECT content FROM resources WHERE res_type = %s AND patient_id = %s "
+        "AND deleted = false",
+        (res_type, patient_id),
+    )
+    return [row[0] for row in rows]
 
 
 def compartment_contents_of(
@@ -146,14 +149,9 @@ def compartment_contents_of(
     One statement text whatever the number of patients (an array parameter, not an ``IN``
     list), so PostgreSQL plans it once per connection and SQLAlchemy compiles nothing.
     """
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(
-            "SELECT patient_id, content FROM resources WHERE res_type = %s "
-            "AND patient_id = ANY(%s) AND deleted = false",
-            (res_type, patient_ids),
-            prepare=True,
-        )
-        return cursor.fetchall()
-    finally:
-        cursor.close()
+    return _prepared_rows(
+        conn,
+        "SELECT patient_id, content FROM resources WHERE res_type = %s "
+        "AND patient_id = ANY(%s) AND deleted = false",
+        (res_type, patient_ids),
+    )
