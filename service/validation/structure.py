@@ -238,13 +238,13 @@ class _Walker:
     def element(self, node: dict[str, Any], model: type[FHIRAbstractModel]) -> None:
         table = _fields(model)
         is_reference = model.__name__ == "Reference"
-        shape = self.shape
         for key, value in node.items():
             spec = table.get(key)
             if spec is None:  # unknown elements and resourceType: reported by/left to the model
-                if shape is not None and not (key == "resourceType" and not self.path):
-                    self.shape = shape = None
+                if not (key == "resourceType" and not self.path):
+                    self.shape = None
                 continue
+            shape = self.shape  # read per element: a nested one may have given up the shape
             if shape is not None:
                 shape.append(key)
                 if spec.primitive is not None:
