@@ -97,7 +97,7 @@ DEPENDENCY_ORDER = (
 CREATED, UPDATED, SKIPPED, REJECTED = "created", "updated", "skipped", "rejected"
 OUTCOMES = (CREATED, UPDATED, SKIPPED, REJECTED)
 ALREADY_PRESENT = "already present (same identifier)"
-NOT_STORED = "type not stored by telemon (--skip-unsupported)"
+NOT_STORED = "type telemon does not import (--skip-unsupported)"
 NOT_DATA = "not data (a search's OperationOutcome)"
 #: The type counted for what could not be read as a resource (a malformed line or file).
 UNKNOWN_TYPE = "(unreadable)"
@@ -625,7 +625,7 @@ class _Run:
             listed = ", ".join(f"{len(found)} {t}" for t, found in sorted(refused.items()))
             issue = Issue(
                 "not-supported",
-                f"The transaction holds resources telemon does not store ({listed}); import "
+                f"The transaction holds resources telemon does not import ({listed}); import "
                 "with --skip-unsupported to import the others and count these as skipped",
                 tuple(f"Bundle.entry[{i[0]}].resource.resourceType" for i in refused.values()),
             )
@@ -851,8 +851,9 @@ def _renumber(issue: Issue, indexes: Sequence[int]) -> Issue:
 def _not_stored(res_type: str) -> Issue:
     return Issue(
         "not-supported",
-        f"telemon does not store {res_type} resources; import with --skip-unsupported to "
-        "import the others and count these as skipped",
+        f"telemon does not import {res_type} resources (it does not store them, or writes "
+        "them only itself); import with --skip-unsupported to import the others and count "
+        "these as skipped",
         (f"{res_type}.resourceType",),
     )
 

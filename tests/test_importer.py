@@ -424,3 +424,23 @@ def test_the_summary_counts_per_type_and_reason(service: FhirService, tmp_path: 
     ]
     assert unit.first == "mixed.ndjson line 2"
     assert unit.example is not None and "[stone_av]" in unit.example
+
+
+def test_ndjson_lines_of_types_telemon_does_not_import(
+    service: FhirService, tmp_path: Path
+) -> None:
+    audit = {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": when(1)}
+    encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "HH"}}
+    path = _ndjson(tmp_path / "other.ndjson", [audit, encounter, patient(bsn=BSNS[0])])
+
+    refused = importer.import_paths(service, [path])
+    skipped = importer.import_paths(service, [path], skip_unsupported=True)
+
+    assert (refused.created, refused.rejected) == (1, 2)
+    assert [r.res_type for r in refused.rejections] == ["AuditEvent", "Encounter"]
+    assert "does not import AuditEvent" in refused.rejections[0].issues[0].diagnostics
+    assert (skipped.skipped, skipped.rejected) == (3, 0)
+    assert skipped.reasons[("AuditEvent", "skipped", importer.NOT_STORED)].first == (
+        "other.ndjson line 1"
+    )
+    assert service.search("AuditEvent", []).matches == []
