@@ -41,7 +41,8 @@ from service.demo_clients import (
 )
 from service.demo_guide import DEFAULT_KEYS_DIR, Endpoints, guide
 from service.fhir.service import FhirService
-from service.importer import OUTCOMES, ImportSummary, count_items, expand, import_paths
+from service.import_summary import OUTCOMES, ImportSummary
+from service.importer import count_items, expand, import_paths
 from service.settings import get_settings
 from service.storage import migrate
 from service.storage.db import Database

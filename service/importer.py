@@ -51,7 +51,7 @@ Writing
     transaction.
 
 The summary counts created / updated / skipped / rejected per resource type, and every skip and
-rejection per reason (:class:`ImportSummary`).
+rejection per reason (:class:`service.import_summary.ImportSummary`).
 """
 
 from __future__ import annotations
@@ -59,10 +59,9 @@ from __future__ import annotations
 import heapq
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -76,6 +75,18 @@ from service.fhir.outcome import FhirError, Issue
 from service.fhir.references import BUNDLE_NAMES, is_reference_failure, reference_paths, rewritten
 from service.fhir.registry import ResourceType
 from service.fhir.service import FhirService
+from service.import_summary import (
+    ALREADY_PRESENT,
+    CREATED,
+    NOT_DATA,
+    NOT_STORED,
+    SKIPPED,
+    UNKNOWN_TYPE,
+    UPDATED,
+    ImportSummary,
+    Rejection,
+    location,
+)
 from service.validation import BSN_SYSTEM, parse_json, validate_structure
 
 #: Resources written per database transaction.
@@ -94,173 +105,9 @@ DEPENDENCY_ORDER = (
     "Subscription",
 )
 
-CREATED, UPDATED, SKIPPED, REJECTED = "created", "updated", "skipped", "rejected"
-OUTCOMES = (CREATED, UPDATED, SKIPPED, REJECTED)
-ALREADY_PRESENT = "already present (same identifier)"
-NOT_STORED = "type telemon does not import (--skip-unsupported)"
-NOT_DATA = "not data (a search's OperationOutcome)"
-#: The type counted for what could not be read as a resource (a malformed line or file).
-UNKNOWN_TYPE = "(unreadable)"
-
 _NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 _SUFFIXES = (*_NDJSON_SUFFIXES, ".json")
 _DATA_BUNDLES = ("collection", "searchset", "batch")
-_ENTRY_ROOT = re.compile(r"^Bundle\.entry\[\d+\]\.resource")
-_INDEX = re.compile(r"\[\d+\]")
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why one resource (or a whole transaction Bundle or part of one, or a file) was refused.
-
-    ``line`` is the 1-based NDJSON line, ``entry`` the 0-based Bundle entry index; both are None
-    when the whole file or transaction Bundle (``part`` of it) was rejected.
-    """
-
-    status: int
-    issues: tuple[Issue, ...]
-    line: int | None = None
-    entry: int | None = None
-    file: Path | None = None
-    res_type: str | None = None
-    part: int | None = None
-    #: Only references that did not resolve: they may resolve later in the run.
-    waits: bool = False
-
-    @property
-    def where(self) -> str:
-        """Where: ``Observation.000.ndjson line 7``, ``bundle.json entry 3``, ``x.json``."""
-        return _where(self.file, self.line, self.entry, self.part)
-
-    @property
-    def reason(self) -> str:
-        """The kind of failure, without the particulars: what rejections are grouped by.
-
-        ``422 not-found at Observation.subject``: the status, and each issue's code and
-        element (Bundle entry prefixes and list indexes left out).
-        """
-        whole = self.res_type == "Bundle"
-        root = None if whole else self.res_type
-        kinds = dict.fromkeys(
-            f"{i.code} at {', '.join(_general(e, root) for e in i.expression)}"
-            if i.expression
-            else i.code
-            for i in self.issues
-        )
-        text = f"{self.status} {'; '.join(kinds) or HTTPStatus(self.status).phrase}"
-        return f"transaction refused whole: {text}" if whole else text
-
-    def describe(self) -> str:
-        """One line per issue: ``<diagnostics> (at <expression>)``."""
-        parts = []
-        for issue in self.issues:
-            at = f" (at {', '.join(issue.expression)})" if issue.expression else ""
-            parts.append(f"{issue.diagnostics}{at}")
-        return "; ".join(parts) or HTTPStatus(self.status).phrase
-
-
-def _where(
-    file: Path | None, line: int | None, entry: int | None = None, part: int | None = None
-) -> str:
-    name = file.name if file is not None else "file"
-    if line is not None:
-        return f"{name} line {line}"
-    if entry is not None:
-        return f"{name} entry {entry}"
-    if part is not None:
-        return f"{name} part {part}"
-    return name
-
-
-def _general(expression: str, res_type: str | None) -> str:
-    """``Bundle.entry[3].resource.component[1].code`` → ``Observation.component.code``."""
-    if res_type is not None:
-        expression = _ENTRY_ROOT.sub(res_type, expression)
-    return _INDEX.sub("", expression)
-
-
-@dataclass(slots=True)
-class Tally:
-    """How often one (type, outcome, reason) happened, and where it happened first."""
-
-    count: int
-    first: str
-    example: str | None = None
-
-
-@dataclass(slots=True)
-class ImportSummary:
-    """What an import did, per resource type and per reason.
-
-    ``counts`` maps a resource type to its count per outcome (:data:`OUTCOMES`); ``reasons``
-    maps (type, outcome, reason) to a :class:`Tally` for every skip and rejection.
-    ``rejections`` lists each rejection in file order; ``notes`` say how transaction Bundles
-    above the entry limit were split; ``ignored`` names files a directory held that are not
-    FHIR JSON or NDJSON.
-    """
-
-    counts: dict[str, Counter[str]] = field(default_factory=dict)
-    reasons: dict[tuple[str, str, str], Tally] = field(default_factory=dict)
-    rejections: list[Rejection] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    ignored: list[Path] = field(default_factory=list)
-
-    def add(
-        self,
-        res_type: str,
-        outcome: str,
-        reason: str | None = None,
-        *,
-        count: int = 1,
-        where: str = "",
-        example: str | None = None,
-    ) -> None:
-        """Count ``count`` resources of ``res_type`` with ``outcome`` (for ``reason``)."""
-        self.counts.setdefault(res_type, Counter())[outcome] += count
-        if reason is not None:
-            tally = self.reasons.get((res_type, outcome, reason))
-            if tally is None:
-                self.reasons[(res_type, outcome, reason)] = Tally(count, where, example)
-            else:
-                tally.count += count
-
-    def reject(self, rejection: Rejection, types: Mapping[str, int] | None = None) -> None:
-        """Record a rejection covering ``types`` (type → resources; default: its own one)."""
-        for res_type, count in (types or {rejection.res_type or UNKNOWN_TYPE: 1}).items():
-            self.add(
-                res_type,
-                REJECTED,
-                rejection.reason,
-                count=count,
-                where=rejection.where,
-                example=rejection.describe(),
-            )
-        self.rejections.append(rejection)
-
-    def total(self, outcome: str) -> int:
-        """Resources of every type with ``outcome``."""
-        return sum(c[outcome] for c in self.counts.values())
-
-    @property
-    def created(self) -> int:
-        """Resources created."""
-        return self.total(CREATED)
-
-    @property
-    def updated(self) -> int:
-        """Resources updated (PUT entries of a transaction Bundle)."""
-        return self.total(UPDATED)
-
-    @property
-    def skipped(self) -> int:
-        """Resources skipped: already present, or of a type telemon does not store."""
-        return self.total(SKIPPED)
-
-    @property
-    def rejected(self) -> int:
-        """Resources rejected."""
-        return self.total(REJECTED)
 
 
 @dataclass(slots=True)
@@ -285,7 +132,7 @@ class Item:
     @property
     def where(self) -> str:
         """Where the item is, for messages."""
-        return _where(self.file, self.line, self.entry)
+        return location(self.file, self.line, self.entry)
 
 
 @dataclass(slots=True)
@@ -311,7 +158,7 @@ class IdMap:
             if ref in self.failed and ref not in self.targets
         ]
         if issues:
-            self.fail(item)
+            self.fail(item.keys, item.where)
             return item.rejection(422, issues)
         return rewritten(item.data, self.targets) if self.targets else item.data
 
@@ -321,11 +168,12 @@ class IdMap:
             self.targets[key] = target
             self.failed.pop(key, None)
 
-    def fail(self, item: Item) -> None:
-        """Remember that ``item`` was rejected, so that what refers to it is rejected too."""
-        for key in item.keys:
+    def fail(self, keys: Iterable[str], where: str) -> None:
+        """Remember that the resource known as ``keys`` was rejected (at ``where``), so that
+        what refers to it is rejected too."""
+        for key in keys:
             self.targets.pop(key, None)
-            self.failed[key] = item.where
+            self.failed[key] = where
 
     def copy(self) -> IdMap:
         """A copy to restore after a rolled-back chunk."""
@@ -525,17 +373,17 @@ class _Run:
         if res_type is not None and not self.importable(res_type):
             self.unsupported(res_type, data, full_url, path, line=line, entry=entry)
             return None
+        res_id = data.get("id") if isinstance(data, dict) else None
+        keys = [f"{res_type}/{res_id}"] if isinstance(res_id, str) else []
+        if full_url:
+            keys.append(full_url)
         try:
             rtype = self.service.resource_type(validate_structure(data), for_write=True)
         except FhirError as exc:
             issues = tuple(_in_entry(i, entry) for i in exc.issues)
             self.summary.reject(Rejection(exc.status, issues, line, entry, path, res_type))
-            if full_url:
-                self.ids.failed[full_url] = _where(path, line, entry)
+            self.ids.fail(keys, location(path, line, entry))
             return None
-        keys = [f"{rtype.name}/{data['id']}"] if isinstance(data.get("id"), str) else []
-        if full_url:
-            keys.append(full_url)
         return Item(path, line, entry, rtype, data, identifier_criteria(data), tuple(keys))
 
     def importable(self, res_type: str) -> bool:
@@ -556,7 +404,7 @@ class _Run:
         """Skip or reject a resource of a type telemon does not store; keep references to it."""
         self.keep_external(res_type, data, full_url)
         if self.skip_unsupported:
-            where = _where(path, line, entry)
+            where = location(path, line, entry)
             self.summary.add(res_type, SKIPPED, NOT_STORED, where=where)
             return
         issue = _in_entry(_not_stored(res_type), entry)
@@ -596,7 +444,7 @@ class _Run:
                 continue
             resource = raw["resource"]
             if kind == "searchset" and (raw.get("search") or {}).get("mode") == "outcome":
-                where = _where(path, None, index)
+                where = location(path, None, index)
                 self.summary.add(_type_of(resource) or UNKNOWN_TYPE, SKIPPED, NOT_DATA, where=where)
                 items.append(None)
                 continue
@@ -687,9 +535,7 @@ class _Run:
                 Rejection(exc.status, issues, file=path, res_type="Bundle", part=number), types
             )
             for index, raw in part:
-                full_url = raw.get("fullUrl") if isinstance(raw, dict) else None
-                if isinstance(full_url, str):
-                    self.ids.failed[full_url] = _where(path, None, index)
+                self.ids.fail(_entry_keys(raw), location(path, None, index))
             return
         for (_, raw), method, result in zip(part, methods, response["entry"], strict=True):
             status = int(result["response"]["status"].split()[0])
@@ -701,11 +547,7 @@ class _Run:
             else:
                 self.summary.add(res_type, SKIPPED, ALREADY_PRESENT)
             target = result["response"]["location"].split("/_history", 1)[0]
-            resource = raw.get("resource") or {}
-            keys = [raw.get("fullUrl")]
-            if isinstance(resource.get("id"), str):
-                keys.append(f"{res_type}/{resource['id']}")
-            self.ids.record((k for k in keys if isinstance(k, str)), target)
+            self.ids.record(_entry_keys(raw), target)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -732,7 +574,7 @@ class _Run:
                         self.waiting.append((item, outcome))
                         finished -= 1
                         continue
-                    self.ids.fail(item)
+                    self.ids.fail(item.keys, item.where)
                     self.summary.reject(outcome)
                 else:
                     stored += 1
@@ -753,7 +595,7 @@ class _Run:
                 [outcome] = store_chunk(self.service, conn, [item], self.ids)
                 return outcome
         except SQLAlchemyError as exc:
-            self.ids.fail(item)
+            self.ids.fail(item.keys, item.where)
             issue = Issue("exception", f"Database error: {type(exc).__name__}")
             return item.rejection(500, (issue,))
 
@@ -765,7 +607,7 @@ class _Run:
             if self.store(waiting) == 0:
                 break
         for item, rejection in self.waiting:
-            self.ids.fail(item)
+            self.ids.fail(item.keys, item.where)
             self.summary.reject(rejection)
         if self.waiting:
             self.report(len(self.waiting))
@@ -806,7 +648,7 @@ def store_chunk(
         except FhirError as exc:
             waits = is_reference_failure(exc)
             if not waits:
-                ids.fail(item)
+                ids.fail(item.keys, item.where)
             outcomes.append(item.rejection(exc.status, exc.issues, waits=waits))
             continue
         ids.record(item.keys, f"{result.res_type}/{result.res_id}")
@@ -870,18 +712,24 @@ def _entry_type(entry: Any) -> str | None:
     return found
 
 
+def _entry_keys(entry: Any) -> list[str]:
+    """How other resources may refer to a Bundle entry's resource: its fullUrl, its Type/id."""
+    if not isinstance(entry, dict):
+        return []
+    keys = [entry["fullUrl"]] if isinstance(entry.get("fullUrl"), str) else []
+    resource = entry.get("resource")
+    if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+        keys.append(f"{_type_of(resource)}/{resource['id']}")
+    return keys
+
+
 def _dependency_order(entries: Sequence[Any]) -> list[int]:
     """Entry indexes, each entry after the entries it refers to (by ``fullUrl`` or
     ``Type/id``), otherwise in Bundle order; entries in a reference cycle keep their order."""
     owner: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        keys = [entry.get("fullUrl")] if isinstance(entry, dict) else []
-        if isinstance(resource, dict) and isinstance(resource.get("id"), str):
-            keys.append(f"{_type_of(resource)}/{resource['id']}")
-        for key in keys:
-            if isinstance(key, str):
-                owner.setdefault(key, index)
+        for key in _entry_keys(entry):
+            owner.setdefault(key, index)
     waits_for: list[set[int]] = []
     needed_by: dict[int, list[int]] = {}
     for index, entry in enumerate(entries):

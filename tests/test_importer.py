@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service import importer
+from service import import_summary, importer
 from service.bootstrap import build_service
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -240,7 +240,7 @@ def test_files_given_in_any_order_go_in_by_dependency_with_one_id_map(
     again = importer.import_paths(service, [export["Patient"].parent])  # the directory
 
     assert (again.created, again.skipped, again.rejected) == (0, 10, 0)
-    assert again.reasons[("Observation", "skipped", importer.ALREADY_PRESENT)].count == 6
+    assert again.reasons[("Observation", "skipped", import_summary.ALREADY_PRESENT)].count == 6
 
 
 def test_a_directory_lists_the_files_it_ignores(service: FhirService, tmp_path: Path) -> None:
@@ -354,7 +354,7 @@ def test_skip_unsupported_imports_the_rest_and_keeps_references_to_them(
 
     assert summary.rejected == 0
     assert summary.counts["Encounter"]["skipped"] == 1
-    assert summary.reasons[("Encounter", "skipped", importer.NOT_STORED)].count == 1
+    assert summary.reasons[("Encounter", "skipped", import_summary.NOT_STORED)].count == 1
     outcome = "created" if kind == "transaction" else "skipped"  # a collection went in before
     assert summary.counts["Observation"][outcome] == 1
     [obs] = _search(service, "Observation", identifier="urn:telemon:test|enc-w")
@@ -417,7 +417,7 @@ def test_the_summary_counts_per_type_and_reason(service: FhirService, tmp_path: 
     assert reasons == {
         ("Observation", "rejected", "422 value at Observation.valueQuantity.code"): 3,
         ("Observation", "rejected", "422 not-found at Observation.subject"): 2,
-        (importer.UNKNOWN_TYPE, "rejected", "400 structure"): 1,
+        (import_summary.UNKNOWN_TYPE, "rejected", "400 structure"): 1,
     }
     unit = summary.reasons[
         ("Observation", "rejected", "422 value at Observation.valueQuantity.code")
@@ -440,7 +440,7 @@ def test_ndjson_lines_of_types_telemon_does_not_import(
     assert [r.res_type for r in refused.rejections] == ["AuditEvent", "Encounter"]
     assert "does not import AuditEvent" in refused.rejections[0].issues[0].diagnostics
     assert (skipped.skipped, skipped.rejected) == (3, 0)
-    assert skipped.reasons[("AuditEvent", "skipped", importer.NOT_STORED)].first == (
+    assert skipped.reasons[("AuditEvent", "skipped", import_summary.NOT_STORED)].first == (
         "other.ndjson line 1"
     )
     assert service.search("AuditEvent", []).matches == []

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import importer
+from service import import_summary, importer
 from service.bootstrap import build_service
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -44,7 +44,7 @@ def _search(service: FhirService, res_type: str, **params: str) -> list[dict[str
     return [json.loads(m.content or "{}") for m in result.matches]
 
 
-def _per_type(summary: importer.ImportSummary) -> dict[str, dict[str, int]]:
+def _per_type(summary: import_summary.ImportSummary) -> dict[str, dict[str, int]]:
     return {t: {o: n for o, n in c.items() if n} for t, c in summary.counts.items()}
 
 
