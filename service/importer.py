@@ -469,14 +469,8 @@ class _Run:
                 self.keep_external(res_type, resource, url)
                 refused.setdefault(res_type, []).append(index)
             kept.append((index, entry))
-        if refused:
-            listed = ", ".join(f"{len(found)} {t}" for t, found in sorted(refused.items()))
-            issue = Issue(
-                "not-supported",
-                f"The transaction holds resources telemon does not import ({listed}); import "
-                "with --skip-unsupported to import the others and count these as skipped",
-                tuple(f"Bundle.entry[{i[0]}].resource.resourceType" for i in refused.values()),
-            )
+        issue = _refusal(kept, refused)
+        if issue is not None:
             types = Counter(_entry_type(e) or UNKNOWN_TYPE for _, e in kept)
             self.summary.reject(Rejection(400, (issue,), file=path, res_type="Bundle"), types)
             self.report(len(entries))
@@ -502,29 +496,16 @@ class _Run:
         own = {e.get("fullUrl") for _, e in part if isinstance(e, dict)}
         outside = {k: v for k, v in self.ids.targets.items() if k not in own}
         entries = []
-        methods: list[Any] = []
-        for _, raw in part:
-            entry = rewritten(raw, outside) if isinstance(raw, dict) else raw
-            request = entry.get("request") if isinstance(entry, dict) else None
-            methods.append(request.get("method") if isinstance(request, dict) else None)
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if methods[-1] == "POST" and isinstance(resource, dict):
-                assert isinstance(request, dict)  # it has a method
+        for _, raw in part:  # POST or PUT entries (see _refusal)
+            entry = rewritten(raw, outside)
+            resource = entry.get("resource")
+            if entry["request"]["method"] == "POST" and isinstance(resource, dict):
                 criteria = identifier_criteria(resource)
-                if criteria and "ifNoneExist" not in request:
-                    request["ifNoneExist"] = criteria
+                if criteria and "ifNoneExist" not in entry["request"]:
+                    entry["request"]["ifNoneExist"] = criteria
             entries.append(entry)
         types = Counter(_entry_type(e) or UNKNOWN_TYPE for _, e in part)
         try:
-            bad = next((i for i, m in enumerate(methods) if m not in ("POST", "PUT")), None)
-            if bad is not None:
-                raise FhirError.single(
-                    400,
-                    "not-supported",
-                    "An import only creates or updates; this entry is a "
-                    f"{methods[bad] or 'request without a method'}",
-                    f"Bundle.entry[{bad}].request.method",
-                )
             response = bundles.process(
                 self.service, {"resourceType": "Bundle", "type": "transaction", "entry": entries}
             )
@@ -537,12 +518,12 @@ class _Run:
             for index, raw in part:
                 self.ids.fail(_entry_keys(raw), location(path, None, index))
             return
-        for (_, raw), method, result in zip(part, methods, response["entry"], strict=True):
+        for (_, raw), result in zip(part, response["entry"], strict=True):
             status = int(result["response"]["status"].split()[0])
             res_type = _entry_type(raw) or UNKNOWN_TYPE
             if status == 201:
                 self.summary.add(res_type, CREATED)
-            elif method == "PUT":
+            elif raw["request"]["method"] == "PUT":
                 self.summary.add(res_type, UPDATED)
             else:
                 self.summary.add(res_type, SKIPPED, ALREADY_PRESENT)
@@ -688,6 +669,31 @@ def _renumber(issue: Issue, indexes: Sequence[int]) -> Issue:
     return Issue(
         issue.code, issue.diagnostics, tuple(map(number, issue.expression)), issue.severity
     )
+
+
+def _refusal(kept: Sequence[tuple[int, Any]], refused: dict[str, list[int]]) -> Issue | None:
+    """Why a transaction Bundle cannot be imported at all: it holds entries of types telemon
+    does not import (``refused``: type → entry indexes), or an entry that is not a POST or PUT
+    (an import only creates or updates); None when it can."""
+    if refused:
+        listed = ", ".join(f"{len(found)} {t}" for t, found in sorted(refused.items()))
+        return Issue(
+            "not-supported",
+            f"The transaction holds resources telemon does not import ({listed}); import "
+            "with --skip-unsupported to import the others and count these as skipped",
+            tuple(f"Bundle.entry[{i[0]}].resource.resourceType" for i in refused.values()),
+        )
+    for index, entry in kept:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        method = request.get("method") if isinstance(request, dict) else None
+        if method not in ("POST", "PUT"):
+            return Issue(
+                "not-supported",
+                "An import only creates or updates; this entry is a "
+                f"{method or 'request without a method'}",
+                (f"Bundle.entry[{index}].request.method",),
+            )
+    return None
 
 
 def _not_stored(res_type: str) -> Issue:

@@ -444,3 +444,22 @@ def test_ndjson_lines_of_types_telemon_does_not_import(
         "other.ndjson line 1"
     )
     assert service.search("AuditEvent", []).matches == []
+
+
+def test_a_transaction_that_deletes_is_not_imported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    service = build_service(settings.model_copy(update={"bundle_max_entries": 2}))
+    entries = [post_entry(weight("x", 80, when(d), ident=f"del{d}")) for d in range(3)]
+    entries.append({"request": {"method": "DELETE", "url": "Patient/p"}})
+    path = tmp_path / "delete.json"
+    path.write_text(json.dumps(transaction(*entries)))
+    try:
+        summary = importer.import_paths(service, [path])
+    finally:
+        service.db.dispose()
+
+    assert (summary.created, summary.rejected) == (0, 4)
+    [rejection] = summary.rejections
+    assert rejection.issues[0].expression == ("Bundle.entry[3].request.method",)
+    assert "this entry is a DELETE" in rejection.issues[0].diagnostics
