@@ -41,7 +41,8 @@ from service.demo_clients import (
 )
 from service.demo_guide import DEFAULT_KEYS_DIR, Endpoints, guide
 from service.fhir.service import FhirService
-from service.importer import count_items, import_file
+from service.import_summary import OUTCOMES, ImportSummary
+from service.importer import count_items, expand, import_paths
 from service.settings import get_settings
 from service.storage import migrate
 from service.storage.db import Database
@@ -176,19 +177,31 @@ def db_upgrade() -> None:
 
 @app.command("import")
 def import_(
-    file: Annotated[
-        Path,
+    paths: Annotated[
+        list[Path],
         typer.Argument(
-            help="An NDJSON file (one resource per line) or a Bundle/resource JSON file.",
+            help="NDJSON files (one resource per line), Bundle or resource JSON files, and "
+            "directories holding them (e.g. a FHIR Bulk Data export); imported in one run, "
+            "in dependency order.",
             exists=True,
-            dir_okay=False,
             readable=True,
         ),
     ],
-    show: Annotated[int, typer.Option(help="How many rejection reasons to list.")] = 10,
+    skip_unsupported: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unsupported",
+            help="Import the supported resources of files and Bundles that also hold types "
+            "telemon does not store (Encounter, Claim …), and count those as skipped.",
+        ),
+    ] = False,
+    show: Annotated[int, typer.Option(help="How many rejections to list one by one.")] = 10,
 ) -> None:
     """Import resources idempotently; exit code 1 if any were rejected."""
     out = Console(highlight=False)
+    files, _ = expand(paths)
+    counts = [count_items(f) for f in files]
+    total = None if None in counts else sum(c or 0 for c in counts)
     with (
         _service() as service,
         Progress(
@@ -199,28 +212,58 @@ def import_(
             console=Console(stderr=True),
         ) as bar,
     ):
-        task = bar.add_task(f"Importing {file.name}", total=count_items(file))
-        summary = import_file(service, file, progress=lambda n: bar.advance(task, n))
-    table = Table(title=Text(f"Import of {file}"))
-    table.add_column("Result")
-    table.add_column("Resources", justify="right")
-    table.add_row("created", str(summary.created))
-    if summary.updated:
-        table.add_row("updated", str(summary.updated))
-    table.add_row("skipped (already present)", str(summary.skipped))
-    table.add_row("rejected", str(summary.rejected))
-    out.print(table)
-    if summary.rejections:
-        listed = summary.rejections[: max(show, 0)]
-        reasons = Table(title=f"Rejections (first {len(listed)} of {len(summary.rejections)})")
-        reasons.add_column("Where")
-        reasons.add_column("Status")
-        reasons.add_column("Reason")
-        for rejection in listed:
-            # Text, not markup: diagnostics contain brackets such as '[lb_av]'.
-            reasons.add_row(rejection.where, str(rejection.status), Text(rejection.describe()))
-        out.print(reasons)
+        what = files[0].name if len(files) == 1 else f"{len(files)} files"
+        task = bar.add_task(f"Importing {what}", total=total)
+        summary = import_paths(
+            service,
+            paths,
+            skip_unsupported=skip_unsupported,
+            progress=lambda n: bar.advance(task, n),
+        )
+    for table in import_tables(summary, show):
+        out.print(table)
+    for note in summary.notes:
+        out.print(Text(note))
     raise typer.Exit(1 if summary.rejected else 0)
+
+
+def import_tables(summary: ImportSummary, show: int) -> list[Table]:
+    """The tables ``telemon import`` prints: counts per type, reasons, the first rejections."""
+    names = ", ".join(p.name for p in summary.files[:3])
+    if len(summary.files) > 3:
+        names += f" and {len(summary.files) - 3} more"
+    counts = Table(title=Text(f"Import of {len(summary.files)} file(s): {names}"))
+    counts.add_column("Resource type")
+    for outcome in OUTCOMES:
+        counts.add_column(outcome, justify="right")
+    for res_type in sorted(summary.counts):
+        counts.add_row(res_type, *(str(summary.counts[res_type][o]) for o in OUTCOMES))
+    counts.add_row("all", *(str(summary.total(o)) for o in OUTCOMES), style="bold")
+    tables = [counts]
+    if summary.reasons:
+        reasons = Table(title="Skipped and rejected, per type and reason")
+        for column in ("Resource type", "Result", "Reason", "Count", "First at"):
+            reasons.add_column(column, justify="right" if column == "Count" else "left")
+        for (res_type, outcome, reason), tally in sorted(summary.reasons.items()):
+            first = tally.first + (f": {tally.example}" if tally.example else "")
+            # Text, not markup: diagnostics contain brackets such as '[lb_av]'.
+            reasons.add_row(res_type, outcome, Text(reason), str(tally.count), Text(first))
+        tables.append(reasons)
+    listed = summary.rejections[: max(show, 0)]
+    if listed:
+        each = Table(title=f"Rejections (first {len(listed)} of {len(summary.rejections)})")
+        for column in ("Where", "Status", "Reason"):
+            each.add_column(column)
+        for rejection in listed:
+            each.add_row(rejection.where, str(rejection.status), Text(rejection.describe()))
+        tables.append(each)
+    if summary.ignored:
+        ignored = Table(title="Ignored (not .json, .ndjson or .jsonl)")
+        ignored.add_column("File")
+        for path in summary.ignored:
+            ignored.add_row(Text(str(path)))
+        tables.append(ignored)
+    return tables
 
 
 KeysDir = Annotated[

@@ -1,16 +1,40 @@
-"""Bulk import of FHIR resources from an NDJSON file or a Bundle file (``telemon import``).
+"""Bulk import of FHIR resources from NDJSON and Bundle files (``telemon import``).
 
-Formats
-    *NDJSON*: one resource per line (``.ndjson``/``.jsonl``, or any file whose first line is a
-    complete JSON value with more lines after it). A malformed line is rejected, not fatal.
-    *A JSON document*: a Bundle, or a single resource.
+Inputs
+    Several files and directories in one run (a directory contributes every ``.ndjson``,
+    ``.jsonl`` and ``.json`` file below it). *NDJSON*: one resource per line (``.ndjson``/
+    ``.jsonl``, or any file whose first line is a complete JSON value with more lines after it);
+    a malformed line is rejected, not fatal. *A JSON document*: a Bundle, or a single resource.
+
+Order
+    Files are imported in dependency order whatever order they are given in
+    (:data:`DEPENDENCY_ORDER`, by the first resource of an NDJSON file, the types of a Bundle),
+    so a FHIR Bulk Data export (``Patient.000.ndjson``, ``Device.000.ndjson``,
+    ``Observation.000.ndjson`` …) goes in as one run. A resource whose reference names
+    something not imported yet waits until the end of the run and is tried again then (a
+    file's resources may refer to later ones).
+
+References
+    The server assigns new ids, so one id map for the whole run remembers where every resource
+    it created or matched went (by its ``Type/id`` in the file and its ``fullUrl``) and rewrites
+    later references to it. After that the write rule of :mod:`service.fhir.references`
+    applies, as to every write: a reference to a type telemon stores must resolve, one to a type
+    it does not store stays an external reference, an unresolved ``urn:uuid:`` is refused.
+    A resource that refers to one that was rejected is rejected too, saying so.
+
+Types telemon does not store
+    Without ``skip_unsupported`` such a resource is rejected, and a transaction Bundle holding
+    one is refused whole. With it, they are counted per type as skipped and the rest is
+    imported. Either way a ``urn:uuid:`` reference to such an entry becomes the external
+    reference ``Type/id`` (Synthea's Observations refer to their Encounter so).
 
 Bundles
     A ``transaction`` Bundle is a request whose author wants all or nothing, so it is executed
-    whole with :func:`service.fhir.bundles.process`: the server resolves its ``urn:uuid:``
-    references and either every entry is written or none (one rejection for the Bundle).
-    ``collection``, ``searchset`` and ``batch`` Bundles are treated as data, like NDJSON: each
-    entry's resource is created on its own (a batch entry's ``request`` is not executed).
+    with :func:`service.fhir.bundles.process`. One above the server's entry limit
+    (``TELEMON_BUNDLE_MAX_ENTRIES``) is imported in parts of at most that size, in dependency
+    order, each all-or-nothing; the id map carries references from one part to the next.
+    ``collection``, ``searchset`` and ``batch`` Bundles are data, like NDJSON: each entry's
+    resource is created on its own (a batch entry's ``request`` is not executed).
 
 Idempotency
     A resource with an ``identifier`` (for a Patient preferably its BSN) is created with the
@@ -18,26 +42,26 @@ Idempotency
     creates nothing the second time: those resources count as *skipped*. A resource without an
     identifier has nothing to be matched on and is created every time.
 
-References
-    The server assigns new ids, so the importer remembers where every resource it created or
-    matched went (by its ``Type/id`` in the file and its ``fullUrl``) and rewrites later
-    references to it. A resource must therefore come after the resources it references, as in
-    bulk-export order (Patient and Device before Observation).
-
-Speed
+Writing
     JSON parsing and structure validation run outside the database; the writes go
-    :data:`CHUNK_SIZE` resources per database transaction. A resource that fails in the database
-    phase (profile, unresolvable reference, ambiguous match) is rejected before any of it is
-    written, so the rest of its chunk still commits. An unexpected database error rolls the chunk
-    back and it is redone one resource per transaction.
+    :data:`CHUNK_SIZE` resources per database transaction, each chunk through the one call
+    :func:`store_chunk`. A resource that fails in the database phase (profile, reference,
+    ambiguous match) is rolled back to a savepoint, so the rest of its chunk still commits. An
+    unexpected database error rolls the chunk back and it is redone one resource per
+    transaction.
+
+The summary counts created / updated / skipped / rejected per resource type, and every skip and
+rejection per reason (:class:`service.import_summary.ImportSummary`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import heapq
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,74 +72,112 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.fhir import bundles
 from service.fhir.outcome import FhirError, Issue
+from service.fhir.references import BUNDLE_NAMES, is_reference_failure, reference_paths, rewritten
 from service.fhir.registry import ResourceType
 from service.fhir.service import FhirService
+from service.import_summary import (
+    ALREADY_PRESENT,
+    CREATED,
+    NOT_DATA,
+    NOT_STORED,
+    SKIPPED,
+    UNKNOWN_TYPE,
+    UPDATED,
+    ImportSummary,
+    Rejection,
+    location,
+)
 from service.validation import BSN_SYSTEM, parse_json, validate_structure
 
 #: Resources written per database transaction.
 CHUNK_SIZE = 200
 
+#: The order types are written in: each refers only to types before it (a Device to its
+#: Patient, an Observation to its Patient, Device and performer, a Flag to its Observations).
+DEPENDENCY_ORDER = (
+    "Practitioner",
+    "Patient",
+    "Device",
+    "Goal",
+    "CarePlan",
+    "Observation",
+    "Flag",
+    "Subscription",
+)
+
 _NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+_SUFFIXES = (*_NDJSON_SUFFIXES, ".json")
 _DATA_BUNDLES = ("collection", "searchset", "batch")
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why one resource (or a whole transaction Bundle, or the file) was not imported.
-
-    ``line`` is the 1-based NDJSON line, ``entry`` the 0-based Bundle entry index; both are None
-    when the whole file or transaction Bundle was rejected.
-    """
-
-    status: int
-    issues: tuple[Issue, ...]
-    line: int | None = None
-    entry: int | None = None
-
-    @property
-    def where(self) -> str:
-        """Where in the file: ``line 7``, ``entry 3`` or ``file``."""
-        if self.line is not None:
-            return f"line {self.line}"
-        if self.entry is not None:
-            return f"entry {self.entry}"
-        return "file"
-
-    def describe(self) -> str:
-        """One line per issue: ``<diagnostics> (at <expression>)``."""
-        parts = []
-        for issue in self.issues:
-            at = f" (at {', '.join(issue.expression)})" if issue.expression else ""
-            parts.append(f"{issue.diagnostics}{at}")
-        return "; ".join(parts) or HTTPStatus(self.status).phrase
-
-
 @dataclass(slots=True)
-class ImportSummary:
-    """What an import did. ``updated`` only happens for PUT entries of a transaction Bundle."""
-
-    created: int = 0
-    skipped: int = 0
-    updated: int = 0
-    rejected: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-
-    def reject(self, rejection: Rejection, count: int = 1) -> None:
-        """Record a rejection covering ``count`` resources."""
-        self.rejected += count
-        self.rejections.append(rejection)
-
-
-@dataclass(slots=True)
-class _Item:
+class Item:
     """A parsed, structurally valid resource waiting to be written."""
 
+    file: Path
     line: int | None
     entry: int | None
     rtype: ResourceType
     data: dict[str, Any]
     criteria: str | None
-    keys: tuple[str, ...]  # how other resources in the file may refer to this one
+    keys: tuple[str, ...]  # how other resources in the run may refer to this one
+
+    def rejection(self, status: int, issues: Iterable[Issue], *, waits: bool = False) -> Rejection:
+        """A rejection of this item, its issues rooted in its Bundle entry."""
+        rooted = tuple(_in_entry(i, self.entry) for i in issues)
+        return Rejection(
+            status, rooted, self.line, self.entry, self.file, self.rtype.name, waits=waits
+        )
+
+    @property
+    def where(self) -> str:
+        """Where the item is, for messages."""
+        return location(self.file, self.line, self.entry)
+
+
+@dataclass(slots=True)
+class IdMap:
+    """Where the resources of the run went: the reference in a file → ``Type/id`` on the server.
+
+    ``failed`` holds the references of resources that were rejected, with where they were.
+    """
+
+    targets: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, item: Item) -> dict[str, Any] | Rejection:
+        """The item's resource with its references rewritten; a rejection when one of them
+        names a resource of the run that was rejected."""
+        issues = [
+            Issue(
+                "not-found",
+                f"{ref} was not imported (rejected at {self.failed[ref]})",
+                (f"{item.rtype.name}.{path}",),
+            )
+            for path, ref in reference_paths(item.data)
+            if ref in self.failed and ref not in self.targets
+        ]
+        if issues:
+            self.fail(item.keys, item.where)
+            return item.rejection(422, issues)
+        return rewritten(item.data, self.targets) if self.targets else item.data
+
+    def record(self, keys: Iterable[str], target: str) -> None:
+        """Remember that ``keys`` now refer to ``target`` (``Type/id``)."""
+        for key in keys:
+            self.targets[key] = target
+            self.failed.pop(key, None)
+
+    def fail(self, keys: Iterable[str], where: str) -> None:
+        """Remember that the resource known as ``keys`` was rejected (at ``where``), so that
+        what refers to it is rejected too."""
+        for key in keys:
+            self.targets.pop(key, None)
+            self.failed[key] = where
+
+    def copy(self) -> IdMap:
+        """A copy to restore after a rolled-back chunk."""
+        return IdMap(dict(self.targets), dict(self.failed))
 
 
 def identifier_criteria(resource: dict[str, Any]) -> str | None:
@@ -144,6 +206,22 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,")
 
 
+def expand(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """The files to import from ``paths`` (directories searched below), and the files a
+    directory held that are not FHIR JSON or NDJSON (hidden ones are passed over silently)."""
+    files: list[Path] = []
+    ignored: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for found in sorted(p for p in path.rglob("*") if p.is_file()):
+            if any(part.startswith(".") for part in found.relative_to(path).parts):
+                continue
+            (files if found.suffix.lower() in _SUFFIXES else ignored).append(found)
+    return files, ignored
+
+
 def detect_format(path: Path) -> str:
     """``"ndjson"`` or ``"document"`` (a Bundle or a single resource), see the module docs."""
     if path.suffix.lower() in _NDJSON_SUFFIXES:
@@ -162,7 +240,7 @@ def detect_format(path: Path) -> str:
 
 
 def count_items(path: Path) -> int | None:
-    """How many resources :func:`import_file` will report progress for (None if unknown)."""
+    """How many resources the import of ``path`` reports progress for (None if unknown)."""
     if detect_format(path) == "ndjson":
         with path.open("rb") as f:
             return sum(1 for raw in f if raw.strip())
@@ -176,166 +254,392 @@ def count_items(path: Path) -> int | None:
     return 1
 
 
-def import_file(
-    service: FhirService, path: Path, *, progress: Callable[[int], None] | None = None
-) -> ImportSummary:
-    """Import the resources in ``path`` (NDJSON or a Bundle/resource JSON file).
-
-    ``progress`` is called with the number of resources just finished (written, matched or
-    rejected), chunk by chunk. Never raises for bad content: every problem becomes a
-    :class:`Rejection` in the summary.
-    """
-    summary = ImportSummary()
-    report = progress or (lambda _n: None)
-    if detect_format(path) == "ndjson":
-        with path.open("rb") as f:
-            _import_items(service, _ndjson_items(service, f, summary), summary, report)
-        return _in_file_order(summary)
+def rank(path: Path) -> int:
+    """Where ``path`` goes in the dependency order: the rank of its earliest type."""
     try:
-        data = parse_json(path.read_bytes(), max_depth=service.settings.max_json_depth)
-    except FhirError as exc:
-        summary.reject(Rejection(exc.status, tuple(exc.issues)))
-        report(1)
-        return summary
-    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-        _import_bundle(service, data, summary, report)
-    else:
-        _import_items(
-            service, _parsed_items(service, [(data, 1, None, None)], summary), summary, report
-        )
-    return _in_file_order(summary)
+        if detect_format(path) == "ndjson":
+            with path.open("rb") as f:
+                first = next((raw for raw in f if raw.strip()), b"{}")
+            types = [_type_of(orjson.loads(first))]
+        else:
+            data = orjson.loads(path.read_bytes())
+            entries = data.get("entry") if _type_of(data) == "Bundle" else None
+            if isinstance(entries, list):
+                types = [_type_of(e.get("resource")) for e in entries if isinstance(e, dict)]
+            else:
+                types = [_type_of(data)]
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        types = []
+    return min((_type_rank(t) for t in types), default=len(DEPENDENCY_ORDER))
 
 
-def _in_file_order(summary: ImportSummary) -> ImportSummary:
-    # Parse-time rejections of a chunk are recorded before its write-time ones.
-    summary.rejections.sort(key=lambda r: r.line or r.entry or 0)
-    return summary
+def _type_of(data: Any) -> str | None:
+    kind = data.get("resourceType") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
-# -- parsing ---------------------------------------------------------------------------------
+def _type_rank(res_type: str | None) -> int:
+    if res_type in DEPENDENCY_ORDER:
+        return DEPENDENCY_ORDER.index(res_type)
+    return len(DEPENDENCY_ORDER)
 
 
-def _ndjson_items(
-    service: FhirService, lines: Iterable[bytes], summary: ImportSummary
-) -> Iterator[_Item | None]:
-    """Items from NDJSON lines; None for a line rejected while parsing (it still counts)."""
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            data = parse_json(raw.strip(), max_depth=service.settings.max_json_depth)
-        except FhirError as exc:
-            summary.reject(Rejection(exc.status, tuple(exc.issues), line=number))
-            yield None
-            continue
-        yield from _parsed_items(service, [(data, number, None, None)], summary)
-
-
-def _parsed_items(
+def import_paths(
     service: FhirService,
-    resources: Iterable[tuple[Any, int | None, int | None, str | None]],
-    summary: ImportSummary,
-) -> Iterator[_Item | None]:
-    """Structure-check ``(data, line, entry, fullUrl)`` tuples into items (None = rejected)."""
-    for data, line, entry, full_url in resources:
+    paths: Sequence[Path],
+    *,
+    skip_unsupported: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Import the files and directories in ``paths`` in one run (see the module docs).
+
+    ``progress`` is called with the number of resources just finished (written, matched,
+    skipped or rejected), chunk by chunk. Never raises for bad content: every problem becomes
+    a :class:`Rejection` in the summary.
+    """
+    files, ignored = expand(paths)
+    run = _Run(service, skip_unsupported, progress or (lambda _n: None))
+    run.summary.ignored = ignored
+    for path in sorted(files, key=rank):  # stable: files of one rank keep the given order
+        run.summary.files.append(path)
+        run.import_file(path)
+    run.finish()
+    order = {path: index for index, path in enumerate(run.summary.files)}
+    run.summary.rejections.sort(
+        key=lambda r: (order.get(r.file, -1) if r.file else -1, r.line or r.entry or r.part or 0)
+    )
+    return run.summary
+
+
+class _Run:
+    """The state of one import run: the id map, the summary, the resources left to retry."""
+
+    def __init__(
+        self, service: FhirService, skip_unsupported: bool, report: Callable[[int], None]
+    ) -> None:
+        self.service = service
+        self.skip_unsupported = skip_unsupported
+        self.report = report
+        self.summary = ImportSummary()
+        self.ids = IdMap()
+        #: Items whose references did not resolve yet, with their last rejection.
+        self.waiting: list[tuple[Item, Rejection]] = []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def import_file(self, path: Path) -> None:
+        """Import one NDJSON or JSON file."""
+        if detect_format(path) == "ndjson":
+            with path.open("rb") as f:
+                self.store(self.ndjson_items(path, f))
+            return
         try:
-            rtype = service.resource_type(validate_structure(data), for_write=True)
+            data = parse_json(path.read_bytes(), max_depth=self.service.settings.max_json_depth)
         except FhirError as exc:
-            issues = tuple(_in_entry(i, entry) for i in exc.issues)
-            summary.reject(Rejection(exc.status, issues, line=line, entry=entry))
-            yield None
-            continue
-        keys = [f"{rtype.name}/{data['id']}"] if isinstance(data.get("id"), str) else []
+            self.summary.reject(Rejection(exc.status, tuple(exc.issues), file=path))
+            self.report(1)
+            return
+        if _type_of(data) == "Bundle":
+            self.import_bundle(path, data)
+        else:
+            self.store([self.item(path, data, line=1)])
+
+    def ndjson_items(self, path: Path, lines: Iterable[bytes]) -> Iterator[Item | None]:
+        """Items from NDJSON lines; None for a line that was settled while reading."""
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = parse_json(raw.strip(), max_depth=self.service.settings.max_json_depth)
+            except FhirError as exc:
+                self.summary.reject(
+                    Rejection(exc.status, tuple(exc.issues), line=number, file=path)
+                )
+                yield None
+                continue
+            yield self.item(path, data, line=number)
+
+    def item(
+        self,
+        path: Path,
+        data: Any,
+        *,
+        line: int | None = None,
+        entry: int | None = None,
+        full_url: str | None = None,
+    ) -> Item | None:
+        """The item for one resource; None when it was settled here (unsupported, invalid)."""
+        res_type = _type_of(data)
+        if res_type is not None and not self.importable(res_type):
+            self.unsupported(res_type, data, full_url, path, line=line, entry=entry)
+            return None
+        res_id = data.get("id") if isinstance(data, dict) else None
+        keys = [f"{res_type}/{res_id}"] if isinstance(res_id, str) else []
         if full_url:
             keys.append(full_url)
-        yield _Item(line, entry, rtype, data, identifier_criteria(data), tuple(keys))
+        try:
+            rtype = self.service.resource_type(validate_structure(data), for_write=True)
+        except FhirError as exc:
+            issues = tuple(_in_entry(i, entry) for i in exc.issues)
+            self.summary.reject(Rejection(exc.status, issues, line, entry, path, res_type))
+            self.ids.fail(keys, location(path, line, entry))
+            return None
+        return Item(path, line, entry, rtype, data, identifier_criteria(data), tuple(keys))
 
+    def importable(self, res_type: str) -> bool:
+        """True for the types an import can write (stored by telemon, not read-only)."""
+        rtype = self.service.registry.get(res_type)
+        return rtype is not None and not rtype.read_only
 
-def _import_bundle(
-    service: FhirService,
-    bundle: dict[str, Any],
-    summary: ImportSummary,
-    report: Callable[[int], None],
-) -> None:
-    kind = bundle.get("type")
-    entries = bundle.get("entry") or []
-    if kind == "transaction":
-        _import_transaction(service, bundle, summary)
-        report(len(entries) or 1)
-        return
-    if kind not in _DATA_BUNDLES or not isinstance(entries, list):
-        issue = Issue(
-            "not-supported",
-            f"Cannot import a '{kind}' Bundle; use a transaction, batch, collection or searchset",
-            ("Bundle.type",),
-        )
-        summary.reject(Rejection(400, (issue,)))
-        report(1)
-        return
-    resources: list[tuple[Any, int | None, int | None, str | None]] = []
-    for index, raw in enumerate(entries):
-        if not isinstance(raw, dict) or "resource" not in raw:
-            issue = Issue("required", "The entry has no resource", (f"Bundle.entry[{index}]",))
-            summary.reject(Rejection(400, (issue,), entry=index))
-            report(1)
-            continue
-        if kind == "searchset" and (raw.get("search") or {}).get("mode") == "outcome":
-            report(1)  # an OperationOutcome about the search, not data
-            continue
-        full_url = raw.get("fullUrl")
-        resources.append(
-            (raw["resource"], None, index, full_url if isinstance(full_url, str) else None)
-        )
-    _import_items(service, _parsed_items(service, resources, summary), summary, report)
+    def unsupported(
+        self,
+        res_type: str,
+        data: dict[str, Any],
+        full_url: str | None,
+        path: Path,
+        *,
+        line: int | None = None,
+        entry: int | None = None,
+    ) -> None:
+        """Skip or reject a resource of a type telemon does not store; keep references to it."""
+        self.keep_external(res_type, data, full_url)
+        if self.skip_unsupported:
+            where = location(path, line, entry)
+            self.summary.add(res_type, SKIPPED, NOT_STORED, where=where)
+            return
+        issue = _in_entry(_not_stored(res_type), entry)
+        self.summary.reject(Rejection(400, (issue,), line, entry, path, res_type))
 
+    def keep_external(self, res_type: str, data: Any, full_url: str | None) -> None:
+        """Make ``urn:uuid:`` references to a resource telemon does not store external ones."""
+        if full_url and full_url.startswith(BUNDLE_NAMES):
+            res_id = data.get("id") if isinstance(data, dict) else None
+            self.ids.targets[full_url] = f"{res_type}/{res_id or full_url.rsplit(':', 1)[1]}"
 
-def _import_transaction(
-    service: FhirService, bundle: dict[str, Any], summary: ImportSummary
-) -> None:
-    """Run a transaction Bundle whole; conditional POSTs make a re-import match, not duplicate."""
-    entries = bundle.get("entry") or []
-    methods: list[Any] = []
-    for entry in entries if isinstance(entries, list) else ():
-        request = entry.get("request") if isinstance(entry, dict) else None
-        if not isinstance(request, dict):
-            methods.append(None)
-            continue
-        methods.append(request.get("method"))
-        resource = entry.get("resource")
-        if request.get("method") == "POST" and isinstance(resource, dict):
-            criteria = identifier_criteria(resource)
-            if criteria and "ifNoneExist" not in request:
-                request["ifNoneExist"] = criteria
-    try:
-        bad = next((i for i, m in enumerate(methods) if m not in ("POST", "PUT")), None)
-        if bad is not None:
-            raise FhirError.single(
-                400,
+    # -- Bundles -----------------------------------------------------------------------------
+
+    def import_bundle(self, path: Path, bundle: dict[str, Any]) -> None:
+        """Import a Bundle file: a transaction as such, the others entry by entry."""
+        kind = bundle.get("type")
+        entries = bundle.get("entry") or []
+        if kind == "transaction" and isinstance(entries, list):
+            self.import_transaction(path, entries)
+            return
+        if kind not in _DATA_BUNDLES or not isinstance(entries, list):
+            issue = Issue(
                 "not-supported",
-                "An import only creates or updates; this entry is a "
-                f"{methods[bad] or 'request without a method'}",
-                f"Bundle.entry[{bad}].request.method",
+                f"Cannot import a '{kind}' Bundle; use a transaction, batch, collection or "
+                "searchset",
+                ("Bundle.type",),
             )
-        response = bundles.process(service, bundle)
-    except FhirError as exc:
-        summary.reject(Rejection(exc.status, tuple(exc.issues)), count=len(methods) or 1)
-        return
-    for method, result in zip(methods, response["entry"], strict=True):
-        status = int(result["response"]["status"].split()[0])
-        if status == 201:
-            summary.created += 1
-        elif method == "PUT":
-            summary.updated += 1
-        else:
-            summary.skipped += 1
+            self.summary.reject(Rejection(400, (issue,), file=path, res_type="Bundle"))
+            self.report(1)
+            return
+        items: list[Item | None] = []
+        for index, raw in enumerate(entries):
+            if not isinstance(raw, dict) or "resource" not in raw:
+                issue = Issue("required", "The entry has no resource", (f"Bundle.entry[{index}]",))
+                self.summary.reject(Rejection(400, (issue,), entry=index, file=path))
+                items.append(None)
+                continue
+            resource = raw["resource"]
+            if kind == "searchset" and (raw.get("search") or {}).get("mode") == "outcome":
+                where = location(path, None, index)
+                self.summary.add(_type_of(resource) or UNKNOWN_TYPE, SKIPPED, NOT_DATA, where=where)
+                items.append(None)
+                continue
+            full_url = raw.get("fullUrl")
+            url = full_url if isinstance(full_url, str) else None
+            items.append(self.item(path, resource, entry=index, full_url=url))
+        self.store(items)
+
+    def import_transaction(self, path: Path, entries: list[Any]) -> None:
+        """Run a transaction Bundle, in parts when it is larger than the entry limit."""
+        kept: list[tuple[int, dict[str, Any]]] = []
+        refused: dict[str, list[int]] = {}  # type telemon does not store → its entries
+        for index, entry in enumerate(entries):
+            res_type = _entry_type(entry)
+            if res_type is not None and not self.importable(res_type):
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+                url = full_url if isinstance(full_url, str) else None
+                if self.skip_unsupported:
+                    self.unsupported(res_type, resource or {}, url, path, entry=index)
+                    continue
+                self.keep_external(res_type, resource, url)
+                refused.setdefault(res_type, []).append(index)
+            kept.append((index, entry))
+        issue = _refusal(kept, refused)
+        if issue is not None:
+            types = Counter(_entry_type(e) or UNKNOWN_TYPE for _, e in kept)
+            self.summary.reject(Rejection(400, (issue,), file=path, res_type="Bundle"), types)
+            self.report(len(entries))
+            return
+        self.report(len(entries) - len(kept))
+        limit = self.service.settings.bundle_max_entries
+        ordered = [kept[i] for i in _dependency_order([e for _, e in kept])]
+        parts = [ordered[i : i + limit] for i in range(0, len(ordered), limit)] or [[]]
+        if len(parts) > 1:
+            self.summary.notes.append(
+                f"{path.name}: a transaction Bundle of {len(kept)} entries, above the limit of "
+                f"{limit} (TELEMON_BUNDLE_MAX_ENTRIES), imported in {len(parts)} parts, "
+                "each all-or-nothing"
+            )
+        for number, part in enumerate(parts, start=1):
+            self.run_part(path, part, number if len(parts) > 1 else None)
+            self.report(len(part))
+
+    def run_part(
+        self, path: Path, part: list[tuple[int, dict[str, Any]]], number: int | None
+    ) -> None:
+        """Run one transaction (or part of one) whole; record where its entries went."""
+        own = {e.get("fullUrl") for _, e in part if isinstance(e, dict)}
+        outside = {k: v for k, v in self.ids.targets.items() if k not in own}
+        entries = []
+        for _, raw in part:  # POST or PUT entries (see _refusal)
+            entry = rewritten(raw, outside)
+            resource = entry.get("resource")
+            if entry["request"]["method"] == "POST" and isinstance(resource, dict):
+                criteria = identifier_criteria(resource)
+                if criteria and "ifNoneExist" not in entry["request"]:
+                    entry["request"]["ifNoneExist"] = criteria
+            entries.append(entry)
+        types = Counter(_entry_type(e) or UNKNOWN_TYPE for _, e in part)
+        try:
+            response = bundles.process(
+                self.service, {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            )
+        except FhirError as exc:
+            # The part's own entry numbers → the file's.
+            issues = tuple(_renumber(i, [index for index, _ in part]) for i in exc.issues)
+            self.summary.reject(
+                Rejection(exc.status, issues, file=path, res_type="Bundle", part=number), types
+            )
+            for index, raw in part:
+                self.ids.fail(_entry_keys(raw), location(path, None, index))
+            return
+        for (_, raw), result in zip(part, response["entry"], strict=True):
+            status = int(result["response"]["status"].split()[0])
+            res_type = _entry_type(raw) or UNKNOWN_TYPE
+            if status == 201:
+                self.summary.add(res_type, CREATED)
+            elif raw["request"]["method"] == "PUT":
+                self.summary.add(res_type, UPDATED)
+            else:
+                self.summary.add(res_type, SKIPPED, ALREADY_PRESENT)
+            target = result["response"]["location"].split("/_history", 1)[0]
+            self.ids.record(_entry_keys(raw), target)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def store(self, items: Iterable[Item | None]) -> int:
+        """Write items chunk by chunk; how many were created or matched.
+
+        A None counts for progress only (settled while reading). An item whose references do
+        not resolve yet waits for :meth:`finish`.
+        """
+        stored = 0
+        for chunk, seen in _chunks(items, CHUNK_SIZE):
+            saved = self.ids.copy()
+            try:
+                with self.service.db.write() as conn:
+                    outcomes = store_chunk(self.service, conn, chunk, self.ids)
+            except SQLAlchemyError:
+                # Something the domain checks did not foresee; isolate it one resource at a time.
+                self.ids = saved
+                outcomes = [self.store_alone(item) for item in chunk]
+            finished = seen
+            for item, outcome in zip(chunk, outcomes, strict=True):
+                if isinstance(outcome, Rejection):
+                    if outcome.waits:
+                        self.waiting.append((item, outcome))
+                        finished -= 1
+                        continue
+                    self.ids.fail(item.keys, item.where)
+                    self.summary.reject(outcome)
+                else:
+                    stored += 1
+                    if outcome == 201:
+                        self.summary.add(item.rtype.name, CREATED)
+                    else:
+                        self.summary.add(
+                            item.rtype.name, SKIPPED, ALREADY_PRESENT, where=item.where
+                        )
+            if finished:
+                self.report(finished)
+        return stored
+
+    def store_alone(self, item: Item) -> int | Rejection:
+        """Store one item in its own transaction (after a chunk failed unexpectedly)."""
+        try:
+            with self.service.db.write() as conn:
+                [outcome] = store_chunk(self.service, conn, [item], self.ids)
+                return outcome
+        except SQLAlchemyError as exc:
+            self.ids.fail(item.keys, item.where)
+            issue = Issue("exception", f"Database error: {type(exc).__name__}")
+            return item.rejection(500, (issue,))
+
+    def finish(self) -> None:
+        """Retry the items that waited for references, until no more of them go in."""
+        while self.waiting:
+            waiting = [item for item, _ in self.waiting]
+            self.waiting = []
+            if self.store(waiting) == 0:
+                break
+        for item, rejection in self.waiting:
+            self.ids.fail(item.keys, item.where)
+            self.summary.reject(rejection)
+        if self.waiting:
+            self.report(len(self.waiting))
+        self.waiting = []
 
 
-# -- writing ---------------------------------------------------------------------------------
+def store_chunk(
+    service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
+) -> list[int | Rejection]:
+    """Store one chunk of items in the open write transaction ``conn``; per item its outcome.
+
+    The one call every write of an import goes through (a faster path for a backend belongs
+    beneath it). Items come in dependency order and may refer to earlier items of the same
+    chunk: each item's references are rewritten through ``ids`` before it is checked against
+    the profiles and created (or matched by its identifier criteria), and where it went is
+    recorded in ``ids`` at once. The outcome is 201 (created), 200 (matched) or the
+    :class:`Rejection`; a rejected item leaves nothing behind, so the rest of the chunk still
+    commits.
+    An :class:`SQLAlchemyError` propagates: the caller rolls the chunk back.
+    """
+    now = datetime.now(UTC)
+    outcomes: list[int | Rejection] = []
+    for item in chunk:
+        data = ids.resolve(item)
+        if isinstance(data, Rejection):
+            outcomes.append(data)
+            continue
+        try:
+            issues = service.profiles.validate(
+                data, now=now, clock_skew_seconds=service.settings.clock_skew_seconds
+            )
+            if issues:
+                raise FhirError(422, issues)
+            # A create that fails leaves nothing behind in the chunk's transaction (PostgreSQL
+            # inserts and checks the references in one statement).
+            with conn.begin_nested():
+                result = service.create_in(conn, item.rtype, data, if_none_exist=item.criteria)
+        except FhirError as exc:
+            waits = is_reference_failure(exc)
+            if not waits:
+                ids.fail(item.keys, item.where)
+            outcomes.append(item.rejection(exc.status, exc.issues, waits=waits))
+            continue
+        ids.record(item.keys, f"{result.res_type}/{result.res_id}")
+        outcomes.append(result.status)
+    return outcomes
 
 
-def _chunks(items: Iterable[_Item | None], size: int) -> Iterator[tuple[list[_Item], int]]:
-    """Lists of up to ``size`` items, each with how many inputs (rejected ones too) it covers."""
-    chunk: list[_Item] = []
+def _chunks(items: Iterable[Item | None], size: int) -> Iterator[tuple[list[Item], int]]:
+    """Lists of up to ``size`` items, each with how many inputs (settled ones too) it covers."""
+    chunk: list[Item] = []
     seen = 0
     for item in items:
         seen += 1
@@ -348,83 +652,107 @@ def _chunks(items: Iterable[_Item | None], size: int) -> Iterator[tuple[list[_It
         yield chunk, seen
 
 
-def _import_items(
-    service: FhirService,
-    items: Iterable[_Item | None],
-    summary: ImportSummary,
-    report: Callable[[int], None],
-) -> None:
-    mapping: dict[str, str] = {}  # reference in the file → Type/id on the server
-    for chunk, seen in _chunks(items, CHUNK_SIZE):
-        saved = dict(mapping)
-        try:
-            with service.db.write() as conn:
-                outcomes = [_write(service, conn, item, mapping) for item in chunk]
-        except SQLAlchemyError:
-            # Something the domain checks did not foresee; isolate it one resource at a time.
-            mapping.clear()
-            mapping.update(saved)
-            outcomes = [_write_alone(service, item, mapping) for item in chunk]
-        for outcome in outcomes:
-            if isinstance(outcome, Rejection):
-                summary.reject(outcome)
-            elif outcome == 201:
-                summary.created += 1
-            else:
-                summary.skipped += 1
-        report(seen)
-
-
-def _write_alone(service: FhirService, item: _Item, mapping: dict[str, str]) -> int | Rejection:
-    try:
-        with service.db.write() as conn:
-            return _write(service, conn, item, mapping)
-    except SQLAlchemyError as exc:
-        for key in item.keys:
-            mapping.pop(key, None)
-        issue = Issue("exception", f"Database error: {type(exc).__name__}")
-        return Rejection(500, (issue,), line=item.line, entry=item.entry)
-
-
-def _write(
-    service: FhirService, conn: Connection, item: _Item, mapping: dict[str, str]
-) -> int | Rejection:
-    """Create (or match) one item in the open transaction; its status, or why not.
-
-    A :class:`FhirError` is raised before anything of the item is written, so the transaction
-    stays usable for the rest of the chunk.
-    """
-    data = _rewritten(item.data, mapping) if mapping else item.data
-    try:
-        issues = service.profiles.validate(
-            data, now=datetime.now(UTC), clock_skew_seconds=service.settings.clock_skew_seconds
-        )
-        if issues:
-            raise FhirError(422, issues)
-        result = service.create_in(conn, item.rtype, data, if_none_exist=item.criteria)
-    except FhirError as exc:
-        for key in item.keys:
-            mapping.pop(key, None)
-        issues = [_in_entry(i, item.entry) for i in exc.issues]
-        return Rejection(exc.status, tuple(issues), line=item.line, entry=item.entry)
-    for key in item.keys:
-        mapping[key] = f"{result.res_type}/{result.res_id}"
-    return result.status
-
-
 def _in_entry(issue: Issue, entry: int | None) -> Issue:
     """Root an issue's expressions in its Bundle entry (NDJSON issues stay as they are)."""
     return issue if entry is None else issue.prefixed(f"Bundle.entry[{entry}].resource")
 
 
-def _rewritten(node: Any, mapping: dict[str, str]) -> Any:
-    """A copy of ``node`` with references to resources imported earlier pointing at them."""
-    if isinstance(node, dict):
-        out = {k: _rewritten(v, mapping) for k, v in node.items()}
-        ref = out.get("reference")
-        if isinstance(ref, str) and ref in mapping:
-            out["reference"] = mapping[ref]
-        return out
-    if isinstance(node, list):
-        return [_rewritten(v, mapping) for v in node]
-    return node
+_ENTRY_INDEX = re.compile(r"^Bundle\.entry\[(\d+)\]")
+
+
+def _renumber(issue: Issue, indexes: Sequence[int]) -> Issue:
+    """An issue about entry ``k`` of a part, about that entry's index in the file instead."""
+
+    def number(expression: str) -> str:
+        return _ENTRY_INDEX.sub(lambda m: f"Bundle.entry[{indexes[int(m.group(1))]}]", expression)
+
+    return Issue(
+        issue.code, issue.diagnostics, tuple(map(number, issue.expression)), issue.severity
+    )
+
+
+def _refusal(kept: Sequence[tuple[int, Any]], refused: dict[str, list[int]]) -> Issue | None:
+    """Why a transaction Bundle cannot be imported at all: it holds entries of types telemon
+    does not import (``refused``: type → entry indexes), or an entry that is not a POST or PUT
+    (an import only creates or updates); None when it can."""
+    if refused:
+        listed = ", ".join(f"{len(found)} {t}" for t, found in sorted(refused.items()))
+        return Issue(
+            "not-supported",
+            f"The transaction holds resources telemon does not import ({listed}); import "
+            "with --skip-unsupported to import the others and count these as skipped",
+            tuple(f"Bundle.entry[{i[0]}].resource.resourceType" for i in refused.values()),
+        )
+    for index, entry in kept:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        method = request.get("method") if isinstance(request, dict) else None
+        if method not in ("POST", "PUT"):
+            return Issue(
+                "not-supported",
+                "An import only creates or updates; this entry is a "
+                f"{method or 'request without a method'}",
+                (f"Bundle.entry[{index}].request.method",),
+            )
+    return None
+
+
+def _not_stored(res_type: str) -> Issue:
+    return Issue(
+        "not-supported",
+        f"telemon does not import {res_type} resources (it does not store them, or writes "
+        "them only itself); import with --skip-unsupported to import the others and count "
+        "these as skipped",
+        (f"{res_type}.resourceType",),
+    )
+
+
+def _entry_type(entry: Any) -> str | None:
+    """The resource type of a transaction entry: its resource's, else its request URL's."""
+    if not isinstance(entry, dict):
+        return None
+    found = _type_of(entry.get("resource"))
+    request = entry.get("request")
+    url = request.get("url") if isinstance(request, dict) else None
+    if found is None and isinstance(url, str):
+        found = url.partition("?")[0].strip("/").split("/")[0] or None
+    return found
+
+
+def _entry_keys(entry: Any) -> list[str]:
+    """How other resources may refer to a Bundle entry's resource: its fullUrl, its Type/id."""
+    if not isinstance(entry, dict):
+        return []
+    keys = [entry["fullUrl"]] if isinstance(entry.get("fullUrl"), str) else []
+    resource = entry.get("resource")
+    if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+        keys.append(f"{_type_of(resource)}/{resource['id']}")
+    return keys
+
+
+def _dependency_order(entries: Sequence[Any]) -> list[int]:
+    """Entry indexes, each entry after the entries it refers to (by ``fullUrl`` or
+    ``Type/id``), otherwise in Bundle order; entries in a reference cycle keep their order."""
+    owner: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        for key in _entry_keys(entry):
+            owner.setdefault(key, index)
+    waits_for: list[set[int]] = []
+    needed_by: dict[int, list[int]] = {}
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        before = {owner[ref] for _, ref in reference_paths(resource) if ref in owner} - {index}
+        waits_for.append(before)
+        for other in before:
+            needed_by.setdefault(other, []).append(index)
+    ready = [index for index, before in enumerate(waits_for) if not before]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for later in needed_by.get(index, ()):
+            waits_for[later].discard(index)
+            if not waits_for[later]:
+                heapq.heappush(ready, later)
+    placed = set(order)
+    return order + [index for index in range(len(entries)) if index not in placed]

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.settings import get_settings
 from tests.factories import BSNS, patient, weight, when
+from tests.test_realdata import REALDATA
 
 
 @pytest.fixture
@@ -24,6 +25,15 @@ def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
     yield path
     get_settings.cache_clear()
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The cells of every table row rich printed (one line per row: COLUMNS is wide)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│")
+    ]
 
 
 def test_import_reports_counts_and_reasons_with_exit_codes(cli_db: Path, tmp_path: Path) -> None:
@@ -42,16 +52,48 @@ def test_import_reports_counts_and_reasons_with_exit_codes(cli_db: Path, tmp_pat
     failed = runner.invoke(app, ["import", str(dirty)])
 
     assert first.exit_code == 0, first.output
-    assert "│ created                   │         4 │" in first.output
-    assert "│ skipped (already present) │         0 │" in first.output
+    assert _rows(first.output) == [
+        ["Observation", "3", "0", "0", "0"], ["Patient", "1", "0", "0", "0"],
+        ["all", "4", "0", "0", "0"],
+    ]  # fmt: skip
     assert again.exit_code == 0
-    assert "│ created                   │         0 │" in again.output
-    assert "│ skipped (already present) │         4 │" in again.output
+    assert ["all", "0", "0", "4", "0"] in _rows(again.output)
+    assert ["Observation", "skipped", "already present (same identifier)", "3",
+            "clean.ndjson line 2"] in _rows(again.output)  # fmt: skip
     assert failed.exit_code == 1
-    assert "│ rejected                  │         2 │" in failed.output
-    assert "line 2" in failed.output
-    assert "Observation.valueQuantity.value" in failed.output
-    assert "line 3" in failed.output
+    rows = _rows(failed.output)
+    assert ["all", "0", "0", "1", "2"] in rows
+    reasons = {(r[0], r[2]): r[3] for r in rows if len(r) == 5 and r[1] == "rejected"}
+    assert reasons == {
+        ("Observation", "422 value at Observation.valueQuantity.value"): "1",
+        ("(unreadable)", "400 structure"): "1",
+    }
+    assert "dirty.ndjson line 2" in failed.output
+    assert "dirty.ndjson line 3" in failed.output
+
+
+def test_import_takes_several_paths_and_skips_unsupported_types(cli_db: Path) -> None:
+    bulk = [REALDATA / "bulk-export" / f"{t}.000.ndjson" for t in ("Observation", "Patient")]
+    devices = REALDATA / "bulk-export" / "Device.000.ndjson"
+    runner = CliRunner()
+
+    refused = runner.invoke(app, ["import", str(REALDATA / "synthea-r4")])
+    synthea = REALDATA / "synthea-r4"
+    done = runner.invoke(
+        app, ["import", "--skip-unsupported", *map(str, bulk), str(synthea), str(devices)]
+    )
+
+    assert refused.exit_code == 1
+    assert ["all", "0", "0", "0", "70"] in _rows(refused.output)
+    assert done.exit_code == 0, done.output
+    rows = _rows(done.output)
+    assert ["Observation", "228", "0", "0", "0"] in rows
+    assert ["Patient", "6", "0", "0", "0"] in rows
+    assert ["Device", "10", "0", "0", "0"] in rows
+    assert ["Encounter", "0", "0", "3", "0"] in rows
+    assert ["Practitioner", "1", "0", "0", "0"] in rows
+    assert ["all", "245", "0", "20", "0"] in rows
+    assert "Import of 4 file(s)" in done.output
 
 
 def test_demo_prints_patients_and_what_to_try(cli_db: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service import importer
+from service import import_summary, importer
 from service.bootstrap import build_service
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -61,7 +61,7 @@ def test_ndjson_import_rejects_bad_lines_and_reimport_creates_nothing(
     path = _ndjson(tmp_path / "data.ndjson", lines)
     done: list[int] = []
 
-    first = importer.import_file(service, path, progress=done.append)
+    first = importer.import_paths(service, [path], progress=done.append)
 
     assert (first.created, first.skipped, first.rejected) == (5, 0, 2)
     assert sum(done) == 7
@@ -78,7 +78,7 @@ def test_ndjson_import_rejects_bad_lines_and_reimport_creates_nothing(
     assert len(stored) == 3
     assert {o["device"]["reference"] for o in stored} == {f"Device/{stored_device['id']}"}
 
-    again = importer.import_file(service, path, progress=None)
+    again = importer.import_paths(service, [path])
 
     assert (again.created, again.skipped, again.rejected) == (0, 5, 2)
     assert len(_search(service, "Observation", patient=stored_patient["id"])) == 3
@@ -95,12 +95,14 @@ def test_bad_line_in_a_chunk_does_not_roll_back_the_others(
     path = _ndjson(tmp_path / "chunks.jsonl", lines)
     calls: list[int] = []
 
-    summary = importer.import_file(service, path, progress=calls.append)
+    summary = importer.import_paths(service, [path], progress=calls.append)
 
     assert (summary.created, summary.rejected) == (6, 1)
     assert summary.rejections[0].line == 4
     assert summary.rejections[0].issues[0].expression == ("Observation.subject",)
-    assert calls == [3, 3, 1]
+    # The orphan waits for the end of the run (its Patient might still come), then is refused.
+    assert calls == [3, 2, 1, 1]
+    assert _search(service, "Observation", identifier="urn:telemon:test|orphan") == []
 
 
 def test_collection_bundle_resolves_urn_uuid_and_names_the_entry(
@@ -123,7 +125,7 @@ def test_collection_bundle_resolves_urn_uuid_and_names_the_entry(
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle, indent=2))
 
-    summary = importer.import_file(service, path)
+    summary = importer.import_paths(service, [path])
 
     assert (summary.created, summary.skipped, summary.rejected) == (2, 0, 2)
     unit, empty = summary.rejections  # in file order
@@ -137,7 +139,7 @@ def test_collection_bundle_resolves_urn_uuid_and_names_the_entry(
     [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[2]}")
     assert len(_search(service, "Observation", patient=stored_patient["id"])) == 1
 
-    again = importer.import_file(service, path)
+    again = importer.import_paths(service, [path])
     assert (again.created, again.skipped, again.rejected) == (0, 2, 2)
 
 
@@ -153,8 +155,8 @@ def test_transaction_bundle_is_all_or_nothing_and_idempotent(
     good = tmp_path / "tx.json"
     good.write_text(json.dumps(transaction(*entries)))
 
-    first = importer.import_file(service, good)
-    again = importer.import_file(service, good)
+    first = importer.import_paths(service, [good])
+    again = importer.import_paths(service, [good])
 
     assert (first.created, first.skipped, first.rejected) == (3, 0, 0)
     assert (again.created, again.skipped, again.rejected) == (0, 3, 0)
@@ -163,7 +165,7 @@ def test_transaction_bundle_is_all_or_nothing_and_idempotent(
     bad = tmp_path / "tx-bad.json"
     bad.write_text(json.dumps(transaction(*entries)))
 
-    failed = importer.import_file(service, bad)
+    failed = importer.import_paths(service, [bad])
 
     assert (failed.created, failed.skipped, failed.rejected) == (0, 0, 4)
     [rejection] = failed.rejections
@@ -176,10 +178,10 @@ def test_unreadable_document_is_one_rejection(service: FhirService, tmp_path: Pa
     path = tmp_path / "broken.json"
     path.write_text('{\n  "resourceType": "Bundle",\n  "type": "collection",\n')
 
-    summary = importer.import_file(service, path)
+    summary = importer.import_paths(service, [path])
 
     assert (summary.created, summary.rejected) == (0, 1)
-    assert summary.rejections[0].where == "file"
+    assert summary.rejections[0].where == "broken.json"
 
 
 def test_identifier_criteria_prefers_bsn_and_escapes_commas() -> None:
@@ -192,3 +194,272 @@ def test_identifier_criteria_prefers_bsn_and_escapes_commas() -> None:
     obs["identifier"] = [{"system": "urn:mrn", "value": "A,1"}]
     assert importer.identifier_criteria(obs) == "identifier=urn%3Amrn%7CA%5C%2C1"
     assert importer.identifier_criteria(patient()) is None
+
+
+def _files(tmp_path: Path, **files: list[Any]) -> dict[str, Path]:
+    """NDJSON files named ``<key>.000.ndjson`` in ``tmp_path/export``, as a bulk export writes."""
+    folder = tmp_path / "export"
+    folder.mkdir(exist_ok=True)
+    return {name: _ndjson(folder / f"{name}.000.ndjson", lines) for name, lines in files.items()}
+
+
+def _export(tmp_path: Path) -> dict[str, Path]:
+    """A small bulk export: 2 Patients, their Devices, weights that name both."""
+    patients = [patient(bsn=BSNS[i]) | {"id": f"p{i}"} for i in range(2)]
+    devices = [_device(f"Patient/p{i}", f"SN-{i}") | {"id": f"d{i}"} for i in range(2)]
+    observations = [
+        weight(f"p{i}", 70 + d, when(d), ident=f"e{i}-{d}")
+        | {"device": {"reference": f"Device/d{i}"}}
+        for i in range(2)
+        for d in range(3)
+    ]
+    return _files(tmp_path, Patient=patients, Device=devices, Observation=observations)
+
+
+def test_files_given_in_any_order_go_in_by_dependency_with_one_id_map(
+    service: FhirService, tmp_path: Path
+) -> None:
+    export = _export(tmp_path)
+    given = [export["Observation"], export["Device"], export["Patient"]]
+
+    summary = importer.import_paths(service, given)
+
+    assert summary.files == [export["Patient"], export["Device"], export["Observation"]]
+    assert {t: dict(c) for t, c in summary.counts.items()} == {
+        "Patient": {"created": 2},
+        "Device": {"created": 2},
+        "Observation": {"created": 6},
+    }
+    for i in range(2):
+        [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[i]}")
+        [stored_device] = _search(service, "Device", patient=stored_patient["id"])
+        stored = _search(service, "Observation", patient=stored_patient["id"])
+        assert len(stored) == 3
+        assert {o["device"]["reference"] for o in stored} == {f"Device/{stored_device['id']}"}
+
+    again = importer.import_paths(service, [export["Patient"].parent])  # the directory
+
+    assert (again.created, again.skipped, again.rejected) == (0, 10, 0)
+    assert again.reasons[("Observation", "skipped", import_summary.ALREADY_PRESENT)].count == 6
+
+
+def test_a_directory_lists_the_files_it_ignores(service: FhirService, tmp_path: Path) -> None:
+    export = _export(tmp_path)
+    folder = export["Patient"].parent
+    (folder / "manifest.txt").write_text("not FHIR")
+    (folder / ".hidden.ndjson").write_text("{}")
+
+    summary = importer.import_paths(service, [folder])
+
+    assert summary.ignored == [folder / "manifest.txt"]
+    assert len(summary.files) == 3
+    assert summary.created == 10
+
+
+def test_a_reference_to_a_later_line_waits_for_it(service: FhirService, tmp_path: Path) -> None:
+    pat = patient(bsn=BSNS[4]) | {"id": "late"}
+    path = _ndjson(tmp_path / "mixed.ndjson", [weight("late", 71, when(1), ident="early"), pat])
+
+    summary = importer.import_paths(service, [path])
+
+    assert (summary.created, summary.rejected) == (2, 0)
+    [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[4]}")
+    [obs] = _search(service, "Observation", patient=stored_patient["id"])
+    assert obs["identifier"][0]["value"] == "early"
+
+
+def test_what_refers_to_a_rejected_resource_is_rejected_saying_so(
+    service: FhirService, tmp_path: Path
+) -> None:
+    bad_bsn = patient() | {"id": "p", "identifier": [{"system": BSN, "value": "123456789"}]}
+    path = _ndjson(tmp_path / "bad.ndjson", [bad_bsn, weight("p", 80, when(1), ident="x")])
+
+    summary = importer.import_paths(service, [path])
+
+    assert (summary.created, summary.rejected) == (0, 2)
+    _, orphan = summary.rejections
+    assert orphan.issues[0].expression == ("Observation.subject",)
+    assert orphan.issues[0].diagnostics == (
+        "Patient/p was not imported (rejected at bad.ndjson line 1)"
+    )
+
+
+def test_the_reference_rule_applies_to_imports(service: FhirService, tmp_path: Path) -> None:
+    pat = patient(bsn=BSNS[5]) | {"id": "p"}
+    kept = weight("p", 80, when(1), ident="ext") | {"encounter": {"reference": "Encounter/e1"}}
+    nobody = weight("p", 80, when(2), ident="perf")
+    nobody["performer"] = [{"reference": "Practitioner/nobody"}]
+    dangling = weight("p", 80, when(3), ident="urn") | {"encounter": {"reference": "urn:uuid:x"}}
+    path = _ndjson(tmp_path / "refs.ndjson", [pat, kept, nobody, dangling])
+
+    summary = importer.import_paths(service, [path])
+
+    assert (summary.created, summary.rejected) == (2, 2)
+    performer, urn = summary.rejections
+    assert (performer.line, performer.issues[0].expression) == (3, ("Observation.performer[0]",))
+    assert (urn.line, urn.issues[0].expression) == (4, ("Observation.encounter",))
+    assert "urn:uuid:x" in urn.issues[0].diagnostics
+    [stored] = _search(service, "Observation", identifier="urn:telemon:test|ext")
+    assert stored["encounter"] == {"reference": "Encounter/e1"}
+
+
+def _with_encounter(tmp_path: Path, kind: str) -> Path:
+    """A Bundle of ``kind`` with a Patient, an Encounter and a weight that names both by urn."""
+    patient_urn, encounter_urn = "urn:uuid:0001", "urn:uuid:0002"
+    encounter = {
+        "resourceType": "Encounter",
+        "id": "enc-1",
+        "status": "finished",
+        "class": {"code": "HH"},
+        "subject": {"reference": patient_urn},
+    }
+    obs = _about(weight("x", 77, when(1), ident="enc-w"), patient_urn)
+    obs["encounter"] = {"reference": encounter_urn}
+    entries = [
+        {"fullUrl": patient_urn, "resource": patient(bsn=BSNS[1])},
+        {"fullUrl": encounter_urn, "resource": encounter},
+        {"fullUrl": "urn:uuid:0003", "resource": obs},
+    ]
+    if kind == "transaction":
+        for entry in entries:
+            entry["request"] = {"method": "POST", "url": entry["resource"]["resourceType"]}
+    path = tmp_path / f"{kind}.json"
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": kind, "entry": entries}))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["collection", "transaction"])
+def test_skip_unsupported_imports_the_rest_and_keeps_references_to_them(
+    service: FhirService, tmp_path: Path, kind: str
+) -> None:
+    path = _with_encounter(tmp_path, kind)
+
+    refused = importer.import_paths(service, [path])
+
+    if kind == "transaction":  # all or nothing, as its author asked
+        assert (refused.created, refused.rejected) == (0, 3)
+        assert {t: c["rejected"] for t, c in refused.counts.items()} == {
+            "Patient": 1, "Encounter": 1, "Observation": 1
+        }
+        [rejection] = refused.rejections
+        assert "1 Encounter" in rejection.issues[0].diagnostics
+        assert "--skip-unsupported" in rejection.issues[0].diagnostics
+    else:  # each resource on its own: the Encounter is refused, the rest goes in
+        assert (refused.created, refused.rejected) == (2, 1)
+        assert refused.rejections[0].issues[0].expression == (
+            "Bundle.entry[1].resource.resourceType",
+        )
+
+    summary = importer.import_paths(service, [path], skip_unsupported=True)
+
+    assert summary.rejected == 0
+    assert summary.counts["Encounter"]["skipped"] == 1
+    assert summary.reasons[("Encounter", "skipped", import_summary.NOT_STORED)].count == 1
+    outcome = "created" if kind == "transaction" else "skipped"  # a collection went in before
+    assert summary.counts["Observation"][outcome] == 1
+    [obs] = _search(service, "Observation", identifier="urn:telemon:test|enc-w")
+    assert obs["encounter"] == {"reference": "Encounter/enc-1"}  # now an external reference
+    [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[1]}")
+    assert obs["subject"] == {"reference": f"Patient/{stored_patient['id']}"}
+
+
+def test_a_transaction_above_the_entry_limit_goes_in_parts(
+    settings: Settings, tmp_path: Path
+) -> None:
+    service = build_service(settings.model_copy(update={"bundle_max_entries": 4}))
+    patient_urn = "urn:uuid:7f3c1f0e-0000-4000-8000-00000000000a"
+    first_urn = "urn:uuid:7f3c1f0e-0000-4000-8000-00000000000b"
+    weights = [
+        _about(weight("x", 80 + d, when(d), ident=f"part{d}"), patient_urn) for d in range(6)
+    ]
+    weights[5]["derivedFrom"] = [{"reference": first_urn}]  # to an entry of another part
+    entries = [post_entry(w, full_url=first_urn if d == 0 else None) for d, w in enumerate(weights)]
+    entries.append(post_entry(patient(bsn=BSNS[2]), full_url=patient_urn))  # last, yet first in
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(transaction(*entries)))
+    try:
+        summary = importer.import_paths(service, [path])
+        again = importer.import_paths(service, [path])
+    finally:
+        service.db.dispose()
+
+    assert (summary.created, summary.rejected) == (7, 0)
+    assert summary.notes == [
+        "big.json: a transaction Bundle of 7 entries, above the limit of 4 "
+        "(TELEMON_BUNDLE_MAX_ENTRIES), imported in 2 parts, each all-or-nothing"
+    ]
+    [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[2]}")
+    stored = {
+        o["identifier"][0]["value"]: o
+        for o in _search(service, "Observation", patient=stored_patient["id"])
+    }
+    assert len(stored) == 6
+    first = f"Observation/{stored['part0']['id']}"
+    assert stored["part5"]["derivedFrom"] == [{"reference": first}]
+    assert (again.created, again.skipped) == (0, 7)
+
+
+def test_the_summary_counts_per_type_and_reason(service: FhirService, tmp_path: Path) -> None:
+    pat = patient(bsn=BSNS[3]) | {"id": "p"}
+    stones = []
+    for d in range(3):
+        w = weight("p", 12, when(d), ident=f"st{d}")
+        w["valueQuantity"]["code"] = "[stone_av]"
+        stones.append(w)
+    orphans = [weight("gone", 80, when(d), ident=f"o{d}") for d in range(2)]
+    path = _ndjson(tmp_path / "mixed.ndjson", [pat, *stones, *orphans, "{broken"])
+
+    summary = importer.import_paths(service, [path])
+
+    assert summary.counts["Patient"]["created"] == 1
+    assert summary.counts["Observation"]["rejected"] == 5
+    reasons = {key: tally.count for key, tally in summary.reasons.items()}
+    assert reasons == {
+        ("Observation", "rejected", "422 value at Observation.valueQuantity.code"): 3,
+        ("Observation", "rejected", "422 not-found at Observation.subject"): 2,
+        (import_summary.UNKNOWN_TYPE, "rejected", "400 structure"): 1,
+    }
+    unit = summary.reasons[
+        ("Observation", "rejected", "422 value at Observation.valueQuantity.code")
+    ]
+    assert unit.first == "mixed.ndjson line 2"
+    assert unit.example is not None and "[stone_av]" in unit.example
+
+
+def test_ndjson_lines_of_types_telemon_does_not_import(
+    service: FhirService, tmp_path: Path
+) -> None:
+    audit = {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": when(1)}
+    encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "HH"}}
+    path = _ndjson(tmp_path / "other.ndjson", [audit, encounter, patient(bsn=BSNS[0])])
+
+    refused = importer.import_paths(service, [path])
+    skipped = importer.import_paths(service, [path], skip_unsupported=True)
+
+    assert (refused.created, refused.rejected) == (1, 2)
+    assert [r.res_type for r in refused.rejections] == ["AuditEvent", "Encounter"]
+    assert "does not import AuditEvent" in refused.rejections[0].issues[0].diagnostics
+    assert (skipped.skipped, skipped.rejected) == (3, 0)
+    assert skipped.reasons[("AuditEvent", "skipped", import_summary.NOT_STORED)].first == (
+        "other.ndjson line 1"
+    )
+    assert service.search("AuditEvent", []).matches == []
+
+
+def test_a_transaction_that_deletes_is_not_imported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    service = build_service(settings.model_copy(update={"bundle_max_entries": 2}))
+    entries = [post_entry(weight("x", 80, when(d), ident=f"del{d}")) for d in range(3)]
+    entries.append({"request": {"method": "DELETE", "url": "Patient/p"}})
+    path = tmp_path / "delete.json"
+    path.write_text(json.dumps(transaction(*entries)))
+    try:
+        summary = importer.import_paths(service, [path])
+    finally:
+        service.db.dispose()
+
+    assert (summary.created, summary.rejected) == (0, 4)
+    [rejection] = summary.rejections
+    assert rejection.issues[0].expression == ("Bundle.entry[3].request.method",)
+    assert "this entry is a DELETE" in rejection.issues[0].diagnostics

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from service.alerts import codes
 from service.alerts.days import DEFAULT_TZ, day_start
 from service.alerts.units import UnsupportedUnit, implausibility, to_canonical
+from service.fhir.dates import shows_unset_clock
 
 EVALUABLE_STATUSES = frozenset({"final", "amended", "corrected"})
 # Stored and shown, but never alerted on (§7.5).
 PRELIMINARY = "preliminary"
 ENTERED_IN_ERROR = "entered-in-error"
-
-# Clocks before this are broken device clocks, not measurements (§7.2).
-EARLIEST_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=UTC)
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HAS_OFFSET = re.compile(r"(Z|[+-]\d{2}:\d{2})$")
@@ -244,8 +242,15 @@ def _check_pair_and_clock(result: list[Measurement]) -> list[Measurement]:
         reason = f"SBP {values['sbp']:g} not above DBP {values['dbp']:g}"
         result = [m.mark_implausible(reason) if m.concept in ("sbp", "dbp") else m for m in result]
     return [
-        m.mark_implausible(f"effective time {m.effective:%Y-%m-%d} before 2000")
-        if m.effective < EARLIEST_PLAUSIBLE and m.implausible is None
+        m.mark_implausible(f"effective time {m.effective:%Y-%m-%d}: device clock never set")
+        if m.implausible is None and _unset_clock(m)
         else m
         for m in result
     ]
+
+
+def _unset_clock(m: Measurement) -> bool:
+    """The validator's rule (``fhir.dates.unset_clock``); a date without a time never counts."""
+    if m.original_offset is None:
+        return False
+    return shows_unset_clock(m.effective.astimezone(timezone(m.original_offset)))

@@ -2,7 +2,8 @@
 
 A transaction runs every entry in one database transaction: all succeed or nothing is written,
 whatever the entry order. ``urn:uuid:`` references between entries are resolved to the ids the
-server assigns (or finds, for conditional creates). A batch runs each entry on its own.
+server assigns (or finds, for conditional creates); one that names no entry is refused (422, see
+:mod:`service.fhir.references`). A batch runs each entry on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Connection
 
 from service.fhir.dates import format_instant
 from service.fhir.outcome import FhirError, operation_outcome
+from service.fhir.references import rewritten
 from service.fhir.service import (
     FhirService,
     VersionResult,
@@ -137,23 +139,6 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
     )
 
 
-def _rewrite_references(node: Any, mapping: dict[str, str], where: str) -> None:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref in mapping:
-            node["reference"] = mapping[ref]
-        elif isinstance(ref, str) and ref.startswith(("urn:uuid:", "urn:oid:")):
-            raise FhirError.single(
-                400, "not-found", f"Reference '{ref}' matches no entry's fullUrl", where
-            )
-        for value in node.values():
-            if isinstance(value, dict | list):
-                _rewrite_references(value, mapping, where)
-    elif isinstance(node, list):
-        for value in node:
-            _rewrite_references(value, mapping, where)
-
-
 def _response(result: VersionResult, representation: bool) -> dict[str, Any]:
     status = HTTPStatus(result.status)
     out: dict[str, Any] = {
@@ -263,7 +248,8 @@ def _transaction(
     creates = []
     for entry in ordered:
         if entry.resource is not None:
-            _rewrite_references(entry.resource, mapping, f"{entry.where}.resource")
+            # Whatever is left unresolved is refused when the version is stamped.
+            entry.resource = rewritten(entry.resource, mapping)
         if entry.method == "POST" and entry.index in new_ids:
             rtype = service.resource_type(entry.res_type)
             assert entry.resource is not None
@@ -272,7 +258,9 @@ def _transaction(
                 entry,
                 partial(service.apply_content, conn, rtype, new_ids[entry.index], entry.resource),
             )
-            item = service.stamp(rtype, content, new_ids[entry.index], 1, now_micros())
+            item = _in_entry(
+                entry, partial(service.stamp, rtype, content, new_ids[entry.index], 1, now_micros())
+            )
             if patient_ids is not None and item.index.patient_id not in patient_ids:
                 raise outside_compartment(rtype.name)
             creates.append((entry, item))

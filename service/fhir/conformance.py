@@ -116,6 +116,9 @@ def capability_statement(
             "conditionalCreate": True,
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
+            # service/fhir/references.py: references to stored types must resolve, others
+            # (and identifier-only ones) are kept as they are.
+            "referencePolicy": ["literal", "logical", "enforced"],
             "searchInclude": list(rtype.includes),
             "searchParam": params,
         }
@@ -153,7 +156,10 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Home measurements for heart-failure and COPD telemonitoring.",
+                "documentation": "Home measurements for heart-failure and COPD telemonitoring. "
+                "A reference to a resource type listed here must resolve on this server; a "
+                "reference to another type (Encounter, Organization …) is kept as an external "
+                "reference; a urn:uuid: reference must name an entry of its transaction.",
                 "security": security_section(smart),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "resource": resources,

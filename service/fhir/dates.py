@@ -8,7 +8,7 @@ millisecond. Values without an offset are read in the server's zone (dates have 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,6 +128,37 @@ def possible_instants(value: str) -> tuple[datetime, datetime]:
     if match and match.group("H"):  # a time with an offset denotes one instant
         high = low
     return from_micros(low), from_micros(high)
+
+
+#: The days a device clock that was never set shows: the Unix epoch, and 2000-01-01, where the
+#: real-time clocks of many home measuring devices start counting after a battery change.
+UNSET_CLOCK_DAYS = frozenset({date(1970, 1, 1), date(2000, 1, 1)})
+
+
+def shows_unset_clock(moment: datetime) -> bool:
+    """True when an aware ``moment`` (in its original offset) lies on an unset clock's day.
+
+    The day counts both as written (in its own offset) and in UTC: a device counting from its
+    epoch in UTC may be shown in any zone.
+    """
+    return moment.date() in UNSET_CLOCK_DAYS or moment.astimezone(UTC).date() in UNSET_CLOCK_DAYS
+
+
+def unset_clock(value: str) -> bool:
+    """True when the FHIR dateTime/instant ``value`` is plainly a device clock that was never set.
+
+    Only a value with a time of day counts: a date alone (``2000-01-01``) is what an EHR
+    records, not a device clock. See :data:`UNSET_CLOCK_DAYS`.
+    """
+    match = _PATTERN.match(value)
+    if match is None or match.group("H") is None or not match.group("tz"):
+        return False
+    tz = UTC if match.group("tz") == "Z" else _offset(match.group("tz"))
+    try:
+        low = parse_range(value, UTC)[0]
+    except DateFormatError:
+        return False
+    return shows_unset_clock(from_micros(low).astimezone(tz))
 
 
 def _offset(text: str) -> timezone:

@@ -23,6 +23,7 @@ from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
 from service.fhir.indexing import extract
 from service.fhir.outcome import FhirError, Issue
+from service.fhir.references import local_references, missing_issues
 from service.fhir.registry import Registry, ResourceType
 from service.fhir.search import encode_cursor, parse_search
 from service.settings import Settings
@@ -266,6 +267,7 @@ class FhirService:
         body = {k: v for k, v in data.items() if k not in ("resourceType", "id", "meta")}
         resource = {"resourceType": rtype.name, "id": res_id, "meta": meta, **body}
         content, exact_decimals = dumps_resource(resource)
+        links = local_references(resource, content, self.registry)
         if exact_decimals:  # the digits live on in the JSON; the rest of the code sees floats
             resource = orjson.loads(content)
         return NewVersion(
@@ -276,32 +278,33 @@ class FhirService:
             content.decode(),
             extract(resource, rtype, self.zone),
             resource,
+            links,
         )
 
+    @staticmethod
     def _required_references(
-        self, items: Sequence[tuple[NewVersion, str]], pending: AbstractSet[tuple[str, str]]
+        items: Sequence[tuple[NewVersion, str]], pending: AbstractSet[tuple[str, str]]
     ) -> dict[str, set[str]]:
+        """Type → ids that the versions' local references need (see :mod:`.references`)."""
         wanted: dict[str, set[str]] = {}
         for item, _ in items:
-            for _, t, i in item.index.references:
-                if t in self.registry and (t, i) not in pending:
+            for t, i in item.links:
+                if (t, i) not in pending:
                     wanted.setdefault(t, set()).add(i)
         return wanted
 
+    @staticmethod
     def _reference_error(
-        self, items: Sequence[tuple[NewVersion, str]], missing: AbstractSet[tuple[str, str]]
+        items: Sequence[tuple[NewVersion, str]], missing: AbstractSet[tuple[str, str]]
     ) -> FhirError:
-        issues: dict[tuple[str, str], Issue] = {}  # one issue per element and target
+        issues: list[Issue] = []
         for item, prefix in items:
-            rtype = self.resource_type(item.res_type)
-            for param, t, i in item.index.references:
-                if (t, i) in missing:
-                    where = f"{prefix}.{rtype.params[param].paths[0]}"
-                    issues.setdefault(
-                        (where, f"{t}/{i}"),
-                        Issue("not-found", f"{t}/{i} does not exist on this server", (where,)),
-                    )
-        return FhirError(422, list(issues.values()))
+            if missing.isdisjoint(item.links):
+                continue
+            for issue in missing_issues(item.resource, missing):
+                if issue.prefixed(prefix) not in issues:
+                    issues.append(issue.prefixed(prefix))
+        return FhirError(422, issues)
 
     def check_references(
         self,
@@ -410,7 +413,7 @@ class FhirService:
                 break
             except _MissingReferences as exc:
                 for i in todo:
-                    gone = {(t, r) for _, t, r in items[i].index.references} & exc.missing
+                    gone = exc.missing.intersection(items[i].links)
                     if gone:
                         failed[i] = self._reference_error([(items[i], items[i].res_type)], gone)
                 # Every missing reference is some version's: each round drops at least one.

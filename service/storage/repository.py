@@ -48,6 +48,8 @@ class NewVersion:
     content: str
     index: IndexValues
     resource: dict[str, Any] = field(default_factory=dict)  # ``content`` as data, for listeners
+    #: References that must resolve before it is written: (type, id).
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 _CURRENT_COLS = (

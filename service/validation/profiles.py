@@ -23,7 +23,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.fhir.dates import possible_instants
+from service.fhir.dates import UNSET_CLOCK_DAYS, possible_instants, unset_clock
 from service.fhir.outcome import Issue
 from service.validation.bsn import BSN_SYSTEM, is_valid_bsn
 
@@ -57,7 +57,7 @@ _INVARIANTS = {
     "tm-comp-value": "component value[x] or dataAbsentReason required",
     "tm-bp-order": "systolic slice value above diastolic slice value",
     "tm-eff-future": "effective[x] not after now + clock skew",
-    "tm-eff-2000": "effective[x] not before 2000",
+    "tm-eff-clock": "effective[x] not a device clock that was never set",
     "tm-bsn": "BSN passes the 11-proef (checked for every resource type's identifier)",
 }
 
@@ -355,8 +355,13 @@ class _ObservationCheck:
             return None
         if "tm-eff-future" in invariants and low > self.latest:
             self.fail("value", f"'{value}' lies in the future", path)
-        if "tm-eff-2000" in invariants and int(value[:4]) < 2000:  # the year as written
-            self.fail("value", f"'{value}' is before the year 2000 (device clock not set?)", path)
+        if "tm-eff-clock" in invariants and unset_clock(value):
+            self.fail(
+                "value",
+                f"'{value}' is the time of a device clock that was never set "
+                f"({' or '.join(sorted(map(str, UNSET_CLOCK_DAYS)))}); set the device's clock",
+                path,
+            )
         return low, high
 
     def value(self, profile: _Profile) -> None:

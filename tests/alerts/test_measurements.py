@@ -158,7 +158,23 @@ def test_weight_700_kg_and_epoch_clock_are_implausible() -> None:
         observation("29463-7", qty(80, "kg"), effectiveDateTime="1970-01-01T00:00:00Z")
     )
     assert heavy.implausible is not None and "20-350" in heavy.implausible
-    assert epoch.implausible is not None and "before 2000" in epoch.implausible
+    assert epoch.implausible is not None and "device clock never set" in epoch.implausible
+
+
+def test_history_before_2000_is_plausible_and_only_an_unset_clock_is_not() -> None:
+    times = {
+        "1999-07-02": None,  # a date alone is an EHR's record, not a device clock
+        "1999-07-02T08:00:00+02:00": None,
+        "2000-01-01": None,
+        "2000-01-01T00:42:10+01:00": "device clock never set",  # as written
+        "1969-12-31T19:05:00-05:00": "device clock never set",  # 1970-01-01 in UTC
+        "2000-01-02T09:00:00+01:00": None,
+    }
+    for effective, expected in times.items():
+        [m] = from_observation(
+            observation("29463-7", qty(80, "kg"), effectiveDateTime=effective)
+        )
+        assert (m.implausible and "device clock never set") == expected, effective
 
 
 def test_nyha_and_symptom_answers_become_ordinals() -> None:

@@ -67,17 +67,6 @@ def test_transaction_prefer_representation_returns_resources(client: TestClient)
     assert resources[0]["subject"]["reference"] == f"Patient/{resources[1]['id']}"
 
 
-def test_transaction_unresolved_urn_is_400(client: TestClient) -> None:
-    bundle = f.transaction(
-        f.post_entry(f.patient(), PATIENT_URN),
-        f.post_entry({**f.weight("x"), "subject": {"reference": "urn:uuid:not-in-bundle"}}),
-    )
-    response = client.post("/fhir", json=bundle)
-    assert response.status_code == 400
-    assert any(x.startswith("Bundle.entry[1].resource") for x in f.expressions(response.json()))
-    assert _count(client, "Patient") == 0
-
-
 def _bad_structure(entry: dict[str, Any]) -> None:
     entry["resource"]["valueQuantity"]["value"] = "eighty"
 

@@ -161,3 +161,11 @@ def test_metadata_negotiation(client: TestClient) -> None:
     assert response.status_code == 406
     assert response.json()["resourceType"] == "OperationOutcome"
     assert client.get("/fhir/metadata", headers={"Accept": "application/json"}).status_code == 200
+
+
+def test_statement_states_the_reference_rule(statement: dict[str, Any]) -> None:
+    stored = [r for r in statement["rest"][0]["resource"] if "versioning" in r]
+    assert stored and all(
+        r["referencePolicy"] == ["literal", "logical", "enforced"] for r in stored
+    )
+    assert "external reference" in statement["rest"][0]["documentation"]

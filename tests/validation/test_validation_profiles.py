@@ -171,10 +171,20 @@ def test_effective_required(profiles: ProfileValidator, obs: ObsFactory, now: da
         ("2024-06-02", True),  # already 2 June at UTC+14
         ("2024-06-03", False),
         ("2025", False),
-        ("2000-01-01T00:00:00Z", True),
-        ("1999-12-31T23:59:59Z", False),
+        # Real histories go in, at any FHIR precision (without an offset when there is no time).
+        ("1999-12-31T23:59:59Z", True),
+        ("1965-03-01T10:00:00+01:00", True),
+        ("1999-07-02", True),
+        ("2016-03", True),
+        ("1999", True),
+        ("2000-01-01", True),  # a date alone is no device clock
+        ("2000-01-02T08:00:00+01:00", True),
+        # A device clock that was never set: a time on its epoch day, as written or in UTC.
+        ("2000-01-01T00:00:00Z", False),
+        ("2000-01-01T00:30:00+01:00", False),
         ("1970-01-01T00:00:00Z", False),
-        ("1999", False),
+        ("1969-12-31T23:30:00-01:00", False),
+        ("1970-01-01T00:03:12.345+00:00", False),
     ],
 )
 def test_effective_datetime_window(
@@ -223,7 +233,7 @@ def test_effective_timing_is_not_allowed(
         ({"end": "2024-06-01T10:00:00"}, "Observation.effectivePeriod.end", "no timezone"),
         ({"start": "2030-06-01T10:00:00Z"}, "Observation.effectivePeriod.start", "future"),
         ({"end": "2030-06-01T10:00:00Z"}, "Observation.effectivePeriod.end", "future"),
-        ({"start": "1990-06-01T10:00:00Z"}, "Observation.effectivePeriod.start", "2000"),
+        ({"start": "1970-01-01T00:10:00Z"}, "Observation.effectivePeriod.start", "never set"),
         (
             {"start": "2024-06-01T10:00:00Z", "end": "2024-06-01T09:00:00Z"},
             "Observation.effectivePeriod",
