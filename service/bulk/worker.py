@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: Most resources in one NDJSON file; a type with more is split over several files.
 FILE_MAX_RESOURCES = 250_000
+#: Batches fetched but not yet written, at most (each up to STREAM_BATCH resources).
+QUEUED_BATCHES = 4
 #: Lease length; renewed at least every :data:`RENEW_SECONDS` while a job is written.
 LEASE_SECONDS = 120
 RENEW_SECONDS = 5.0
@@ -73,15 +76,16 @@ class _Files:
         self._out: IO[bytes] | None = None
         self._count = 0
 
-    def write(self, lines: list[str]) -> None:
-        """Append JSON texts, one per line."""
+    def write(self, lines: list[bytes]) -> None:
+        """Append JSON texts (UTF-8), one per line."""
         while lines:
             if self._out is None or self._count >= FILE_MAX_RESOURCES:
                 self._rotate()
             assert self._out is not None
             room = FILE_MAX_RESOURCES - self._count
             chunk, lines = lines[:room], lines[room:]
-            self._out.write(("\n".join(chunk) + "\n").encode())
+            self._out.write(b"\n".join(chunk))
+            self._out.write(b"\n")
             self._count += len(chunk)
 
     def _rotate(self) -> None:
@@ -103,6 +107,42 @@ class _Files:
         """Close the open file; every file written."""
         self._close_current()
         return self.items
+
+
+class _WriteBehind:
+    """Writes batches to :class:`_Files` in a thread of its own, so that the database fetching
+    the next batch and the disk taking the last one work at the same time (both release the
+    GIL). At most :data:`QUEUED_BATCHES` batches wait: memory stays bounded."""
+
+    def __init__(self, files: _Files) -> None:
+        self.files = files
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(QUEUED_BATCHES)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="telemon-export-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.files.write(batch)
+                except BaseException as exc:  # handed to the producer, raised there
+                    self._error = exc
+
+    def put(self, batch: list[bytes]) -> None:
+        """Queue a batch (waits while the queue is full); raises the writer's error, if any."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self) -> list[FileItem]:
+        """Wait for the queued batches, close the files; every file written."""
+        self._queue.put(None)
+        self._thread.join()
+        items = self.files.close()
+        if self._error is not None:
+            raise self._error
+        return items
 
 
 class ExportWorker:
@@ -249,10 +289,10 @@ class ExportWorker:
             for res_type in params.types:
                 filters, _ = self.exports.filters(params, res_type, strict=False)
                 selection = Selection(res_type, params.since, filters, patients)
-                files = _Files(folder, res_type, res_type)
+                files = _WriteBehind(_Files(folder, res_type, res_type))
                 try:
                     for batch in bulk_store.stream_contents(conn, selection):
-                        files.write(batch)
+                        files.put(batch)
                         total += len(batch)
                         renew.maybe(f"{total} resources written; now {res_type}")
                 finally:
@@ -276,7 +316,7 @@ class ExportWorker:
     ) -> list[FileItem]:
         """Transaction Bundles with a DELETE entry per resource deleted after ``since``."""
         files = _Files(folder, f"{res_type}-deleted", "Bundle")
-        batch: list[str] = []
+        batch: list[bytes] = []
         try:
             for res_id, when in bulk_store.stream_deleted(conn, res_type, since):
                 bundle = {
@@ -285,7 +325,7 @@ class ExportWorker:
                     "meta": {"lastUpdated": format_instant(when)},
                     "entry": [{"request": {"method": "DELETE", "url": f"{res_type}/{res_id}"}}],
                 }
-                batch.append(orjson.dumps(bundle).decode())
+                batch.append(orjson.dumps(bundle))
                 if len(batch) >= bulk_store.STREAM_BATCH:
                     files.write(batch)
                     batch = []
@@ -302,7 +342,7 @@ class ExportWorker:
         files = _Files(folder, "OperationOutcome", "OperationOutcome")
         files.write(
             [
-                orjson.dumps(operation_outcome([Issue("not-supported", w, (), "warning")])).decode()
+                orjson.dumps(operation_outcome([Issue("not-supported", w, (), "warning")]))
                 for w in params.warnings
             ]
         )

@@ -7,11 +7,24 @@ hands back the stored JSON text untouched, so memory stays flat whatever the tab
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, false, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    LargeBinary,
+    and_,
+    cast,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from service.storage.repository import StoredVersion
 from service.storage.tables import export_jobs, resources
@@ -51,14 +64,33 @@ def _where(sel: Selection) -> ColumnElement[bool]:
     return and_(*conds)
 
 
-def stream_contents(conn: Connection, sel: Selection) -> Iterator[list[str]]:
-    """The stored JSON of every matching resource, in lists of up to :data:`STREAM_BATCH` (a
-    server-side cursor: the rows are never all in memory). In no particular order: sorting a
-    million rows would cost the database more than writing them."""
-    stmt = select(R.content).where(_where(sel))
-    result = conn.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(stmt)
-    for part in result.scalars().partitions():
-        yield list(part)
+def stream_contents(conn: Connection, sel: Selection) -> Iterator[list[bytes]]:
+    """The stored JSON of every matching resource, as UTF-8 bytes, in lists of up to
+    :data:`STREAM_BATCH` over a server-side cursor (the rows are never all in memory). In no
+    particular order: sorting a million rows would cost the database more than writing them.
+
+    On PostgreSQL the rows come through psycopg's own named cursor in binary form, inside the
+    caller's transaction: per row, SQLAlchemy's result processing and a decode into ``str``
+    and back cost more than the rest of an export together.
+    """
+    where = _where(sel)
+    if conn.dialect.name != "postgresql":
+        stmt = select(cast(R.content, LargeBinary)).where(where)
+        result = conn.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(stmt)
+        for part in result.scalars().partitions():
+            yield list(part)
+        return
+    compiled = (
+        select(func.convert_to(R.content, "UTF8"))
+        .where(where)
+        .compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    )
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor(name=f"export_{uuid.uuid4().hex}", binary=True) as cursor:
+        cursor.itersize = STREAM_BATCH
+        cursor.execute(str(compiled), compiled.params)
+        while rows := cursor.fetchmany(STREAM_BATCH):
+            yield [row[0] for row in rows]
 
 
 def stream_deleted(conn: Connection, res_type: str, since: int) -> Iterator[tuple[str, int]]:
