@@ -143,6 +143,17 @@ async def search_group(request: Request, ctx: Ctx) -> FhirResponse:
     )
 
 
+@router.api_route("/Group", methods=["POST"], include_in_schema=False)
+@router.api_route("/Group/{group_id}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
+async def write_group() -> None:
+    """The cohorts follow the CarePlans: they cannot be written (405)."""
+    raise FhirError.single(
+        405,
+        "not-supported",
+        "Group is read-only: a cohort is the patients enrolled by an active CarePlan",
+    )
+
+
 def _group(fhir: Any, programme: groups.Programme, base: str) -> dict[str, Any]:
     with fhir.db.read() as conn:
         return groups.group_resource(fhir, conn, programme, base)

@@ -125,6 +125,10 @@ def test_groups_can_be_found(bulk: Bulk, cohort: Cohort) -> None:
     assert bulk.get("/fhir/Group/nope", token).status_code == 404
     assert bulk.get("/fhir/Group?member=x", token).status_code == 400
     assert bulk.kickoff("/fhir/Group/nope/$export", token).status_code == 404
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    group = {"resourceType": "Group", "type": "person", "actual": True}
+    assert bulk.http.post("/fhir/Group", json=group, headers=auth).status_code == 405
+    assert bulk.http.delete("/fhir/Group/copd", headers=auth).status_code == 405
 
 
 def test_type_since_and_type_filter(bulk: Bulk, cohort: Cohort) -> None:
