@@ -31,6 +31,7 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import Connection
 
+from service.background import stop_threads
 from service.bulk.groups import PROGRAMMES, members_query
 from service.bulk.jobs import BulkExports, FileItem, Manifest
 from service.bulk.request import ExportParams
@@ -178,12 +179,7 @@ class ExportWorker:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop (a job being written is abandoned; its lease runs out and another worker
         starts it again)."""
-        self.stopping.set()
-        self.wakeup.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._running:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._running = []
+        stop_threads(self._running, self.stopping, self.wakeup, timeout)
 
     def _loop(self, owner: str) -> None:
         while not self.stopping.is_set():
