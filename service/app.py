@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
+from service.api.bulk_routes import router as bulk_router
 from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
 from service.api.group_commit import CreateBatcher
@@ -29,6 +30,9 @@ from service.auth.identity import build_identity_provider
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenService, load_or_create_key
 from service.bootstrap import build_service, open_database
+from service.bulk.jobs import BulkExports
+from service.bulk.worker import ExportWorker
+from service.bulk.worker import runs_in_serve as exports_in_serve
 from service.dashboard.routes import build_dashboard
 from service.dashboard.routes import router as dashboard_router
 from service.fhir.conformance import ConformanceStore
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         settings, db, alert_listeners=[metrics.count_alert], delivery_wakeup=wakeup
     )
     metrics.instrument(fhir)
+    exports = BulkExports(fhir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -91,11 +96,17 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         if runs_in_serve(settings, sqlite=db.is_sqlite):
             worker = DeliveryWorker(fhir, wakeup)
             worker.start()
+        exporter = None
+        if exports_in_serve(settings, sqlite=db.is_sqlite):
+            exporter = ExportWorker(exports)
+            exporter.start()
         yield
         if sweeper is not None:
             sweeper.cancel()
         if worker is not None:
             await run_in_threadpool(worker.stop)
+        if exporter is not None:
+            await run_in_threadpool(exporter.stop)
         db.dispose()
 
     app = FastAPI(
@@ -112,7 +123,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         auth=build_auth(settings, db, fhir),
     )
+    app.state.exports = exports
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
+    app.include_router(bulk_router)  # before: /fhir/$export is not a search
     app.include_router(fhir_router)
     app.include_router(ops_router)
     app.state.dashboard = build_dashboard(settings, fhir, app.state.telemon.auth)

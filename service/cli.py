@@ -29,6 +29,8 @@ from service.auth import clients, ocl
 from service.auth.clients import ClientError
 from service.auth.jwks import JwksError, check_url
 from service.bootstrap import build_service, open_database
+from service.bulk.jobs import BulkExports
+from service.bulk.worker import ExportWorker
 from service.demo import load_demo
 from service.demo_clients import (
     BACKEND_CLIENT_ID,
@@ -136,26 +138,36 @@ def worker(
     ] = 0,
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
-    """Deliver Subscription notifications until stopped (SIGTERM/SIGINT).
+    """Deliver Subscription notifications and write Bulk Data exports until stopped
+    (SIGTERM/SIGINT).
 
     Run as many as you like against PostgreSQL: a subscription is delivered by one worker at a
-    time, in order. On SQLite `telemon serve` delivers itself (TELEMON_DELIVERY_WORKER).
+    time, in order, and an export is written by one worker. On SQLite `telemon serve` does both
+    itself (TELEMON_DELIVERY_WORKER, TELEMON_EXPORT_WORKER).
     """
     settings = get_settings()
     logs.configure(settings.log_format or "json")
-    db = open_database(settings, pool_size=threads + 2)
+    db = open_database(settings, pool_size=threads + 4)
     stopping = threading.Event()
     try:
         _ensure_schema(db)
         if metrics_port:
             start_http_server(metrics_port, addr=metrics_host)
-        delivery = DeliveryWorker(build_service(settings, db), threads=threads)
+        fhir = build_service(settings, db)
+        delivery = DeliveryWorker(fhir, threads=threads)
+        exporter = ExportWorker(BulkExports(fhir))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
         delivery.start()
-        typer.echo(f"Delivering Subscription notifications with {threads} thread(s).", err=True)
+        exporter.start()
+        typer.echo(
+            f"Delivering Subscription notifications with {threads} thread(s); writing exports "
+            f"to {settings.export_dir}.",
+            err=True,
+        )
         while not stopping.wait(1.0):
             pass
+        exporter.stop()
         delivery.stop()
     finally:
         db.dispose()

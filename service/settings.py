@@ -157,6 +157,23 @@ class Settings(BaseSettings):
         gt=0,
         description="How often an idle delivery worker looks for work it was not woken for.",
     )
+    # -- Bulk Data export (service/bulk) ------------------------------------------------------
+    export_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".local" / "state" / "telemon" / "exports",
+        description="Where $export jobs write their NDJSON files (one folder per job, mode "
+        "0700); shared by `serve` and the workers. Keep it outside any source checkout.",
+    )
+    export_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long the files of a finished export stay downloadable; then a sweep "
+        "deletes them and the job.",
+    )
+    export_worker: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Write exports inside `serve`: 'auto' (on for SQLite, off for PostgreSQL, "
+        "where `telemon worker` processes write them), 'on' or 'off'.",
+    )
 
 
 @lru_cache(maxsize=1)

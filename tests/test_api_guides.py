@@ -30,6 +30,7 @@ import re
 import secrets
 import shlex
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from joserfc.jwk import ECKey
 from service import demo
 from service.app import create_app
 from service.auth import clients
+from service.bulk.worker import ExportWorker
 from service.demo_clients import BACKEND_SCOPE, client_assertion
 from service.demo_guide import pkce_challenge
 from service.settings import Settings
@@ -288,16 +290,17 @@ class World:
     flag: str
 
 
-@pytest.fixture
-def world(database_url: str) -> Iterator[World]:
+@contextmanager
+def _world(database_url: str, **settings: Any) -> Iterator[World]:
     """telemon in oauth mode at https://telemon.example.org, with the demo loaded."""
-    settings = Settings(
+    config = Settings(
         database_url=database_url,
         auth="oauth",
         base_url=f"{SERVER}/fhir",
         profiles_dir=Path(__file__).resolve().parent.parent / "fhir_profiles",
+        **settings,
     )
-    with TestClient(create_app(settings), base_url=SERVER) as http:
+    with TestClient(create_app(config), base_url=SERVER) as http:
         fhir = http.app.state.telemon.fhir  # type: ignore[attr-defined]
         summary = demo.load_demo(fhir, weeks=6)
         hf, copd, both = summary.patients
@@ -305,6 +308,13 @@ def world(database_url: str) -> Iterator[World]:
         db = Database(database_url)
         yield World(http, db, hf, copd, both, flags.matches[0].res_id)
         db.dispose()
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[World]:
+    """telemon in oauth mode at https://telemon.example.org, with the demo loaded."""
+    with _world(database_url) as w:
+        yield w
 
 
 def _backend(world: World, guide: str) -> Callable[[], str]:
@@ -366,3 +376,37 @@ def test_ehr_system_guide(world: World) -> None:
         },
     )
     assert run_guide("ehr-systems.md", scenario) == 12
+
+
+class BulkScenario(Scenario):
+    """A scenario whose export worker runs when the guide polls again after a 202: the first
+    poll sees the export queued, the next one finished."""
+
+    def __init__(self, http: TestClient, known: dict[str, str | Callable[[], str]]) -> None:
+        super().__init__(http, known)
+        app: Any = http.app
+        self.worker = ExportWorker(app.state.exports)
+        self.pending: set[str] = set()
+
+    def send(self, request: Request) -> Any:
+        """Send; before a repeated status poll, write the queued exports."""
+        target = self.fill(request.target)
+        if request.method == "GET" and target in self.pending:
+            while self.worker.run_once("guide"):
+                pass
+        response = super().send(request)
+        if "/$export-status/" in target:
+            if response.status_code == 202:
+                self.pending.add(target)
+            else:
+                self.pending.discard(target)
+        return response
+
+
+def test_bulk_data_guide(database_url: str, tmp_path: Path) -> None:
+    with _world(database_url, export_dir=tmp_path / "exports", export_worker="off") as world:
+        scenario = BulkScenario(
+            world.http,
+            {"assertion": _backend(world, "bulk-data.md"), "patient": world.hf.patient_id},
+        )
+        assert run_guide("bulk-data.md", scenario) == 9

@@ -70,6 +70,7 @@ def smart_configuration_document(request: Request) -> dict[str, Any]:
             "patient/Observation.rs",
             "patient/Flag.rs",
             "patient/AuditEvent.rs",
+            "system/*.rs",
             "system/*.cruds",
             *get_state(request).settings.medmij_scopes,
         ],

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service import __version__
+from service.bulk.capabilities import add_bulk_capabilities
 from service.fhir.registry import COMMON_PARAMS, Registry
 
 #: Conformance resource types served read-only from ``fhir_profiles/``.
@@ -138,7 +139,7 @@ def capability_statement(
         resources.append(
             {"type": name, "interaction": [{"code": "read"}, {"code": "search-type"}]}
         )
-    return {
+    statement = {
         "resourceType": "CapabilityStatement",
         "id": "telemon",
         "url": f"{base}/metadata",
@@ -166,3 +167,4 @@ def capability_statement(
             }
         ],
     }
+    return add_bulk_capabilities(statement)

@@ -229,3 +229,29 @@ subscription_events = Table(
     Column("version_id", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# -- Bulk Data export (service/bulk) -----------------------------------------------------------
+# One row per $export job; its NDJSON files live in TELEMON_EXPORT_DIR/<job_id>/. Times are
+# microseconds since the epoch.
+
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("client_id", String(255)),  # who kicked it off (None in TELEMON_AUTH=open)
+    Column("request_url", Text, nullable=False),  # the kick-off URL, for the manifest
+    Column("params", Text, nullable=False),  # JSON: level, group, types, since, type filters
+    # queued | running | completed | failed | cancelled
+    Column("status", String(16), nullable=False),
+    Column("progress", String(100)),
+    Column("manifest", Text),  # JSON: output and error file items (when completed)
+    Column("error", Text),  # why it failed
+    Column("created_at", BigInteger, nullable=False),
+    Column("transaction_time", BigInteger),
+    Column("finished_at", BigInteger),
+    Column("expires_at", BigInteger),  # completed/failed: files and row are swept after it
+    Column("lease_owner", String(64)),  # the worker writing it
+    Column("lease_until", BigInteger),
+    Index("ix_export_jobs_status", "status", "lease_until"),
+    Index("ix_export_jobs_client", "client_id", "status"),
+)

@@ -26,7 +26,6 @@ import os
 import random
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
 from service import metrics
+from service.background import stop_threads
 from service.fhir.service import FhirService, now_micros
 from service.settings import Settings
 from service.storage import repository as repo
@@ -114,12 +114,7 @@ class DeliveryWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the attempts in progress (waits at most ``timeout`` seconds)."""
-        self.stopping.set()
-        self.wakeup.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._running:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._running = []
+        stop_threads(self._running, self.stopping, self.wakeup, timeout)
 
     def _loop(self, owner: str) -> None:
         sender = Sender(allow_private=self.settings.subscription_allow_private)
