@@ -23,7 +23,7 @@ from service.api.middleware import RequestTelemetry
 from service.api.oauth_routes import router as oauth_router
 from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
-from service.api.wire import FhirResponse, outcome_response
+from service.api.wire import FhirResponse, UrlLimit, outcome_response
 from service.audit.trail import AuditTrail
 from service.auth.identity import build_identity_provider
 from service.auth.server import AuthServer
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.add_middleware(
         CreatePath, types=frozenset(fhir.registry.names()), route=create_route(fhir_router.routes)
     )
+    app.add_middleware(UrlLimit, max_bytes=settings.max_url_bytes)
     app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(FhirError)

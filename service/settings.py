@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=5 * 1024 * 1024, description="Request body limit (413).")
     max_json_depth: int = Field(default=64, description="Deepest JSON nesting accepted.")
+    max_url_bytes: int = Field(
+        default=8192, ge=1024, description="Longest path plus query string accepted (414)."
+    )
     bundle_max_entries: int = Field(default=1000, description="Most entries in one Bundle.")
     default_page_size: int = Field(default=50, description="Search page size without _count.")
     max_page_size: int = Field(default=500, description="Cap on _count.")
