@@ -112,12 +112,8 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def _registry_says_global(ip: IPAddress) -> bool:
     """What the most specific special-purpose block holding ``ip`` says (True outside them)."""
-    best: tuple[Network, bool] | None = None
-    for block, reachable in _SPECIAL_PURPOSE:
-        if ip.version == block.version and ip in block:
-            if best is None or block.prefixlen > best[0].prefixlen:
-                best = (block, reachable)
-    return best is None or best[1]
+    holding = [(b, reachable) for b, reachable in _SPECIAL_PURPOSE if ip in b]
+    return not holding or max(holding, key=lambda held: held[0].prefixlen)[1]
 
 
 def is_public(address: str | IPAddress) -> bool:
