@@ -98,11 +98,16 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             await run_in_threadpool(worker.stop)
         db.dispose()
 
+    # The API description is no secret, but in oauth mode nothing is public that need not be.
+    docs = settings.auth == "open" or settings.public_api_docs
     app = FastAPI(
         lifespan=lifespan,
         title="telemon",
         version=__version__,
         description="FHIR R4 telemonitoring data-exchange service",
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
     )
     app.state.telemon = AppState(
         settings=settings,

@@ -57,6 +57,20 @@ class Settings(BaseSettings):
     alert_sweep_interval_seconds: int = Field(
         default=300, description="How often `serve` runs the missing-data sweep (0: never)."
     )
+    public_api_docs: bool = Field(
+        default=False,
+        description="Serve /openapi.json and /docs to anyone in 'oauth' mode (always in 'open').",
+    )
+    public_metrics: bool = Field(
+        default=False,
+        description="Serve /metrics to anyone in 'oauth' mode (always in 'open'); else only "
+        "with the metrics_token.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="In 'oauth' mode, /metrics answers a request with 'Authorization: Bearer "
+        "<this token>' (the Prometheus scraper's credentials).",
+    )
     log_format: Literal["json", "text"] | None = Field(
         default=None,
         description="Log lines: 'json' (one object per line, with the request id) or 'text'; "
