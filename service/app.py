@@ -71,6 +71,9 @@ def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     """Build the application with its database, validator and services."""
     settings = settings or get_settings()
+    problem = settings.serving_problem()
+    if problem is not None:
+        raise ValueError(problem)
     db = db or open_database(settings)
     wakeup = threading.Event()
     fhir = build_service(
@@ -108,6 +111,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url=None,
+        # Starlette would answer "/fhir/Patient/" with a redirect to an absolute URL built
+        # from the Host header; a URL with a trailing slash is simply not found.
+        redirect_slashes=False,
     )
     app.state.telemon = AppState(
         settings=settings,

@@ -108,6 +108,10 @@ def serve(
     settings = get_settings()
     log_format = settings.log_format or "json"
     logs.configure(log_format)
+    problem = settings.serving_problem()
+    if problem is not None:
+        typer.echo(f"Refusing to serve: {problem}", err=True)
+        raise typer.Exit(2)
     if settings.auth == "open":
         if not is_loopback(host):
             typer.echo(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
     )
     base_url: str | None = Field(
         default=None,
-        description="Public base URL of the FHIR endpoint (…/fhir); else taken from requests.",
+        description="Public base URL of the FHIR endpoint (…/fhir). Required in 'oauth' mode: "
+        "token audience, issuer and every link are built from it, never from a request's Host; "
+        "'open' mode takes it from the request when unset.",
     )
     timezone: str = Field(
         default="Europe/Amsterdam",
@@ -80,7 +83,7 @@ class Settings(BaseSettings):
     issuer: str | None = Field(
         default=None,
         description="Public base URL of the authorization server (…/oauth's parent); "
-        "else derived from base_url or the request.",
+        "else derived from base_url.",
     )
     auth_code_seconds: int = Field(default=60, le=60, description="Authorization code lifetime.")
     pgo_token_seconds: int = Field(
@@ -174,6 +177,36 @@ class Settings(BaseSettings):
         gt=0,
         description="How often an idle delivery worker looks for work it was not woken for.",
     )
+
+
+    @field_validator("base_url", "issuer")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """An absolute http(s) URL without query, fragment or credentials (no trailing slash)."""
+        if value is None or not value.strip():
+            return None  # TELEMON_BASE_URL= (empty) is unset
+        parts = urlsplit(value.strip())
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or any(c.isspace() for c in value.strip())
+        ):
+            raise ValueError(f"'{value}' is not an absolute http(s) URL without query or fragment")
+        return value.strip().rstrip("/")
+
+    def serving_problem(self) -> str | None:
+        """Why these settings cannot serve requests, or None when they can."""
+        if self.auth == "oauth" and not self.base_url:
+            return (
+                "TELEMON_BASE_URL is required with TELEMON_AUTH=oauth: set it to the public "
+                "URL of the FHIR endpoint, e.g. TELEMON_BASE_URL=https://telemon.example.org/fhir "
+                "(the token audience and issuer, and every link, are built from it; never from a "
+                "request's Host header)."
+            )
+        return None
 
 
 @lru_cache(maxsize=1)

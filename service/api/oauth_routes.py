@@ -23,7 +23,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
-from service.api.deps import AuthState, base_url, get_state, issuer_url, token_url
+from service.api.deps import (
+    AuthState,
+    base_url,
+    get_state,
+    is_https,
+    issuer_url,
+    token_url,
+)
 from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
@@ -138,7 +145,7 @@ def _with_csrf_cookie(
         path="/oauth",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
     return response
 

@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from joserfc.jwk import ECKey
 
 from service import logs
-from service.api.deps import AuthState, issuer_url
+from service.api.deps import AuthState, is_https, issuer_url
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
@@ -150,7 +150,7 @@ def _set_cookie(
         path=sessions.PATH,
         httponly=True,
         samesite=samesite,  # type: ignore[arg-type]
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
 
 

@@ -37,6 +37,7 @@ def oauth_settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         auth="oauth",
+        base_url=FHIR,
         profiles_dir=Path(__file__).resolve().parents[2] / "fhir_profiles",
         alerts_enabled=False,
     )
@@ -256,7 +257,8 @@ def oauth_live_server(oauth_settings: Settings) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(oauth_settings)
+    root = f"http://127.0.0.1:{port}"
+    app = create_app(oauth_settings.model_copy(update={"base_url": f"{root}/fhir"}))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
@@ -267,7 +269,7 @@ def oauth_live_server(oauth_settings: Settings) -> Iterator[str]:
         assert time.monotonic() < deadline, "test server did not start"
         time.sleep(0.02)
     server_app = app
-    yield f"http://127.0.0.1:{port}"
+    yield root
     server.should_exit = True
     thread.join(timeout=10)
     del server_app
