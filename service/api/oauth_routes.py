@@ -31,7 +31,7 @@ from service.api.deps import (
     issuer_url,
     token_url,
 )
-from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
+from service.api.pages import HTML_HEADERS, consent_page, error_page, html_headers, login_page
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
 from service.auth import consent
@@ -122,8 +122,9 @@ def _oauth_request(request: Request, method: str, params: list[tuple[str, str]])
     )
 
 
-def _html(content: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(content, status_code=status, headers=HTML_HEADERS)
+def _html(content: str, status: int = 200, redirect_uri: str | None = None) -> HTMLResponse:
+    """An HTML page; ``redirect_uri``: where its form may lead (see :func:`html_headers`)."""
+    return HTMLResponse(content, status_code=status, headers=html_headers(redirect_uri))
 
 
 def _authorize_error(error: OAuth2Error) -> Response:
@@ -205,7 +206,7 @@ async def authorize(request: Request) -> Response:
     csrf = consent.new_csrf()
     tx = consent.start(auth.tokens.key, params, csrf)
     page = login_page(tx, csrf, identity.label)
-    return _with_csrf_cookie(_html(page), request, csrf)
+    return _with_csrf_cookie(_html(page, redirect_uri=oreq.payload.redirect_uri), request, csrf)
 
 
 async def _pending(request: Request, auth: AuthState) -> tuple[Pending, dict[str, str]]:
@@ -247,10 +248,11 @@ async def login(request: Request) -> Response:
         )
         csrf = fields.get("csrf_token", "")
         page = login_page(fields.get("tx", ""), csrf, identity.label, str(exc))
-        return _html(page, 400)
+        return _html(page, 400, oreq.payload.redirect_uri)
     await run_in_threadpool(_audit_login, auth, request, client_id, "patient login", user)
     logged_in = dataclasses.replace(pending, patient_id=user.patient_id, subject=user.subject)
-    return _html(_consent_page(auth, grant, logged_in, fields.get("csrf_token", "")))
+    page = _consent_page(auth, grant, logged_in, fields.get("csrf_token", ""))
+    return _html(page, redirect_uri=oreq.payload.redirect_uri)
 
 
 def _consent_page(auth: AuthState, grant: Any, pending: Pending, csrf: str) -> str:
@@ -311,7 +313,8 @@ async def oidc_callback(request: Request) -> Response:
         patient_id=user.patient_id,
         subject=user.subject,
     )
-    response = _with_csrf_cookie(_html(_consent_page(auth, grant, pending, csrf)), request, csrf)
+    page = _html(_consent_page(auth, grant, pending, csrf), redirect_uri=oreq.payload.redirect_uri)
+    response = _with_csrf_cookie(page, request, csrf)
     response.delete_cookie(LOGIN_COOKIE, path="/oauth")
     return response
 
