@@ -26,6 +26,7 @@ from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, UrlLimit, outcome_response
 from service.audit.trail import AuditTrail
 from service.auth.identity import build_identity_provider
+from service.auth.rate_limits import RateLimiter
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenService, load_or_create_key
 from service.bootstrap import build_service, open_database
@@ -121,12 +122,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         conformance=ConformanceStore(fhir.profiles.conformance_resources()),
         creates=CreateBatcher(fhir.store_new),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        limiter=RateLimiter(db, settings),
         auth=build_auth(settings, db, fhir),
     )
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
     app.include_router(fhir_router)
     app.include_router(ops_router)
-    app.state.dashboard = build_dashboard(settings, fhir, app.state.telemon.auth)
+    app.state.dashboard = build_dashboard(
+        settings, fhir, app.state.telemon.auth, app.state.telemon.limiter
+    )
     app.include_router(dashboard_router)
     # Inside the telemetry (added last, so outermost): creates are counted and logged as well.
     app.add_middleware(

@@ -126,7 +126,13 @@ def serve(
         _ensure_schema(db, migrate_schema=migrate_schema)
     finally:
         db.dispose()
-    serving.serve(host, port, workers=workers, log_format=log_format)
+    serving.serve(
+        host,
+        port,
+        workers=workers,
+        log_format=log_format,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
 
 
 @app.command()

@@ -124,6 +124,41 @@ class Settings(BaseSettings):
         },
         description="MedMij data-service scope (gegevensdienst) → the SMART v2 scopes it grants.",
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Addresses (comma-separated, or '*') of the reverse proxies whose "
+        "X-Forwarded-For/-Proto `serve` believes: the client address of the rate limits and "
+        "the audit trail.",
+    )
+    # -- rate limits (service/auth/rate_limits.py); 0 turns one off ---------------------------
+    rate_limit_window_seconds: int = Field(
+        default=900, ge=1, description="The window the failure allowances below count in."
+    )
+    login_failures_per_address: int = Field(
+        default=20,
+        ge=0,
+        description="Failed logins (patient and clinician, counted apart) from one source "
+        "address per window.",
+    )
+    login_failures_per_identifier: int = Field(
+        default=5,
+        ge=0,
+        description="Failed logins with one BSN or UZI number from one source address per "
+        "window.",
+    )
+    login_failures_per_client: int = Field(
+        default=200,
+        ge=0,
+        description="Failed patient logins through one PGO app, over all addresses, per window.",
+    )
+    token_failures_per_address: int = Field(
+        default=30, ge=0, description="Failed token requests from one source address per window."
+    )
+    token_failures_per_client: int = Field(
+        default=10,
+        ge=0,
+        description="Failed token requests for one client from one source address per window.",
+    )
     jwks_allow_private: bool = Field(
         default=False,
         description="Allow JWKS URLs on loopback/private addresses and over http (dev/tests only).",

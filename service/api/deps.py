@@ -15,6 +15,7 @@ from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.auth.identity import SimulatedDigiD
 from service.auth.policy import OPEN, Principal
+from service.auth.rate_limits import RateLimiter
 from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
@@ -37,6 +38,7 @@ class AppState:
     conformance: ConformanceStore
     creates: CreateBatcher
     started_at: str
+    limiter: RateLimiter
     auth: AuthState | None = None  # None in TELEMON_AUTH=open
 
 
@@ -108,6 +110,11 @@ def issuer_url(request: Request) -> str:
     if settings.issuer:
         return settings.issuer.rstrip("/")
     return base_url(request).removesuffix("/fhir")
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from (the proxy's client when its headers are trusted)."""
+    return request.client.host if request.client else "unknown"
 
 
 def is_https(request: Request) -> bool:

@@ -58,6 +58,17 @@ def oauth_client(oauth_settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def unlimited_client(oauth_settings: Settings) -> Iterator[TestClient]:
+    """An oauth-mode app without the token endpoint's rate limits, for tests that send many
+    refused requests on purpose (tests/auth/test_rate_limits.py tests the limits)."""
+    off = oauth_settings.model_copy(
+        update={"token_failures_per_client": 0, "token_failures_per_address": 0}
+    )
+    with TestClient(create_app(off), base_url="http://testserver") as c:
+        yield c
+
+
 @dataclass
 class World:
     """Two patients with data, and the ids of what belongs to each."""
