@@ -84,37 +84,47 @@ class RateLimiter:
 
     def patient_login(self, address: str, bsn: str, client_id: str | None) -> list[Limit]:
         """Limits of the simulated DigiD login."""
-        s = self.settings
-        return [
-            Limit("failed logins from this address", f"patient-login|addr|{address}",
-                  s.login_failures_per_address),
-            Limit("failed logins with this BSN from this address",
-                  f"patient-login|bsn|{bsn.strip()[:_MAX_PART]}|{address}",
-                  s.login_failures_per_identifier),
-            Limit("failed logins through this app", f"patient-login|client|{client_id}",
-                  s.login_failures_per_client),
-        ]
+        per_client = Limit(
+            "failed logins through this app",
+            f"patient-login|client|{client_id}",
+            self.settings.login_failures_per_client,
+        )
+        return [*self._login("patient-login", "BSN", address, bsn), per_client]
 
     def clinician_login(self, address: str, uzi: str) -> list[Limit]:
         """Limits of the dashboard's simulated UZI login."""
+        return self._login("clinician-login", "UZI number", address, uzi)
+
+    def _login(self, kind: str, noun: str, address: str, identifier: str) -> list[Limit]:
+        """Per address, and per identifier (``noun``) from that address."""
         s = self.settings
         return [
-            Limit("failed logins from this address", f"clinician-login|addr|{address}",
-                  s.login_failures_per_address),
-            Limit("failed logins with this UZI number from this address",
-                  f"clinician-login|uzi|{uzi.strip()[:_MAX_PART]}|{address}",
-                  s.login_failures_per_identifier),
+            Limit(
+                "failed logins from this address",
+                f"{kind}|addr|{address}",
+                s.login_failures_per_address,
+            ),
+            Limit(
+                f"failed logins with this {noun} from this address",
+                f"{kind}|id|{identifier.strip()[:_MAX_PART]}|{address}",
+                s.login_failures_per_identifier,
+            ),
         ]
 
     def token(self, address: str, client_id: str | None) -> list[Limit]:
         """Limits of the token endpoint."""
         s = self.settings
         return [
-            Limit("failed token requests from this address", f"token|addr|{address}",
-                  s.token_failures_per_address),
-            Limit("failed token requests for this client from this address",
-                  f"token|client|{(client_id or '')[:_MAX_PART]}|{address}",
-                  s.token_failures_per_client),
+            Limit(
+                "failed token requests from this address",
+                f"token|addr|{address}",
+                s.token_failures_per_address,
+            ),
+            Limit(
+                "failed token requests for this client from this address",
+                f"token|client|{(client_id or '')[:_MAX_PART]}|{address}",
+                s.token_failures_per_client,
+            ),
         ]
 
     # -- checking and counting ---------------------------------------------------------------
