@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 
 ## Set up, load the demo data into the embedded SQLite database and serve on http://127.0.0.1:8080
 ## (authorization off for the local demo: TELEMON_AUTH=open, which serves on loopback only;
-## `TELEMON_AUTH=oauth make run` serves with OAuth, and the demo prints how to use its clients)
+## `TELEMON_AUTH=oauth make run` serves with OAuth, and the demo prints how to use its clients).
+## TELEMON_BASE_URL is the public URL (required with oauth: tokens and links are built from it).
+RUN_ENV = TELEMON_AUTH=$${TELEMON_AUTH:-open} \
+	TELEMON_BASE_URL=$${TELEMON_BASE_URL:-http://127.0.0.1:8080/fhir}
 run: $(STAMP)
-	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon demo
-	TELEMON_AUTH=$${TELEMON_AUTH:-open} $(BIN)/telemon serve
+	$(RUN_ENV) $(BIN)/telemon demo
+	$(RUN_ENV) $(BIN)/telemon serve
 
 ## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down);
 ## the browser tests save screenshots in test-artifacts/dashboard/

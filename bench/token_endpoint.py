@@ -132,7 +132,13 @@ def main() -> None:
         if args.postgresql:
             url = reset_database(args.admin_url, "telemon_bench_token")
         client_id, key = register_backend(url)
-        env = {**os.environ, "TELEMON_DATABASE_URL": url, "TELEMON_AUTH": "oauth"}
+        base = f"http://127.0.0.1:{args.port}"
+        env = {
+            **os.environ,
+            "TELEMON_DATABASE_URL": url,
+            "TELEMON_AUTH": "oauth",
+            "TELEMON_BASE_URL": f"{base}/fhir",
+        }
         command = [sys.executable, "-m", "service.cli", "serve", "--port", str(args.port)]
         server = subprocess.Popen(
             [*command, "--workers", str(args.workers)],
@@ -140,7 +146,6 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        base = f"http://127.0.0.1:{args.port}"
         try:
             discovery = f"{base}/fhir/.well-known/smart-configuration"
             for _ in range(300):

@@ -24,9 +24,10 @@ from service.api.middleware import RequestTelemetry
 from service.api.oauth_routes import router as oauth_router
 from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
-from service.api.wire import FhirResponse, outcome_response
+from service.api.wire import FhirResponse, UrlLimit, outcome_response
 from service.audit.trail import AuditTrail
 from service.auth.identity import build_identity_provider
+from service.auth.rate_limits import RateLimiter
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenService, load_or_create_key
 from service.bootstrap import build_service, open_database
@@ -75,6 +76,9 @@ def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     """Build the application with its database, validator and services."""
     settings = settings or get_settings()
+    problem = settings.serving_problem()
+    if problem is not None:
+        raise ValueError(problem)
     db = db or open_database(settings)
     wakeup = threading.Event()
     fhir = build_service(
@@ -109,11 +113,19 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             await run_in_threadpool(exporter.stop)
         db.dispose()
 
+    # The API description is no secret, but in oauth mode nothing is public that need not be.
+    docs = settings.auth == "open" or settings.public_api_docs
     app = FastAPI(
         lifespan=lifespan,
         title="telemon",
         version=__version__,
         description="FHIR R4 telemonitoring data-exchange service",
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        # Starlette would answer "/fhir/Patient/" with a redirect to an absolute URL built
+        # from the Host header; a URL with a trailing slash is simply not found.
+        redirect_slashes=False,
     )
     app.state.telemon = AppState(
         settings=settings,
@@ -121,6 +133,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         conformance=ConformanceStore(fhir.profiles.conformance_resources()),
         creates=CreateBatcher(fhir.store_new),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        limiter=RateLimiter(db, settings),
         auth=build_auth(settings, db, fhir),
     )
     app.state.exports = exports
@@ -128,12 +141,15 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.include_router(bulk_router)  # before: /fhir/$export is not a search
     app.include_router(fhir_router)
     app.include_router(ops_router)
-    app.state.dashboard = build_dashboard(settings, fhir, app.state.telemon.auth)
+    app.state.dashboard = build_dashboard(
+        settings, fhir, app.state.telemon.auth, app.state.telemon.limiter
+    )
     app.include_router(dashboard_router)
     # Inside the telemetry (added last, so outermost): creates are counted and logged as well.
     app.add_middleware(
         CreatePath, types=frozenset(fhir.registry.names()), route=create_route(fhir_router.routes)
     )
+    app.add_middleware(UrlLimit, max_bytes=settings.max_url_bytes)
     app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(FhirError)

@@ -111,6 +111,10 @@ def serve(
     settings = get_settings()
     log_format = settings.log_format or "json"
     logs.configure(log_format)
+    problem = settings.serving_problem()
+    if problem is not None:
+        typer.echo(f"Refusing to serve: {problem}", err=True)
+        raise typer.Exit(2)
     if settings.auth == "open":
         if not is_loopback(host):
             typer.echo(
@@ -125,7 +129,13 @@ def serve(
         _ensure_schema(db, migrate_schema=migrate_schema)
     finally:
         db.dispose()
-    serving.serve(host, port, workers=workers, log_format=log_format)
+    serving.serve(
+        host,
+        port,
+        workers=workers,
+        log_format=log_format,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
 
 
 @app.command()

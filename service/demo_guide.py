@@ -127,6 +127,11 @@ def guide(
     if auth == "open":
         lines += _open_mode(summary, clients, where)
     else:
+        lines += [
+            f"The server must run with TELEMON_BASE_URL={where.base} (`make run` sets it): "
+            "tokens are issued for that URL, never for the Host a request names.",
+            "",
+        ]
         lines += _backend(summary, clients, where, program)
         lines.append("")
         lines += _pgo(clients, where, verifier)
@@ -176,8 +181,8 @@ def _open_mode(summary: DemoSummary, clients: DemoClients, where: Endpoints) -> 
         f"  EHR backend  {clients.backend_id}  SMART Backend Services (private_key_jwt, ES384)",
         "  Open mode has no authorization server. To try them, stop the server and run",
         "  TELEMON_AUTH=oauth make run",
-        "  (or TELEMON_AUTH=oauth for both `telemon demo` and `telemon serve`): the demo then "
-        "prints the OAuth steps.",
+        f"  (or TELEMON_AUTH=oauth and TELEMON_BASE_URL={where.base} for both `telemon demo` "
+        "and `telemon serve`): the demo then prints the OAuth steps.",
     ]
     return lines
 

@@ -62,10 +62,15 @@ def _exit_zero_after_shutdown() -> None:
     signal.signal(signal.SIGINT, _exit_zero)
 
 
-def _config(log_level: str) -> uvicorn.Config:
+def _config(log_level: str, forwarded_allow_ips: str) -> uvicorn.Config:
     # log_config=None: uvicorn's loggers propagate to the root handler of service.logs.
     return uvicorn.Config(
-        _APP, factory=True, log_level=log_level, access_log=False, log_config=None
+        _APP,
+        factory=True,
+        log_level=log_level,
+        access_log=False,
+        log_config=None,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 
@@ -80,10 +85,12 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _worker(host: str, port: int, log_level: str, log_format: logs.LogFormat) -> None:
+def _worker(
+    host: str, port: int, log_level: str, log_format: logs.LogFormat, forwarded_allow_ips: str
+) -> None:
     logs.configure(log_format, log_level.upper())  # a spawned process starts unconfigured
     _exit_zero_after_shutdown()
-    config = _config(log_level)
+    config = _config(log_level, forwarded_allow_ips)
     # Build the app before listening: the kernel queues connections for a listening socket,
     # and those would be lost if this worker were stopped while still starting.
     config.load()
@@ -120,11 +127,14 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
     log_format: logs.LogFormat = "json",
+    forwarded_allow_ips: str = "127.0.0.1,::1",
 ) -> None:
     """Serve until SIGINT/SIGTERM; several workers share the port through SO_REUSEPORT.
 
     The caller sets up this process's logging (:func:`service.logs.configure`); worker
-    processes set up their own with ``log_format``.
+    processes set up their own with ``log_format``. ``forwarded_allow_ips``: the proxies whose
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed (the client's address counts in
+    the rate limits and the audit trail).
     """
     if workers <= 1:
         _exit_zero_after_shutdown()
@@ -136,6 +146,7 @@ def serve(
             log_level=log_level,
             access_log=False,
             log_config=None,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
         config.load()
         freeze_startup_heap()
@@ -143,7 +154,7 @@ def serve(
         return
     with _shared_metrics_dir():
         if hasattr(socket, "SO_REUSEPORT"):
-            _serve_workers(host, port, workers, log_level, log_format)
+            _serve_workers(host, port, workers, log_level, log_format, forwarded_allow_ips)
         else:  # uvicorn's workers log in its own format (they do not run service.logs)
             uvicorn.run(
                 _APP,
@@ -153,16 +164,22 @@ def serve(
                 workers=workers,
                 log_level=log_level,
                 access_log=False,
+                forwarded_allow_ips=forwarded_allow_ips,
             )
 
 
 def _serve_workers(
-    host: str, port: int, workers: int, log_level: str, log_format: logs.LogFormat
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    log_format: logs.LogFormat,
+    forwarded_allow_ips: str,
 ) -> None:
     context = multiprocessing.get_context("spawn")
     # Bind once in the parent first: a port in use fails here, loudly, before any worker starts.
     _listen(host, port, reuse_port=True).close()
-    args = (host, port, log_level, log_format)
+    args = (host, port, log_level, log_format, forwarded_allow_ips)
     processes = [context.Process(target=_worker, args=args) for _ in range(workers)]
     stopping = False
 

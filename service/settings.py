@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
     )
     base_url: str | None = Field(
         default=None,
-        description="Public base URL of the FHIR endpoint (…/fhir); else taken from requests.",
+        description="Public base URL of the FHIR endpoint (…/fhir). Required in 'oauth' mode: "
+        "token audience, issuer and every link are built from it, never from a request's Host; "
+        "'open' mode takes it from the request when unset.",
     )
     timezone: str = Field(
         default="Europe/Amsterdam",
@@ -34,6 +37,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=5 * 1024 * 1024, description="Request body limit (413).")
     max_json_depth: int = Field(default=64, description="Deepest JSON nesting accepted.")
+    max_url_bytes: int = Field(
+        default=8192, ge=1024, description="Longest path plus query string accepted (414)."
+    )
     bundle_max_entries: int = Field(default=1000, description="Most entries in one Bundle.")
     default_page_size: int = Field(default=50, description="Search page size without _count.")
     max_page_size: int = Field(default=500, description="Cap on _count.")
@@ -54,6 +60,20 @@ class Settings(BaseSettings):
     alert_sweep_interval_seconds: int = Field(
         default=300, description="How often `serve` runs the missing-data sweep (0: never)."
     )
+    public_api_docs: bool = Field(
+        default=False,
+        description="Serve /openapi.json and /docs to anyone in 'oauth' mode (always in 'open').",
+    )
+    public_metrics: bool = Field(
+        default=False,
+        description="Serve /metrics to anyone in 'oauth' mode (always in 'open'); else only "
+        "with the metrics_token.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="In 'oauth' mode, /metrics answers a request with 'Authorization: Bearer "
+        "<this token>' (the Prometheus scraper's credentials).",
+    )
     log_format: Literal["json", "text"] | None = Field(
         default=None,
         description="Log lines: 'json' (one object per line, with the request id) or 'text'; "
@@ -63,7 +83,7 @@ class Settings(BaseSettings):
     issuer: str | None = Field(
         default=None,
         description="Public base URL of the authorization server (…/oauth's parent); "
-        "else derived from base_url or the request.",
+        "else derived from base_url.",
     )
     auth_code_seconds: int = Field(default=60, le=60, description="Authorization code lifetime.")
     pgo_token_seconds: int = Field(
@@ -103,6 +123,41 @@ class Settings(BaseSettings):
             "patient/Flag.rs patient/AuditEvent.rs"
         },
         description="MedMij data-service scope (gegevensdienst) → the SMART v2 scopes it grants.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Addresses (comma-separated, or '*') of the reverse proxies whose "
+        "X-Forwarded-For/-Proto `serve` believes: the client address of the rate limits and "
+        "the audit trail.",
+    )
+    # -- rate limits (service/auth/rate_limits.py); 0 turns one off ---------------------------
+    rate_limit_window_seconds: int = Field(
+        default=900, ge=1, description="The window the failure allowances below count in."
+    )
+    login_failures_per_address: int = Field(
+        default=20,
+        ge=0,
+        description="Failed logins (patient and clinician, counted apart) from one source "
+        "address per window.",
+    )
+    login_failures_per_identifier: int = Field(
+        default=5,
+        ge=0,
+        description="Failed logins with one BSN or UZI number from one source address per "
+        "window.",
+    )
+    login_failures_per_client: int = Field(
+        default=200,
+        ge=0,
+        description="Failed patient logins through one PGO app, over all addresses, per window.",
+    )
+    token_failures_per_address: int = Field(
+        default=30, ge=0, description="Failed token requests from one source address per window."
+    )
+    token_failures_per_client: int = Field(
+        default=10,
+        ge=0,
+        description="Failed token requests for one client from one source address per window.",
     )
     jwks_allow_private: bool = Field(
         default=False,
@@ -174,6 +229,36 @@ class Settings(BaseSettings):
         description="Write exports inside `serve`: 'auto' (on for SQLite, off for PostgreSQL, "
         "where `telemon worker` processes write them), 'on' or 'off'.",
     )
+
+
+    @field_validator("base_url", "issuer")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """An absolute http(s) URL without query, fragment or credentials (no trailing slash)."""
+        if value is None or not value.strip():
+            return None  # TELEMON_BASE_URL= (empty) is unset
+        parts = urlsplit(value.strip())
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or any(c.isspace() for c in value.strip())
+        ):
+            raise ValueError(f"'{value}' is not an absolute http(s) URL without query or fragment")
+        return value.strip().rstrip("/")
+
+    def serving_problem(self) -> str | None:
+        """Why these settings cannot serve requests, or None when they can."""
+        if self.auth == "oauth" and not self.base_url:
+            return (
+                "TELEMON_BASE_URL is required with TELEMON_AUTH=oauth: set it to the public "
+                "URL of the FHIR endpoint, e.g. TELEMON_BASE_URL=https://telemon.example.org/fhir "
+                "(the token audience and issuer, and every link, are built from it; never from a "
+                "request's Host header)."
+            )
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -50,6 +50,7 @@ def test_compose_services_and_their_commands(compose: dict[str, Any]) -> None:
     for service in telemons:
         assert service["environment"]["TELEMON_DATABASE_URL"] == url  # one database for all
         assert service["environment"]["TELEMON_AUTH"] == "oauth"
+        assert service["environment"]["TELEMON_BASE_URL"].startswith("${TELEMON_BASE_URL:?")
         assert service["env_file"] == ".env"  # secrets from the git-ignored docker/.env
         assert service["read_only"] is True
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -15,6 +15,7 @@ from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.auth.identity import SimulatedDigiD
 from service.auth.policy import OPEN, Principal
+from service.auth.rate_limits import RateLimiter
 from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
@@ -37,6 +38,7 @@ class AppState:
     conformance: ConformanceStore
     creates: CreateBatcher
     started_at: str
+    limiter: RateLimiter
     auth: AuthState | None = None  # None in TELEMON_AUTH=open
 
 
@@ -57,10 +59,15 @@ def get_state(request: Request) -> AppState:
 
 
 def base_url(request: Request) -> str:
-    """The public base URL of the FHIR endpoint, without a trailing slash."""
+    """The public base URL of the FHIR endpoint, without a trailing slash.
+
+    The configured one; only in open mode, when none is configured, the request's (its Host
+    header is the client's to choose: in oauth mode, where tokens and assertions are checked
+    against this URL, the application does not start without one).
+    """
     configured = get_state(request).settings.base_url
     if configured:
-        return configured.rstrip("/")
+        return configured
     scope = request.scope
     # Starlette's base_url depends on these alone; building its URL object costs more than
     # the rest of a create's request handling, so the answer is kept per distinct key (the
@@ -103,6 +110,17 @@ def issuer_url(request: Request) -> str:
     if settings.issuer:
         return settings.issuer.rstrip("/")
     return base_url(request).removesuffix("/fhir")
+
+
+def client_address(request: Request) -> str:
+    """The address the request came from (the proxy's client when its headers are trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+def is_https(request: Request) -> bool:
+    """Whether the public URL is https (cookies are then ``Secure``); TLS ends at the proxy,
+    so the configured URL says so, not the scheme of the hop to telemon."""
+    return base_url(request).startswith("https:")
 
 
 def token_url(request: Request) -> str:

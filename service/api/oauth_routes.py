@@ -23,8 +23,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
-from service.api.deps import AuthState, base_url, get_state, issuer_url, token_url
-from service.api.pages import HTML_HEADERS, consent_page, error_page, login_page
+from service.api.deps import (
+    AuthState,
+    base_url,
+    client_address,
+    get_state,
+    is_https,
+    issuer_url,
+    token_url,
+)
+from service.api.pages import HTML_HEADERS, consent_page, error_page, html_headers, login_page
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
 from service.auth import consent
@@ -32,6 +40,7 @@ from service.auth import scopes as sc
 from service.auth.consent import CSRF_COOKIE, LOGIN_COOKIE, ConsentError, Pending, PendingLogin
 from service.auth.grants import PatientUser
 from service.auth.identity import LoginError, SimulatedDigiD
+from service.auth.rate_limits import Blocked
 from service.auth.server import FormRequest
 from service.auth.tokens import public_jwks
 from service.fhir.outcome import FhirError
@@ -116,8 +125,9 @@ def _oauth_request(request: Request, method: str, params: list[tuple[str, str]])
     )
 
 
-def _html(content: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(content, status_code=status, headers=HTML_HEADERS)
+def _html(content: str, status: int = 200, redirect_uri: str | None = None) -> HTMLResponse:
+    """An HTML page; ``redirect_uri``: where its form may lead (see :func:`html_headers`)."""
+    return HTMLResponse(content, status_code=status, headers=html_headers(redirect_uri))
 
 
 def _authorize_error(error: OAuth2Error) -> Response:
@@ -139,7 +149,7 @@ def _with_csrf_cookie(
         path="/oauth",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
     return response
 
@@ -199,7 +209,7 @@ async def authorize(request: Request) -> Response:
     csrf = consent.new_csrf()
     tx = consent.start(auth.tokens.key, params, csrf)
     page = login_page(tx, csrf, identity.label)
-    return _with_csrf_cookie(_html(page), request, csrf)
+    return _with_csrf_cookie(_html(page, redirect_uri=oreq.payload.redirect_uri), request, csrf)
 
 
 async def _pending(request: Request, auth: AuthState) -> tuple[Pending, dict[str, str]]:
@@ -233,18 +243,42 @@ async def login(request: Request) -> Response:
     except OAuth2Error as error:
         return _authorize_error(error)
     client_id = oreq.payload.client_id
+    limiter = get_state(request).limiter
+    limits = limiter.patient_login(client_address(request), fields.get("bsn", ""), client_id)
+    blocked = await run_in_threadpool(limiter.check, limits)
+    if blocked is not None:
+        return await _login_refused(auth, request, client_id, blocked)
     try:
         user = await run_in_threadpool(identity.patient_for_bsn, fields.get("bsn", ""))
     except LoginError as exc:
         await run_in_threadpool(
             _audit_login, auth, request, client_id, f"login failed: {exc}", None, "4"
         )
+        blocked = await run_in_threadpool(limiter.failed, limits)
+        if blocked is not None:
+            return await _login_refused(auth, request, client_id, blocked)
         csrf = fields.get("csrf_token", "")
         page = login_page(fields.get("tx", ""), csrf, identity.label, str(exc))
-        return _html(page, 400)
+        return _html(page, 400, oreq.payload.redirect_uri)
     await run_in_threadpool(_audit_login, auth, request, client_id, "patient login", user)
     logged_in = dataclasses.replace(pending, patient_id=user.patient_id, subject=user.subject)
-    return _html(_consent_page(auth, grant, logged_in, fields.get("csrf_token", "")))
+    page = _consent_page(auth, grant, logged_in, fields.get("csrf_token", ""))
+    return _html(page, redirect_uri=oreq.payload.redirect_uri)
+
+
+async def _login_refused(
+    auth: AuthState, request: Request, client_id: str | None, blocked: Blocked
+) -> Response:
+    """429: too many failed logins (audited; the BSN is not even looked at)."""
+    what = f"login refused: {blocked.describe()}"
+    await run_in_threadpool(_audit_login, auth, request, client_id, what, None, "4")
+    message = (
+        f"Te veel mislukte inlogpogingen; probeer het over {blocked.minutes} minuten opnieuw / "
+        f"Too many failed login attempts; try again in {blocked.minutes} minutes"
+    )
+    response = _html(error_page(message), 429)
+    response.headers.update(blocked.header)
+    return response
 
 
 def _consent_page(auth: AuthState, grant: Any, pending: Pending, csrf: str) -> str:
@@ -305,7 +339,8 @@ async def oidc_callback(request: Request) -> Response:
         patient_id=user.patient_id,
         subject=user.subject,
     )
-    response = _with_csrf_cookie(_html(_consent_page(auth, grant, pending, csrf)), request, csrf)
+    page = _html(_consent_page(auth, grant, pending, csrf), redirect_uri=oreq.payload.redirect_uri)
+    response = _with_csrf_cookie(page, request, csrf)
     response.delete_cookie(LOGIN_COOKIE, path="/oauth")
     return response
 
@@ -378,10 +413,33 @@ async def token(request: Request) -> JSONResponse:
         }
         return JSONResponse(body, status_code=400, headers=_NO_STORE)
     oreq = _oauth_request(request, "POST", params)
+    limiter = get_state(request).limiter
+    limits = limiter.token(client_address(request), _claimed_client(oreq))
+    blocked = await run_in_threadpool(limiter.check, limits)
+    if blocked is not None:  # refused unchecked (and audited as such)
+        return await _token_refused(auth, request, oreq, blocked)
     status, payload, headers = await run_in_threadpool(auth.server.create_token_response, oreq)
     await run_in_threadpool(_audit_token_in_turn, auth, request, oreq, status, payload)
+    if status != 200:
+        blocked = await run_in_threadpool(limiter.failed, limits)
+        if blocked is not None:
+            return _slow_down(blocked)
     out = {k: v for k, v in headers if k.lower() != "content-type"}
     return JSONResponse(payload, status_code=status, headers={**out, **_NO_STORE})
+
+
+def _slow_down(blocked: Blocked) -> JSONResponse:
+    """429 for the token endpoint (``slow_down``: RFC 8628's error for polling too fast)."""
+    body = {"error": "slow_down", "error_description": blocked.describe()}
+    return JSONResponse(body, status_code=429, headers={**blocked.header, **_NO_STORE})
+
+
+async def _token_refused(
+    auth: AuthState, request: Request, oreq: FormRequest, blocked: Blocked
+) -> JSONResponse:
+    body = {"error": "slow_down", "error_description": blocked.describe()}
+    await run_in_threadpool(_audit_token_in_turn, auth, request, oreq, 429, body)
+    return _slow_down(blocked)
 
 
 #: Token request parameters that may be logged (never code, verifier, secret or assertion).

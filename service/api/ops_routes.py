@@ -1,12 +1,14 @@
 """Operations endpoints: liveness, readiness and Prometheus metrics (:mod:`service.metrics`).
 
-They sit outside ``/fhir`` on a router without the FHIR dependencies, so they need no token,
-do no content negotiation and write no AuditEvents: probes and scrapers call them every few
-seconds and are not accesses to patient data.
+They sit outside ``/fhir`` on a router without the FHIR dependencies: no OAuth token, no
+content negotiation and no AuditEvents, since probes and scrapers call them every few seconds and
+they are not accesses to patient data. ``/health`` and ``/ready`` are open to all; ``/metrics``
+in oauth mode only to the scraper (``TELEMON_METRICS_TOKEN``) unless ``TELEMON_PUBLIC_METRICS``.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from fastapi import APIRouter, Request
@@ -16,6 +18,8 @@ from sqlalchemy import text
 
 from service import metrics
 from service.api.deps import get_state
+from service.fhir.outcome import FhirError, Issue
+from service.settings import Settings
 from service.storage import migrate, subscription_store
 from service.storage.db import Database
 
@@ -44,10 +48,29 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
+def _metrics_allowed(request: Request, settings: Settings) -> None:
+    """In oauth mode /metrics is for the scraper only: its token, or a setting that opens it."""
+    if settings.auth == "open" or settings.public_metrics:
+        return
+    token = settings.metrics_token
+    if token is None:
+        raise FhirError.single(404, "not-found", "Not found")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise FhirError(
+            401,
+            [Issue("login", "/metrics needs the metrics token")],
+            {"WWW-Authenticate": 'Bearer realm="telemon-metrics"'},
+        )
+
+
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
     """The metrics in the Prometheus text format (for the scraper; not for the public)."""
-    await run_in_threadpool(refresh_backlog, get_state(request).fhir.db)
+    state = get_state(request)
+    _metrics_allowed(request, state.settings)
+    await run_in_threadpool(refresh_backlog, state.fhir.db)
     # In multiprocess mode this reads every worker's files: off the event loop.
     body, content_type = await run_in_threadpool(metrics.exposition)
     return Response(body, media_type=content_type, headers=_NO_STORE)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from html import escape
 from string import Template
+from urllib.parse import urlsplit
 
 _PAGE = Template("""<!doctype html>
 <html lang="nl"><head><meta charset="utf-8">
@@ -14,16 +16,49 @@ _PAGE = Template("""<!doctype html>
 button{padding:.5rem 1rem;margin-right:.5rem}</style></head>
 <body>$body</body></html>""")
 
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 #: Headers for every HTML page: no framing, no caching, no third-party anything.
 HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": _CSP.format(form_action="'self'"),
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+_SCHEME = re.compile(r"^https?$")
+_HOST = re.compile(r"^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$")
+
+
+def _origin_source(redirect_uri: str) -> str | None:
+    """``redirect_uri``'s origin as a CSP source expression (None if it cannot be one)."""
+    try:
+        parts = urlsplit(redirect_uri)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    if not _SCHEME.match(parts.scheme) or not _HOST.match(host):
+        return None  # never put what could break out of the header into it
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def html_headers(redirect_uri: str | None = None) -> dict[str, str]:
+    """:data:`HTML_HEADERS` for a page whose form may end in a redirect to ``redirect_uri``.
+
+    Browsers apply ``form-action`` to the redirects that follow a form post too, so the login
+    and consent pages allow this server and the origin of the client's registered redirect URI
+    of this very authorization request, and nothing else.
+    """
+    source = _origin_source(redirect_uri) if redirect_uri else None
+    if source is None:
+        return HTML_HEADERS
+    csp = _CSP.format(form_action=f"'self' {source}")
+    return {**HTML_HEADERS, "Content-Security-Policy": csp}
 
 
 def _hidden(name: str, value: str) -> str:

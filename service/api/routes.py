@@ -93,19 +93,13 @@ def _entry(base: str, row: StoredVersion, mode: str) -> dict[str, Any]:
     }
 
 
-def _searchset(
-    request: Request,
-    base: str,
-    res_type: str,
-    result: SearchResult,
-    params: list[tuple[str, str]] | None = None,
-) -> FhirResponse:
-    """The searchset Bundle; ``params`` (default: the query string) carry into the next link."""
-    given = _query_params(request) if params is None else params
-    params = [(k, v) for k, v in given if k != "_cursor"]
-    self_url = f"{base}/{res_type}" + (f"?{request.url.query}" if request.url.query else "")
+def _searchset(base: str, res_type: str, result: SearchResult) -> FhirResponse:
+    """The searchset Bundle; its links carry the parameters applied (not those ignored)."""
+    applied = result.query.applied
+    self_url = f"{base}/{res_type}" + (f"?{urlencode(applied)}" if applied else "")
     links = [{"relation": "self", "url": self_url}]
     if result.next_cursor:
+        params = [(k, v) for k, v in applied if k != "_cursor"]
         query = urlencode([*params, ("_cursor", result.next_cursor)])
         links.append({"relation": "next", "url": f"{base}/{res_type}?{query}"})
     entries = [_entry(base, r, "match") for r in result.matches]
@@ -213,7 +207,7 @@ async def search(
         )
     )
     audit.rows(result.matches + result.included)
-    return _searchset(request, base, res_type, result)
+    return _searchset(base, res_type, result)
 
 
 @router.post("/{res_type}/_search")
@@ -234,7 +228,7 @@ async def search_post(
         )
     )
     audit.rows(result.matches + result.included)
-    return _searchset(request, base, res_type, result, params)
+    return _searchset(base, res_type, result)
 
 
 async def _form_params(request: Request, state: AppState) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -9,6 +10,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.fhir.dates import format_instant, from_micros
 from service.fhir.outcome import FhirError, Issue, operation_outcome
@@ -19,12 +21,22 @@ FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
 _ACCEPTABLE = _JSON_TYPES | {"*/*", "application/*"}
 _FORMAT_PARAMS = {"json", "application/json", "application/fhir+json"}
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class FhirResponse(Response):
-    """A response whose body is FHIR JSON (already serialised, or data to serialise)."""
+    """A response whose body is FHIR JSON (already serialised, or data to serialise).
+
+    Always with ``X-Content-Type-Options: nosniff``: a browser must never guess another type
+    for the JSON (a resource's text could otherwise be rendered as HTML).
+    """
 
     media_type = f"{FHIR_JSON}; charset=utf-8"
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        """Starlette's headers, plus ``nosniff``."""
+        super().init_headers(headers)
+        self.raw_headers.append(_NOSNIFF)
 
     def render(self, content: Any) -> bytes:
         """Serialise ``content`` (bytes/str pass through; data via orjson, Fragments inline)."""
@@ -151,3 +163,25 @@ async def read_small_form(request: Request, max_bytes: int) -> list[tuple[str, s
         return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
         return None
+
+
+class UrlLimit:
+    """Answers 414 (an OperationOutcome) when a request's path and query together exceed
+    ``max_bytes``, before anything parses them; longer searches belong in ``POST _search``."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse an over-long request target; pass everything else on."""
+        if scope["type"] == "http":
+            path = scope.get("raw_path") or scope["path"].encode()
+            if len(path) + len(scope.get("query_string", b"")) > self.max_bytes:
+                issue = Issue(
+                    "too-long", f"The URL exceeds {self.max_bytes} bytes; use POST _search"
+                )
+                response = FhirResponse(operation_outcome([issue]), status_code=414)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from joserfc.jwk import ECKey
 
 from service import logs
-from service.api.deps import AuthState, issuer_url
+from service.api.deps import AuthState, client_address, is_https, issuer_url
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
@@ -41,6 +41,7 @@ from service.auth import consent
 from service.auth.consent import ConsentError, PendingLogin
 from service.auth.identity import LoginError, SimulatedDigiD, build_identity_provider
 from service.auth.oidc import OidcDigiD
+from service.auth.rate_limits import Blocked, RateLimiter
 from service.auth.tokens import load_or_create_key
 from service.dashboard import sessions, views, worklist
 from service.dashboard.overview import load_enrolled, load_overview
@@ -85,6 +86,7 @@ class DashboardState:
     identity: SimulatedDigiD | OidcDigiD
     audit: AuditTrail | None  # None with TELEMON_AUTH=open (no audit trail at all)
     session_seconds: int
+    limiter: RateLimiter
     _key: ECKey | None = None
 
     @property
@@ -104,14 +106,15 @@ class DashboardState:
 
 
 def build_dashboard(
-    settings: Settings, fhir: FhirService, auth: AuthState | None
+    settings: Settings, fhir: FhirService, auth: AuthState | None, limiter: RateLimiter
 ) -> DashboardState:
     """The dashboard's state: in oauth mode it shares the authorization server's key, identity
-    provider and audit trail; in open mode it has its own login and no audit."""
+    provider and audit trail; in open mode it has its own login and no audit. The login rate
+    limits are the application's, in both modes."""
     seconds = settings.dashboard_session_minutes * 60
     if auth is not None:
-        return DashboardState(fhir, auth.identity, auth.audit, seconds, auth.tokens.key)
-    return DashboardState(fhir, build_identity_provider(settings, fhir), None, seconds)
+        return DashboardState(fhir, auth.identity, auth.audit, seconds, limiter, auth.tokens.key)
+    return DashboardState(fhir, build_identity_provider(settings, fhir), None, seconds, limiter)
 
 
 async def _signing_key(state: DashboardState) -> ECKey:
@@ -150,7 +153,7 @@ def _set_cookie(
         path=sessions.PATH,
         httponly=True,
         samesite=samesite,  # type: ignore[arg-type]
-        secure=request.url.scheme == "https",
+        secure=is_https(request),
     )
 
 
@@ -311,17 +314,40 @@ async def login(request: Request) -> Response:
             "/dashboard/login",
         )
     next_path = _safe_next(form.get("next"))
+    limits = state.limiter.clinician_login(client_address(request), form.get("uzi", ""))
+    blocked = await run_in_threadpool(state.limiter.check, limits)
+    if blocked is not None:
+        return await _login_refused(state, request, blocked)
     try:
         user = await run_in_threadpool(identity.clinician_for_uzi, form.get("uzi", ""))
     except LoginError as exc:
         record = _login_record("4", f"clinician login failed: {exc}")
         await _audit(state, request, None, record)
+        blocked = await run_in_threadpool(state.limiter.failed, limits)
+        if blocked is not None:
+            return await _login_refused(state, request, blocked)
         page = _login_page(state, cookie or "", next_path, error=str(exc))
         return _html(page, 400)
     session = sessions.start(user, int(time.time()), state.session_seconds)
     await _audit(state, request, session, _login_record("0", "clinician login"))
     response = await _logged_in(request, state, session, _redirect(next_path))
     _clear(response, sessions.LOGIN_COOKIE)
+    return response
+
+
+async def _login_refused(
+    state: DashboardState, request: Request, blocked: Blocked
+) -> Response:
+    """429: too many failed logins (audited in oauth mode; the UZI number is not looked at)."""
+    record = _login_record("4", f"clinician login refused: {blocked.describe()}")
+    await _audit(state, request, None, record)
+    response = _message_page(
+        "Too many failed logins",
+        f"Too many failed login attempts. Try again in {blocked.minutes} minutes.",
+        429,
+        "/dashboard/login",
+    )
+    response.headers.update(blocked.header)
     return response
 
 

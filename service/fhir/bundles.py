@@ -185,6 +185,7 @@ def process(
     if kind == "batch":
         return _batch(service, entries, representation, access)
     parsed = [_parse_entry(service, i, e) for i, e in enumerate(entries)]
+    _check_distinct(parsed)
     for entry in parsed:
         _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
     for entry in parsed:  # before the transaction: a content check may be slow (DNS)
@@ -200,6 +201,46 @@ def process(
         "type": "transaction-response",
         "entry": [_response(results[e.index], representation) for e in parsed],
     }
+
+
+def _check_distinct(entries: list[Entry]) -> None:
+    """A transaction may write each resource once (FHIR: overlapping identities SHALL fail).
+
+    Refused with 400, naming the later entry: two entries with the same ``fullUrl``, two
+    writes (PUT, DELETE) of the same ``Type/id``, and two conditional creates with the same
+    criteria. Conditional creates that resolve to a resource another entry writes are refused
+    as they are resolved (:func:`_transaction`).
+    """
+    seen: dict[tuple[str, ...], int] = {}
+
+    def once(key: tuple[str, ...], entry: Entry, element: str, what: str) -> None:
+        first = seen.setdefault(key, entry.index)
+        if first != entry.index:
+            raise _fail(
+                entry.index,
+                element,
+                f"{what} as entry {first} already does; a transaction may write each "
+                "resource once",
+            )
+
+    for entry in entries:
+        if entry.full_url:
+            once(
+                ("fullUrl", entry.full_url),
+                entry,
+                "fullUrl",
+                f"This entry has the fullUrl '{entry.full_url}'",
+            )
+        if entry.method in ("PUT", "DELETE") and entry.res_id:
+            target = f"{entry.res_type}/{entry.res_id}"
+            once(("write", target), entry, "request.url", f"This entry writes {target}")
+        if entry.method == "POST" and entry.if_none_exist:
+            once(
+                ("create", entry.res_type, entry.if_none_exist),
+                entry,
+                "request.ifNoneExist",
+                f"This entry conditionally creates {entry.res_type}?{entry.if_none_exist}",
+            )
 
 
 def _transaction(
@@ -221,6 +262,8 @@ def _transaction(
                 ),
             )
     new_ids: dict[int, str] = {}
+    written = {(e.res_type, e.res_id) for e in ordered if e.method in ("PUT", "DELETE")}
+    matched: set[str] = set()
     for entry in ordered:
         if entry.method == "POST":
             rtype = service.resource_type(entry.res_type)
@@ -233,8 +276,16 @@ def _transaction(
                     ),
                 )
             if match is not None:
-                results[entry.index] = VersionResult.of(200, match)
                 target = f"{match.res_type}/{match.res_id}"
+                if (match.res_type, match.res_id) in written or target in matched:
+                    raise _fail(
+                        entry.index,
+                        "request.ifNoneExist",
+                        f"The criteria match {target}, which another entry writes; a "
+                        "transaction may write each resource once",
+                    )
+                matched.add(target)
+                results[entry.index] = VersionResult.of(200, match)
             else:
                 new_ids[entry.index] = str(uuid.uuid4())
                 target = f"{entry.res_type}/{new_ids[entry.index]}"

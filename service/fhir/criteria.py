@@ -130,3 +130,6 @@ class SearchQuery:
     summary_count: bool = False
     total: bool = False
     patient_ids: tuple[str, ...] | None = None  # restrict to these compartments (authorization)
+    #: The parameters as applied, for the Bundle's links: without those ignored (lenient
+    #: handling) and with the values used (``_count`` capped, only the first ``_sort`` key).
+    applied: list[tuple[str, str]] = field(default_factory=list)

@@ -148,27 +148,34 @@ def parse_search(
                 400, "too-costly", f"At most {MAX_VALUES} values per search parameter", name
             )
         if name in _CONTROL:
-            _control(query, rtype, registry, name, raw, max_count, unsupported)
+            used = _control(query, rtype, registry, name, raw, max_count, unsupported)
+            if used is not None:
+                query.applied.append((name, used))
             continue
         if raw == "":
             continue  # FHIR: an empty parameter value is ignored
         base, _, modifier = name.partition(":")
         if base == "_id":
             query.criteria.append(IdCriterion(tuple(split_values(raw))))
-            continue
-        if base == "_lastUpdated":
+        elif base == "_lastUpdated":
             query.criteria.append(
                 DateCriterion(base, _date_values(base, raw, zone), column="last_updated")
             )
-            continue
-        param = rtype.params.get(base)
-        if param is None:
-            if base not in COMMON_PARAMS:
-                unsupported(name, f"Unknown search parameter '{name}' for {rtype.name}; ignored")
-            continue
-        criterion = _criterion(rtype, param.name, param.type, modifier, raw, zone, unsupported)
-        if criterion is not None:
+        else:
+            param = rtype.params.get(base)
+            if param is None:
+                if base not in COMMON_PARAMS:
+                    unsupported(
+                        name, f"Unknown search parameter '{name}' for {rtype.name}; ignored"
+                    )
+                continue
+            criterion = _criterion(
+                rtype, param.name, param.type, modifier, raw, zone, unsupported
+            )
+            if criterion is None:
+                continue
             query.criteria.append(criterion)
+        query.applied.append((name, raw))
     if query.cursor is not None:
         _check_cursor(query.cursor, query.sort[0])
     return query, warnings
@@ -237,15 +244,17 @@ def _control(
     raw: str,
     max_count: int,
     unsupported: Any,
-) -> None:
+) -> str | None:
+    """Apply one result parameter; the value applied, or None when it was ignored."""
     if name == "_count":
         if not raw.isdigit():
             raise _bad("_count", "_count must be a non-negative integer")
         query.count = min(int(raw), max_count)
-    elif name == "_sort":
+        return str(query.count)
+    if name == "_sort":
         keys = [k for k in raw.split(",") if k]
         if not keys:
-            return
+            return None
         first = keys[0]
         descending = first.startswith("-")
         key = first.lstrip("-")
@@ -257,7 +266,8 @@ def _control(
         query.sort = (cast(SortKey, "date" if key in rtype.sort_params else key), descending)
         if len(keys) > 1:
             unsupported("_sort", "Only the first _sort key is used")
-    elif name == "_include":
+        return first
+    if name == "_include":
         parts = raw.split(":")
         if (
             len(parts) not in (2, 3)
@@ -265,19 +275,24 @@ def _control(
             or f"{parts[0]}:{parts[1]}" not in (rtype.includes)
         ):
             unsupported("_include", f"_include={raw} is not supported")
-            return
+            return None
         target = parts[2] if len(parts) == 3 else None
         if target is not None and target not in registry:
             unsupported("_include", f"Unknown _include target type '{target}'")
-            return
+            return None
         query.includes.append(Include(parts[1], target))
-    elif name == "_summary":
+        return raw
+    if name == "_summary":
         if raw == "count":
             query.summary_count = True
         elif raw != "false":
             unsupported("_summary", f"_summary={raw} is not supported; full resources returned")
-    elif name == "_total":
+            return None
+        return raw
+    if name == "_total":
         query.total = raw in ("accurate", "estimate")
-    elif name == "_cursor":
+        return raw or None
+    if name == "_cursor":
         query.cursor = decode_cursor(raw)
-    # _format and _pretty are accepted and ignored: JSON is the only format.
+        return raw
+    return None  # _format and _pretty are accepted and ignored: JSON is the only format.

@@ -172,6 +172,18 @@ oauth_jti = Table(
     Index("ix_oauth_jti_expires", "expires_at"),
 )
 
+#: Failure counters of the login and token rate limits (service/auth/rate_limits.py), shared by
+#: every worker: one row per limited key (a keyed hash: no BSN or address in clear), counting
+#: failures in the window that ends at ``window_end`` (Unix seconds).
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Index("ix_rate_limits_window_end", "window_end"),
+)
+
 server_keys = Table(
     "server_keys",
     metadata,

@@ -297,3 +297,76 @@ def test_transaction_reference_to_deleted_in_same_bundle_fails(
     assert response.status_code == 422, response.text
     assert f.expressions(response.json()) == ["Bundle.entry[0].resource.subject"]
     assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+
+def _one_issue(response: Any) -> tuple[str, str]:
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    return issue["expression"][0], issue["diagnostics"]
+
+
+def test_transaction_writing_the_same_resource_twice_is_400(
+    client: TestClient, make_patient: Any
+) -> None:
+    pid = make_patient(family="Once")
+    current = client.get(f"/fhir/Patient/{pid}").json()
+    twice = f.transaction(
+        f.put_entry({**current, "name": [{"family": "First"}]}),
+        f.post_entry(f.weight(pid)),
+        f.put_entry({**current, "name": [{"family": "Second"}]}),
+    )
+    where, message = _one_issue(client.post("/fhir", json=twice))
+    assert where == "Bundle.entry[2].request.url"
+    assert f"Patient/{pid}" in message and "entry 0" in message
+    put_and_delete = f.transaction(
+        f.put_entry({**current, "name": [{"family": "Gone"}]}),
+        f.request_entry("DELETE", f"Patient/{pid}"),
+    )
+    assert _one_issue(client.post("/fhir", json=put_and_delete))[0] == (
+        "Bundle.entry[1].request.url"
+    )
+    assert client.get(f"/fhir/Patient/{pid}").json()["name"][0]["family"] == "Once"
+    assert _count(client, "Observation") == 0  # nothing of either Bundle was written
+
+
+def test_transaction_with_a_repeated_full_url_is_400(client: TestClient) -> None:
+    bundle = f.transaction(
+        f.post_entry(f.patient(f.BSNS[4], family="A"), PATIENT_URN),
+        f.post_entry(f.patient(f.BSNS[5], family="B"), PATIENT_URN),
+    )
+    assert _one_issue(client.post("/fhir", json=bundle))[0] == "Bundle.entry[1].fullUrl"
+    assert _count(client, "Patient") == 0
+
+
+def test_transaction_conditional_creates_of_one_resource_are_400(
+    client: TestClient, make_patient: Any
+) -> None:
+    criteria = f"identifier={f.BSN}|{f.BSNS[4]}"
+    same_criteria = f.transaction(
+        f.post_entry(f.patient(f.BSNS[4]), if_none_exist=criteria),
+        f.post_entry(f.patient(f.BSNS[4]), if_none_exist=criteria),
+    )
+    where, _ = _one_issue(client.post("/fhir", json=same_criteria))
+    assert where == "Bundle.entry[1].request.ifNoneExist"
+    assert _count(client, "Patient") == 0
+    pid = make_patient(bsn=f.BSNS[4], family="Known")
+    current = client.get(f"/fhir/Patient/{pid}").json()
+    resolves_to_a_put = f.transaction(
+        f.put_entry({**current, "name": [{"family": "Changed"}]}),
+        f.post_entry(f.patient(f.BSNS[4]), if_none_exist=criteria),
+    )
+    where, message = _one_issue(client.post("/fhir", json=resolves_to_a_put))
+    assert where == "Bundle.entry[1].request.ifNoneExist" and f"Patient/{pid}" in message
+    assert client.get(f"/fhir/Patient/{pid}").json()["name"][0]["family"] == "Known"
+
+
+def test_batch_may_touch_one_resource_in_several_entries(
+    client: TestClient, make_patient: Any
+) -> None:
+    pid = make_patient()
+    bundle = {**f.transaction(f.request_entry("GET", f"Patient/{pid}"),
+                              f.request_entry("GET", f"Patient/{pid}")), "type": "batch"}
+    assert _status_codes(client.post("/fhir", json=bundle).json()) == [200, 200]
+    reads = f.transaction(f.request_entry("GET", f"Patient/{pid}"),
+                          f.request_entry("GET", f"Patient/{pid}"))
+    assert _status_codes(client.post("/fhir", json=reads).json()) == [200, 200]

@@ -468,6 +468,48 @@ def test_unknown_parameter_is_ignored_with_warning(client: TestClient, make_pati
     assert issue["expression"] == ["colour"]
 
 
+def _link(bundle: dict[str, Any], relation: str) -> str | None:
+    return next((k["url"] for k in bundle["link"] if k["relation"] == relation), None)
+
+
+def test_self_link_shows_only_the_parameters_applied(
+    client: TestClient, make_patient: Any
+) -> None:
+    pid = make_patient()
+    for _ in range(3):
+        _post(client, f.weight(pid))
+    given = [
+        ("patient", pid), ("colour", "blue"), ("code:text", "weight"), ("status", ""),
+        ("_sort", "-date,_id"), ("_include", "Observation:nothing"), ("_summary", "text"),
+        ("_count", "2"), ("_pretty", "true"), ("_format", "json"),
+    ]
+    bundle = _search(client, "Observation", given)
+    assert len(f.match_ids(bundle)) == 2
+    warned = {
+        e for entry in bundle["entry"] if entry["search"]["mode"] == "outcome"
+        for i in entry["resource"]["issue"] for e in i["expression"]
+    }
+    assert warned == {"colour", "code:text", "_sort", "_include", "_summary"}
+    assert _link(bundle, "self") == (
+        f"http://testserver/fhir/Observation?patient={pid}&_sort=-date&_count=2"
+    )
+    nxt = _link(bundle, "next")
+    assert nxt is not None
+    assert nxt.startswith(
+        f"http://testserver/fhir/Observation?patient={pid}&_sort=-date&_count=2&_cursor="
+    )
+    page2 = client.get(nxt).json()
+    assert len(f.match_ids(page2)) == 1
+    assert _link(page2, "self") == nxt
+    capped = _search(client, "Observation", {"patient": pid, "_count": "100000"})
+    assert _link(capped, "self") == f"http://testserver/fhir/Observation?patient={pid}&_count=500"
+    posted = client.post(
+        "/fhir/Observation/_search", data={"patient": pid, "colour": "blue"},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert _link(posted.json(), "self") == f"http://testserver/fhir/Observation?patient={pid}"
+
+
 def test_unknown_parameter_rejected_when_strict(client: TestClient, make_patient: Any) -> None:
     pid = make_patient()
     response = client.get(

@@ -380,3 +380,29 @@ def test_no_query_causes_a_server_error(client: TestClient) -> None:
             response = client.get(url, params=params)
             assert response.status_code < 500, (n, url, response.text[:300])
             assert response.json()["resourceType"] in ("Bundle", "OperationOutcome")
+
+
+def test_a_16_kib_query_is_414(client: TestClient) -> None:
+    long_value = "x" * (16 * 1024)
+    for url in (f"/fhir/Observation?code={long_value}", f"/fhir/Patient/{long_value}"):
+        body = _outcome(client.get(url), 414)
+        assert body["issue"][0]["code"] == "too-long"
+    create = client.post(f"/fhir/Observation?x={long_value}", json=f.patient())
+    _outcome(create, 414)
+    assert client.get("/fhir/Observation", params={"code": "x" * 4000}).status_code == 200
+
+
+def test_fhir_responses_forbid_content_sniffing(client: TestClient, make_patient: Any) -> None:
+    pid = make_patient()
+    responses = [
+        client.get("/fhir/metadata"),
+        client.get(f"/fhir/Patient/{pid}"),
+        client.get("/fhir/Patient"),
+        client.post("/fhir/Patient", json=f.patient()),  # the direct create path
+        client.post("/fhir/Patient", content=b"{", headers={"Content-Type": "application/json"}),
+        client.get("/fhir/Patient/nope"),
+        client.get("/fhir/Nothing"),
+        client.get("/nowhere"),
+    ]
+    for response in responses:
+        assert response.headers.get("x-content-type-options") == "nosniff", response.request.url

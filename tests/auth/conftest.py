@@ -37,6 +37,7 @@ def oauth_settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         auth="oauth",
+        base_url=FHIR,
         profiles_dir=Path(__file__).resolve().parents[2] / "fhir_profiles",
         alerts_enabled=False,
     )
@@ -54,6 +55,17 @@ def oauth_db(oauth_settings: Settings) -> Iterator[Database]:
 def oauth_client(oauth_settings: Settings) -> Iterator[TestClient]:
     """An HTTP client for an oauth-mode app through the ASGI stack."""
     with TestClient(create_app(oauth_settings), base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def unlimited_client(oauth_settings: Settings) -> Iterator[TestClient]:
+    """An oauth-mode app without the token endpoint's rate limits, for tests that send many
+    refused requests on purpose (tests/auth/test_rate_limits.py tests the limits)."""
+    off = oauth_settings.model_copy(
+        update={"token_failures_per_client": 0, "token_failures_per_address": 0}
+    )
+    with TestClient(create_app(off), base_url="http://testserver") as c:
         yield c
 
 
@@ -256,7 +268,8 @@ def oauth_live_server(oauth_settings: Settings) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(oauth_settings)
+    root = f"http://127.0.0.1:{port}"
+    app = create_app(oauth_settings.model_copy(update={"base_url": f"{root}/fhir"}))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
@@ -267,7 +280,7 @@ def oauth_live_server(oauth_settings: Settings) -> Iterator[str]:
         assert time.monotonic() < deadline, "test server did not start"
         time.sleep(0.02)
     server_app = app
-    yield f"http://127.0.0.1:{port}"
+    yield root
     server.should_exit = True
     thread.join(timeout=10)
     del server_app

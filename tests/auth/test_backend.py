@@ -67,7 +67,8 @@ def _error(response: object) -> str:
     return err
 
 
-def test_backend_negative_cases(oauth_client: TestClient, oauth_db: Database) -> None:
+def test_backend_negative_cases(unlimited_client: TestClient, oauth_db: Database) -> None:
+    oauth_client = unlimited_client  # 15 refused requests from one client and address
     backend = make_backend(oauth_db, SCOPE)
     other = make_backend(oauth_db, SCOPE, alg="ES384")
     ok_scope = "system/Observation.rs"

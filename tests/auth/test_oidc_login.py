@@ -35,6 +35,7 @@ def oidc_client(database_url: str, broker: FakeBroker) -> Iterator[TestClient]:
     settings = Settings(
         database_url=database_url,
         auth="oauth",
+        base_url=FHIR,
         profiles_dir=Path(__file__).resolve().parents[2] / "fhir_profiles",
         alerts_enabled=False,
         identity_provider="oidc",

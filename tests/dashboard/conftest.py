@@ -32,7 +32,12 @@ def dash(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def oauth_dash(database_url: str) -> Iterator[TestClient]:
     """The app in oauth mode: the dashboard's accesses are audited."""
-    settings = Settings(database_url=database_url, auth="oauth", profiles_dir=PROFILES)
+    settings = Settings(
+        database_url=database_url,
+        auth="oauth",
+        base_url="http://testserver/fhir",
+        profiles_dir=PROFILES,
+    )
     with TestClient(create_app(settings), base_url="http://testserver") as c:
         yield c
 

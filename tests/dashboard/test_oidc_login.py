@@ -34,6 +34,7 @@ def oidc_dash(
     settings = Settings(
         database_url=database_url,
         auth=request.param,
+        base_url="http://testserver/fhir" if request.param == "oauth" else None,
         profiles_dir=PROFILES,
         alerts_enabled=False,
         identity_provider="oidc",

@@ -56,7 +56,11 @@ def test_ready_is_503_when_the_database_is_unreachable() -> None:
 
 def test_probes_need_no_token_and_are_not_audited(database_url: str) -> None:
     settings = Settings(
-        database_url=database_url, auth="oauth", profiles_dir=PROFILES, alerts_enabled=False
+        database_url=database_url,
+        auth="oauth",
+        base_url="http://testserver/fhir",
+        profiles_dir=PROFILES,
+        alerts_enabled=False,
     )
     db = Database(database_url)
 

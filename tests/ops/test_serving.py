@@ -127,3 +127,25 @@ def test_sigterm_lets_the_request_in_flight_finish(serve: object, workers: int) 
     assert result["status"] == 200 and result["entries"] == 3000, result
     assert isinstance(result["done"], float) and result["done"] > signalled
     assert served.count("Finished server process") == workers
+
+
+def test_rate_limits_count_the_forwarded_client_over_all_workers(serve: object) -> None:
+    """Behind the (trusted, loopback) proxy the client is X-Forwarded-For's address, and the
+    failures that two worker processes count add up in the database."""
+    served = serve(2)  # type: ignore[operator]
+
+    def wrong_login(forwarded_for: str | None) -> int:
+        headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+        with httpx.Client(headers={**headers, "Connection": "close"}) as browser:
+            page = browser.get(f"{served.url}/dashboard/login").text
+            csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+            return browser.post(
+                f"{served.url}/dashboard/login",
+                data={"csrf_token": csrf, "uzi": "999999999", "next": "/dashboard"},
+            ).status_code
+
+    statuses = [wrong_login("203.0.113.9") for _ in range(6)]
+    assert statuses == [400] * 5 + [429]  # 5 per UZI number and address, over both workers
+    assert wrong_login("198.51.100.3") == 400  # another client behind the proxy
+    assert wrong_login(None) == 400  # the proxy itself
+    assert served.stop() == 0

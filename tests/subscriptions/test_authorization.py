@@ -27,7 +27,7 @@ FULL = "system/Subscription.cruds system/Flag.rs"
 @pytest.fixture
 def http(settings: Settings) -> Iterator[TestClient]:
     """The app in oauth mode."""
-    oauth = settings.model_copy(update={"auth": "oauth"})
+    oauth = settings.model_copy(update={"auth": "oauth", "base_url": "http://testserver/fhir"})
     with TestClient(create_app(oauth), base_url="http://testserver") as c:
         yield c
 

@@ -190,6 +190,8 @@ SSRF_TARGETS = [
     "https://[::1]/notify",
     "https://[::ffff:127.0.0.1]/notify",
     "https://[fd00:ec2::254]/notify",  # AWS IPv6 metadata
+    "https://192.0.0.8/notify",  # IETF protocol assignments (the attack run's finding)
+    "https://[3fff::1]/notify",  # IPv6 documentation
     "https://localhost/notify",
     "https://ehr.example.com/notify",  # a name that resolves to loopback
     "https://user:pw@public.example/notify",
