@@ -111,6 +111,7 @@ def bulk_settings(database_url: str, export_dir: Path, **extra: Any) -> Settings
     return Settings(
         database_url=database_url,
         auth="oauth",
+        base_url="http://testserver/fhir",
         profiles_dir=PROFILES,
         alerts_enabled=False,
         export_dir=export_dir,
