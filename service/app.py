@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,7 +21,9 @@ from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
 from service.api.group_commit import CreateBatcher
 from service.api.middleware import RequestTelemetry
+from service.api.nul_guard import RefuseNul
 from service.api.oauth_routes import router as oauth_router
+from service.api.openapi import openapi_document
 from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, outcome_response
@@ -104,6 +107,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         version=__version__,
         description="FHIR R4 telemonitoring data-exchange service",
     )
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(
+                fhir.registry, title=app.title, version=app.version, description=app.description
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.telemon = AppState(
         settings=settings,
         fhir=fhir,
@@ -121,6 +132,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.add_middleware(
         CreatePath, types=frozenset(fhir.registry.names()), route=create_route(fhir_router.routes)
     )
+    app.add_middleware(RefuseNul)  # outside the create path: creates are checked too
     app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(FhirError)
