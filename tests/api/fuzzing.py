@@ -3,7 +3,7 @@
 forms), sent through the ASGI stack; the property is "never a server error".
 
 Used by tests/api/test_property_based.py: bounded and repeatable in ``make test``, longer and
-exploring anew by hand (see docs/testing.md).
+exploring anew by hand (see README.md, "make test").
 """
 
 from __future__ import annotations
