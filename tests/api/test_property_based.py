@@ -30,7 +30,7 @@ from tests.auth.conftest import backend_token, make_backend
 from tests.dashboard.conftest import add_clinician, login
 from tests.factories import patient, weight
 
-EXAMPLES = int(os.environ.get("TELEMON_FUZZ_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("TELEMON_FUZZ_EXAMPLES", "3"))
 SEED = None if os.environ.get("TELEMON_FUZZ_RANDOM") else 0
 PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
 SCOPE = " ".join(
