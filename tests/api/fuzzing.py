@@ -85,14 +85,17 @@ def fuzz(
             @settings
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
             def check(case: Any) -> None:
-                response = case.call(headers=dict(headers or {}), cookies=dict(cookies or {}))
                 report.cases += 1
-                status = response.status_code // 100
-                report.by_status[status] = report.by_status.get(status, 0) + 1
-                if response.status_code >= 500:
+                try:
+                    response = case.call(headers=dict(headers or {}), cookies=dict(cookies or {}))
+                except Exception as exc:  # the test transport re-raises what the app raised
+                    status, detail = 500, f"raised {type(exc).__name__}: {exc}"
+                else:
+                    status, detail = response.status_code, response.text
+                report.by_status[status // 100] = report.by_status.get(status // 100, 0) + 1
+                if status >= 500:
                     report.server_errors.append(
-                        f"{response.status_code} {case.as_curl_command()}\n"
-                        f"  {response.text[:300]}"
+                        f"{status} {case.as_curl_command()}\n  {detail[:300]}"
                     )
 
             if seed is not None:
