@@ -9,7 +9,7 @@ exploring anew by hand (see README.md, "make test").
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ def fuzz(
     app: FastAPI,
     *,
     examples: int,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     cookies: Mapping[str, str] | None = None,
     seed: int | None = 0,
     modes: tuple[GenerationMode, ...] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
@@ -54,6 +54,7 @@ def fuzz(
 ) -> FuzzReport:
     """Send ``examples`` generated requests per operation and mode; collect server errors.
 
+    ``headers`` may be a function, called per case (a long run renews its 5-minute token).
     ``seed=None`` explores anew on every run (the long run by hand); a fixed seed makes the
     bounded run in ``make test`` repeat the same cases, so that it cannot fail by chance.
     """
@@ -87,7 +88,8 @@ def fuzz(
             def check(case: Any) -> None:
                 report.cases += 1
                 try:
-                    response = case.call(headers=dict(headers or {}), cookies=dict(cookies or {}))
+                    sent = headers() if callable(headers) else headers
+                    response = case.call(headers=dict(sent or {}), cookies=dict(cookies or {}))
                 except Exception as exc:  # the test transport re-raises what the app raised
                     status, detail = 500, f"raised {type(exc).__name__}: {exc}"
                 else:
