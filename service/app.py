@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, logs, metrics
@@ -109,9 +110,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     )
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(
-                fhir.registry, title=app.title, version=app.version, description=app.description
+            generated = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
             )
+            app.openapi_schema = openapi_document(fhir.registry, generated)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

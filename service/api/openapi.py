@@ -507,23 +507,22 @@ def _bundle_schema(registry: Registry) -> dict[str, Any]:
     }
 
 
-def openapi_document(
-    registry: Registry, *, title: str, version: str, description: str
-) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the service."""
-    schemas: dict[str, Any] = {name: dict(schema) for name, schema in _DATATYPES.items()}
+def openapi_document(registry: Registry, generated: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the service.
+
+    ``generated`` is FastAPI's own document: its generic FHIR paths (``/fhir/{res_type}…``)
+    are replaced by one set per resource type; any other route it describes stays.
+    """
+    schemas: dict[str, Any] = dict(generated.get("components", {}).get("schemas", {}))
+    schemas.update({name: dict(schema) for name, schema in _DATATYPES.items()})
     for rtype in registry:
         schemas[rtype.name] = resource_schema(rtype.name)
     schemas["Bundle"] = _bundle_schema(registry)
-    paths = _fhir_paths(registry)
+    paths = {p: item for p, item in generated.get("paths", {}).items() if "{res_type}" not in p}
+    paths.update(_fhir_paths(registry))
     paths.update(_with_path_param(_oauth_and_browser_paths()))
     for path in ("/health", "/ready"):
         paths[path] = {"get": {"tags": ["Operations"], "summary": f"{path[1:]} probe",
                                "operationId": path[1:],
                                "responses": {"200": {"description": "OK"}}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": title, "version": version, "description": description},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
+    return {**generated, "paths": paths, "components": {"schemas": schemas}}

@@ -291,11 +291,6 @@ class FhirService:
             for _, t, i in item.index.references:
                 if t in self.registry and (t, i) not in pending:
                     wanted.setdefault(t, set()).add(i)
-        # An id that is no FHIR id names nothing stored; found here, before any write (it
-        # may not even fit the index column).
-        malformed = {(t, i) for t, ids in wanted.items() for i in ids if not _ID.match(i)}
-        if malformed:
-            raise self._reference_error(items, malformed)
         return wanted
 
     def _reference_error(
