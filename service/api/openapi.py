@@ -171,7 +171,7 @@ def _model_schema(name: str, depth: int = 0) -> dict[str, Any]:
             continue
         key = field.alias or field_name
         properties[key] = _element_schema(field.annotation, extra, depth)
-        if extra.get("element_required"):
+        if field.is_required() or extra.get("element_required"):
             required.append(key)
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
