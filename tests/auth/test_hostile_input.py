@@ -18,21 +18,12 @@ from tests.auth.conftest import (
     make_backend,
     pkce,
 )
+from tests.auth.test_pgo_flow import _authorize_raw, _good
 
 
 def _authorize(http: TestClient, client_id: str, **overrides: str) -> object:
     _, challenge = pkce()
-    params = {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": REDIRECT,
-        "scope": "patient/Observation.rs",
-        "state": "s1",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        **overrides,
-    }
-    return http.get("/oauth/authorize", params=params, follow_redirects=False)
+    return _authorize_raw(http, **{**_good(client_id, challenge), **overrides})
 
 
 @pytest.mark.parametrize(
