@@ -8,10 +8,12 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, logs, metrics
@@ -21,7 +23,9 @@ from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
 from service.api.group_commit import CreateBatcher
 from service.api.middleware import RequestTelemetry
+from service.api.nul_guard import RefuseNul
 from service.api.oauth_routes import router as oauth_router
+from service.api.openapi import openapi_document
 from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, UrlLimit, outcome_response
@@ -127,6 +131,16 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         # from the Host header; a URL with a trailing slash is simply not found.
         redirect_slashes=False,
     )
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generated = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = openapi_document(fhir.registry, generated)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.telemon = AppState(
         settings=settings,
         fhir=fhir,
@@ -149,6 +163,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.add_middleware(
         CreatePath, types=frozenset(fhir.registry.names()), route=create_route(fhir_router.routes)
     )
+    app.add_middleware(RefuseNul)  # outside the create path: creates are checked too
     app.add_middleware(UrlLimit, max_bytes=settings.max_url_bytes)
     app.add_middleware(RequestTelemetry)
 

@@ -405,7 +405,11 @@ async def consent_decision(request: Request) -> Response:
 async def token(request: Request) -> JSONResponse:
     """The token endpoint (RFC 6749 §3.2; errors as RFC 6749 §5.2 JSON)."""
     auth = _auth(request)
-    params = await read_small_form(request, MAX_FORM_BYTES)
+    try:
+        params = await read_small_form(request, MAX_FORM_BYTES)
+    except FhirError as exc:  # not UTF-8, or a NUL character: RFC 6749's error instead
+        body = {"error": "invalid_request", "error_description": str(exc)}
+        return JSONResponse(body, status_code=400, headers=_NO_STORE)
     if params is None:
         body = {
             "error": "invalid_request",
@@ -447,7 +451,13 @@ _LOGGED_TOKEN_PARAMS = ("grant_type", "scope", "client_id", "redirect_uri")
 
 
 def _claimed_client(oreq: FormRequest) -> str | None:
-    """The client a token request is from: authenticated, or else as it claims to be."""
+    """The client a token request is from: authenticated, or else as it claims to be (as
+    recorded: at most 255 characters, a NUL written as ``\\0``, see ``nul_error``)."""
+    claimed = _claim(oreq)
+    return claimed[:255].replace("\x00", "\\0") if claimed else None
+
+
+def _claim(oreq: FormRequest) -> str | None:
     client = getattr(oreq, "client", None)
     if client is not None:
         return str(client.client_id)
@@ -455,17 +465,17 @@ def _claimed_client(oreq: FormRequest) -> str | None:
     basic = oreq.headers.get("authorization", "")
     if basic.lower().startswith("basic "):
         try:
-            return base64.b64decode(basic[6:]).decode().partition(":")[0][:255] or None
+            return base64.b64decode(basic[6:]).decode().partition(":")[0] or None
         except (ValueError, UnicodeDecodeError):
             return None
     if data.get("client_id"):
-        return data["client_id"][:255]
+        return data["client_id"]
     try:  # the unverified subject of a client assertion: who it claims to be
         payload = jws.extract_compact(data.get("client_assertion", "").encode()).payload
         sub = orjson.loads(payload).get("sub")
     except (JoseError, ValueError, AttributeError):
         return None
-    return sub[:255] if isinstance(sub, str) else None
+    return sub if isinstance(sub, str) else None
 
 
 def _audit_token_in_turn(

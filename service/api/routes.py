@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request
@@ -26,6 +26,7 @@ from service.api.wire import (
     FhirResponse,
     instant,
     negotiate,
+    parse_form,
     prefer,
     read_json_body,
     resource_response,
@@ -38,6 +39,7 @@ from service.fhir.dates import DateFormatError, parse_range
 from service.fhir.outcome import FhirError, operation_outcome
 from service.fhir.service import SearchResult
 from service.storage.repository import StoredVersion
+from service.validation.integers import parse_unsigned
 
 router = APIRouter(prefix="/fhir")
 
@@ -246,11 +248,7 @@ async def _form_params(request: Request, state: AppState) -> list[tuple[str, str
         body += chunk
         if len(body) > state.settings.max_body_bytes:
             raise FhirError.single(413, "too-costly", "The search parameters are too long")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FhirError.single(400, "invalid", "The form body is not valid UTF-8") from exc
-    return [(k, v) for k, v in parse_qsl(text, keep_blank_values=True) if k != "_format"]
+    return [(k, v) for k, v in parse_form(body) if k != "_format"]
 
 
 #: The create route reads this header itself: a declared Header() parameter costs FastAPI's
@@ -423,9 +421,10 @@ def _history_params(request: Request) -> tuple[int | None, int | None]:
             since = parse_range(since_raw, state_zone(request))[0]
         except DateFormatError as exc:
             raise FhirError.single(400, "invalid", str(exc), "_since") from exc
-    if count_raw is not None and not count_raw.isdigit():
+    count = parse_unsigned(count_raw, maximum=get_state(request).settings.max_page_size, clamp=True)
+    if count_raw is not None and count is None:
         raise FhirError.single(400, "invalid", "_count must be a non-negative integer", "_count")
-    return since, int(count_raw) if count_raw else None
+    return since, count
 
 
 def state_zone(request: Request) -> Any:

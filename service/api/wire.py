@@ -13,9 +13,10 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.fhir.dates import format_instant, from_micros
-from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.fhir.outcome import FhirError, Issue, nul_error, operation_outcome
 from service.fhir.service import VersionResult
 from service.validation import parse_json
+from service.validation.integers import parse_unsigned
 
 FHIR_JSON = "application/fhir+json"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
@@ -82,8 +83,9 @@ async def read_json_body(request: Request, *, max_bytes: int, max_depth: int) ->
             f"Content-Type '{content_type or '(none)'}' is not supported; send {FHIR_JSON}",
             "Content-Type",
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    length = request.headers.get("content-length")
+    declared = parse_unsigned(length, maximum=max_bytes + 1, clamp=True)
+    if declared is not None and declared > max_bytes:
         raise _too_large(max_bytes)
     chunks = []
     size = 0
@@ -150,7 +152,9 @@ def instant(micros: int) -> str:
 
 async def read_small_form(request: Request, max_bytes: int) -> list[tuple[str, str]] | None:
     """The fields of a small urlencoded form post (login, consent, token requests, dashboard
-    buttons); None when the body is another type, larger than ``max_bytes`` or not UTF-8."""
+    buttons); None when the body is another type or larger than ``max_bytes``.
+
+    A body that is not UTF-8 or holds a NUL character raises :class:`FhirError` (400)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         return None
@@ -159,10 +163,23 @@ async def read_small_form(request: Request, max_bytes: int) -> list[tuple[str, s
         body += chunk
         if len(body) > max_bytes:
             return None
+    return parse_form(body)
+
+
+def parse_form(body: bytes) -> list[tuple[str, str]]:
+    """The fields of an ``application/x-www-form-urlencoded`` body.
+
+    400 when it is not UTF-8, or when a field holds a NUL character (which PostgreSQL cannot
+    store or compare, see :func:`~service.fhir.outcome.nul_error`): the error names the field.
+    """
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        return None
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise FhirError.single(400, "invalid", "The form body is not valid UTF-8") from exc
+    for name, value in fields:
+        if "\x00" in name or "\x00" in value:
+            raise nul_error(f"form field '{name}'", name)
+    return fields
 
 
 class UrlLimit:

@@ -12,7 +12,6 @@ the same way, in the ``telemon_oidc`` cookie (:func:`seal_login`).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sqlalchemy import Connection
 
 from service.auth import replay
 from service.auth import scopes as sc
+from service.auth.compare import secrets_equal
 
 TX_SECONDS = 600
 CSRF_COOKIE = "telemon_csrf"
@@ -123,13 +123,13 @@ def start(key: ECKey, params: list[tuple[str, str]], csrf: str) -> str:
 
 def open_pending(key: ECKey, sealed: str, form_csrf: str, cookie_csrf: str | None) -> Pending:
     """Verify signature, age and CSRF binding; ConsentError when anything is off."""
-    if not cookie_csrf or not hmac.compare_digest(form_csrf, cookie_csrf):
+    if not secrets_equal(form_csrf, cookie_csrf):
         raise ConsentError("CSRF token mismatch")
     try:
         claims = unseal(key, sealed, _TYP)
     except ValueError as exc:
         raise ConsentError("The authorization has expired or is invalid") from exc
-    if not hmac.compare_digest(claims.get("csrf", ""), _hash(form_csrf)):
+    if not secrets_equal(_hash(form_csrf), str(claims.get("csrf", ""))):
         raise ConsentError("CSRF token mismatch")
     params = [(str(k), str(v)) for k, v in claims.get("params", [])]
     return Pending(
@@ -171,7 +171,7 @@ def open_login(key: ECKey, sealed: str | None, state: str) -> PendingLogin:
         claims = unseal(key, sealed, _LOGIN_TYP)
     except ValueError as exc:
         raise ConsentError("The DigiD login has expired or is invalid") from exc
-    if not hmac.compare_digest(str(claims.get("state", "")).encode(), state.encode()):
+    if not secrets_equal(state, str(claims.get("state", ""))):
         raise ConsentError("The DigiD login does not match this browser (state mismatch)")
     return PendingLogin(
         [(str(k), str(v)) for k, v in claims.get("params", [])],

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from service.storage.db import fits_key
 from service.storage.tables import oauth_jti
 
 MAX_JTI_LENGTH = 255
@@ -22,7 +23,7 @@ MAX_JTI_LENGTH = 255
 
 def remember(conn: Connection, issuer: str, jti: str, expires_at: int, now: int) -> bool:
     """Record ``jti`` for ``issuer`` until ``expires_at``; False when it was seen before."""
-    if not jti or len(jti) > MAX_JTI_LENGTH or len(issuer) > 255:
+    if not jti or not fits_key(jti, MAX_JTI_LENGTH) or not fits_key(issuer, 255):
         return False
     # Expired entries can go: their assertions fail the exp check anyway.
     conn.execute(delete(oauth_jti).where(oauth_jti.c.expires_at < now - 60))

@@ -6,12 +6,13 @@ framework-free request built from already-read parameters.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Request
+from authlib.oauth2.rfc6749 import AuthorizationServer, InvalidRequestError, OAuth2Request
 from sqlalchemy import Connection
 
 from service.auth import clients
@@ -25,7 +26,39 @@ from service.auth.grants import (
 from service.auth.jwks import JwksFetcher
 from service.auth.tokens import TokenService
 from service.settings import Settings
-from service.storage.db import Database
+from service.storage.db import Database, fits_key
+
+# The syntax of the parameters (RFC 6749 Appendix A; URIs in RFC 3986's characters). Authlib
+# quotes some of them (redirect_uri, response_type) in error descriptions, which must not hold
+# '"', '\\' or anything outside printable ASCII: it raises ValueError (a 500) instead.
+_VSCHAR = re.compile(r"[\x20-\x7e]*")
+_NQSCHAR = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_URI = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_SYNTAX = {
+    "client_id": _VSCHAR,
+    "client_secret": _VSCHAR,
+    "state": _VSCHAR,
+    "code": _VSCHAR,
+    "code_verifier": _VSCHAR,
+    "code_challenge": _VSCHAR,
+    "code_challenge_method": _VSCHAR,
+    "client_assertion": _VSCHAR,
+    "launch": _VSCHAR,
+    "response_type": _NQSCHAR,
+    "grant_type": _NQSCHAR,
+    "scope": _NQSCHAR,
+    "redirect_uri": _URI,
+    "aud": _URI,
+    "client_assertion_type": _URI,
+}
+
+
+def check_syntax(request: FormRequest) -> None:
+    """Refuse (``invalid_request``) a parameter outside its RFC 6749 character set."""
+    for name, values in request.payload.datalist.items():
+        syntax = _SYNTAX.get(name)
+        if syntax is not None and not all(syntax.fullmatch(v) for v in values):
+            raise InvalidRequestError(f"'{name}' holds characters RFC 6749 does not allow")
 
 
 class _Payload:
@@ -124,7 +157,7 @@ class AuthServer(AuthorizationServer):
 
     def query_client(self, client_id: str) -> Client | None:
         """An active registered client."""
-        if not isinstance(client_id, str) or len(client_id) > 255:
+        if not isinstance(client_id, str) or not fits_key(client_id, 255):
             return None
         with self.db.read() as conn:
             return clients.get(conn, client_id)
@@ -138,6 +171,10 @@ class AuthServer(AuthorizationServer):
         The authorization-code grant keeps its own transactions (it claims the code first).
         """
         assert isinstance(request, FormRequest)
+        try:
+            check_syntax(request)
+        except InvalidRequestError as error:
+            return self.handle_error_response(request, error)
         request.db = self.db
         if request.payload.grant_type != "client_credentials":
             return super().create_token_response(request)
@@ -147,6 +184,12 @@ class AuthServer(AuthorizationServer):
                 return super().create_token_response(request)
             finally:
                 request.conn = None
+
+    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
+        """Authlib's validation of an authorization request, after :func:`check_syntax`."""
+        assert isinstance(request, FormRequest)
+        check_syntax(request)
+        return super().get_consent_grant(request, end_user)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         """Nothing: :meth:`issue` records each token as it signs it."""

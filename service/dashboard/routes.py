@@ -47,8 +47,9 @@ from service.dashboard import sessions, views, worklist
 from service.dashboard.overview import load_enrolled, load_overview
 from service.dashboard.sessions import Session, SessionError
 from service.fhir.outcome import FhirError
-from service.fhir.service import FhirService, VersionResult, check_id
+from service.fhir.service import MAX_VERSION, FhirService, VersionResult, check_id
 from service.settings import Settings
+from service.validation.integers import parse_unsigned
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -509,8 +510,8 @@ async def patient_page(request: Request, patient_id: str) -> Response:
     session = await _session(request, state)
     if session is None:
         return _login_redirect(request)
-    raw_days = request.query_params.get("days", "30")
-    days = int(raw_days) if raw_days.isdigit() and int(raw_days) in views.PERIODS else 30
+    asked = parse_unsigned(request.query_params.get("days"))
+    days = asked if asked in views.PERIODS else 30
     until = _now()
     since = until - timedelta(days=days)
     try:
@@ -552,14 +553,14 @@ async def _alert_action(request: Request, flag_id: str, action: str) -> Response
         return _redirect("/dashboard/login?" + urlencode({"next": next_path}))
     if form is None or not sessions.csrf_ok(session.csrf, form.get("csrf_token")):
         return _message_page("Form expired", "Reload the page and try again.", 403, next_path)
-    version = form.get("version", "")
-    if not version.isdigit() or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", flag_id):
+    version = parse_unsigned(form.get("version"), maximum=MAX_VERSION)
+    if version is None or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", flag_id):
         return _message_page("Invalid request", "This is not a valid alert action.", 400, next_path)
     do = worklist.acknowledge if action == "acknowledge" else worklist.resolve
     record = AccessRecord("update", "Flag", description=f"clinician {action}s the alert")
     try:
         result: VersionResult = await run_in_threadpool(
-            do, state.fhir, flag_id, int(version), _now()
+            do, state.fhir, flag_id, version, _now()
         )
     except worklist.AlertActionError as exc:
         record.outcome, record.description = "4", f"{action} refused: {exc}"

@@ -11,7 +11,6 @@ too.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +20,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import Connection
 
 from service.auth import replay
+from service.auth.compare import secrets_equal
 from service.auth.consent import unseal
 from service.auth.identity import ClinicianUser
 
@@ -123,7 +123,7 @@ def renewed(session: Session, now: int, lifetime: int) -> Session | None:
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     """Whether a form's CSRF token equals the expected one (constant time)."""
-    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+    return secrets_equal(given, expected)
 
 
 def end(conn: Connection, session: Session, now: int) -> None:

@@ -17,7 +17,8 @@ _US = 1_000_000
 _PATTERN = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$",
+    re.ASCII,  # \d is [0-9], not every Unicode digit
 )
 
 
@@ -59,7 +60,7 @@ def parse_range(value: str, zone: tzinfo) -> tuple[int, int]:
     return _parse_range(value, zone)
 
 
-_OWN_OFFSET = re.compile(r"T.*[+-]\d\d:\d\d$")
+_OWN_OFFSET = re.compile(r"T.*[+-]\d\d:\d\d$", re.ASCII)
 
 
 @lru_cache(maxsize=4096)

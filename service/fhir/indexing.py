@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -28,10 +29,42 @@ class IndexValues:
     strings: list[tuple[str, str]] = field(default_factory=list)
 
 
+#: Widths of the index columns (service/storage/tables.py): token codes and systems, quantity
+#: systems; quantity unit codes, reference types and ids.
+WIDE_KEY = 255
+NARROW_KEY = 64
+_HASH_CHARS = 32
+
+
+def index_key(text: str, width: int) -> str:
+    """``text`` as an index key of at most ``width`` characters.
+
+    FHIR strings have no length limit, index columns do (PostgreSQL refuses a longer value,
+    SQLite keeps it). A longer value is stored as its first characters, ``#`` and a hash of
+    the whole; searches pass their values through this same function, so an exact match
+    still finds it on both backends.
+    """
+    if len(text) <= width:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    return f"{text[: width - _HASH_CHARS - 1]}#{digest}"
+
+
+def optional_key(text: str | None, width: int) -> str | None:
+    """:func:`index_key` for a value that may be absent."""
+    return None if text is None else index_key(text, width)
+
+
 def normalize_string(text: str) -> str:
     """Case- and accent-insensitive form used for string search (``Ç`` → ``c``)."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def string_key(text: str) -> str:
+    """A string as indexed and searched: normalised, its first :data:`WIDE_KEY` characters
+    (string search matches on a prefix, so it is cut rather than hashed)."""
+    return normalize_string(text)[:WIDE_KEY]
 
 
 _STEP = re.compile(r"([A-Za-z_]+(?:\[x\])?)(?:\('([^']*)'\))?")
@@ -159,13 +192,17 @@ def _extract_param(
     for path in param.paths:
         for _, value in resolve_path(resource, path):
             if param.type == "token":
-                out.tokens.extend((param.name, s, c) for s, c in _tokens(value))
+                out.tokens.extend(
+                    (param.name, optional_key(s, WIDE_KEY), index_key(c, WIDE_KEY))
+                    for s, c in _tokens(value)
+                )
             elif param.type == "reference":
                 # A Reference, or a canonical URL (CarePlan.instantiatesCanonical).
                 ref = value.get("reference") if isinstance(value, dict) else value
                 target = split_reference(ref) if isinstance(ref, str) else None
                 if target and (not param.targets or target[0] in param.targets):
-                    out.references.append((param.name, target[0], target[1]))
+                    type_, id_ = (index_key(part, NARROW_KEY) for part in target)
+                    out.references.append((param.name, type_, id_))
             elif param.type == "date":
                 rng = _date_range(value, zone)
                 if rng is None:
@@ -177,7 +214,12 @@ def _extract_param(
             elif param.type == "quantity":
                 if isinstance(value, dict) and isinstance(value.get("value"), int | float):
                     out.quantities.append(
-                        (param.name, float(value["value"]), value.get("system"), value.get("code"))
+                        (
+                            param.name,
+                            float(value["value"]),
+                            optional_key(value.get("system"), WIDE_KEY),
+                            optional_key(value.get("code"), NARROW_KEY),
+                        )
                     )
             elif param.type in ("string", "uri"):
-                out.strings.extend((param.name, normalize_string(s)) for s in _strings(value))
+                out.strings.extend((param.name, string_key(s)) for s in _strings(value))

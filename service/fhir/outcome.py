@@ -84,6 +84,19 @@ class FhirError(Exception):
         return cls(status, [Issue(code, diagnostics, exprs)])
 
 
+def nul_error(where: str, name: str | None = None) -> FhirError:
+    """The 400 for a NUL character (U+0000) in ``where``; ``name`` goes in the expression.
+
+    PostgreSQL cannot store or compare text holding NUL, SQLite can: both refuse it alike, as
+    input, before it reaches a query.
+    """
+    where = where.replace("\x00", "\\0")
+    shown = name.replace("\x00", "\\0") if name is not None else None
+    return FhirError.single(
+        400, "invalid", f"NUL character (U+0000) in {where} is not allowed", shown
+    )
+
+
 def operation_outcome(issues: Iterable[Issue]) -> dict[str, Any]:
     """A FHIR ``OperationOutcome`` resource (as JSON) holding ``issues``."""
     rendered = [i.to_fhir() for i in issues]

@@ -33,12 +33,20 @@ from service.fhir.criteria import (
     TokenValue,
 )
 from service.fhir.dates import DateFormatError, parse_range, to_micros
-from service.fhir.indexing import normalize_string, split_reference
-from service.fhir.outcome import FhirError, Issue
+from service.fhir.indexing import (
+    NARROW_KEY,
+    WIDE_KEY,
+    index_key,
+    optional_key,
+    split_reference,
+    string_key,
+)
+from service.fhir.outcome import FhirError, Issue, nul_error
 from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType
+from service.validation.integers import parse_unsigned
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
 #: Caps that keep one query's SQL bounded (SQLite refuses expression trees deeper than 1000).
 MAX_PARAMS = 100
 MAX_VALUES = 100
@@ -63,10 +71,11 @@ def _split_prefix(value: str) -> tuple[Prefix, str]:
 
 
 def _token_value(raw: str) -> TokenValue:
+    """``[system|]code`` as the index keys them (:func:`~service.fhir.indexing.index_key`)."""
     if "|" not in raw:
-        return TokenValue(None, raw)
+        return TokenValue(None, index_key(raw, WIDE_KEY))
     system, _, code = raw.partition("|")
-    return TokenValue(system, code or None)
+    return TokenValue(index_key(system, WIDE_KEY), optional_key(code or None, WIDE_KEY))
 
 
 def _date_values(param: str, raw: str, zone: ZoneInfo) -> tuple[DateValue, ...]:
@@ -97,7 +106,12 @@ def _quantity_values(param: str, raw: str) -> tuple[QuantityValue, ...]:
         half = 0.5 * 10 ** (-decimals)
         out.append(
             QuantityValue(
-                prefix, number, number - half, number + half, system or None, code or None
+                prefix,
+                number,
+                number - half,
+                number + half,
+                optional_key(system or None, WIDE_KEY),
+                optional_key(code or None, NARROW_KEY),
             )
         )
     return tuple(out)
@@ -143,6 +157,10 @@ def parse_search(
             400, "too-costly", f"At most {MAX_PARAMS} search parameters per request"
         )
     for name, raw in params:
+        # Parameters also come from inside bodies (If-None-Exist, Bundle entry URLs,
+        # Subscription criteria), past the HTTP layer's own check.
+        if "\x00" in name or "\x00" in raw:
+            raise nul_error(f"search parameter '{name}'", name)
         if raw.count(",") >= MAX_VALUES:
             raise FhirError.single(
                 400, "too-costly", f"At most {MAX_VALUES} values per search parameter", name
@@ -212,9 +230,9 @@ def _criterion(
         for v in split_values(raw):
             target = split_reference(v)
             if target is None:
-                refs.append((modifier or None, v))
+                refs.append((optional_key(modifier or None, NARROW_KEY), index_key(v, NARROW_KEY)))
             else:
-                refs.append(target)
+                refs.append((index_key(target[0], NARROW_KEY), index_key(target[1], NARROW_KEY)))
         on_row = name == rtype.compartment and all(t in (None, "Patient") for t, _ in refs)
         if rtype.params[name].targets == ("Patient",):
             refs = [("Patient", i) for _, i in refs]
@@ -231,7 +249,7 @@ def _criterion(
             unsupported(f"{name}:{modifier}", f"Modifier ':{modifier}' is not supported on {name}")
             return None
         mode = cast(Any, modifier or "start")
-        return StringCriterion(name, tuple(normalize_string(v) for v in split_values(raw)), mode)
+        return StringCriterion(name, tuple(string_key(v) for v in split_values(raw)), mode)
     unsupported(name, f"Search parameter type '{ptype}' is not supported")
     return None
 
@@ -247,9 +265,10 @@ def _control(
 ) -> str | None:
     """Apply one result parameter; the value applied, or None when it was ignored."""
     if name == "_count":
-        if not raw.isdigit():
+        count = parse_unsigned(raw, maximum=max_count, clamp=True)
+        if count is None:
             raise _bad("_count", "_count must be a non-negative integer")
-        query.count = min(int(raw), max_count)
+        query.count = count
         return str(query.count)
     if name == "_sort":
         keys = [k for k in raw.split(",") if k]

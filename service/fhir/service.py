@@ -32,8 +32,11 @@ from service.storage import search_sql
 from service.storage.db import Database
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation import ProfileValidator, dumps_resource, validate_structure
+from service.validation.integers import MAX_INT, parse_unsigned
 
-_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+#: Version ids are stored as INTEGER: a larger one names no version.
+MAX_VERSION = MAX_INT
+_ETAG = re.compile(r'^(?:W/)?"([^"]*)"$')
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -148,9 +151,11 @@ def now_micros() -> int:
 def parse_etag(value: str) -> int:
     """The version number in an ``If-Match`` ETag such as ``W/"3"``; malformed → 400."""
     match = _ETAG.match(value.strip())
-    if match is None:
+    # A version beyond any stored one is well-formed; it just never matches (412).
+    version = parse_unsigned(match.group(1), maximum=MAX_VERSION, clamp=True) if match else None
+    if version is None:
         raise FhirError.single(400, "invalid", f"Malformed If-Match ETag '{value}'", "If-Match")
-    return int(match.group(1))
+    return version
 
 
 def outside_compartment(res_type: str) -> FhirError:
@@ -513,10 +518,11 @@ class FhirService:
     ) -> VersionResult:
         """A specific version; 404 if unknown (or outside ``patient_ids``), 410 if a deletion."""
         self.resource_type(res_type)
-        if not version.isdigit():
+        number = parse_unsigned(version, maximum=MAX_VERSION)
+        if number is None:
             raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
         with self.db.read() as conn:
-            stored = repo.fetch_version(conn, res_type, res_id, int(version))
+            stored = repo.fetch_version(conn, res_type, res_id, number)
         if stored is None or not self.visible(patient_ids, stored):
             raise FhirError.single(
                 404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
@@ -779,9 +785,10 @@ class FhirService:
         rest = []
         for name, value in params:
             if name == "max":
-                if not value.isdigit() or int(value) < 1:
+                wanted = parse_unsigned(value, maximum=self.settings.max_page_size, clamp=True)
+                if not wanted:
                     raise FhirError.single(400, "invalid", "max must be a positive integer", "max")
-                max_n = min(int(value), self.settings.max_page_size)
+                max_n = wanted
             else:
                 rest.append((name, value))
         query, warnings = self.parse_query(rtype, rest, strict=strict)

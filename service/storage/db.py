@@ -26,6 +26,13 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def fits_key(text: str, width: int) -> bool:
+    """Whether ``text`` can be looked up in a key column of ``width`` characters on both
+    backends: not longer (PostgreSQL refuses, SQLite keeps it) and without NUL (PostgreSQL
+    cannot hold it in text at all)."""
+    return len(text) <= width and "\x00" not in text
+
+
 class Database:
     """Holds the engine; hands out connections inside a transaction."""
 
