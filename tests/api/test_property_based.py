@@ -66,7 +66,11 @@ def open_app(settings: Settings) -> Iterator[TestClient]:
 def oauth_app(database_url: str) -> Iterator[TestClient]:
     """The oauth-mode app with data."""
     settings = Settings(
-        database_url=database_url, auth="oauth", profiles_dir=PROFILES, alerts_enabled=False
+        database_url=database_url,
+        auth="oauth",
+        base_url="http://testserver/fhir",
+        profiles_dir=PROFILES,
+        alerts_enabled=False,
     )
     with TestClient(create_app(settings), base_url="http://testserver") as client:
         _seed_data(client)
