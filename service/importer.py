@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -397,7 +396,7 @@ def _write(
     data = _rewritten(item.data, mapping) if mapping else item.data
     try:
         issues = service.profiles.validate(
-            data, now=datetime.now(UTC), clock_skew_seconds=service.settings.clock_skew_seconds
+            data, now=service.clock(), clock_skew_seconds=service.settings.clock_skew_seconds
         )
         if issues:
             raise FhirError(422, issues)

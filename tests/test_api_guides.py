@@ -46,6 +46,7 @@ from service.demo_clients import BACKEND_SCOPE, client_assertion
 from service.demo_guide import pkce_challenge
 from service.settings import Settings
 from service.storage.db import Database
+from tests.clock import NOW, PinnedClock
 
 GUIDES = Path(__file__).resolve().parent.parent / "docs" / "api"
 SERVER = "https://telemon.example.org"
@@ -297,7 +298,7 @@ def world(database_url: str) -> Iterator[World]:
         base_url=f"{SERVER}/fhir",
         profiles_dir=Path(__file__).resolve().parent.parent / "fhir_profiles",
     )
-    with TestClient(create_app(settings), base_url=SERVER) as http:
+    with TestClient(create_app(settings, clock=PinnedClock(NOW)), base_url=SERVER) as http:
         fhir = http.app.state.telemon.fhir  # type: ignore[attr-defined]
         summary = demo.load_demo(fhir, weeks=6)
         hf, copd, both = summary.patients

@@ -135,7 +135,7 @@ class AlertService:
         config = self.load_config(conn, patient_id, plans)
         if config is None:
             return []  # not enrolled in a programme: nothing to evaluate
-        now = datetime.now(UTC)
+        now = self.fhir.clock()
         repo.lock_key(conn, f"alerts:{patient_id}")  # one evaluation per patient at a time
         # Parsed once: the window query skips what was just written instead of re-reading it.
         received = to_micros(now)
@@ -158,7 +158,7 @@ class AlertService:
         if state is None:
             return  # a Flag telemon did not raise
         alert = load_alert(state)
-        now = datetime.now(UTC)
+        now = self.fhir.clock()
         status = flag.get("status")
         if status == AlertStatus.INACTIVE and alert.status == AlertStatus.ACTIVE:
             alert = resolve(alert, now, by="ehr")
@@ -297,7 +297,7 @@ class AlertService:
 
     def sweep(self, now: datetime | None = None) -> SweepSummary:
         """Evaluate the missing-data rules for every enrolled patient (idempotent)."""
-        now = now or datetime.now(UTC)
+        now = now or self.fhir.clock()
         with self.fhir.db.read() as conn:
             # The compartment is on each row: no CarePlan JSON needs parsing here.
             rows = self._rows(conn, "CarePlan", [("status", "active")])

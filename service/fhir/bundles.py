@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -25,7 +24,6 @@ from service.fhir.service import (
     VersionResult,
     check_id,
     event_of,
-    now_micros,
     outside_compartment,
 )
 from service.storage import repository as repo
@@ -272,7 +270,7 @@ def _transaction(
                 entry,
                 partial(service.apply_content, conn, rtype, new_ids[entry.index], entry.resource),
             )
-            item = service.stamp(rtype, content, new_ids[entry.index], 1, now_micros())
+            item = service.stamp(rtype, content, new_ids[entry.index], 1, service.now_micros())
             if patient_ids is not None and item.index.patient_id not in patient_ids:
                 raise outside_compartment(rtype.name)
             creates.append((entry, item))
@@ -311,7 +309,7 @@ def _transaction(
 def _profile(service: FhirService, entry: Entry) -> None:
     issues = service.profiles.validate(
         entry.resource or {},
-        now=datetime.now(UTC),
+        now=service.clock(),
         clock_skew_seconds=service.settings.clock_skew_seconds,
     )
     if issues:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy import Connection
 
+from service.clock import Clock, system_clock
 from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
 from service.fhir.indexing import extract
@@ -174,8 +175,11 @@ class FhirService:
         registry: Registry,
         profiles: ProfileValidator,
         settings: Settings,
+        clock: Clock = system_clock,
     ) -> None:
         self.db = db
+        #: Where "now" comes from: effective times in the future, lastUpdated, alert windows.
+        self.clock = clock
         self.registry = registry
         self.profiles = profiles
         self.settings = settings
@@ -249,12 +253,16 @@ class FhirService:
         type_name = validate_structure(data, expected_type)
         rtype = self.resource_type(type_name, for_write=True)
         issues = self.profiles.validate(
-            data, now=datetime.now(UTC), clock_skew_seconds=self.settings.clock_skew_seconds
+            data, now=self.clock(), clock_skew_seconds=self.settings.clock_skew_seconds
         )
         if issues:
             raise FhirError(422, issues)
         self.check_content(rtype, data)
         return rtype
+
+    def now_micros(self) -> int:
+        """The service clock's current time in microseconds since the epoch."""
+        return to_micros(self.clock())
 
     def stamp(
         self, rtype: ResourceType, data: dict[str, Any], res_id: str, version: int, now: int
@@ -388,7 +396,7 @@ class FhirService:
         res_id: str | None = None,
     ) -> NewVersion:
         """Stamp validated ``data`` as version 1 of a new resource (403 outside ``patient_ids``)."""
-        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
+        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, self.now_micros())
         if patient_ids is not None and item.index.patient_id not in patient_ids:
             raise outside_compartment(rtype.name)
         return item
@@ -578,7 +586,7 @@ class FhirService:
                 f"If-Match expects version {expected} of {rtype.name}/{res_id}; it has {have}",
                 "If-Match",
             )
-        now = now_micros()
+        now = self.now_micros()
         if current is not None:
             now = max(now, current.last_updated + 1)
         version = current.version_id + 1 if current else 1
@@ -612,7 +620,7 @@ class FhirService:
                 conn, rtype.name, [i for i, _ in resources], for_update=True
             )
         }
-        now = now_micros()
+        now = self.now_micros()
         fresh = []
         events = []
         for res_id, data in resources:
@@ -662,7 +670,7 @@ class FhirService:
                 None,
                 [Issue("deleted", f"{rtype.name}/{res_id} was already deleted", (), "information")],
             )
-        now = max(now_micros(), current.last_updated + 1)
+        now = max(self.now_micros(), current.last_updated + 1)
         repo.replace_current(conn, current, None, now=now)
         self.notify(
             conn,
