@@ -62,11 +62,16 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
     # the dashboard's demo login: the clinician's UZI number finds one Practitioner
     assert practitioner_by_uzi(service, summary.clinician_uzi).name == summary.clinician_name
     hf, copd, both = summary.patients
-    for p in summary.patients:
+    daily_series = (
+        (hf, "29463-7", "scale"),
+        (copd, "2708-6", "oximeter"),
+        (both, "29463-7", "scale"),
+    )
+    for p, daily, device in daily_series:
         assert is_valid_bsn(p.bsn)
-        weights = _series(service, p.patient_id, "29463-7")
+        series = _series(service, p.patient_id, daily)
         first, last = (
-            datetime.fromisoformat(w["effectiveDateTime"]) for w in (weights[0], weights[-1])
+            datetime.fromisoformat(o["effectiveDateTime"]) for o in (series[0], series[-1])
         )
         assert last - first >= timedelta(weeks=6)
         assert last <= now
@@ -74,8 +79,11 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
             timedelta(hours=1),
             timedelta(hours=2),
         )  # Amsterdam, with offset
-        assert all(w["device"]["reference"] == f"Device/{p.device_ids['scale']}" for w in weights)
+        assert all(o["device"]["reference"] == f"Device/{p.device_ids[device]}" for o in series)
+    for p in (hf, both):  # the heart-failure programme: blood pressure too
         assert len(_series(service, p.patient_id, "85354-9")) >= 6
+    # only what the rules of their programmes read (nothing listed as "not evaluated")
+    assert _series(service, copd.patient_id, "29463-7") == []
 
     # Enrolled in their programmes, so the scripted episodes raised alerts while loading.
     def open_rules(patient_id: str) -> set[str]:

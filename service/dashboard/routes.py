@@ -512,6 +512,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         periods=views.PERIODS,
         here=f"/dashboard/patients/{patient_id}?days={days}",
         active="patients",
+        zone=state.zone,
     )
 
 

@@ -278,9 +278,10 @@ def _transaction(
         service.insert_new(
             conn, [(item, f"{e.where}.resource") for e, item in creates], pending_keys
         )
-        service.notify(conn, [event_of(item) for _, item in creates])
-        for entry, item in creates:
-            results[entry.index] = VersionResult.of(201, item)
+        events = [event_of(item) for _, item in creates]
+        service.notify(conn, events)
+        for (entry, item), event in zip(creates, events, strict=True):
+            results[entry.index] = VersionResult.of(201, item, warnings=event.warnings)
     for entry in ordered:
         if entry.method == "PUT":
             rtype = service.resource_type(entry.res_type)

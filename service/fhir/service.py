@@ -52,9 +52,13 @@ class VersionResult:
 
     @classmethod
     def of(
-        cls, status: int, stored: StoredVersion | NewVersion, patient_id: str | None = None
+        cls,
+        status: int,
+        stored: StoredVersion | NewVersion,
+        patient_id: str | None = None,
+        warnings: Sequence[Issue] = (),
     ) -> VersionResult:
-        """A result for a stored or just-written version."""
+        """A result for a stored or just-written version (with the write's warnings)."""
         if isinstance(stored, NewVersion):
             patient_id = stored.index.patient_id
         return cls(
@@ -64,13 +68,18 @@ class VersionResult:
             stored.version_id,
             stored.last_updated,
             stored.content,
+            list(warnings),
             patient_id=patient_id,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class WriteEvent:
-    """A resource version written in the current transaction (``resource`` None: deleted)."""
+    """A resource version written in the current transaction (``resource`` None: deleted).
+
+    Listeners may add ``warnings`` (an Observation no alert rule evaluates): the write still
+    succeeds, and the warnings reach its client in the write's OperationOutcome.
+    """
 
     res_type: str
     res_id: str
@@ -78,6 +87,7 @@ class WriteEvent:
     resource: dict[str, Any] | None
     patient_id: str | None  # the patient compartment (before deletion, for a delete)
     previous: str | None = None  # JSON of the version this one replaced, if any
+    warnings: list[Issue] = field(default_factory=list)
 
 
 #: Called inside the write transaction, after the writes, with what was written. Listeners
@@ -385,8 +395,9 @@ class FhirService:
         data = self.apply_content(conn, rtype, res_id, data)
         item = self.new_version(rtype, data, patient_ids, res_id)
         self.insert_new(conn, [(item, prefix or rtype.name)], pending)
-        self.notify(conn, [event_of(item)])
-        return VersionResult.of(201, item)
+        event = event_of(item)
+        self.notify(conn, [event])
+        return VersionResult.of(201, item, warnings=event.warnings)
 
     def new_version(
         self,
@@ -411,10 +422,12 @@ class FhirService:
         The result for each version is in the same position: a 201 or the exception.
         """
         failed: dict[int, Exception] = {}
+        warnings: dict[int, list[Issue]] = {}
         todo = list(range(len(items)))
         while todo:
             try:
-                self._store_together([items[i] for i in todo])
+                events = self._store_together([items[i] for i in todo])
+                warnings = {i: event.warnings for i, event in zip(todo, events, strict=True)}
                 break
             except _MissingReferences as exc:
                 for i in todo:
@@ -428,24 +441,26 @@ class FhirService:
                     failed[todo[0]] = exc
                     break
                 for i in todo:  # isolate the failure: each on its own
-                    failed.update(
-                        (i, result)
-                        for result in self.store_new([items[i]])
-                        if isinstance(result, Exception)
-                    )
+                    (result,) = self.store_new([items[i]])
+                    if isinstance(result, Exception):
+                        failed[i] = result
+                    else:
+                        warnings[i] = result.issues
                 break
         return [
-            failed[i] if i in failed else VersionResult.of(201, item)
+            failed[i] if i in failed else VersionResult.of(201, item, warnings=warnings.get(i, ()))
             for i, item in enumerate(items)
         ]
 
-    def _store_together(self, items: Sequence[NewVersion]) -> None:
+    def _store_together(self, items: Sequence[NewVersion]) -> list[WriteEvent]:
         wanted = self._required_references([(item, item.res_type) for item in items], frozenset())
         with self.db.write() as conn:
             _, missing = repo.insert_resources_checked(conn, items, wanted)
             if missing:
                 raise _MissingReferences(missing)  # rolls the transaction back
-            self.notify(conn, [event_of(item) for item in items])
+            events = [event_of(item) for item in items]
+            self.notify(conn, events)
+        return events
 
     def conditional_match(
         self,
@@ -599,8 +614,10 @@ class FhirService:
             repo.insert_resources(conn, [item])
         else:
             repo.replace_current(conn, current, item, now=now)
-        self.notify(conn, [event_of(item, current)])
-        return VersionResult.of(201 if current is None or current.deleted else 200, item)
+        event = event_of(item, current)
+        self.notify(conn, [event])
+        status = 201 if current is None or current.deleted else 200
+        return VersionResult.of(status, item, warnings=event.warnings)
 
     def store_many_in(
         self,
