@@ -319,7 +319,7 @@ def _import_transaction(
     except FhirError as exc:
         summary.reject(Rejection(exc.status, tuple(exc.issues)), count=len(methods) or 1)
         return
-    for method, result in zip(methods, response["entry"], strict=True):
+    for method, result in zip(methods, response.get("entry", []), strict=True):
         status = int(result["response"]["status"].split()[0])
         if status == 201:
             summary.created += 1

@@ -207,12 +207,18 @@ def process(
     with service.db.write() as conn:
         results = _transaction(service, conn, parsed, access.patient_ids)
     access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "transaction-response",
-        "entry": [_response(results[e.index], representation) for e in parsed],
-    }
+    return _response_bundle(
+        "transaction-response", [_response(results[e.index], representation) for e in parsed]
+    )
+
+
+def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction- or batch-response Bundle (an empty Bundle has no ``entry``: FHIR allows
+    no empty arrays)."""
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": kind}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
 
 
 def _transaction(
@@ -374,12 +380,7 @@ def _batch(
                     }
                 }
             )
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "batch-response",
-        "entry": out,
-    }
+    return _response_bundle("batch-response", out)
 
 
 def _single(
