@@ -215,7 +215,8 @@ DBP = Concept(
         _loinc(
             "76535-4",
             "Diastolic blood pressure by Noninvasive",
-            "the diastolic twin of 76534-7 (HL7 validator)",
+            "LOINC: the diastolic of the pair 76534-7/76535-4, with it in public EHR vital-sign "
+            "code lists (the HL7 validator lists only 76534-7)",
         ),
     ),
     _MM_HG,
@@ -234,7 +235,7 @@ HEART_RATE = Concept(
             "8889-8",
             "Heart rate by Pulse oximetry",
             HL7_VALIDATOR,
-            "sent by pulse oximeters with their SpO2",
+            "pulse oximeters send it with their SpO2 (device integrations in public code)",
         ),
         _loinc(
             "8893-0",

@@ -329,7 +329,7 @@ def test_telemonitoring_app_guide(world: World) -> None:
             "patient": world.both.patient_id,
         },
     )
-    assert run_guide("telemonitoring-apps.md", scenario) == 9
+    assert run_guide("telemonitoring-apps.md", scenario) == 10
 
 
 def test_pgo_app_guide(world: World) -> None:
