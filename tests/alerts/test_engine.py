@@ -140,3 +140,16 @@ def test_two_readings_at_the_same_instant_are_both_evaluated() -> None:
         raised = alerts(changes)
         assert "HF-HR-HIGH" in raised, (normal, high)
         assert raised["HF-HR-HIGH"].evidence == (high,)
+
+
+def test_readings_at_the_same_instant_clear_an_alert_once() -> None:
+    """An alert closes after two evaluations that no longer qualify: a pulse and another reading
+    of the same instant are one such evaluation, not two."""
+    readings = [
+        m("high", "hr", 135, at()),
+        m("normal-1", "hr", 72, at(hours=4)),
+        m("normal-2", "hr", 70, at(hours=4)),
+    ]
+    assert alerts(run(readings))["HF-HR-HIGH"].status is AlertStatus.ACTIVE
+    later = [*readings, m("normal-3", "hr", 71, at(hours=8))]
+    assert alerts(run(later))["HF-HR-HIGH"].status is AlertStatus.INACTIVE
