@@ -38,6 +38,7 @@ from service.bootstrap import build_service, open_database
 from service.bulk.jobs import BulkExports
 from service.bulk.worker import ExportWorker
 from service.bulk.worker import runs_in_serve as exports_in_serve
+from service.clock import Clock, system_clock
 from service.dashboard.routes import build_dashboard
 from service.dashboard.routes import router as dashboard_router
 from service.fhir.conformance import ConformanceStore
@@ -77,8 +78,13 @@ def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState
     )
 
 
-def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
-    """Build the application with its database, validator and services."""
+def create_app(
+    settings: Settings | None = None, db: Database | None = None, clock: Clock = system_clock
+) -> FastAPI:
+    """Build the application with its database, validator and services.
+
+    ``clock`` is the service's "now" (the real time; tests pin it to a chosen instant).
+    """
     settings = settings or get_settings()
     problem = settings.serving_problem()
     if problem is not None:
@@ -86,7 +92,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     db = db or open_database(settings)
     wakeup = threading.Event()
     fhir = build_service(
-        settings, db, alert_listeners=[metrics.count_alert], delivery_wakeup=wakeup
+        settings, db, alert_listeners=[metrics.count_alert], delivery_wakeup=wakeup, clock=clock
     )
     metrics.instrument(fhir)
     exports = BulkExports(fhir)

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterable
 
 from service.alerts.ingest import AlertListener, AlertService
+from service.clock import Clock, system_clock
 from service.fhir.registry import default_registry
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -29,16 +30,20 @@ def build_service(
     *,
     alert_listeners: Iterable[AlertListener] = (),
     delivery_wakeup: threading.Event | None = None,
+    clock: Clock = system_clock,
 ) -> FhirService:
     """The FHIR service over ``db`` (opened from ``settings`` when not given); its alert
     evaluation tells ``alert_listeners`` about every alert change that notifies.
 
     Subscriptions are always attached, so every Flag write queues its notifications whichever
     command writes it; ``delivery_wakeup`` is set when a transaction has queued some (for a
-    delivery worker in this process).
+    delivery worker in this process). ``clock`` is where the service's "now" comes from (the
+    real time; tests pin it).
     """
     profiles = ProfileValidator.load(settings.profiles_dir)
-    fhir = FhirService(db or open_database(settings), default_registry(), profiles, settings)
+    fhir = FhirService(
+        db or open_database(settings), default_registry(), profiles, settings, clock
+    )
     Subscriptions(fhir, delivery_wakeup).attach()
     if settings.alerts_enabled:
         AlertService(fhir).attach().listeners.extend(alert_listeners)

@@ -2,8 +2,8 @@
 
 * **Hendrik Jansen** (heart failure): daily weight, blood pressure, heart rate and SpO2. In the last
   days he decompensates: about +2.8 kg in three days, heart rate up, SpO2 a little down.
-* **Anna de Vries** (COPD): daily-ish SpO2 and pulse, weekly weight and blood pressure,
-  respiratory rate and temperature now and then. In the last days she has an exacerbation:
+* **Anna de Vries** (COPD): daily-ish SpO2 and pulse, respiratory rate and temperature now and
+  then (what the COPD rules read). In the last days she has an exacerbation:
   SpO2 5-6 points below her baseline, breathing faster, pulse up, a slight fever.
 * **Willem Bakker** (heart failure and COPD): everything daily, and stable — the contrast.
 
@@ -27,12 +27,13 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
+from service import concepts
 from service.alerts.episodes import FLAG_PRIORITY
 from service.auth.identity import UZI_SYSTEM
 from service.fhir import bundles
@@ -40,14 +41,12 @@ from service.fhir.service import FhirService
 from service.importer import identifier_criteria
 from service.validation import BSN_SYSTEM
 
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
 DEVICE_SYSTEM = "urn:telemon:demo:device"
 OBSERVATION_SYSTEM = "urn:telemon:demo:observation"
 _VITAL_SIGNS = {
     "coding": [
         {
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "system": concepts.OBSERVATION_CATEGORY,
             "code": "vital-signs",
             "display": "Vital Signs",
         }
@@ -92,7 +91,7 @@ _PEOPLE = (
         "female",
         "1953-11-02",
         ("COPD",),
-        (("scale", "Weegschaal", "BodyScale 300"), ("oximeter", "Saturatiemeter", "OxiCheck 2")),
+        (("oximeter", "Saturatiemeter", "OxiCheck 2"),),
     ),
     _Person(
         "hfcopd",
@@ -143,10 +142,12 @@ def load_demo(
 ) -> DemoSummary:
     """Create the demo patients, their devices and ``weeks`` weeks of measurements.
 
-    ``now`` (timezone-aware, default the current time) fixes the last measurement day; it must not
-    lie in the future or the server rejects the measurements. Idempotent for the same ``now`` day.
+    ``now`` (timezone-aware; default: the service's clock, the real time in ``telemon demo``)
+    fixes the last measurement day: that day when its morning measurements are done (08:30
+    local), else the day before. It must not lie ahead of the service's clock, or the server
+    rejects the measurements as future ones. Idempotent for the same last day.
     """
-    now = now or datetime.now(UTC)
+    now = now or service.clock()
     local_now = now.astimezone(service.zone)
     last_day = local_now.date()
     if local_now.time() < _MORNING_DONE:
@@ -155,9 +156,9 @@ def load_demo(
     summary = DemoSummary([], first_day=days[0], last_day=last_day)
     summary.clinician_name = _store_clinician(service, summary)
     for person in _PEOPLE:
-        rng = random.Random(f"{seed}:{person.key}")  # per patient: one series never shifts another
         patient, devices = _store_people(service, person, summary, days[0])
-        readings = list(_measurements(person, days, rng, now, service.zone))
+        # seeded per patient: one series never shifts another
+        readings = list(_measurements(person, days, f"{seed}:{person.key}", now, service.zone))
         resources = [_observation(person, patient, devices, reading) for reading in readings]
         for start in range(0, len(resources), _BUNDLE_SIZE):
             _store(service, resources[start : start + _BUNDLE_SIZE], summary)
@@ -320,38 +321,26 @@ class _Reading:
     device: str | None
 
 
-_CODES: dict[str, tuple[list[dict[str, str]], str, str]] = {
-    # kind: (codings, UCUM unit, text)
-    "weight": ([{"system": LOINC, "code": "29463-7", "display": "Body weight"}], "kg", "Gewicht"),
-    "bp": (
-        [{"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}],
-        "mm[Hg]",
-        "Bloeddruk",
-    ),
-    "hr": ([{"system": LOINC, "code": "8867-4", "display": "Heart rate"}], "/min", "Hartslag"),
-    "spo2": (
-        [
-            {"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"},
-            {
-                "system": LOINC,
-                "code": "59408-5",
-                "display": "Oxygen saturation in Arterial blood by Pulse oximetry",
-            },
-        ],
-        "%",
-        "Zuurstofsaturatie",
-    ),
-    "rr": (
-        [{"system": LOINC, "code": "9279-1", "display": "Respiratory rate"}],
-        "/min",
-        "Ademfrequentie",
-    ),
-    "temp": (
-        [{"system": LOINC, "code": "8310-5", "display": "Body temperature"}],
-        "Cel",
-        "Temperatuur",
-    ),
+# What each kind of reading is sent as: the concept table's codes (the ones home devices send)
+# and canonical unit, and the Dutch text of the device's app.
+_CODES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    # kind: (LOINC codes, UCUM unit, text)
+    "weight": (("29463-7",), concepts.WEIGHT.unit, "Gewicht"),
+    "bp": (("85354-9",), concepts.SBP.unit, "Bloeddruk"),
+    "hr": (("8867-4",), concepts.HEART_RATE.unit, "Hartslag"),
+    # a pulse oximeter: the generic code and the "by pulse oximetry" one, as nl-core's example
+    "spo2": (("2708-6", "59408-5"), concepts.SPO2.unit, "Zuurstofsaturatie"),
+    "rr": (("9279-1",), concepts.RESP_RATE.unit, "Ademfrequentie"),
+    "temp": (("8310-5",), concepts.TEMPERATURE.unit, "Temperatuur"),
 }
+
+
+def _coding(code: str) -> dict[str, str]:
+    """The concept table's LOINC coding for ``code`` (its display included)."""
+    found = concepts.entry(concepts.LOINC, code)
+    if found is None:
+        raise KeyError(f"LOINC {code} is not in the concept table")
+    return found.coding()
 
 
 def _noise(rng: random.Random, sd: float) -> float:
@@ -360,34 +349,44 @@ def _noise(rng: random.Random, sd: float) -> float:
 
 
 # Per day into the episode (index 1..4; 0 = no episode): how far each vital has moved.
-_WEIGHT_UP = (0.0, 0.1, 1.0, 2.0, 3.0)  # kg, decompensation: > 2 kg within 3 days
+# The weight rises slowly at first and then by 2.5 kg in a day, so that the first day it rises
+# by more than 1 kg is also the first day it is more than 2 kg above the days before: the
+# decompensation opens as HF-WT-3D (with HF-WT-1D as a reason), whatever the noise.
+_WEIGHT_UP = (0.0, 0.2, 0.4, 2.9, 3.3)  # kg
 _SPO2_DOWN = {"decompensation": (0, 1, 1, 2, 3), "exacerbation": (0, 2, 4, 5, 6)}
-_RR_UP = {"decompensation": (0, 1, 2, 2, 3), "exacerbation": (0, 4, 7, 9, 10)}
+_RR_UP = (0, 4, 7, 9, 10)  # /min, exacerbation
 _FEVER = (0.0, 0.2, 0.6, 1.0, 1.3)  # Cel, exacerbation
-_HR_UP_PER_DAY = {"decompensation": 6.0, "exacerbation": 5.0}
+_HR_UP_PER_DAY = {"decompensation": 8.0, "exacerbation": 5.0}
 
 
 def _measurements(
-    person: _Person, days: list[date], rng: random.Random, now: datetime, zone: ZoneInfo
+    person: _Person, days: list[date], seed: str, now: datetime, zone: ZoneInfo
 ) -> Iterator[_Reading]:
-    """The person's readings, oldest first (only those at or before ``now``)."""
+    """The person's readings, oldest first (only those at or before ``now``).
+
+    Every random draw comes from a generator seeded with ``seed`` and the day's place counted
+    back from the last day, and the schedules (breathing rate twice a week, temperature weekly)
+    count back from it too: the series, and so the alerts they raise, are the same whatever
+    the calendar date or the time of day the demo is loaded at.
+    """
     hf = "heart failure" in person.conditions
     copd = "COPD" in person.conditions
     episode = {"hf": "decompensation", "copd": "exacerbation"}.get(person.key)
     base_weight = {"hf": 84.0, "copd": 61.0, "hfcopd": 77.0}[person.key]
     base_spo2 = 93.0 if copd else 96.0
     base_hr = {"hf": 68.0, "copd": 78.0, "hfcopd": 72.0}[person.key]
-    drift = rng.uniform(-0.02, 0.02)  # kg per day: slow drift over the weeks
+    drift = random.Random(f"{seed}:drift").uniform(-0.02, 0.02)  # kg per day over the weeks
     for index, day in enumerate(days):
-        e = max(0, index - len(days) + _EPISODE_DAYS + 1) if episode else 0
-        if index < len(days) - 10 and rng.random() < 0.04:
+        back = len(days) - 1 - index  # 0: the last day
+        rng = random.Random(f"{seed}:{back}")
+        e = max(0, _EPISODE_DAYS - back) if episode else 0
+        if back >= 10 and rng.random() < 0.04:
             continue  # a forgotten morning now and then, but never near the episode
         wake = datetime.combine(day, time(7, 0), zone)
         wake += timedelta(minutes=rng.randint(0, 40))
         plan: list[tuple[str, int, tuple[float, ...], str | None]] = []  # minutes after waking
         add = plan.append
-        # COPD alone: weight and blood pressure only on Mondays.
-        if hf or day.weekday() == 0:
+        if hf:
             kg = base_weight + drift * index + 0.2 * math.sin(index * 2 * math.pi / 21)
             if episode == "decompensation":
                 kg += _WEIGHT_UP[e]
@@ -402,10 +401,10 @@ def _measurements(
             add(("spo2", 8, (round(min(99.0, base_spo2 - drop + _noise(rng, 0.8))),), "oximeter"))
             if not hf:
                 add(("hr", 8, (hr,), "oximeter"))
-        if e > 0 or day.weekday() in (1, 4):  # Tuesdays and Fridays, daily in an episode
-            rr_up = _RR_UP[episode][e] if episode else 0
+        if copd and (e > 0 or back % 7 in (2, 5)):  # twice a week, daily in an episode
+            rr_up = _RR_UP[e] if episode == "exacerbation" else 0
             add(("rr", 10, (round(16 + rr_up + _noise(rng, 1.5)),), None))
-        if e > 0 or (copd and day.weekday() == 2):
+        if copd and (e > 0 or back % 7 == 4):
             fever = _FEVER[e] if episode == "exacerbation" else 0.0
             add(("temp", 12, (round(36.8 + fever + _noise(rng, 0.2), 1),), None))
         for kind, minutes, values, device in plan:
@@ -420,7 +419,7 @@ def _observation(
     devices: dict[str, str],
     reading: _Reading,
 ) -> dict[str, Any]:
-    codings, unit, text = _CODES[reading.kind]
+    codes, unit, text = _CODES[reading.kind]
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "identifier": [
@@ -431,15 +430,15 @@ def _observation(
         ],
         "status": "final",
         "category": [_VITAL_SIGNS],
-        "code": {"coding": codings, "text": text},
+        "code": {"coding": [_coding(c) for c in codes], "text": text},
         "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": reading.at.isoformat(timespec="seconds"),
     }
     if reading.kind == "bp":
         sbp, dbp = reading.values
         obs["component"] = [
-            _component("8480-6", "Systolic blood pressure", sbp, unit),
-            _component("8462-4", "Diastolic blood pressure", dbp, unit),
+            _component("8480-6", sbp, unit),
+            _component("8462-4", dbp, unit),
         ]
     else:
         obs["valueQuantity"] = _quantity(reading.values[0], unit)
@@ -449,15 +448,15 @@ def _observation(
 
 
 def _quantity(value: float, unit: str) -> dict[str, Any]:
-    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+    return {"value": value, "unit": unit, "system": concepts.UCUM, "code": unit}
 
 
-def _component(code: str, display: str, value: float, unit: str) -> dict[str, Any]:
+def _component(code: str, value: float, unit: str) -> dict[str, Any]:
     return {
-        "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+        "code": {"coding": [_coding(code)]},
         "valueQuantity": _quantity(value, unit),
     }
 
 
 #: For callers that want to show a series: the LOINC code of each measurement kind.
-LOINC_CODES: dict[str, str] = {kind: codings[0]["code"] for kind, (codings, _, _) in _CODES.items()}
+LOINC_CODES: dict[str, str] = {kind: codes[0] for kind, (codes, _, _) in _CODES.items()}

@@ -61,7 +61,6 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -518,7 +517,7 @@ class _Run:
             for index, raw in part:
                 self.ids.fail(_entry_keys(raw), location(path, None, index))
             return
-        for (_, raw), result in zip(part, response["entry"], strict=True):
+        for (_, raw), result in zip(part, response.get("entry", []), strict=True):
             status = int(result["response"]["status"].split()[0])
             res_type = _entry_type(raw) or UNKNOWN_TYPE
             if status == 201:
@@ -609,7 +608,7 @@ def store_chunk(
     commits.
     An :class:`SQLAlchemyError` propagates: the caller rolls the chunk back.
     """
-    now = datetime.now(UTC)
+    now = service.clock()
     outcomes: list[int | Rejection] = []
     for item in chunk:
         data = ids.resolve(item)

@@ -28,6 +28,7 @@ from prometheus_client import (
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import Engine
 
+from service.alerts.coverage import NotEvaluated
 from service.alerts.episodes import Alert
 from service.fhir.service import FhirService, WriteEvent
 
@@ -52,6 +53,13 @@ RESOURCES_WRITTEN = Counter(
     "FHIR resource versions committed through the API, by resource type and interaction "
     "(create, update, delete); Bundle entries count one each.",
     ["type", "interaction"],
+)
+NOT_EVALUATED = Counter(
+    "telemon_observations_not_evaluated",
+    "Vital-signs Observations of enrolled patients stored but evaluated by no alert rule, by "
+    "reason: unknown-code (a code not in the concept table) or no-rule (no rule of the "
+    "patient's programmes reads that measurement).",
+    ["reason"],
 )
 ALERT_NOTIFICATIONS = Counter(
     "telemon_alert_notifications",
@@ -120,9 +128,17 @@ def interaction_of(event: WriteEvent) -> str:
 
 
 def count_writes(_fhir: FhirService, conn: Connection, events: list[WriteEvent]) -> None:
-    """FhirService write listener: count the events once their transaction commits."""
+    """FhirService write listener: count the events, and the vital signs no alert rule
+    evaluates (the alert evaluation, an earlier listener, marked them), once their transaction
+    commits."""
     pending = conn.info.setdefault(_PENDING, [])
     pending.extend(RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)) for e in events)
+    pending.extend(
+        NOT_EVALUATED.labels(w.reason)
+        for e in events
+        for w in e.warnings
+        if isinstance(w, NotEvaluated)
+    )
 
 
 def count_alert(conn: Connection, alert: Alert) -> None:

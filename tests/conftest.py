@@ -22,6 +22,7 @@ from service.settings import Settings
 from service.storage import migrate
 from service.storage.db import Database
 from service.storage.tables import metadata
+from tests.clock import NOW, PinnedClock
 
 PG_ADMIN_URL = os.environ.get(
     "TELEMON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -81,6 +82,15 @@ def settings(database_url: str) -> Settings:
         auth="open",
         profiles_dir=Path(__file__).resolve().parent.parent / "fhir_profiles",
     )
+
+
+@pytest.fixture
+def clock() -> PinnedClock:
+    """The service clock of time-dependent tests: pinned to :data:`tests.clock.NOW`.
+
+    A test module can override it, e.g. with one parametrised over :data:`tests.clock.ANY_HOUR`.
+    """
+    return PinnedClock(NOW)
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from service.demo_clients import BACKEND_SCOPE, client_assertion
 from service.demo_guide import pkce_challenge
 from service.settings import Settings
 from service.storage.db import Database
+from tests.clock import NOW, PinnedClock
 
 GUIDES = Path(__file__).resolve().parent.parent / "docs" / "api"
 SERVER = "https://telemon.example.org"
@@ -300,7 +301,7 @@ def _world(database_url: str, **settings: Any) -> Iterator[World]:
         profiles_dir=Path(__file__).resolve().parent.parent / "fhir_profiles",
         **settings,
     )
-    with TestClient(create_app(config), base_url=SERVER) as http:
+    with TestClient(create_app(config, clock=PinnedClock(NOW)), base_url=SERVER) as http:
         fhir = http.app.state.telemon.fhir  # type: ignore[attr-defined]
         summary = demo.load_demo(fhir, weeks=6)
         hf, copd, both = summary.patients
@@ -338,7 +339,7 @@ def test_telemonitoring_app_guide(world: World) -> None:
             "patient": world.both.patient_id,
         },
     )
-    assert run_guide("telemonitoring-apps.md", scenario) == 9
+    assert run_guide("telemonitoring-apps.md", scenario) == 10
 
 
 def test_pgo_app_guide(world: World) -> None:

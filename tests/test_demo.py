@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from statistics import median
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,15 +14,17 @@ import pytest
 from service import demo
 from service.auth.identity import practitioner_by_uzi
 from service.bootstrap import build_service
+from service.clock import Clock
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.validation import is_valid_bsn
+from tests.clock import ANY_HOUR, PinnedClock
 
 
 @pytest.fixture
-def service(settings: Settings) -> Iterator[FhirService]:
-    """A FHIR service on the test database."""
-    svc = build_service(settings)
+def service(settings: Settings, clock: Clock) -> Iterator[FhirService]:
+    """A FHIR service on the test database, its clock pinned."""
+    svc = build_service(settings, clock=clock)
     yield svc
     svc.db.dispose()
 
@@ -45,8 +46,8 @@ def _by_day(service: FhirService, observations: list[dict[str, Any]]) -> dict[da
 
 
 def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirService) -> None:
-    now = datetime.now(UTC)
-    summary = demo.load_demo(service, now=now)
+    now = service.clock()
+    summary = demo.load_demo(service)
 
     assert [p.name for p in summary.patients] == [
         "Hendrik Jansen",
@@ -61,11 +62,16 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
     # the dashboard's demo login: the clinician's UZI number finds one Practitioner
     assert practitioner_by_uzi(service, summary.clinician_uzi).name == summary.clinician_name
     hf, copd, both = summary.patients
-    for p in summary.patients:
+    daily_series = (
+        (hf, "29463-7", "scale"),
+        (copd, "2708-6", "oximeter"),
+        (both, "29463-7", "scale"),
+    )
+    for p, daily, device in daily_series:
         assert is_valid_bsn(p.bsn)
-        weights = _series(service, p.patient_id, "29463-7")
+        series = _series(service, p.patient_id, daily)
         first, last = (
-            datetime.fromisoformat(w["effectiveDateTime"]) for w in (weights[0], weights[-1])
+            datetime.fromisoformat(o["effectiveDateTime"]) for o in (series[0], series[-1])
         )
         assert last - first >= timedelta(weeks=6)
         assert last <= now
@@ -73,8 +79,11 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
             timedelta(hours=1),
             timedelta(hours=2),
         )  # Amsterdam, with offset
-        assert all(w["device"]["reference"] == f"Device/{p.device_ids['scale']}" for w in weights)
+        assert all(o["device"]["reference"] == f"Device/{p.device_ids[device]}" for o in series)
+    for p in (hf, both):  # the heart-failure programme: blood pressure too
         assert len(_series(service, p.patient_id, "85354-9")) >= 6
+    # only what the rules of their programmes read (nothing listed as "not evaluated")
+    assert _series(service, copd.patient_id, "29463-7") == []
 
     # Enrolled in their programmes, so the scripted episodes raised alerts while loading.
     def open_rules(patient_id: str) -> set[str]:
@@ -88,6 +97,7 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
     for p in summary.patients:
         assert {a.split(" ")[0] for a in p.alerts} == open_rules(p.patient_id)
     assert "HF-WT-3D (orange)" in hf.alerts
+    assert {p.name: p.alerts for p in summary.patients} == DEMO_ALERTS
     colours = [a.split(" ")[1] for a in copd.alerts]
     assert colours == sorted(colours, key=["(red)", "(orange)", "(info)"].index)
 
@@ -111,22 +121,62 @@ def test_demo_patients_weeks_of_data_episodes_and_idempotence(service: FhirServi
     kg = _by_day(service, _series(service, both.patient_id, "29463-7"))
     assert max(kg.values()) - min(kg.values()) < 3
 
-    again = demo.load_demo(service, now=now)
+    again = demo.load_demo(service)
     assert (again.created, again.skipped) == (0, summary.created)
     assert [p.patient_id for p in again.patients] == [p.patient_id for p in summary.patients]
 
 
-def test_demo_values_are_deterministic_per_seed() -> None:
-    now = datetime(2026, 3, 30, 12, 0, tzinfo=UTC)  # the week after the switch to summer time
-    days = [date(2026, 3, 30) - timedelta(days=n) for n in range(41, -1, -1)]
+def test_demo_values_are_deterministic_per_seed_and_do_not_depend_on_the_date() -> None:
+    zone = ZoneInfo("Europe/Amsterdam")
 
-    def readings(seed: int) -> list[Any]:
-        rng = random.Random(seed)
-        return list(
-            demo._measurements(demo._PEOPLE[0], days, rng, now, ZoneInfo("Europe/Amsterdam"))
-        )
+    def readings(seed: str, last: date) -> list[Any]:
+        now = datetime.combine(last, time(12, 0), zone)
+        days = [last - timedelta(days=n) for n in range(41, -1, -1)]
+        return list(demo._measurements(demo._PEOPLE[0], days, seed, now, zone))
 
-    assert readings(7) == readings(7)
-    assert readings(7) != readings(8)
-    offsets = {r.at.utcoffset() for r in readings(7)}
-    assert offsets == {timedelta(hours=1), timedelta(hours=2)}
+    # the week after the switch to summer time: local mornings with both offsets
+    spring = readings("7:hf", date(2026, 3, 30))
+    assert spring == readings("7:hf", date(2026, 3, 30))
+    assert spring != readings("8:hf", date(2026, 3, 30))
+    assert {r.at.utcoffset() for r in spring} == {timedelta(hours=1), timedelta(hours=2)}
+    # another last day (another weekday, another season): the same series, moved in time
+    autumn = readings("7:hf", date(2026, 11, 19))
+    assert [(r.kind, r.values) for r in autumn] == [(r.kind, r.values) for r in spring]
+    assert {r.day - s.day for r, s in zip(autumn, spring, strict=True)} == {
+        date(2026, 11, 19) - date(2026, 3, 30)
+    }
+
+
+#: The alerts the demo leaves open, reddest first: the same whenever it is loaded.
+DEMO_ALERTS = {
+    "Hendrik Jansen": ["HF-COMBO (red)", "HF-WT-3D (orange)", "HF-HR-HIGH (info)"],
+    "Anna de Vries": [
+        "COPD-ROME-COMPOSITE (red)",
+        "COPD-RR-HIGH (orange)",
+        "COPD-SPO2-ABS (orange)",
+        "COPD-TEMP (orange)",
+        "COPD-HR-HIGH (info)",
+    ],
+    "Willem Bakker": [],
+}
+
+
+@pytest.mark.parametrize("instant", list(ANY_HOUR.values()), ids=list(ANY_HOUR))
+def test_demo_tells_the_same_story_at_any_hour(settings: Settings, instant: datetime) -> None:
+    """Loaded at any time of day, on the days the clocks change too: the last morning with
+    data and the alerts of the scripted episodes are the same."""
+    service = build_service(settings, clock=PinnedClock(instant))
+    try:
+        summary = demo.load_demo(service, weeks=3)
+        local = instant.astimezone(service.zone)
+        morning_done = local.time() >= time(8, 30)
+        expected_last = local.date() if morning_done else local.date() - timedelta(days=1)
+        assert summary.last_day == expected_last
+        assert {p.name: p.alerts for p in summary.patients} == DEMO_ALERTS
+        hf = summary.patients[0]
+        weights = _series(service, hf.patient_id, "29463-7")
+        last = datetime.fromisoformat(weights[-1]["effectiveDateTime"])
+        assert last.astimezone(service.zone).date() == expected_last
+        assert last <= instant
+    finally:
+        service.db.dispose()

@@ -266,7 +266,7 @@ def evaluate(
         since = min(since, alert.period_start - timedelta(days=1))
     requalified: set[str] = set()
     late_params = _rule_params(rule_set, "GEN-LATE", config, now)
-    done: set[tuple[str, datetime]] = set()
+    done: set[tuple[str, str, datetime]] = set()
     anchors = sorted(
         (m for m in prepared.usable + prepared.implausible if m.effective >= since),
         key=lambda m: (m.effective, m.observation_id, m.concept),
@@ -274,8 +274,9 @@ def evaluate(
     for anchor in anchors:
         results: dict[str, RuleResult | None] = {}
         for rule in run.rules:
-            # A BP panel is one evaluation point for a rule over sbp and dbp.
-            key = (rule.id, anchor.effective)
+            # A BP panel is one evaluation point for a rule over sbp and dbp; two Observations
+            # taken at the same instant (a BP monitor's pulse and an oximeter's) are two.
+            key = (rule.id, anchor.observation_id, anchor.effective)
             if key in done or not run.applies(rule, anchor):
                 continue
             done.add(key)

@@ -190,11 +190,12 @@ def _qualifying(alert: Alert, result: RuleResult) -> EpisodeChange:
 
 
 def _not_qualifying(alert: Alert | None, anchor_id: str, anchor_time: datetime) -> EpisodeChange:
-    # Only evaluations after the last trigger count, and each measurement only once.
+    # Only evaluations after the last trigger count, each measurement only once, and readings
+    # taken at the same instant (a pulse and an SpO2 of one device) as one evaluation.
     if (
         alert is None
         or anchor_time <= alert.last_triggered_at
-        or any(c[0] == anchor_id for c in alert.cleared)
+        or any(c[0] == anchor_id or c[1] == anchor_time for c in alert.cleared)
     ):
         return EpisodeChange(Action.NOOP, alert)
     cleared = (*alert.cleared, (anchor_id, anchor_time))

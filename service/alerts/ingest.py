@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import Connection
 
 from service.alerts.codes import ALERT_RULES
+from service.alerts.coverage import not_evaluated
 from service.alerts.engine import evaluate, sweep_missing, window_start
 from service.alerts.episodes import (
     EXT_ACKNOWLEDGED,
@@ -135,7 +136,9 @@ class AlertService:
         config = self.load_config(conn, patient_id, plans)
         if config is None:
             return []  # not enrolled in a programme: nothing to evaluate
-        now = datetime.now(UTC)
+        now = self.fhir.clock()
+        for event in events:
+            self._warn_if_not_evaluated(event, config, now)
         repo.lock_key(conn, f"alerts:{patient_id}")  # one evaluation per patient at a time
         # Parsed once: the window query skips what was just written instead of re-reading it.
         received = to_micros(now)
@@ -152,13 +155,30 @@ class AlertService:
         self._apply(conn, changes, now, episodes, config.programmes)
         return changes
 
+    def _warn_if_not_evaluated(
+        self, event: WriteEvent, config: PatientConfig, now: datetime
+    ) -> None:
+        """A vital sign no rule of the patient's programmes reads: warn (event, log)."""
+        if event.resource is None:
+            return
+        warning = not_evaluated(event.resource, config, default_rule_set(), now)
+        if warning is not None:
+            event.warnings.append(warning)
+            log.warning(
+                "Observation/%s of Patient/%s is not evaluated by any alert rule (%s): %s",
+                event.res_id,
+                event.patient_id,
+                warning.reason,
+                warning.diagnostics,
+            )
+
     def _flag_written(self, conn: Connection, flag: dict[str, Any]) -> None:
         """An EHR updated an alert's Flag: acknowledge or resolve the episode behind it."""
         state = alert_store.get(conn, str(flag.get("id")))
         if state is None:
             return  # a Flag telemon did not raise
         alert = load_alert(state)
-        now = datetime.now(UTC)
+        now = self.fhir.clock()
         status = flag.get("status")
         if status == AlertStatus.INACTIVE and alert.status == AlertStatus.ACTIVE:
             alert = resolve(alert, now, by="ehr")
@@ -297,7 +317,7 @@ class AlertService:
 
     def sweep(self, now: datetime | None = None) -> SweepSummary:
         """Evaluate the missing-data rules for every enrolled patient (idempotent)."""
-        now = now or datetime.now(UTC)
+        now = now or self.fhir.clock()
         with self.fhir.db.read() as conn:
             # The compartment is on each row: no CarePlan JSON needs parsing here.
             rows = self._rows(conn, "CarePlan", [("status", "active")])

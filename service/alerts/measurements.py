@@ -1,4 +1,8 @@
-"""Canonical measurements mapped from FHIR R4 Observation JSON (§4, §7.1, §7.4-§7.7)."""
+"""Canonical measurements mapped from FHIR R4 Observation JSON (§4, §7.1, §7.4-§7.7).
+
+Which code means which concept, and in which units, is the concept table's
+(:mod:`service.concepts`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+from service import concepts
 from service.alerts import codes
 from service.alerts.days import DEFAULT_TZ, day_start
 from service.alerts.units import UnsupportedUnit, implausibility, to_canonical
@@ -27,7 +32,7 @@ class ObservationError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """One canonical measurement.  ``value`` is in ``codes.CANONICAL_UNIT[concept]``."""
+    """One canonical measurement.  ``value`` is in the concept's canonical unit."""
 
     observation_id: str
     patient_id: str
@@ -56,7 +61,8 @@ class Measurement:
     @property
     def unit(self) -> str:
         """The canonical unit shown to clinicians."""
-        return codes.CANONICAL_UNIT.get(self.concept, "")
+        found = concepts.BY_KEY.get(self.concept)
+        return found.shown_unit if found is not None else ""
 
     def mark_implausible(self, reason: str) -> Measurement:
         """A copy marked implausible (kept, never silently dropped or converted)."""
@@ -94,13 +100,8 @@ def _effective(resource: dict[str, Any]) -> tuple[datetime, timedelta | None]:
 
 
 def _concept(code: dict[str, Any] | None) -> tuple[str, str] | None:
-    for coding in (code or {}).get("coding", []):
-        system, value = coding.get("system", ""), coding.get("code", "")
-        if (system, value) in codes.CONCEPTS:
-            return codes.CONCEPTS[(system, value)], value
-        if system == codes.SNOMED and value in codes.SYMPTOMS:
-            return "symptom", value
-    return None
+    found = concepts.concept_of(code)
+    return (found[0].key, found[1]) if found is not None else None
 
 
 def _has_code(code: dict[str, Any] | None, system: str, value: str) -> bool:
@@ -121,7 +122,7 @@ def _reference_id(ref: dict[str, Any] | None, prefix: str) -> str | None:
 
 def _oxygen(resource: dict[str, Any]) -> bool | None:
     for comp in resource.get("component", []):
-        if _has_code(comp.get("code"), codes.SNOMED, codes.SUPPLEMENTAL_OXYGEN):
+        if _has_code(comp.get("code"), concepts.SNOMED, codes.SUPPLEMENTAL_OXYGEN):
             if "valueBoolean" in comp:
                 return bool(comp["valueBoolean"])
             if "valueQuantity" in comp:  # an O2 flow: any flow means supplemental oxygen
@@ -148,7 +149,7 @@ def _measure(
     """Map one value-bearing element (the Observation or a component) to a measurement."""
     if "dataAbsentReason" in element:
         return None
-    if concept in ("nyha", "symptom", "anthonisen"):
+    if concepts.BY_KEY[concept].value != "Quantity":
         coded = _coded_value(concept, element)
         if coded is None:
             return None
@@ -172,7 +173,7 @@ def _measure(
         return None
     raw = float(quantity["value"])
     unit = quantity.get("code", quantity.get("unit", ""))
-    if quantity.get("system") not in (None, codes.UCUM):
+    if quantity.get("system") not in (None, concepts.UCUM):
         raise UnsupportedUnit(f"unit system {quantity.get('system')!r} is not UCUM")
     value, warning = to_canonical(concept, raw, unit)
     m = Measurement(
@@ -193,7 +194,8 @@ def from_observation(
 ) -> list[Measurement]:
     """Map a FHIR R4 Observation JSON to canonical measurements.
 
-    A BP panel yields one measurement per present component (sbp, dbp, and hr if sent); a
+    A panel (blood pressure: 85354-9, 55284-4 …) yields one measurement per present component
+    (sbp, dbp, and hr if sent); a
     component or value with ``dataAbsentReason`` yields nothing.  Unknown codes yield ``[]``.
     Implausible values come back with ``implausible`` set; unknown units raise
     :class:`ObservationError`.
@@ -218,10 +220,11 @@ def from_observation(
         "received": received,
     }
     elements: list[tuple[str, str, dict[str, Any]]] = []
-    if _has_code(resource.get("code"), codes.LOINC, codes.BP_PANEL):
+    panel = concepts.panel_of(resource.get("code"))
+    if panel is not None:
         for comp in resource.get("component", []):
             found = _concept(comp.get("code"))
-            if found:
+            if found and found[0] in panel.components:
                 elements.append((found[0], found[1], comp))
     else:
         found = _concept(resource.get("code"))

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from service.alerts import codes
+from service import concepts
 from service.alerts.days import DEFAULT_TZ
 from service.alerts.measurements import parse_instant
 from service.alerts.rules import RuleDefinition
@@ -119,29 +119,28 @@ def is_paused(config: PatientConfig, at: datetime) -> bool:
     return any(p.covers(at) for p in config.pauses)
 
 
-# Goal.target.measure (LOINC/local code) -> which parameters a detailQuantity, or the low and
-# high of a detailRange, set.  (rule_id None = patient-level value used by several rules.)
+# The concept of Goal.target.measure (any code of it in the concept table) -> which parameters
+# a detailQuantity, or the low and high of a detailRange, set.  (rule_id None = patient-level
+# value used by several rules.)
 _Target = tuple[str | None, str]
 GOAL_TARGETS: dict[str, dict[str, list[_Target]]] = {
-    "29463-7": {"quantity": [(None, "dry_weight_kg")]},
-    "2708-6": {
+    "weight": {"quantity": [(None, "dry_weight_kg")]},
+    "spo2": {
         "quantity": [(None, "usual_spo2")],
         "low": [("HF-SPO2-LOW", "orange_below"), ("COPD-SPO2-ABS", "orange_below")],
     },
-    "8867-4": {
+    "hr": {
         "low": [("HF-HR-LOW", "orange_below")],
         "high": [("HF-HR-HIGH", "orange_above"), ("COPD-HR-HIGH", "orange_at")],
     },
-    "8480-6": {"low": [("HF-SBP-LOW", "orange_below")], "high": [("HF-SBP-HIGH", "orange_above")]},
-    "9279-1": {"high": [("COPD-RR-HIGH", "orange_at")]},
-    "8310-5": {"high": [("COPD-TEMP", "orange_at")]},
-    "88020-3": {"quantity": [(None, "nyha_baseline")]},
-    "19935-6": {"quantity": [(None, "pef_baseline")]},
-    "cat-total": {"quantity": [(None, "cat_baseline")]},
-    "ccq-total": {"quantity": [(None, "ccq_baseline")]},
+    "sbp": {"low": [("HF-SBP-LOW", "orange_below")], "high": [("HF-SBP-HIGH", "orange_above")]},
+    "rr": {"high": [("COPD-RR-HIGH", "orange_at")]},
+    "temp": {"high": [("COPD-TEMP", "orange_at")]},
+    "nyha": {"quantity": [(None, "nyha_baseline")]},
+    "pef": {"quantity": [(None, "pef_baseline")]},
+    "cat": {"quantity": [(None, "cat_baseline")]},
+    "ccq": {"quantity": [(None, "ccq_baseline")]},
 }
-# Codes that mean the same target (vendor variants, §7.7).
-_GOAL_ALIASES = {"3141-9": "29463-7", "59408-5": "2708-6", "59417-6": "2708-6", "76528-9": "9279-1"}
 _ACTIVE_GOAL = frozenset({"proposed", "planned", "accepted", "active", "on-hold"})
 
 
@@ -149,20 +148,18 @@ class GoalError(ValueError):
     """A Goal that cannot be turned into overrides."""
 
 
-def _measure_code(target: dict[str, Any]) -> str | None:
-    for coding in target.get("measure", {}).get("coding", []):
-        code = _GOAL_ALIASES.get(coding.get("code", ""), coding.get("code", ""))
-        if code in GOAL_TARGETS:
-            return code
+def _measure_concept(target: dict[str, Any]) -> str | None:
+    """The concept of a Goal target's measure, when the rules take thresholds for it."""
+    for system, code in concepts.codings(target.get("measure")):
+        found = concepts.concept_by_code(system, code)
+        if found is not None and found.key in GOAL_TARGETS:
+            return found.key
     return None
 
 
-def _canonical(code: str, quantity: dict[str, Any]) -> float:
-    concept = codes.CONCEPTS.get((codes.LOINC, code)) or codes.CONCEPTS.get(
-        (codes.TELEMON_OBS, code), ""
-    )
+def _canonical(concept: str, quantity: dict[str, Any]) -> float:
     value = float(quantity["value"])
-    if concept in ("nyha", ""):
+    if concepts.BY_KEY[concept].value != "Quantity":  # NYHA class: the class number itself
         return value
     try:
         return to_canonical(concept, value, quantity.get("code", quantity.get("unit", "")))[0]
@@ -189,10 +186,10 @@ def overrides_from_goal(goal: dict[str, Any], recorded: datetime | None = None) 
     author = (goal.get("expressedBy") or {}).get("reference")
     result: list[Override] = []
     for target in goal.get("target", []):
-        code = _measure_code(target)
-        if code is None:
+        concept = _measure_concept(target)
+        if concept is None:
             continue
-        slots = GOAL_TARGETS[code]
+        slots = GOAL_TARGETS[concept]
         values: list[tuple[str, dict[str, Any]]] = []
         if "detailQuantity" in target:
             values.append(("quantity", target["detailQuantity"]))
@@ -202,7 +199,7 @@ def overrides_from_goal(goal: dict[str, Any], recorded: datetime | None = None) 
             if end in target.get("detailRange", {}):
                 values.append((end, target["detailRange"][end]))
         for slot, quantity in values:
-            value = _canonical(code, quantity)
+            value = _canonical(concept, quantity)
             for rule_id, param in slots.get(slot, []):
                 result.append(Override(param, value, valid_from, None, rule_id, author, source))
     return result

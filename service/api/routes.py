@@ -83,7 +83,8 @@ def _bundle(kind: str, entries: list[Any], **extra: Any) -> dict[str, Any]:
         "type": kind,
     }
     bundle.update(extra)
-    bundle["entry"] = entries
+    if entries:  # FHIR: no empty arrays; a Bundle without entries has no ``entry``
+        bundle["entry"] = entries
     return bundle
 
 

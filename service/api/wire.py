@@ -140,7 +140,8 @@ def resource_response(
         issue = Issue(
             "informational", f"{result.res_type}/{result.res_id} stored", (), "information"
         )
-        return FhirResponse(operation_outcome([issue]), status_code=result.status, headers=headers)
+        outcome = operation_outcome([issue, *result.issues])  # and the write's warnings
+        return FhirResponse(outcome, status_code=result.status, headers=headers)
     body = result.content if result.content is not None else operation_outcome(result.issues)
     return FhirResponse(body, status_code=result.status, headers=headers)
 

@@ -10,13 +10,21 @@ and the rule set (:mod:`service.dashboard.thresholds`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 
+from service.alerts.coverage import not_evaluated
 from service.alerts.ingest import PROGRAMMES, AlertService
-from service.alerts.measurements import Measurement, ObservationError, from_observation
+from service.alerts.measurements import (
+    Measurement,
+    ObservationError,
+    from_observation,
+    parse_instant,
+)
+from service.alerts.personalisation import PatientConfig
 from service.alerts.rules import default_rule_set
 from service.audit.events import Touched
 from service.dashboard.thresholds import ThresholdLine, patient_lines
@@ -29,6 +37,7 @@ from service.dashboard.worklist import (
     sort_key,
     touched,
 )
+from service.fhir.dates import from_micros
 from service.fhir.outcome import FhirError
 from service.fhir.service import FhirService
 from service.storage.repository import StoredVersion
@@ -53,6 +62,64 @@ class Overview:
     lines: list[ThresholdLine]
     truncated: bool
     touched: list[Touched]
+    not_evaluated: list[NotEvaluatedReading] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NotEvaluatedReading:
+    """A vital sign of the period that no alert rule of the patient's programmes evaluates."""
+
+    observation_id: str
+    when: datetime
+    what: str  # the code's display or text, else the code
+    value: str
+    why: str
+
+
+def _what(code: Any) -> str:
+    """A code's text, else its first coding's display, else its first code."""
+    if not isinstance(code, dict):
+        return ""
+    codings = [c for c in code.get("coding") or () if isinstance(c, dict)]
+    found = code.get("text") or next((c.get("display") for c in codings if c.get("display")), "")
+    return str(found or next((c.get("code") for c in codings if c.get("code")), ""))
+
+
+def _value(resource: dict[str, Any]) -> str:
+    """The value of a reading as sent (a Quantity, or its components' values)."""
+    quantities = [resource.get("valueQuantity")] + [
+        c.get("valueQuantity") for c in resource.get("component") or () if isinstance(c, dict)
+    ]
+    return " / ".join(
+        f"{q.get('value', '')} {q.get('unit') or q.get('code') or ''}".strip()
+        for q in quantities
+        if isinstance(q, dict)
+    )
+
+
+def not_evaluated_readings(
+    rows: list[StoredVersion], config: PatientConfig | None, at: datetime
+) -> list[NotEvaluatedReading]:
+    """The period's vital signs that no alert rule of the patient's programmes evaluates."""
+    if config is None:
+        return []  # not enrolled: no rule evaluates anything, and none is expected to
+    found = []
+    rule_set = default_rule_set()
+    for row in rows:
+        resource = orjson.loads(row.content or "{}")
+        warning = not_evaluated(resource, config, rule_set, at)
+        if warning is None:
+            continue
+        try:
+            when = parse_instant(resource.get("effectiveDateTime") or "")[0]
+        except ObservationError:
+            when = from_micros(row.last_updated)
+        found.append(
+            NotEvaluatedReading(
+                row.res_id, when, _what(resource.get("code")), _value(resource), warning.diagnostics
+            )
+        )
+    return found
 
 
 def _measurements(rows: list[StoredVersion]) -> list[Measurement]:
@@ -91,6 +158,7 @@ def load_overview(fhir: FhirService, patient_id: str, since: datetime, until: da
     )
     with fhir.db.read() as conn:
         config = AlertService(fhir).load_config(conn, patient_id)
+    unevaluated = not_evaluated_readings(observations, config, until)
     lines: list[ThresholdLine] = []
     programmes: list[str] = []
     if config is not None:
@@ -110,6 +178,7 @@ def load_overview(fhir: FhirService, patient_id: str, since: datetime, until: da
         touched=list(
             touched([stored_patient, *observations, *(f for f in flags if f.res_id in shown)], fhir)
         ),
+        not_evaluated=unevaluated,
     )
 
 

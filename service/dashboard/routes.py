@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -237,17 +237,18 @@ def _page(
     """A page for the logged-in clinician (renewing the session once half of it has passed)."""
     notice = _NOTICES.get(request.query_params.get("notice", ""))
     html = views.page(
-        template, user=session.name, csrf=session.csrf, notice=notice, now=_now(), **context
+        template,
+        user=session.name,
+        csrf=session.csrf,
+        notice=notice,
+        now=state.fhir.clock(),
+        **context,
     )
     response = _html(html)
     renewed = sessions.renewed(session, int(time.time()), state.session_seconds)
     if renewed is not None:  # the key is loaded: the session was just verified with it
         _with_session(response, request, state.signing_key(), renewed)
     return response
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- login and logout ----------------------------------------------------------------------
@@ -512,7 +513,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         return _login_redirect(request)
     asked = parse_unsigned(request.query_params.get("days"))
     days = asked if asked in views.PERIODS else 30
-    until = _now()
+    until = state.fhir.clock()
     since = until - timedelta(days=days)
     try:
         check_id(patient_id)
@@ -538,6 +539,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         periods=views.PERIODS,
         here=f"/dashboard/patients/{patient_id}?days={days}",
         active="patients",
+        zone=state.zone,
     )
 
 
@@ -560,7 +562,7 @@ async def _alert_action(request: Request, flag_id: str, action: str) -> Response
     record = AccessRecord("update", "Flag", description=f"clinician {action}s the alert")
     try:
         result: VersionResult = await run_in_threadpool(
-            do, state.fhir, flag_id, version, _now()
+            do, state.fhir, flag_id, version, state.fhir.clock()
         )
     except worklist.AlertActionError as exc:
         record.outcome, record.description = "4", f"{action} refused: {exc}"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.alerts import codes
+from service import concepts
 from service.alerts.personalisation import (
     GOAL_TARGETS,
     Override,
@@ -58,7 +58,7 @@ def alert_limits(
             if band.get("with_symptom") or value is None:
                 continue
             concept = band["concept"]
-            name = codes.LABEL.get(concept, concept)
+            name = concepts.BY_KEY[concept].label if concept in concepts.BY_KEY else concept
             lines.append(
                 ThresholdLine(
                     concept,
@@ -73,11 +73,9 @@ def alert_limits(
 
 def _concept_of_param(param: str) -> str | None:
     """The measured concept of a patient-level parameter that a Goal sets (dry weight → weight)."""
-    for code, slots in GOAL_TARGETS.items():
+    for concept, slots in GOAL_TARGETS.items():
         if any(rule is None and name == param for rule, name in slots.get("quantity", [])):
-            return codes.CONCEPTS.get((codes.LOINC, code)) or codes.CONCEPTS.get(
-                (codes.TELEMON_OBS, code)
-            )
+            return concept
     return None
 
 
@@ -92,7 +90,7 @@ def personal_references(config: PatientConfig, at: datetime) -> list[ThresholdLi
         concept = _concept_of_param(param)
         if concept is None or override.value is None:
             continue
-        unit = codes.CANONICAL_UNIT.get(concept, "")
+        unit = concepts.BY_KEY[concept].shown_unit
         what = param.removesuffix("_kg").replace("_", " ")
         source = f", {override.source}" if override.source else ""
         label = f"{what} {_format(override.value)} {unit} (personal{source})".replace("  ", " ")

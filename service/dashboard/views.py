@@ -13,8 +13,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from service.alerts import codes
 from service.alerts.rules import default_rule_set
+from service.concepts import BY_KEY, CHARTS
 from service.dashboard.charts import Chart, Line, Marker, Point, Series, render
 from service.dashboard.overview import Overview
 from service.dashboard.worklist import duration
@@ -22,25 +22,6 @@ from service.dashboard.worklist import duration
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass(frozen=True, slots=True)
-class ChartSpec:
-    """One chart of the patient page: which concepts it plots."""
-
-    key: str
-    title: str
-    concepts: tuple[str, ...]
-    always: bool  # shown even without data (else only when there is data or an alert)
-
-
-CHARTS = (
-    ChartSpec("weight", "Weight", ("weight",), True),
-    ChartSpec("bp", "Blood pressure", ("sbp", "dbp"), True),
-    ChartSpec("hr", "Heart rate", ("hr",), True),
-    ChartSpec("spo2", "SpO2", ("spo2",), True),
-    ChartSpec("rr", "Respiratory rate", ("rr",), False),
-    ChartSpec("temp", "Temperature", ("temp",), False),
-    ChartSpec("cat", "CAT score", ("cat",), True),
-)
 #: The periods a patient page offers, in days.
 PERIODS = (30, 90)
 
@@ -53,13 +34,13 @@ def _rule_concepts(rule_id: str) -> frozenset[str]:
 
 
 def patient_charts(overview: Overview, zone: tzinfo) -> list[Chart]:
-    """The charts of a patient page: series, threshold lines and alert markers."""
+    """The charts of a patient page (the concept table's): series, lines and alert markers."""
     charts = []
     for spec in CHARTS:
         series = tuple(
             Series(
                 concept,
-                codes.LABEL.get(concept, concept),
+                BY_KEY[concept].label,
                 tuple(
                     Point(m.effective, m.value, m.observation_id)
                     for m in overview.measurements
@@ -94,7 +75,7 @@ def patient_charts(overview: Overview, zone: tzinfo) -> list[Chart]:
             Chart(
                 key=spec.key,
                 title=spec.title,
-                unit=codes.CANONICAL_UNIT.get(spec.concepts[0], ""),
+                unit=BY_KEY[spec.concepts[0]].shown_unit,
                 start=overview.since,
                 end=overview.until,
                 series=series,
@@ -154,6 +135,7 @@ def environment() -> Environment:
     env.globals["svg"] = render
     env.globals["table_rows"] = table_rows
     env.globals["duration"] = duration
+    env.globals["local_time"] = local_time
     return env
 
 

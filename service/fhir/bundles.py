@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -27,7 +26,6 @@ from service.fhir.service import (
     VersionResult,
     check_id,
     event_of,
-    now_micros,
     outside_compartment,
 )
 from service.storage import repository as repo
@@ -195,12 +193,18 @@ def process(
     with service.db.write() as conn:
         results = _transaction(service, conn, parsed, access.patient_ids)
     access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "transaction-response",
-        "entry": [_response(results[e.index], representation) for e in parsed],
-    }
+    return _response_bundle(
+        "transaction-response", [_response(results[e.index], representation) for e in parsed]
+    )
+
+
+def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction- or batch-response Bundle (an empty Bundle has no ``entry``: FHIR allows
+    no empty arrays)."""
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": kind}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
 
 
 def _check_distinct(entries: list[Entry]) -> None:
@@ -309,9 +313,10 @@ def _transaction(
                 entry,
                 partial(service.apply_content, conn, rtype, new_ids[entry.index], entry.resource),
             )
-            item = _in_entry(
-                entry, partial(service.stamp, rtype, content, new_ids[entry.index], 1, now_micros())
+            stamp = partial(
+                service.stamp, rtype, content, new_ids[entry.index], 1, service.now_micros()
             )
+            item = _in_entry(entry, stamp)
             if patient_ids is not None and item.index.patient_id not in patient_ids:
                 raise outside_compartment(rtype.name)
             creates.append((entry, item))
@@ -319,9 +324,10 @@ def _transaction(
         service.insert_new(
             conn, [(item, f"{e.where}.resource") for e, item in creates], pending_keys
         )
-        service.notify(conn, [event_of(item) for _, item in creates])
-        for entry, item in creates:
-            results[entry.index] = VersionResult.of(201, item)
+        events = [event_of(item) for _, item in creates]
+        service.notify(conn, events)
+        for (entry, item), event in zip(creates, events, strict=True):
+            results[entry.index] = VersionResult.of(201, item, warnings=event.warnings)
     for entry in ordered:
         if entry.method == "PUT":
             rtype = service.resource_type(entry.res_type)
@@ -350,7 +356,7 @@ def _transaction(
 def _profile(service: FhirService, entry: Entry) -> None:
     issues = service.profiles.validate(
         entry.resource or {},
-        now=datetime.now(UTC),
+        now=service.clock(),
         clock_skew_seconds=service.settings.clock_skew_seconds,
     )
     if issues:
@@ -414,12 +420,7 @@ def _batch(
                     }
                 }
             )
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "batch-response",
-        "entry": out,
-    }
+    return _response_bundle("batch-response", out)
 
 
 def _single(

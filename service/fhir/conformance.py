@@ -65,7 +65,7 @@ def security_section(smart: Mapping[str, Any] | None) -> dict[str, Any]:
         for key, name in _OAUTH_URI_KEYS.items()
         if smart.get(key)
     ]
-    return {
+    security: dict[str, Any] = {
         "cors": False,
         "service": [
             {
@@ -79,12 +79,14 @@ def security_section(smart: Mapping[str, Any] | None) -> dict[str, Any]:
                 "text": "OAuth2 using SMART-on-FHIR profile (see https://docs.smarthealthit.org)",
             }
         ],
-        "extension": [{"url": OAUTH_URIS, "extension": uris}],
         "description": "SMART App Launch 2 / MedMij: PGOs use the authorization-code grant with "
         "PKCE S256 (patient login and consent); backend services use client_credentials with "
         "private_key_jwt (SMART Backend Services). Discovery: "
         ".well-known/smart-configuration.",
     }
+    if uris:  # FHIR: no empty arrays
+        security["extension"] = [{"url": OAUTH_URIS, "extension": uris}]
+    return security
 
 
 def capability_statement(
@@ -120,9 +122,10 @@ def capability_statement(
             # service/fhir/references.py: references to stored types must resolve, others
             # (and identifier-only ones) are kept as they are.
             "referencePolicy": ["literal", "logical", "enforced"],
-            "searchInclude": list(rtype.includes),
             "searchParam": params,
         }
+        if rtype.includes:  # FHIR: no empty arrays
+            entry["searchInclude"] = list(rtype.includes)
         if profiles.get(rtype.name):
             entry["supportedProfile"] = profiles[rtype.name]
         if rtype.documentation:
@@ -153,7 +156,6 @@ def capability_statement(
         "implementation": {"description": "telemon FHIR R4 endpoint", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
-        "patchFormat": [],
         "rest": [
             {
                 "mode": "server",

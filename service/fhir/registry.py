@@ -83,6 +83,10 @@ OBSERVATION = ResourceType(
     primary_date="date",
     sort_params=("date",),
     includes=("Observation:patient", "Observation:subject", "Observation:device"),
+    documentation="Home measurements. The codes of the vital-signs profiles (supportedProfile; "
+    "their code ValueSets) are validated and evaluated by the alert rules; a vital-signs code "
+    "in none of them is stored with a warning (OperationOutcome, severity warning, with "
+    "Prefer: return=OperationOutcome) when no alert rule of the patient's programmes reads it.",
 )
 
 PATIENT = ResourceType(

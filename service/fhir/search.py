@@ -196,6 +196,8 @@ def parse_search(
         query.applied.append((name, raw))
     if query.cursor is not None:
         _check_cursor(query.cursor, query.sort[0])
+    if query.count == 0:
+        query.total = True  # no entries asked for: the count is the answer (fhirpy's count())
     return query, warnings
 
 

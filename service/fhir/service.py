@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy import Connection
 
+from service.clock import Clock, system_clock
 from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
 from service.fhir.indexing import extract
@@ -55,9 +56,13 @@ class VersionResult:
 
     @classmethod
     def of(
-        cls, status: int, stored: StoredVersion | NewVersion, patient_id: str | None = None
+        cls,
+        status: int,
+        stored: StoredVersion | NewVersion,
+        patient_id: str | None = None,
+        warnings: Sequence[Issue] = (),
     ) -> VersionResult:
-        """A result for a stored or just-written version."""
+        """A result for a stored or just-written version (with the write's warnings)."""
         if isinstance(stored, NewVersion):
             patient_id = stored.index.patient_id
         return cls(
@@ -67,13 +72,18 @@ class VersionResult:
             stored.version_id,
             stored.last_updated,
             stored.content,
+            list(warnings),
             patient_id=patient_id,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class WriteEvent:
-    """A resource version written in the current transaction (``resource`` None: deleted)."""
+    """A resource version written in the current transaction (``resource`` None: deleted).
+
+    Listeners may add ``warnings`` (an Observation no alert rule evaluates): the write still
+    succeeds, and the warnings reach its client in the write's OperationOutcome.
+    """
 
     res_type: str
     res_id: str
@@ -81,6 +91,7 @@ class WriteEvent:
     resource: dict[str, Any] | None
     patient_id: str | None  # the patient compartment (before deletion, for a delete)
     previous: str | None = None  # JSON of the version this one replaced, if any
+    warnings: list[Issue] = field(default_factory=list)
 
 
 #: Called inside the write transaction, after the writes, with what was written. Listeners
@@ -180,8 +191,11 @@ class FhirService:
         registry: Registry,
         profiles: ProfileValidator,
         settings: Settings,
+        clock: Clock = system_clock,
     ) -> None:
         self.db = db
+        #: Where "now" comes from: effective times in the future, lastUpdated, alert windows.
+        self.clock = clock
         self.registry = registry
         self.profiles = profiles
         self.settings = settings
@@ -255,12 +269,16 @@ class FhirService:
         type_name = validate_structure(data, expected_type)
         rtype = self.resource_type(type_name, for_write=True)
         issues = self.profiles.validate(
-            data, now=datetime.now(UTC), clock_skew_seconds=self.settings.clock_skew_seconds
+            data, now=self.clock(), clock_skew_seconds=self.settings.clock_skew_seconds
         )
         if issues:
             raise FhirError(422, issues)
         self.check_content(rtype, data)
         return rtype
+
+    def now_micros(self) -> int:
+        """The service clock's current time in microseconds since the epoch."""
+        return to_micros(self.clock())
 
     def stamp(
         self, rtype: ResourceType, data: dict[str, Any], res_id: str, version: int, now: int
@@ -385,8 +403,9 @@ class FhirService:
         data = self.apply_content(conn, rtype, res_id, data)
         item = self.new_version(rtype, data, patient_ids, res_id)
         self.insert_new(conn, [(item, prefix or rtype.name)], pending)
-        self.notify(conn, [event_of(item)])
-        return VersionResult.of(201, item)
+        event = event_of(item)
+        self.notify(conn, [event])
+        return VersionResult.of(201, item, warnings=event.warnings)
 
     def new_version(
         self,
@@ -396,7 +415,7 @@ class FhirService:
         res_id: str | None = None,
     ) -> NewVersion:
         """Stamp validated ``data`` as version 1 of a new resource (403 outside ``patient_ids``)."""
-        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, now_micros())
+        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, self.now_micros())
         if patient_ids is not None and item.index.patient_id not in patient_ids:
             raise outside_compartment(rtype.name)
         return item
@@ -411,10 +430,12 @@ class FhirService:
         The result for each version is in the same position: a 201 or the exception.
         """
         failed: dict[int, Exception] = {}
+        warnings: dict[int, list[Issue]] = {}
         todo = list(range(len(items)))
         while todo:
             try:
-                self._store_together([items[i] for i in todo])
+                events = self._store_together([items[i] for i in todo])
+                warnings = {i: event.warnings for i, event in zip(todo, events, strict=True)}
                 break
             except _MissingReferences as exc:
                 for i in todo:
@@ -428,24 +449,26 @@ class FhirService:
                     failed[todo[0]] = exc
                     break
                 for i in todo:  # isolate the failure: each on its own
-                    failed.update(
-                        (i, result)
-                        for result in self.store_new([items[i]])
-                        if isinstance(result, Exception)
-                    )
+                    (result,) = self.store_new([items[i]])
+                    if isinstance(result, Exception):
+                        failed[i] = result
+                    else:
+                        warnings[i] = result.issues
                 break
         return [
-            failed[i] if i in failed else VersionResult.of(201, item)
+            failed[i] if i in failed else VersionResult.of(201, item, warnings=warnings.get(i, ()))
             for i, item in enumerate(items)
         ]
 
-    def _store_together(self, items: Sequence[NewVersion]) -> None:
+    def _store_together(self, items: Sequence[NewVersion]) -> list[WriteEvent]:
         wanted = self._required_references([(item, item.res_type) for item in items], frozenset())
         with self.db.write() as conn:
             _, missing = repo.insert_resources_checked(conn, items, wanted)
             if missing:
                 raise _MissingReferences(missing)  # rolls the transaction back
-            self.notify(conn, [event_of(item) for item in items])
+            events = [event_of(item) for item in items]
+            self.notify(conn, events)
+        return events
 
     def conditional_match(
         self,
@@ -587,7 +610,7 @@ class FhirService:
                 f"If-Match expects version {expected} of {rtype.name}/{res_id}; it has {have}",
                 "If-Match",
             )
-        now = now_micros()
+        now = self.now_micros()
         if current is not None:
             now = max(now, current.last_updated + 1)
         version = current.version_id + 1 if current else 1
@@ -600,8 +623,10 @@ class FhirService:
             repo.insert_resources(conn, [item])
         else:
             repo.replace_current(conn, current, item, now=now)
-        self.notify(conn, [event_of(item, current)])
-        return VersionResult.of(201 if current is None or current.deleted else 200, item)
+        event = event_of(item, current)
+        self.notify(conn, [event])
+        status = 201 if current is None or current.deleted else 200
+        return VersionResult.of(status, item, warnings=event.warnings)
 
     def store_many_in(
         self,
@@ -621,7 +646,7 @@ class FhirService:
                 conn, rtype.name, [i for i, _ in resources], for_update=True
             )
         }
-        now = now_micros()
+        now = self.now_micros()
         fresh = []
         events = []
         for res_id, data in resources:
@@ -671,7 +696,7 @@ class FhirService:
                 None,
                 [Issue("deleted", f"{rtype.name}/{res_id} was already deleted", (), "information")],
             )
-        now = max(now_micros(), current.last_updated + 1)
+        now = max(self.now_micros(), current.last_updated + 1)
         repo.replace_current(conn, current, None, now=now)
         self.notify(
             conn,

@@ -1,10 +1,13 @@
 """telemon's profile validator (HTTP 422 territory).
 
-The StructureDefinitions and ValueSets in ``fhir_profiles/`` are the single source of truth. At
-startup :meth:`ProfileValidator.load` compiles the few constructs telemon uses from their
-differentials (code patterns, cardinalities, reference targets, allowed ``effective[x]`` types,
-UCUM unit bindings, ``min/maxValueQuantity``, component slices and ``tm-*`` invariant keys) into
-small rule objects; a request then only does dictionary lookups and comparisons.
+The StructureDefinitions and ValueSets in ``fhir_profiles/`` are the rules. At startup
+:meth:`ProfileValidator.load` compiles the few constructs telemon uses from their differentials
+(code patterns and code bindings, cardinalities, reference targets, allowed ``effective[x]``
+types, UCUM unit bindings, ``min/maxValueQuantity``, component slices and ``tm-*`` invariant keys)
+into small rule objects; a request then only does dictionary lookups and comparisons. Which codes
+mean which measurement, in which units, comes from the concept table (:mod:`service.concepts`):
+the code and unit ValueSets are written from it (:mod:`service.validation.value_sets`) and the
+unit conversions are its own.
 
 Invariants are recognised by key, not by evaluating their FHIRPath: every ``tm-*`` key must be one
 the compiler implements (see ``_INVARIANTS``), otherwise loading fails, so the files cannot promise
@@ -23,6 +26,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from service.concepts import CONVERSIONS
 from service.fhir.dates import UNSET_CLOCK_DAYS, possible_instants, unset_clock
 from service.fhir.outcome import Issue
 from service.validation.bsn import BSN_SYSTEM, is_valid_bsn
@@ -61,16 +65,6 @@ _INVARIANTS = {
     "tm-bsn": "BSN passes the 11-proef (checked for every resource type's identifier)",
 }
 
-# UCUM conversions to a canonical unit: canonical = value * factor + offset.
-_CONVERSIONS: dict[tuple[str, str], tuple[float, float]] = {
-    ("g", "kg"): (0.001, 0.0),
-    ("[lb_av]", "kg"): (0.45359237, 0.0),
-    ("kPa", "mm[Hg]"): (7.50062, 0.0),
-    ("{beats}/min", "/min"): (1.0, 0.0),
-    ("{breaths}/min", "/min"): (1.0, 0.0),
-    ("1", "%"): (100.0, 0.0),
-    ("[degF]", "Cel"): (5 / 9, -32 * 5 / 9),
-}
 
 
 class ProfileLoadError(Exception):
@@ -90,7 +84,7 @@ class _QuantityRule:
     value_required: bool
 
     def to_canonical(self, value: float, unit: str) -> float:
-        factor, offset = _CONVERSIONS.get((unit, self.canonical), (1.0, 0.0))
+        factor, offset = CONVERSIONS.get((unit, self.canonical), (1.0, 0.0))
         return value * factor + offset
 
 
@@ -98,7 +92,8 @@ class _QuantityRule:
 class _SliceRule:
     name: str
     label: str
-    code: tuple[str, str]
+    code: tuple[str, str]  # the pattern's code (named in messages)
+    codes: frozenset[tuple[str, str]]  # the pattern's and those of the code's ValueSet
     minimum: int
     maximum: int | None
     value_or_absent: bool
@@ -393,7 +388,7 @@ class _ObservationCheck:
             matches = [
                 index
                 for index, comp in enumerate(items)
-                if isinstance(comp, dict) and rule.code in _codings(comp.get("code"))
+                if isinstance(comp, dict) and rule.codes.intersection(_codings(comp.get("code")))
             ]
             if len(matches) < rule.minimum:
                 self.fail(
@@ -561,7 +556,7 @@ def _compile(sd: dict[str, Any], value_sets: dict[str, frozenset[tuple[str, str]
         system_el = elements.get(f"{prefix}.valueQuantity.system", {})
         units = value_set(elements[f"{prefix}.valueQuantity.code"], UCUM_SYSTEM)
         for unit in units:
-            if unit != canonical and (unit, canonical) not in _CONVERSIONS:
+            if unit != canonical and (unit, canonical) not in CONVERSIONS:
                 raise fail(f"no conversion from UCUM '{unit}' to '{canonical}'")
         value_el = elements.get(f"{prefix}.valueQuantity.value", {})
         return _QuantityRule(
@@ -578,10 +573,18 @@ def _compile(sd: dict[str, Any], value_sets: dict[str, frozenset[tuple[str, str]
         concept = elements.get(element_id, {}).get("patternCodeableConcept", {})
         return tuple((c["system"], c["code"]) for c in concept.get("coding", ()))
 
-    code_el = elements.get(f"{rtype}.code", {})
+    def codes_of(code_element: dict[str, Any]) -> frozenset[tuple[str, str]]:
+        """The codes of the ValueSet a code element binds to (none without a binding)."""
+        if "binding" not in code_element:
+            return frozenset()
+        vs_url = code_element["binding"]["valueSet"]
+        if vs_url not in value_sets:
+            raise fail(f"ValueSet {vs_url} is not in the profiles directory")
+        return value_sets[vs_url]
+
     triggers = set(pattern(f"{rtype}.code"))
-    if triggers and "binding" in code_el:
-        triggers |= value_sets.get(code_el["binding"]["valueSet"], frozenset())
+    if triggers:
+        triggers |= codes_of(elements.get(f"{rtype}.code", {}))
 
     slices = []
     for element_id, element in elements.items():
@@ -591,6 +594,7 @@ def _compile(sd: dict[str, Any], value_sets: dict[str, frozenset[tuple[str, str]
         slice_pattern = pattern(f"{element_id}.code")
         if not slice_pattern:
             raise fail(f"slice {name} has no code pattern")
+        slice_codes = set(slice_pattern) | codes_of(elements.get(f"{element_id}.code", {}))
         label = element.get("short", name)
         maximum = element.get("max", "*")
         slices.append(
@@ -598,6 +602,7 @@ def _compile(sd: dict[str, Any], value_sets: dict[str, frozenset[tuple[str, str]
                 name=name,
                 label=label,
                 code=slice_pattern[0],
+                codes=frozenset(slice_codes),
                 minimum=element.get("min", 0),
                 maximum=None if maximum == "*" else int(maximum),
                 value_or_absent=any(

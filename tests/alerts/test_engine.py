@@ -129,3 +129,27 @@ def test_hr_group_merges_across_programmes() -> None:
     assert a["HF-HR-HIGH"].reasons == ("COPD-HR-HIGH: HR 112 /min (>= 110 /min)",)
     assert a["HF-HR-HIGH"].period_start == at()
     assert a["HF-HR-HIGH"].last_triggered_at == at() + timedelta(0)
+
+
+def test_two_readings_at_the_same_instant_are_both_evaluated() -> None:
+    """A BP monitor's pulse and an oximeter's, stamped to the same second: the high one raises
+    its alert whichever Observation id sorts first (one evaluation per instant dropped it when
+    the normal one came first)."""
+    for normal, high in (("a-normal", "b-high"), ("b-normal", "a-high")):
+        changes = run([m(normal, "hr", 72, at()), m(high, "hr", 135, at())])
+        raised = alerts(changes)
+        assert "HF-HR-HIGH" in raised, (normal, high)
+        assert raised["HF-HR-HIGH"].evidence == (high,)
+
+
+def test_readings_at_the_same_instant_clear_an_alert_once() -> None:
+    """An alert closes after two evaluations that no longer qualify: a pulse and another reading
+    of the same instant are one such evaluation, not two."""
+    readings = [
+        m("high", "hr", 135, at()),
+        m("normal-1", "hr", 72, at(hours=4)),
+        m("normal-2", "hr", 70, at(hours=4)),
+    ]
+    assert alerts(run(readings))["HF-HR-HIGH"].status is AlertStatus.ACTIVE
+    later = [*readings, m("normal-3", "hr", 71, at(hours=8))]
+    assert alerts(run(later))["HF-HR-HIGH"].status is AlertStatus.INACTIVE

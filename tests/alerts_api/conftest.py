@@ -1,9 +1,9 @@
 """Alert tests through the FHIR API: enrolment (CarePlan/Goal), Observation builders, Flag checks.
 
-Every test runs on SQLite and PostgreSQL (the root ``database_url`` fixture). Times are built
-around :data:`BASE`, a local (Europe/Amsterdam) moment a few minutes before the test run that is
-never in the first hours of a local day, so that several readings "today" stay on one local day
-and in the past.
+Every test runs on SQLite and PostgreSQL (the root ``database_url`` fixture). The service's clock
+is pinned to :data:`tests.clock.NOW` (a Wednesday morning), and times are built around
+:data:`BASE`, three minutes before it, so that several readings "today" stay on one local day and
+in the past whenever the tests run.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from service.alerts.episodes import Alert
 from service.alerts.ingest import AlertService
 from service.app import create_app
 from service.settings import Settings
+from tests.clock import NOW, PinnedClock
 
 TZ = ZoneInfo("Europe/Amsterdam")
 LOINC = "http://loinc.org"
@@ -56,15 +57,7 @@ SYMPTOM = {
 }
 
 
-def _base() -> datetime:
-    """A local moment just before now, moved to 23:00 yesterday in the small hours."""
-    moment = datetime.now(TZ) - timedelta(minutes=3)
-    if moment.hour < 4:
-        moment = (moment - timedelta(days=1)).replace(hour=23, minute=0)
-    return moment.replace(second=0, microsecond=0)
-
-
-BASE = _base()
+BASE = (NOW - timedelta(minutes=3)).astimezone(TZ)
 
 
 def at(days: int = 0, minutes: float = 0, hours: float = 0) -> str:
@@ -254,6 +247,7 @@ class Api:
     """Helpers over the test client: enrol patients, post Observations, read Flags."""
 
     client: TestClient
+    clock: PinnedClock
     notified: list[Alert] = field(default_factory=list)
 
     def _ok(self, response: Any, *codes: int) -> dict[str, Any]:
@@ -404,16 +398,16 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def client(settings: Settings, clock: PinnedClock) -> Iterator[TestClient]:
     """An HTTP client through the ASGI stack, with the alert settings above."""
-    with TestClient(create_app(settings), base_url="http://testserver") as c:
+    with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as c:
         c.headers["Content-Type"] = "application/fhir+json"
         yield c
 
 
 @pytest.fixture
-def api(client: TestClient) -> Api:
+def api(client: TestClient, clock: PinnedClock) -> Api:
     """The helpers above, with notifications of the attached AlertService recorded."""
-    helper = Api(client)
+    helper = Api(client, clock)
     helper.alert_service().listeners.append(lambda _conn, alert: helper.notified.append(alert))
     return helper

@@ -3,7 +3,7 @@ units, implausible values and DST days (§7.1-§7.6 of the alert-rules reference
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from tests.alerts_api.conftest import (
@@ -65,9 +65,9 @@ def test_late_policy_boundaries(api: Api) -> None:
     cases = [(23, "PH", False, ""), (25, "PH", True, ""), (73, "PL", True, "received 73 h")]
     for hours, prio, late, fragment in cases:
         pid = api.enrol(programmes="COPD")
-        # Lateness is measured from the real arrival, not from BASE (which the small hours
-        # move back to 23:00 the day before): taken ``hours`` before now, give or take 3 min.
-        taken = datetime.now(TZ) - timedelta(hours=hours, minutes=-3)
+        # Lateness is measured from the arrival (the service clock), not from BASE: taken
+        # ``hours`` before it, give or take 3 min.
+        taken = api.clock().astimezone(TZ) - timedelta(hours=hours, minutes=-3)
         api.post(temp(pid, 39.5, taken.isoformat()))
         flag = api.flag(pid, "COPD-TEMP")
         assert flag is not None, hours

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from service.alerts import ingest
 from tests.alerts_api.conftest import (
     ACKNOWLEDGED,
     Api,
@@ -128,7 +127,7 @@ def test_resolve_then_cooldown(api: Api, monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(api.notified) == 2
 
 
-def test_after_cooldown_a_new_episode_opens(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_after_cooldown_a_new_episode_opens(api: Api) -> None:
     """25 h after the resolve (processing time), the same severity opens a new Flag."""
     pid = api.enrol(programmes="HF")
     api.post(bp(pid, 89, 60, at(minutes=120)))
@@ -136,13 +135,7 @@ def test_after_cooldown_a_new_episode_opens(api: Api, monkeypatch: pytest.Monkey
     assert flag is not None
     _resolve(api, flag)
 
-    class Later(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Later:
-            moment = datetime.now(tz) + timedelta(hours=25)
-            return cls.fromtimestamp(moment.timestamp(), tz)
-
-    monkeypatch.setattr(ingest, "datetime", Later)
+    api.clock.advance(timedelta(hours=25))
     api.post(bp(pid, 88, 60, at(minutes=100)))
     active = api.flags(pid, SBP_LOW, status="active")
     assert len(active) == 1 and active[0]["id"] != flag["id"]

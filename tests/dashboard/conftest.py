@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth.identity import UZI_SYSTEM
+from service.clock import Clock
 from service.demo import CLINICIAN_UZI, DemoSummary, load_demo
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -23,14 +24,14 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
-def dash(settings: Settings) -> Iterator[TestClient]:
+def dash(settings: Settings, clock: Clock) -> Iterator[TestClient]:
     """The app in open mode (as ``make run``): the dashboard still needs a login."""
-    with TestClient(create_app(settings), base_url="http://testserver") as c:
+    with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as c:
         yield c
 
 
 @pytest.fixture
-def oauth_dash(database_url: str) -> Iterator[TestClient]:
+def oauth_dash(database_url: str, clock: Clock) -> Iterator[TestClient]:
     """The app in oauth mode: the dashboard's accesses are audited."""
     settings = Settings(
         database_url=database_url,
@@ -38,7 +39,7 @@ def oauth_dash(database_url: str) -> Iterator[TestClient]:
         base_url="http://testserver/fhir",
         profiles_dir=PROFILES,
     )
-    with TestClient(create_app(settings), base_url="http://testserver") as c:
+    with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as c:
         yield c
 
 

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage import migrate
 from service.storage.db import Database
+from tests.clock import NOW, PinnedClock
 from tests.dashboard.conftest import PROFILES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,7 +45,8 @@ def server(
     database = Database(url)
     migrate.upgrade(database)
     database.dispose()
-    app = create_app(Settings(database_url=url, auth="open", profiles_dir=PROFILES))
+    settings = Settings(database_url=url, auth="open", profiles_dir=PROFILES)
+    app = create_app(settings, clock=PinnedClock(NOW))
     fhir: FhirService = app.state.telemon.fhir
     summary = load_demo(fhir)
     with socket.socket() as s:
@@ -164,7 +167,14 @@ def _laptop(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     assert page.locator("svg#chart-bp g.threshold").count() >= 2
     assert page.locator("svg#chart-weight g.alert-marker.alert-open").count() >= 1
     assert page.locator("svg#chart-weight circle.evidence").count() >= 1
-    assert page.locator("svg#chart-weight circle.point").count() >= 30  # 30 days of weights
+    # every weight of the last 30 days (a month of mornings, less the few forgotten ones)
+    since = (fhir.clock() - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    weights = fhir.search(
+        "Observation",
+        [("patient", hf.patient_id), ("code", "http://loinc.org|29463-7"), ("date", f"ge{since}")],
+    ).matches
+    assert len(weights) >= 25
+    assert page.locator("svg#chart-weight circle.point").count() == len(weights)
     page.click("nav.periods a:has-text('90 days')")
     page.wait_for_url(f"{base}/dashboard/patients/{hf.patient_id}?days=90")
     assert page.locator("svg#chart-weight circle.point").count() > 50  # the demo's 8 weeks

@@ -73,7 +73,8 @@ def test_a_patient_page_draws_charts_with_thresholds_and_alert_markers(
     page = logged_in.get(f"/dashboard/patients/{hf.patient_id}")
     assert page.status_code == 200 and hf.name in page.text
     charts = _charts(page.text)
-    assert list(charts) == ["weight", "bp", "hr", "spo2", "rr", "temp", "cat"]
+    # respiratory rate and temperature only with data (the heart-failure programme reads neither)
+    assert list(charts) == ["weight", "bp", "hr", "spo2", "cat"]
     hf_rules = default_rule_set().for_programmes({"HF"})
     spo2_limits = {
         float(band_value)

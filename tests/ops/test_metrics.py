@@ -8,7 +8,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from service.api.middleware import UNMATCHED
+from service.app import create_app
+from service.settings import Settings
 from tests.alerts_api.conftest import Api, at, bp
+from tests.clock import PinnedClock
 from tests.factories import patient, post_entry, put_entry, transaction
 from tests.ops.helpers import sample
 
@@ -97,8 +100,15 @@ def test_committed_writes_are_counted_by_type_and_interaction(client: TestClient
     assert (delta("create"), delta("update"), delta("delete")) == (3, 1, 1)
 
 
-def test_alert_notifications_are_counted(client: TestClient) -> None:
-    api = Api(client)
+def test_alert_notifications_are_counted(settings: Settings, clock: PinnedClock) -> None:
+    # the alert helpers' times are around tests.clock.NOW: the service's clock is pinned there
+    with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as client:
+        client.headers["Content-Type"] = "application/fhir+json"
+        _count_an_alert(Api(client, clock))
+
+
+def _count_an_alert(api: Api) -> None:
+    client = api.client
     pid = api.enrol(programmes="HF")
     labels = {"rule": "HF-SBP-LOW", "severity": "orange", "status": "active"}
     name = "telemon_alert_notifications_total"

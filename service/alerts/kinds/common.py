@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from service.alerts.aggregation import present_symptoms
-from service.alerts.codes import SYMPTOMS
 from service.alerts.days import day_start, local_day
 from service.alerts.measurements import Measurement
 from service.alerts.rules import EvalContext, Params
+from service.concepts import SYMPTOM_NAMES
 
 
 class MissingParameter(KeyError):
@@ -60,7 +60,7 @@ def symptom_phrase(symptoms: Sequence[Measurement]) -> str:
     """``" with symptoms (dizziness)"`` or the empty string."""
     if not symptoms:
         return ""
-    names = sorted({SYMPTOMS.get(m.detail or "", m.detail or "symptom") for m in symptoms})
+    names = sorted({SYMPTOM_NAMES.get(m.detail or "", m.detail or "symptom") for m in symptoms})
     return f" with symptoms ({', '.join(names)})"
 
 

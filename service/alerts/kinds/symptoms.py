@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from service.alerts.aggregation import of_concept, present_symptoms
-from service.alerts.codes import SYMPTOMS
 from service.alerts.kinds.common import ids, need, num
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
+from service.concepts import SYMPTOM_NAMES
 
 _SEVERITY_WORD = {1: "mild", 2: "moderate", 3: "severe"}
 _ANTHONISEN = {
@@ -32,7 +32,7 @@ def symptom_report(
     red_codes = set(ctx.rule.options.get("red_codes", []))
     red = [m for m in present if m.detail in red_codes and m.value >= need(params, "red_severity")]
     names = ", ".join(
-        f"{SYMPTOMS.get(m.detail or '', m.detail)} ({_SEVERITY_WORD.get(int(m.value), 'yes')})"
+        f"{SYMPTOM_NAMES.get(m.detail or '', m.detail)} ({_SEVERITY_WORD.get(int(m.value), 'yes')})"
         for m in present
     )
     return RuleResult(

@@ -15,12 +15,12 @@ from typing import Any
 
 from service.alerts.aggregation import mean_within, of_concept
 from service.alerts.baselines import reading_baseline
-from service.alerts.codes import LABEL
 from service.alerts.days import local_day
 from service.alerts.kinds.common import ids, need, num, symptom_phrase, symptoms_for
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
+from service.concepts import BY_KEY
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -82,7 +82,7 @@ def _band(
     concept = band["concept"]
     unit = used[0].unit
     mean = f" (mean of {len(used)})" if len(used) > 1 else ""
-    text = f"{LABEL[concept]} {num(value)} {unit}{mean} ({band['op']} {num(limit)} {unit})"
+    text = f"{BY_KEY[concept].label} {num(value)} {unit}{mean} ({band['op']} {num(limit)} {unit})"
     return Severity.parse(band["severity"]), text, used
 
 
@@ -117,7 +117,7 @@ def _baseline_rise(
         return None
     values = ", ".join(num(m.value) for m in reversed(run))
     text = (
-        f"{LABEL[concept]} {values} {ctx.anchor.unit} on {len(run)} days in a row, "
+        f"{BY_KEY[concept].label} {values} {ctx.anchor.unit} on {len(run)} days in a row, "
         f"≥ {num(need(params, 'baseline_rise_pct'))} % above baseline {baseline.describe()}"
     )
     return RuleResult(
