@@ -35,6 +35,17 @@ class Served:
         """How many printed lines contain ``text``."""
         return sum(text in line for line in list(self.lines))
 
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the listening socket answers (uvicorn logs start-up before it binds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(f"{self.url}/health", timeout=5)
+                return
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "".join(self.lines)
+                time.sleep(0.05)
+
     def stop(self) -> int:
         """SIGTERM; the exit code."""
         self.proc.send_signal(signal.SIGTERM)
@@ -107,18 +118,30 @@ def test_sigterm_lets_the_request_in_flight_finish(serve: object, workers: int) 
     bundle = transaction(*(post_entry(patient()) for _ in range(3000)))
     result: dict[str, object] = {}
 
+    body = json.dumps(bundle).encode()
+    sent = threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        # The last chunk handed to the socket: the server has the whole request; only then
+        # is the stop "in flight" (a fixed sleep raced the connection on a busy machine).
+        yield body
+        sent.set()
+
     def post() -> None:
         response = httpx.post(
-            f"{served.url}/fhir", json=bundle, timeout=120,
-            headers={"Content-Type": "application/fhir+json"},
+            f"{served.url}/fhir", content=chunks(), timeout=120,
+            headers={"Content-Type": "application/fhir+json",
+                     "Content-Length": str(len(body))},
         )
         result["status"] = response.status_code
         result["entries"] = len(response.json().get("entry", []))
         result["done"] = time.monotonic()
 
+    served.wait_ready()
     sender = threading.Thread(target=post)
     sender.start()
-    time.sleep(0.5)  # sent, and the server is busy writing 3000 resources
+    assert sent.wait(timeout=60), "the request was not sent"
+    time.sleep(0.2)  # the server reads it and starts writing 3000 resources
     assert "done" not in result, "the request finished too soon to test a stop in flight"
     signalled = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)

@@ -167,7 +167,8 @@ def test_serve_alone_delivers_with_several_processes(
     try:
         with httpx.Client(base_url=base, timeout=30,
                           headers={"Content-Type": "application/fhir+json"}) as http:
-            wait_until(lambda: _answers(http), what="serve to start")
+            # Two worker processes import the app: slow on a busy machine, so a generous bound.
+            wait_until(lambda: _answers(http), timeout=90, what="serve to start")
             subs = [http.post("/Subscription", json=subscription(receiver.url)).json()["id"]
                     for _ in range(2)]
             for _ in range(4):
