@@ -80,6 +80,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        auth = app.state.telemon.auth
+        if auth is not None:
+            await run_in_threadpool(auth.tokens.revoked.start)
         sweeper = None
         if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
             alerts = AlertService(fhir)
@@ -96,6 +99,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             sweeper.cancel()
         if worker is not None:
             await run_in_threadpool(worker.stop)
+        if auth is not None:
+            await run_in_threadpool(auth.tokens.revoked.stop)
         db.dispose()
 
     app = FastAPI(

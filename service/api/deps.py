@@ -15,6 +15,7 @@ from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.auth.identity import SimulatedDigiD
 from service.auth.policy import OPEN, Principal
+from service.auth.revocations import RevocationUnavailable
 from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
@@ -137,7 +138,11 @@ def _unauthorized(error: str | None, message: str) -> FhirError:
 
 
 async def current_principal(request: Request) -> Principal:
-    """The caller, from its bearer token (401 with WWW-Authenticate when missing or bad)."""
+    """The caller, from its bearer token (401 with WWW-Authenticate when missing or bad).
+
+    No database read: the token's signature and claims are checked in memory and the
+    revocation set is every worker's own (only when it is stale is it read first).
+    """
     state = get_state(request)
     auth = state.auth
     if auth is None:
@@ -151,12 +156,16 @@ async def current_principal(request: Request) -> Principal:
     elif scheme.lower() != "bearer" or not token.strip():
         error = _unauthorized("invalid_request", "Use 'Authorization: Bearer <token>'")
     else:
+        if auth.tokens.needs_sync():
+            try:
+                await run_in_threadpool(auth.tokens.revoked.sync)
+            except RevocationUnavailable as exc:
+                raise FhirError.single(
+                    503, "transient", "Cannot check token revocations now; try again"
+                ) from exc
         try:
-            claims = await run_in_threadpool(
-                auth.tokens.verify,
-                token.strip(),
-                issuer=issuer_url(request),
-                audience=base_url(request),
+            claims = auth.tokens.verify(
+                token.strip(), issuer=issuer_url(request), audience=base_url(request)
             )
         except TokenError:
             error = _unauthorized("invalid_token", "The access token is invalid or expired")
