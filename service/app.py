@@ -18,7 +18,7 @@ from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
 from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
-from service.api.group_commit import CreateBatcher
+from service.api.group_commit import AuditLog, create_batcher
 from service.api.middleware import RequestTelemetry
 from service.api.oauth_routes import router as oauth_router
 from service.api.ops_routes import router as ops_router
@@ -64,7 +64,7 @@ def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState
         server=AuthServer(db, settings, tokens),
         tokens=tokens,
         identity=build_identity_provider(settings, fhir),
-        audit=AuditTrail(fhir),
+        audit=AuditLog(AuditTrail(fhir)),
     )
 
 
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         settings=settings,
         fhir=fhir,
         conformance=ConformanceStore(fhir.profiles.conformance_resources()),
-        creates=CreateBatcher(fhir.store_new),
+        creates=create_batcher(fhir),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         auth=build_auth(settings, db, fhir),
     )
