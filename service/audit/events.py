@@ -280,7 +280,8 @@ def index_values(event: dict[str, Any], recorded_micros: int) -> IndexValues:
 
     The same values as the registry-driven ``service.fhir.indexing.extract`` (a test compares
     the two) at a fraction of its cost: every access writes an event, so its indexing is on
-    the path of every request.
+    the path of every request. Repeated values are indexed once (a search's event names twenty
+    resources of one entity type): an index row says only that the value occurs.
     """
     entities: list[dict[str, Any]] = event.get("entity", [])
     agents: list[dict[str, Any]] = event["agent"]
@@ -302,8 +303,8 @@ def index_values(event: dict[str, Any], recorded_micros: int) -> IndexValues:
         patient_id=patient,
         date_low=recorded_micros,
         date_high=recorded_micros + 999,
-        tokens=tokens,
-        references=references,
+        tokens=list(dict.fromkeys(tokens)),
+        references=list(dict.fromkeys(references)),
     )
 
 
