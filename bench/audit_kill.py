@@ -34,14 +34,12 @@ from pathlib import Path
 
 import httpx
 import orjson
-from joserfc.jwk import ECKey
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.auth import clients
+from bench.ingest import register_backend, reset_database
 from service.demo_clients import request_backend_token
-from service.storage import migrate
-from service.storage.db import Database, normalize_url
+from service.storage.db import normalize_url
 from service.storage.tables import resources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,23 +95,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def register_client(url: str) -> ECKey:
-    """Migrate the database and (re-)register the trial's backend service; its private key."""
-    db = Database(url, pool_size=1)
-    try:
-        migrate.upgrade(db)
-        key = ECKey.generate_key("P-384", private=True)
-        key.ensure_kid()
-        client = clients.new_backend(
-            CLIENT_ID, "kill trial", SCOPE, jwks={"keys": [key.as_dict(private=False)]}
-        )
-        with db.write() as conn:
-            clients.save(conn, client)
-    finally:
-        db.dispose()
-    return key
 
 
 @contextmanager
@@ -232,7 +213,7 @@ def run_trial(
     seed: int = 13,
 ) -> TrialResult:
     """Run ``rounds`` rounds of post-and-kill against ``telemon serve`` on ``url``."""
-    key = register_client(url)
+    key = register_backend(url, CLIENT_ID, SCOPE)
     rng = random.Random(seed)
     result = TrialResult(rounds)
     lock = threading.Lock()
@@ -302,16 +283,6 @@ def _check(url: str, result: TrialResult, entries: int) -> None:
     result.unaudited = {b for b, ids in stored.items() if not ids <= audited}
 
 
-def reset_postgresql(admin_url: str, name: str) -> str:
-    """A fresh PostgreSQL database named ``name``; its URL."""
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def main() -> None:
     """Run the trial and print its figures."""
     parser = argparse.ArgumentParser(
@@ -325,7 +296,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--entries", type=int, default=10, help="Observations per Bundle")
     args = parser.parse_args()
-    url = args.database_url or reset_postgresql(args.admin_url, args.database)
+    url = args.database_url or reset_database(args.admin_url, args.database)
     result = run_trial(
         url,
         rounds=args.rounds,

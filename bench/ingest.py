@@ -167,17 +167,21 @@ BENCH_CLIENT = "telemon-bench"
 BENCH_SCOPE = "system/Observation.cruds system/Patient.cruds"
 
 
-def register_bench_client(url: str) -> ECKey:
-    """(Re-)register the benchmark's backend service with a fresh ES384 key; its private key."""
-    key = ECKey.generate_key("P-384", private=True)
-    key.ensure_kid()
-    client = clients.new_backend(
-        BENCH_CLIENT, "ingest bench", BENCH_SCOPE, jwks={"keys": [key.as_dict(private=False)]}
-    )
+def register_backend(url: str, client_id: str, scope: str) -> ECKey:
+    """Migrate the database and (re-)register a backend service with a fresh ES384 key; its
+    private key."""
     db = Database(url, pool_size=1)
-    with db.write() as conn:
-        clients.save(conn, client)
-    db.dispose()
+    try:
+        migrate.upgrade(db)
+        key = ECKey.generate_key("P-384", private=True)
+        key.ensure_kid()
+        client = clients.new_backend(
+            client_id, client_id, scope, jwks={"keys": [key.as_dict(private=False)]}
+        )
+        with db.write() as conn:
+            clients.save(conn, client)
+    finally:
+        db.dispose()
     return key
 
 
@@ -345,10 +349,7 @@ def main() -> None:
         if args.reuse
         else reset_database(args.admin_url, args.database)
     )
-    db = Database(url, pool_size=1)
-    migrate.upgrade(db)
-    db.dispose()
-    key = register_bench_client(url)
+    key = register_backend(url, BENCH_CLIENT, BENCH_SCOPE)
     BASE = f"http://127.0.0.1:{args.port}/fhir"
     server = start_server(url, modes[0], args)
     try:

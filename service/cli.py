@@ -454,11 +454,7 @@ def clients_disable(
     client_id: Annotated[str, typer.Option("--client-id", help="The client to disable.")],
 ) -> None:
     """Disable a client: it gets no new tokens, and its tokens stop working within a second."""
-    with _registry() as db, db.write() as conn:
-        found = clients.set_active(conn, client_id, False)
-    if not found:
-        raise _fail(f"No client '{client_id}' is registered.")
-    typer.echo(f"Disabled '{client_id}'; its access tokens are revoked.")
+    _set_active(client_id, False, f"Disabled '{client_id}'; its access tokens are revoked.")
 
 
 @clients_app.command("enable")
@@ -466,11 +462,15 @@ def clients_enable(
     client_id: Annotated[str, typer.Option("--client-id", help="The client to enable.")],
 ) -> None:
     """Enable a disabled client again (tokens revoked when it was disabled stay revoked)."""
+    _set_active(client_id, True, f"Enabled '{client_id}'.")
+
+
+def _set_active(client_id: str, active: bool, done: str) -> None:
     with _registry() as db, db.write() as conn:
-        found = clients.set_active(conn, client_id, True)
+        found = clients.set_active(conn, client_id, active)
     if not found:
         raise _fail(f"No client '{client_id}' is registered.")
-    typer.echo(f"Enabled '{client_id}'.")
+    typer.echo(done)
 
 
 @clients_app.command("list")
