@@ -1,11 +1,18 @@
 """Ingest and search benchmark against a live telemon server on PostgreSQL.
 
-Prints: single creates/s with p50/p99 at concurrency 16; Observations/s in transaction Bundles
-of 100 at concurrency 4; search p50/p95 for "one patient's weights of the last 30 days, newest
-first" with at least --observations Observations stored.
+Prints, per authorization mode: single creates/s with p50/p99 at concurrency 16; Observations/s
+in transaction Bundles of 100 at concurrency 4; searches/s and p50/p95 at concurrency 4 for "one
+patient's weights of the last 30 days, newest first" with at least --observations Observations
+stored; and the resident memory of each server worker after the run.
+
+``--auth oauth`` is production mode: a registered backend service (SMART Backend Services,
+``private_key_jwt``) gets a bearer token from the server and every request carries it, so each
+access is authorised and written to the audit trail; ``--auth open`` runs without either. The
+default runs both, one after the other on the same database, oauth first.
 
     .venv/bin/python bench/ingest.py                       # defaults: 1,000,000 Observations
     .venv/bin/python bench/ingest.py --observations 100000 --seconds 10   # a quick run
+    .venv/bin/python bench/ingest.py --auth oauth --reuse  # production mode only
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from typing import Any
 
 import httpx
 import orjson
+from joserfc.jwk import ECKey
 from sqlalchemy import create_engine, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._http import Connection
+from service.auth import clients
+from service.demo_clients import request_backend_token
 from service.fhir.registry import default_registry
 from service.fhir.service import FhirService
 from service.settings import Settings
@@ -151,6 +161,37 @@ async def run_for(seconds: float, concurrency: int, make_call: Any) -> list[floa
 
 
 BASE = ""
+#: The bearer token header of the mode being measured (empty in open mode).
+AUTH: dict[str, str] = {}
+BENCH_CLIENT = "telemon-bench"
+BENCH_SCOPE = "system/Observation.cruds system/Patient.cruds"
+
+
+def register_backend(url: str, client_id: str, scope: str) -> ECKey:
+    """Migrate the database and (re-)register a backend service with a fresh ES384 key; its
+    private key."""
+    db = Database(url, pool_size=1)
+    try:
+        migrate.upgrade(db)
+        key = ECKey.generate_key("P-384", private=True)
+        key.ensure_kid()
+        client = clients.new_backend(
+            client_id, client_id, scope, jwks={"keys": [key.as_dict(private=False)]}
+        )
+        with db.write() as conn:
+            clients.save(conn, client)
+    finally:
+        db.dispose()
+    return key
+
+
+def authorize(mode: str, key: ECKey) -> None:
+    """Get a fresh access token for the next phase (tokens live 5 minutes) in oauth mode."""
+    AUTH.clear()
+    if mode == "oauth":
+        token_url = BASE.removesuffix("/fhir") + "/oauth/token"
+        token = request_backend_token(token_url, key, BENCH_CLIENT, BENCH_SCOPE)
+        AUTH["Authorization"] = f"Bearer {token['access_token']}"
 
 
 async def bench_single(patients: list[str], seconds: float) -> tuple[float, float, float]:
@@ -160,7 +201,7 @@ async def bench_single(patients: list[str], seconds: float) -> tuple[float, floa
     async def call(conn: Connection) -> None:
         body = orjson.dumps(observation(rng.choice(patients), now, rng))
         status, payload = await conn.request(
-            "POST", "/Observation", body, {"Prefer": "return=minimal"}
+            "POST", "/Observation", body, {"Prefer": "return=minimal", **AUTH}
         )
         if status != 201:
             raise RuntimeError(f"create failed: {status} {payload[:300]!r}")
@@ -185,7 +226,7 @@ async def bench_bundles(patients: list[str], seconds: float) -> tuple[float, flo
             for i in range(100)
         ]
         body = orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
-        status, payload = await conn.request("POST", "", body)
+        status, payload = await conn.request("POST", "", body, AUTH)
         if status != 200:
             raise RuntimeError(f"bundle failed: {status} {payload[:300]!r}")
 
@@ -195,51 +236,57 @@ async def bench_bundles(patients: list[str], seconds: float) -> tuple[float, flo
     return len(lat) * 100 / elapsed, percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
 
 
-async def bench_search(patients: list[str], n: int) -> tuple[float, float, int]:
+async def bench_search(patients: list[str], seconds: float) -> tuple[float, float, float, int]:
+    """Searches/s, p50 and p95 (ms) at concurrency 4, and the matches a search."""
     rng = random.Random(4)
     since = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    conn = Connection(BASE)
-    latencies = []
     matches = 0
-    for _ in range(n):
+
+    async def call(conn: Connection) -> None:
+        nonlocal matches
         pid = rng.choice(patients)
         path = f"/Observation?patient={pid}&code={LOINC}|29463-7&date=ge{since}&_sort=-date"
-        t0 = time.perf_counter()
-        status, body = await conn.request("GET", path)
-        latencies.append(time.perf_counter() - t0)
+        status, body = await conn.request("GET", path, b"", AUTH)
         if status != 200:
-            raise RuntimeError(f"search failed: {status}")
+            raise RuntimeError(f"search failed: {status} {body[:300]!r}")
         matches += body.count(b'"mode":"match"')
-    await conn.close()
-    return percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000, matches // n
 
-
-def main() -> None:
-    global BASE
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    t0 = time.perf_counter()
+    lat = await run_for(seconds, 4, call)
+    elapsed = time.perf_counter() - t0
+    return (
+        len(lat) / elapsed,
+        percentile(lat, 50) * 1000,
+        percentile(lat, 95) * 1000,
+        matches // len(lat),
     )
-    parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--database", default="telemon_bench")
-    parser.add_argument("--observations", type=int, default=1_000_000)
-    parser.add_argument("--patients", type=int, default=1000)
-    parser.add_argument("--days", type=int, default=365, help="span of the loaded history")
-    parser.add_argument("--seconds", type=float, default=20.0, help="per throughput phase")
-    parser.add_argument("--searches", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
-    args = parser.parse_args()
 
-    url = (
-        args.admin_url.rsplit("/", 1)[0] + f"/{args.database}"
-        if args.reuse
-        else reset_database(args.admin_url, args.database)
-    )
-    db = Database(url, pool_size=1)
-    migrate.upgrade(db)
-    db.dispose()
-    env = {**os.environ, "TELEMON_DATABASE_URL": url, "TELEMON_AUTH": "open"}
+
+def worker_rss_mib(server: subprocess.Popen[bytes]) -> list[float]:
+    """Resident memory (MiB) of each server worker process (the server itself with one)."""
+    pids = [server.pid]
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    workers = [
+        int(c)
+        for c in children
+        if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
+    out = []
+    for pid in workers or pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out.append(int(line.split()[1]) / 1024)
+    return out
+
+
+def start_server(url: str, mode: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """``telemon serve`` on the benchmark database in ``mode``, once it answers."""
+    env = {
+        **os.environ,
+        "TELEMON_DATABASE_URL": url,
+        "TELEMON_AUTH": mode,
+        "TELEMON_BASE_URL": BASE,
+    }
     server = subprocess.Popen(
         [
             sys.executable,
@@ -255,37 +302,91 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    for _ in range(300):
+        try:
+            if httpx.get(f"{BASE}/metadata", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    time.sleep(1.0)  # every worker up, not just the first
+    return server
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Stop the server and wait for it."""
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def main() -> None:
+    global BASE
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--database", default="telemon_bench")
+    parser.add_argument("--observations", type=int, default=1_000_000)
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=365, help="span of the loaded history")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
+    parser.add_argument(
+        "--auth",
+        default="oauth,open",
+        help="modes to measure, in order: oauth (bearer token, audit on), open, or both "
+        "comma-separated (default oauth,open)",
+    )
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.auth.split(",") if m.strip()]
+    if not modes or any(m not in ("oauth", "open") for m in modes):
+        parser.error("--auth takes oauth, open or both (oauth,open)")
+
+    url = (
+        args.admin_url.rsplit("/", 1)[0] + f"/{args.database}"
+        if args.reuse
+        else reset_database(args.admin_url, args.database)
+    )
+    key = register_backend(url, BENCH_CLIENT, BENCH_SCOPE)
     BASE = f"http://127.0.0.1:{args.port}/fhir"
+    server = start_server(url, modes[0], args)
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{BASE}/metadata", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        authorize(modes[0], key)
         patients = ensure_patients(args.patients)
         stored = count_observations(url)
         if stored < args.observations:
             print(f"loading {args.observations - stored:,} Observations …", flush=True)
             bulk_load(url, patients, args.observations - stored, args.days)
-        analyze(url)
-        prewarm(url)
-        print(f"telemon ingest benchmark — PostgreSQL, {args.workers} server workers, "
-              f"{os.cpu_count()} cores, {count_observations(url):,} Observations stored")
-        rate, p50, p99 = asyncio.run(bench_single(patients, args.seconds))
-        print(f"single create, concurrency 16: {rate:,.0f} creates/s, p50 {p50:.1f} ms, "
-              f"p99 {p99:.1f} ms")
-        obs_rate, b50, b99 = asyncio.run(bench_bundles(patients, args.seconds))
-        print(f"transaction Bundles of 100, concurrency 4: {obs_rate:,.0f} Observations/s "
-              f"(bundle p50 {b50:.0f} ms, p99 {b99:.0f} ms)")
-        analyze(url)
-        stored = count_observations(url)
-        s50, s95, per = asyncio.run(bench_search(patients, args.searches))
-        print(f"search (one patient's weights, last 30 days, newest first) with {stored:,} "
-              f"Observations: p50 {s50:.1f} ms, p95 {s95:.1f} ms ({per} matches per search)")
+        for index, mode in enumerate(modes):
+            if index > 0:
+                stop_server(server)
+                server = start_server(url, mode, args)
+            analyze(url)
+            prewarm(url)
+            print(f"telemon ingest benchmark — TELEMON_AUTH={mode}, PostgreSQL, "
+                  f"{args.workers} server workers, {os.cpu_count()} cores, "
+                  f"{count_observations(url):,} Observations stored", flush=True)
+            authorize(mode, key)
+            rate, p50, p99 = asyncio.run(bench_single(patients, args.seconds))
+            print(f"  single create, concurrency 16: {rate:,.0f} creates/s, p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms", flush=True)
+            authorize(mode, key)
+            obs_rate, b50, b99 = asyncio.run(bench_bundles(patients, args.seconds))
+            print(f"  transaction Bundles of 100, concurrency 4: {obs_rate:,.0f} Observations/s "
+                  f"(bundle p50 {b50:.0f} ms, p99 {b99:.0f} ms)", flush=True)
+            analyze(url)
+            stored = count_observations(url)
+            authorize(mode, key)
+            per_s, s50, s95, per = asyncio.run(bench_search(patients, args.seconds))
+            print(f"  search (one patient's weights, last 30 days, newest first), concurrency 4, "
+                  f"{stored:,} Observations: {per_s:,.0f} searches/s, p50 {s50:.1f} ms, "
+                  f"p95 {s95:.1f} ms ({per} matches per search)", flush=True)
+            rss = ", ".join(f"{r:.0f}" for r in worker_rss_mib(server))
+            print(f"  resident memory per worker after the run: {rss} MiB", flush=True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def count_observations(url: str) -> int:
@@ -337,7 +438,7 @@ def prewarm(url: str) -> None:
 def ensure_patients(n: int) -> list[str]:
     """Patients to attach measurements to (created once, found again on --reuse)."""
     with httpx.Client(
-        base_url=BASE, timeout=60, headers={"Content-Type": "application/fhir+json"}
+        base_url=BASE, timeout=60, headers={"Content-Type": "application/fhir+json", **AUTH}
     ) as client:
         found = client.get("/Patient", params={"_count": 500, "identifier": "urn:telemon:bench|"})
         ids: list[str] = []

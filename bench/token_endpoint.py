@@ -32,31 +32,10 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from bench._http import Connection
-from bench.ingest import percentile, reset_database
-from service.auth import clients
-from service.storage import migrate
-from service.storage.db import Database
+from bench.ingest import percentile, register_backend, reset_database
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPE = "system/Observation.rs"
-
-
-def register_backend(url: str) -> tuple[str, ECKey]:
-    """Migrate the database and register a new backend client; its id and private key."""
-    db = Database(url, pool_size=1)
-    try:
-        migrate.upgrade(db)
-        key = ECKey.generate_key("P-384", private=True)
-        key.ensure_kid()
-        client_id = f"bench-{uuid.uuid4().hex[:8]}"
-        client = clients.new_backend(
-            client_id, "token bench", SCOPE, jwks={"keys": [key.as_dict(private=False)]}
-        )
-        with db.write() as conn:
-            clients.save(conn, client)
-    finally:
-        db.dispose()
-    return client_id, key
 
 
 def token_forms(client_id: str, key: ECKey, token_url: str, n: int) -> list[bytes]:
@@ -131,7 +110,8 @@ def main() -> None:
         url = args.database_url or f"sqlite:///{tmp}/token-bench.sqlite"
         if args.postgresql:
             url = reset_database(args.admin_url, "telemon_bench_token")
-        client_id, key = register_backend(url)
+        client_id = f"bench-{uuid.uuid4().hex[:8]}"
+        key = register_backend(url, client_id, SCOPE)
         base = f"http://127.0.0.1:{args.port}"
         env = {
             **os.environ,

@@ -21,7 +21,7 @@ from service.alerts.ingest import AlertService
 from service.api.bulk_routes import router as bulk_router
 from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
-from service.api.group_commit import CreateBatcher
+from service.api.group_commit import AuditLog, create_batcher
 from service.api.middleware import RequestTelemetry
 from service.api.nul_guard import RefuseNul
 from service.api.oauth_routes import router as oauth_router
@@ -74,7 +74,7 @@ def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState
         server=AuthServer(db, settings, tokens),
         tokens=tokens,
         identity=build_identity_provider(settings, fhir),
-        audit=AuditTrail(fhir),
+        audit=AuditLog(AuditTrail(fhir)),
     )
 
 
@@ -99,6 +99,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        auth = app.state.telemon.auth
+        if auth is not None:
+            await run_in_threadpool(auth.tokens.revoked.start)
         sweeper = None
         if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
             alerts = AlertService(fhir)
@@ -121,6 +124,8 @@ def create_app(
             await run_in_threadpool(worker.stop)
         if exporter is not None:
             await run_in_threadpool(exporter.stop)
+        if auth is not None:
+            await run_in_threadpool(auth.tokens.revoked.stop)
         db.dispose()
 
     # The API description is no secret, but in oauth mode nothing is public that need not be.
@@ -151,7 +156,7 @@ def create_app(
         settings=settings,
         fhir=fhir,
         conformance=ConformanceStore(fhir.profiles.conformance_resources()),
-        creates=CreateBatcher(fhir.store_new),
+        creates=create_batcher(fhir),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         limiter=RateLimiter(db, settings),
         auth=build_auth(settings, db, fhir),

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Connection
 
-from service.api.group_commit import CreateBatcher
+from service.api.group_commit import AuditLog, Create, GroupCommit, touched
 from service.api.wire import negotiate
 from service.audit.events import AccessRecord, Actor, Touched
-from service.audit.trail import AuditTrail
 from service.auth.identity import SimulatedDigiD
 from service.auth.policy import OPEN, Principal
 from service.auth.rate_limits import RateLimiter
+from service.auth.revocations import RevocationUnavailable
 from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
 from service.fhir.conformance import ConformanceStore
 from service.fhir.outcome import FhirError, Issue
-from service.fhir.service import FhirService, VersionResult
+from service.fhir.service import FhirService, TransactionHook, VersionResult
 from service.settings import Settings
-from service.storage.repository import StoredVersion
+from service.storage.db import after_commit
+from service.storage.repository import NewVersion, StoredVersion
 
 if TYPE_CHECKING:
     from service.auth.oidc import OidcDigiD
@@ -36,7 +39,7 @@ class AppState:
     settings: Settings
     fhir: FhirService
     conformance: ConformanceStore
-    creates: CreateBatcher
+    creates: GroupCommit[Create, VersionResult]
     started_at: str
     limiter: RateLimiter
     auth: AuthState | None = None  # None in TELEMON_AUTH=open
@@ -49,7 +52,7 @@ class AuthState:
     server: AuthServer
     tokens: TokenService
     identity: SimulatedDigiD | OidcDigiD
-    audit: AuditTrail
+    audit: AuditLog
 
 
 def get_state(request: Request) -> AppState:
@@ -155,7 +158,11 @@ def _unauthorized(error: str | None, message: str) -> FhirError:
 
 
 async def current_principal(request: Request) -> Principal:
-    """The caller, from its bearer token (401 with WWW-Authenticate when missing or bad)."""
+    """The caller, from its bearer token (401 with WWW-Authenticate when missing or bad).
+
+    No database read: the token's signature and claims are checked in memory and the
+    revocation set is every worker's own (only when it is stale is it read first).
+    """
     state = get_state(request)
     auth = state.auth
     if auth is None:
@@ -169,12 +176,16 @@ async def current_principal(request: Request) -> Principal:
     elif scheme.lower() != "bearer" or not token.strip():
         error = _unauthorized("invalid_request", "Use 'Authorization: Bearer <token>'")
     else:
+        if auth.tokens.needs_sync():
+            try:
+                await run_in_threadpool(auth.tokens.revoked.sync)
+            except RevocationUnavailable as exc:
+                raise FhirError.single(
+                    503, "transient", "Cannot check token revocations now; try again"
+                ) from exc
         try:
-            claims = await run_in_threadpool(
-                auth.tokens.verify,
-                token.strip(),
-                issuer=issuer_url(request),
-                audience=base_url(request),
+            claims = auth.tokens.verify(
+                token.strip(), issuer=issuer_url(request), audience=base_url(request)
             )
         except TokenError:
             error = _unauthorized("invalid_token", "The access token is invalid or expired")
@@ -182,43 +193,117 @@ async def current_principal(request: Request) -> Principal:
         record = AccessRecord(
             "login", query=str(request.url.path), outcome="4", description="401 no valid token"
         )
-        await run_in_threadpool(auth.audit.record, actor_of(request, OPEN), record)
+        await auth.audit.write(actor_of(request, OPEN), record)
         raise error or _unauthorized("invalid_token", "The access token is invalid")
-    patient = claims.get("patient")
-    return Principal(
-        kind="patient" if patient else "system",
-        client_id=claims.get("client_id"),
-        grants=Grants.parse(claims.get("scope")),
-        patient_id=patient,
-        subject=claims.get("sub"),
-        token_id=claims.get("jti"),
-        scope=claims.get("scope", ""),
-    )
+    return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    """The Principal of a verified token, built once per token (parsing its scopes is a
+    noticeable share of a create's CPU)."""
+    jti = claims["jti"]
+    found = _PRINCIPALS.get(jti)
+    if found is None:
+        patient = claims.get("patient")
+        found = Principal(
+            kind="patient" if patient else "system",
+            client_id=claims.get("client_id"),
+            grants=Grants.parse(claims.get("scope")),
+            patient_id=patient,
+            subject=claims.get("sub"),
+            token_id=jti,
+            scope=claims.get("scope", ""),
+        )
+        if len(_PRINCIPALS) >= 4096:
+            _PRINCIPALS.clear()
+        _PRINCIPALS[jti] = found
+    return found
+
+
+_PRINCIPALS: dict[str, Principal] = {}
 
 
 @dataclass(slots=True)
 class AuditScope:
-    """What one request touched, collected by the handler and written when it ends."""
+    """What one request touched, and writing its AuditEvents (TELEMON_AUTH=oauth).
+
+    Every version the request touches is audited exactly once: a write's in the write's own
+    transaction (:attr:`in_transaction`, :meth:`companions`), the rest — reads, and the
+    request itself when nothing else recorded it or it failed — when the request ends
+    (:meth:`end`), group-committed before the response is sent.
+    """
 
     fhir: FhirService
+    log: AuditLog | None = None  # None with TELEMON_AUTH=open: nothing is audited
+    actor: Actor | None = None
     record: AccessRecord | None = None
-    touched: list[Touched] = field(default_factory=list)
+    touched: list[Touched] = field(default_factory=list)  # not yet audited
+    committed: bool = False  # an event of this request committed with its data
 
     def begin(self, interaction: str, res_type: str | None, query: str | None = None) -> None:
         """Name the interaction (before anything can fail, so failures are logged too)."""
         self.record = AccessRecord(interaction, res_type, query)
 
     def result(self, result: VersionResult) -> None:
-        """A version read or written."""
-        self.touched.append(
-            Touched(result.res_type, result.res_id, result.version_id, result.patient_id)
-        )
+        """A version read (audited when the request ends)."""
+        self.touched.append(touched(result))
 
     def rows(self, rows: list[StoredVersion]) -> None:
         """Stored versions returned (search, history)."""
         for row in rows:
             patient = self.fhir.compartment(row)
             self.touched.append(Touched(row.res_type, row.res_id, row.version_id, patient))
+
+    @property
+    def in_transaction(self) -> TransactionHook | None:
+        """The hook that writes this request's event into a write transaction (None: no audit).
+
+        Called with the transaction's results; once the transaction commits, the request
+        counts as audited (what it touched outside it is still written at the end).
+        """
+        if self.log is None or self.actor is None or self.record is None:
+            return None
+        write = self.log.in_transaction(self.actor, self.record)
+
+        def hook(conn: Connection, results: Sequence[VersionResult]) -> None:
+            write(conn, results)
+            after_commit(conn, f"telemon-audit-{id(self)}", self._mark_committed)
+
+        return hook
+
+    def _mark_committed(self) -> None:
+        self.committed = True
+
+    def companions(self, item: NewVersion) -> list[NewVersion]:
+        """The events of creating ``item``, to store in its (group-committed) transaction.
+
+        The caller marks the request audited (:meth:`stored`) once the create is stored.
+        """
+        if self.log is None or self.actor is None or self.record is None:
+            return []
+        done = Touched(item.res_type, item.res_id, item.version_id, item.index.patient_id)
+        record = dataclasses.replace(self.record, touched=[done])
+        return self.log.trail.versions(self.actor, record)
+
+    def stored(self) -> None:
+        """The events from :meth:`companions` committed with the create."""
+        self.committed = True
+
+    async def end(self, exc: Exception | None) -> None:
+        """Write what is not audited yet; returns once it is committed."""
+        record = self.record
+        if self.log is None or self.actor is None or record is None:
+            return
+        if exc is not None:
+            status = exc.status if isinstance(exc, FhirError) else 500
+            record.outcome = "4" if status < 500 else "8"
+            record.description = f"{status} {exc}"
+            record.touched = []
+        elif self.touched or not self.committed:
+            record.touched = self.touched
+        else:
+            return
+        await self.log.write(self.actor, record)
 
 
 @dataclass(slots=True)
@@ -241,31 +326,20 @@ async def request_context(request: Request) -> AsyncIterator[RequestContext]:
 
     Refuses (406) first what the caller will not accept, as every FHIR interaction must.
 
-    The accesses the route reports to ``audit`` become AuditEvents when the request ends, on
-    success or failure.
+    The accesses the route reports to ``audit`` are audited before the response is sent, on
+    success or failure (see :class:`AuditScope`).
     """
     await negotiate(request)  # here rather than as its own dependency: one fewer to solve
     state = get_state(request)
     principal = await current_principal(request)
-    ctx = RequestContext(request, state, base_url(request), principal, AuditScope(state.fhir))
+    audit = AuditScope(state.fhir)
+    if state.auth is not None:
+        audit.log = state.auth.audit
+        audit.actor = actor_of(request, principal)
+    ctx = RequestContext(request, state, base_url(request), principal, audit)
     try:
         yield ctx
     except Exception as exc:
-        await _audit_end(ctx, exc)
+        await audit.end(exc)
         raise
-    await _audit_end(ctx, None)
-
-
-async def _audit_end(ctx: RequestContext, exc: Exception | None) -> None:
-    record = ctx.audit.record
-    if ctx.state.auth is None or record is None:
-        return
-    if exc is None:
-        record.touched = ctx.audit.touched
-    else:
-        status = exc.status if isinstance(exc, FhirError) else 500
-        record.outcome = "4" if status < 500 else "8"
-        record.description = f"{status} {exc}"
-    await run_in_threadpool(
-        ctx.state.auth.audit.record, actor_of(ctx.request, ctx.principal), record
-    )
+    await audit.end(None)

@@ -20,8 +20,9 @@ from authlib.oauth2 import OAuth2Error
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from joserfc import jws, jwt
+from joserfc import jws
 from joserfc.errors import JoseError
+from sqlalchemy import Connection
 
 from service.api.deps import (
     AuthState,
@@ -159,7 +160,7 @@ def _oidc_callback_url(request: Request) -> str:
     return issuer_url(request) + "/oauth/oidc/callback"
 
 
-def _audit_login(
+async def _audit_login(
     auth: AuthState,
     request: Request,
     client_id: str | None,
@@ -168,7 +169,7 @@ def _audit_login(
     outcome: str = "0",
     interaction: str = "login",
 ) -> None:
-    """A login or (``interaction="consent"``) consent AuditEvent."""
+    """A login or (``interaction="consent"``) consent AuditEvent, committed before the answer."""
     actor = Actor(
         client_id=client_id,
         user=user.subject if user else None,
@@ -181,7 +182,7 @@ def _audit_login(
         description=what,
         patient_ids=[user.patient_id] if user else [],
     )
-    auth.audit.record(actor, record)
+    await auth.audit.write(actor, record)
 
 
 @router.get("/oauth/authorize")
@@ -251,16 +252,14 @@ async def login(request: Request) -> Response:
     try:
         user = await run_in_threadpool(identity.patient_for_bsn, fields.get("bsn", ""))
     except LoginError as exc:
-        await run_in_threadpool(
-            _audit_login, auth, request, client_id, f"login failed: {exc}", None, "4"
-        )
+        await _audit_login(auth, request, client_id, f"login failed: {exc}", None, "4")
         blocked = await run_in_threadpool(limiter.failed, limits)
         if blocked is not None:
             return await _login_refused(auth, request, client_id, blocked)
         csrf = fields.get("csrf_token", "")
         page = login_page(fields.get("tx", ""), csrf, identity.label, str(exc))
         return _html(page, 400, oreq.payload.redirect_uri)
-    await run_in_threadpool(_audit_login, auth, request, client_id, "patient login", user)
+    await _audit_login(auth, request, client_id, "patient login", user)
     logged_in = dataclasses.replace(pending, patient_id=user.patient_id, subject=user.subject)
     page = _consent_page(auth, grant, logged_in, fields.get("csrf_token", ""))
     return _html(page, redirect_uri=oreq.payload.redirect_uri)
@@ -271,7 +270,7 @@ async def _login_refused(
 ) -> Response:
     """429: too many failed logins (audited; the BSN is not even looked at)."""
     what = f"login refused: {blocked.describe()}"
-    await run_in_threadpool(_audit_login, auth, request, client_id, what, None, "4")
+    await _audit_login(auth, request, client_id, what, None, "4")
     message = (
         f"Te veel mislukte inlogpogingen; probeer het over {blocked.minutes} minuten opnieuw / "
         f"Too many failed login attempts; try again in {blocked.minutes} minutes"
@@ -315,7 +314,7 @@ async def oidc_callback(request: Request) -> Response:
     if "error" in query or not query.get("code"):
         # The broker refused or the patient cancelled: the client hears access_denied.
         what = f"login failed at the DigiD broker: {query.get('error', 'no code')[:100]}"
-        await run_in_threadpool(_audit_login, auth, request, client_id, what, None, "4")
+        await _audit_login(auth, request, client_id, what, None, "4")
         status, _, headers = await run_in_threadpool(
             auth.server.create_authorization_response, oreq, None, grant
         )
@@ -328,11 +327,11 @@ async def oidc_callback(request: Request) -> Response:
         )
     except LoginError as exc:
         what = f"login failed: {exc} ({exc.__cause__ or 'no detail'})"[:500]
-        await run_in_threadpool(_audit_login, auth, request, client_id, what, None, "4")
+        await _audit_login(auth, request, client_id, what, None, "4")
         response = _html(error_page(str(exc)), 400)
         response.delete_cookie(LOGIN_COOKIE, path="/oauth")
         return response
-    await run_in_threadpool(_audit_login, auth, request, client_id, "patient login (DigiD)", user)
+    await _audit_login(auth, request, client_id, "patient login (DigiD)", user)
     csrf = consent.new_csrf()
     pending = dataclasses.replace(
         consent.bind(login_tx.params, csrf, login_tx.tx_id),
@@ -369,8 +368,7 @@ async def consent_decision(request: Request) -> Response:
     except OAuth2Error as error:
         return _authorize_error(error)
     if not await run_in_threadpool(_claim_transaction, auth, pending.tx_id):
-        await run_in_threadpool(
-            _audit_login,
+        await _audit_login(
             auth,
             request,
             oreq.payload.client_id,
@@ -380,8 +378,7 @@ async def consent_decision(request: Request) -> Response:
             "consent",
         )
         return _html(error_page("Deze toestemming is al gegeven / Consent was already given"), 400)
-    await run_in_threadpool(
-        _audit_login,
+    await _audit_login(
         auth,
         request,
         oreq.payload.client_id,
@@ -403,18 +400,26 @@ async def consent_decision(request: Request) -> Response:
 
 @router.post("/oauth/token")
 async def token(request: Request) -> JSONResponse:
-    """The token endpoint (RFC 6749 §3.2; errors as RFC 6749 §5.2 JSON)."""
+    """The token endpoint (RFC 6749 §3.2; errors as RFC 6749 §5.2 JSON).
+
+    Every request is audited, refused and failed ones too: a backend service's in the
+    transaction that issues its token, the others before the answer is sent.
+    """
     auth = _auth(request)
     try:
         params = await read_small_form(request, MAX_FORM_BYTES)
     except FhirError as exc:  # not UTF-8, or a NUL character: RFC 6749's error instead
         body = {"error": "invalid_request", "error_description": str(exc)}
+        unread = _oauth_request(request, "POST", [])
+        await auth.audit.write(*_token_audit(request, unread, 400, body))
         return JSONResponse(body, status_code=400, headers=_NO_STORE)
     if params is None:
         body = {
             "error": "invalid_request",
             "error_description": "Send an application/x-www-form-urlencoded body",
         }
+        oreq = _oauth_request(request, "POST", [])
+        await auth.audit.write(*_token_audit(request, oreq, 400, body))
         return JSONResponse(body, status_code=400, headers=_NO_STORE)
     oreq = _oauth_request(request, "POST", params)
     limiter = get_state(request).limiter
@@ -422,8 +427,18 @@ async def token(request: Request) -> JSONResponse:
     blocked = await run_in_threadpool(limiter.check, limits)
     if blocked is not None:  # refused unchecked (and audited as such)
         return await _token_refused(auth, request, oreq, blocked)
-    status, payload, headers = await run_in_threadpool(auth.server.create_token_response, oreq)
-    await run_in_threadpool(_audit_token_in_turn, auth, request, oreq, status, payload)
+
+    def audit_in(conn: Connection, status: int, payload: Any) -> None:
+        auth.audit.trail.write_in(conn, *_token_audit(request, oreq, status, payload))
+
+    try:
+        status, payload, headers = await run_in_threadpool(
+            auth.server.create_token_response, oreq, audit=audit_in
+        )
+    except Exception as exc:  # nothing was committed: audit the failure on its own
+        body = {"error": "server_error", "error_description": type(exc).__name__}
+        await auth.audit.write(*_token_audit(request, oreq, 500, body))
+        raise
     if status != 200:
         blocked = await run_in_threadpool(limiter.failed, limits)
         if blocked is not None:
@@ -442,7 +457,7 @@ async def _token_refused(
     auth: AuthState, request: Request, oreq: FormRequest, blocked: Blocked
 ) -> JSONResponse:
     body = {"error": "slow_down", "error_description": blocked.describe()}
-    await run_in_threadpool(_audit_token_in_turn, auth, request, oreq, 429, body)
+    await auth.audit.write(*_token_audit(request, oreq, 429, body))
     return _slow_down(blocked)
 
 
@@ -478,25 +493,14 @@ def _claim(oreq: FormRequest) -> str | None:
     return sub if isinstance(sub, str) else None
 
 
-def _audit_token_in_turn(
-    auth: AuthState, request: Request, oreq: FormRequest, status: int, body: Any
-) -> None:
-    # On SQLite the audit write queues behind token writes on the server's lock, not in
-    # SQLite's busy handler (whose sleeps put the slowest token requests past 100 ms).
-    with auth.server.write_turn():
-        _audit_token(auth, request, oreq, status, body)
-
-
-def _audit_token(
-    auth: AuthState, request: Request, oreq: FormRequest, status: int, body: Any
-) -> None:
-    """One AuditEvent per token request (BALP "Get Access Token"; failures too)."""
+def _token_audit(
+    request: Request, oreq: FormRequest, status: int, body: Any
+) -> tuple[Actor, AccessRecord]:
+    """The AuditEvent of one token request (BALP "Get Access Token"; failures too)."""
     data = oreq.payload.data
     query = urlencode([(k, data[k]) for k in _LOGGED_TOKEN_PARAMS if k in data])
     patient = body.get("patient") if isinstance(body, dict) and status == 200 else None
-    jti = None
-    if status == 200 and isinstance(body, dict):
-        jti = jwt.decode(body["access_token"], auth.tokens.key).claims.get("jti")
+    if status == 200:
         description = None
     else:
         error = body.get("error") if isinstance(body, dict) else None
@@ -511,9 +515,9 @@ def _audit_token(
     record = AccessRecord(
         "token",
         query=query,
-        outcome="0" if status == 200 else "4",
+        outcome="0" if status == 200 else ("4" if status < 500 else "8"),
         description=description,
         patient_ids=[patient] if patient else [],
-        issued_token=jti,
+        issued_token=oreq.issued_jti if status == 200 else None,
     )
-    auth.audit.record(actor, record)
+    return actor, record

@@ -21,6 +21,7 @@ from service.api.deps import (
     request_context,
     state_dependency,
 )
+from service.api.group_commit import Create
 from service.api.oauth_routes import smart_configuration_document
 from service.api.wire import (
     FhirResponse,
@@ -147,6 +148,7 @@ async def transaction(
     access = bundles.Access(
         permit=lambda res_type, interaction: policy.require(who, res_type, interaction),
         patient_ids=policy.compartment(who),
+        in_transaction=audit.in_transaction,  # writes commit with their AuditEvent
     )
     try:
         result = await run_in_threadpool(
@@ -272,8 +274,11 @@ async def create(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
     data = await _body(request, state)
     if if_none_exist is None and res_type not in state.fhir.content_hooks:
         # Group commit; types with a content hook (Subscription: a DNS check) keep their own.
+        # The AuditEvent is stored with the create, in its transaction.
         rtype = state.fhir.prepare(data, res_type)
-        result = await state.creates.create(state.fhir.new_version(rtype, data, patient_ids))
+        item = state.fhir.new_version(rtype, data, patient_ids)
+        result = await state.creates.submit(Create(item, audit.companions(item)))
+        audit.stored()
     else:
         result = await run_in_threadpool(
             partial(
@@ -282,9 +287,9 @@ async def create(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
                 if_none_exist=if_none_exist,
                 patient_ids=patient_ids,
                 expected_type=res_type,
+                in_transaction=audit.in_transaction,
             )
         )
-    audit.result(result)
     return resource_response(result, base, return_pref=prefer(request, "return"), location=True)
 
 
@@ -342,10 +347,15 @@ async def update(
     data = await _body(request, state)
     result = await run_in_threadpool(
         partial(
-            state.fhir.update, res_type, res_id, data, if_match=if_match, patient_ids=patient_ids
+            state.fhir.update,
+            res_type,
+            res_id,
+            data,
+            if_match=if_match,
+            patient_ids=patient_ids,
+            in_transaction=audit.in_transaction,
         )
     )
-    audit.result(result)
     return resource_response(
         result, base, return_pref=prefer(request, "return"), location=result.status == 201
     )
@@ -361,9 +371,14 @@ async def delete(
     state, who, audit = ctx.state, ctx.principal, ctx.audit
     patient_ids = _allow(state, who, audit, res_type, "delete", write=True)
     result = await run_in_threadpool(
-        partial(state.fhir.delete, res_type, res_id, patient_ids=patient_ids)
+        partial(
+            state.fhir.delete,
+            res_type,
+            res_id,
+            patient_ids=patient_ids,
+            in_transaction=audit.in_transaction,
+        )
     )
-    audit.result(result)
     return FhirResponse(
         operation_outcome(result.issues),
         status_code=200,

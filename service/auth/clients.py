@@ -21,8 +21,9 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
+from service.auth import revocations
 from service.auth import scopes as sc
 from service.storage.tables import oauth_clients
 
@@ -162,9 +163,28 @@ def all_clients(conn: Connection) -> list[Client]:
 
 
 def remove(conn: Connection, client_id: str) -> bool:
-    """Delete a registration; True when it existed."""
+    """Delete a registration and revoke its tokens; True when it existed."""
     result = conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id == client_id))
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return False
+    revocations.revoke_client(conn, client_id)
+    return True
+
+
+def set_active(conn: Connection, client_id: str, active: bool) -> bool:
+    """Enable or disable a client; True when it is registered.
+
+    A disabled client gets no tokens, and the tokens it holds stop working on every worker
+    within a second of the commit (the revocation set).
+    """
+    result = conn.execute(
+        update(oauth_clients).where(oauth_clients.c.client_id == client_id).values(active=active)
+    )
+    if not result.rowcount:
+        return False
+    if not active:
+        revocations.revoke_client(conn, client_id)
+    return True
 
 
 def new_pgo(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -60,6 +60,9 @@ def check_syntax(request: FormRequest) -> None:
         if syntax is not None and not all(syntax.fullmatch(v) for v in values):
             raise InvalidRequestError(f"'{name}' holds characters RFC 6749 does not allow")
 
+#: Writes a token request's AuditEvent (status and body of the answer) into a transaction.
+TokenAudit = Callable[[Connection, int, Any], None]
+
 
 class _Payload:
     """Authlib's payload interface over ``(name, value)`` pairs."""
@@ -107,6 +110,7 @@ class FormRequest(OAuth2Request):
         self.token_url = token_url
         self.db: Database | None = None
         self.conn: Connection | None = None
+        self.issued_jti: str | None = None  # the token issued to this request, if any
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -151,10 +155,6 @@ class AuthServer(AuthorizationServer):
         self.register_grant(ClientCredentialsGrant)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJwtAuth(self))
 
-    def write_turn(self) -> AbstractContextManager[Any]:
-        """Hold while writing for a token request (a no-op except on SQLite, see above)."""
-        return self._write_turn
-
     def query_client(self, client_id: str) -> Client | None:
         """An active registered client."""
         if not isinstance(client_id, str) or not fits_key(client_id, 255):
@@ -162,13 +162,17 @@ class AuthServer(AuthorizationServer):
         with self.db.read() as conn:
             return clients.get(conn, client_id)
 
-    def create_token_response(self, request: Any = None) -> Any:
-        """Authlib's token endpoint; a client_credentials request runs in one write transaction.
+    def create_token_response(
+        self, request: Any = None, *, audit: TokenAudit | None = None
+    ) -> Any:
+        """Authlib's token endpoint, ``audit`` called with the outcome inside a transaction.
 
-        The assertion's ``jti`` and the token it buys then commit together: one commit (one
-        fsync on SQLite) per token instead of two, the hot spot of the token endpoint. Authlib
-        turns errors into responses, so a refused request still commits the ``jti`` it spent.
-        The authorization-code grant keeps its own transactions (it claims the code first).
+        A client_credentials request runs in one write transaction: the assertion's ``jti``,
+        the token it buys and the request's AuditEvent commit together — one commit (one fsync
+        on SQLite) per token, the hot spot of the token endpoint. Authlib turns errors into
+        responses, so a refused request still commits the ``jti`` it spent, and its audit. The
+        authorization-code grant keeps its own transactions (it claims the code first) and its
+        audit gets one of its own. An exception (nothing committed) is the caller's to audit.
         """
         assert isinstance(request, FormRequest)
         try:
@@ -177,11 +181,18 @@ class AuthServer(AuthorizationServer):
             return self.handle_error_response(request, error)
         request.db = self.db
         if request.payload.grant_type != "client_credentials":
-            return super().create_token_response(request)
+            status, body, headers = super().create_token_response(request)
+            if audit is not None:
+                with self._write_turn, self.db.write() as conn:
+                    audit(conn, status, body)
+            return status, body, headers
         with self._write_turn, self.db.write() as conn:
             request.conn = conn
             try:
-                return super().create_token_response(request)
+                status, body, headers = super().create_token_response(request)
+                if audit is not None:
+                    audit(conn, status, body)
+                return status, body, headers
             finally:
                 request.conn = None
 
@@ -231,6 +242,7 @@ class AuthServer(AuthorizationServer):
             patient_id=patient_id,
             code_hash=code_hash,
         )
+        request.issued_jti = issued.jti
         body: dict[str, Any] = {
             "access_token": issued.access_token,
             "token_type": "Bearer",

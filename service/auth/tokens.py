@@ -2,8 +2,12 @@
 
 The key is generated at first start and kept in the database (``server_keys``), so every worker
 and every restart signs and verifies with the same key; it is never in the repository. Tokens
-are also recorded (``oauth_tokens``) so that they can be revoked, e.g. when an authorization
-code is replayed.
+are also recorded (``oauth_tokens``) so that they can be found and revoked, e.g. when an
+authorization code is replayed.
+
+Verifying a token reads nothing from the database: the signature and claims are checked once
+per distinct token (then remembered until it expires) and revocations come from the in-memory
+:class:`~service.auth.revocations.RevocationSet`, current to within a second.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from joserfc.jwk import ECKey
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from service.auth import revocations
+from service.auth.revocations import RevocationSet
 from service.storage.db import Database
 from service.storage.tables import oauth_tokens, server_keys
 
 ALGORITHM = "ES256"
+#: Verified tokens remembered per worker (a few KiB each); beyond it the memory starts afresh.
+VERIFIED_CACHE_SIZE = 4096
 
 
 class TokenError(Exception):
@@ -73,9 +81,13 @@ def public_jwks(key: ECKey) -> dict[str, Any]:
 class TokenService:
     """Issues and verifies access tokens with the server key."""
 
-    def __init__(self, db: Database, key: ECKey) -> None:
+    def __init__(self, db: Database, key: ECKey, revoked: RevocationSet | None = None) -> None:
         self.db = db
         self.key = key
+        self.revoked = revoked or RevocationSet(db)
+        # (token, issuer, audience) → its verified claims: the signature check is the costly
+        # part of verifying, and a client sends the same token for minutes.
+        self._verified: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def issue(
         self,
@@ -89,10 +101,13 @@ class TokenService:
         subject: str,
         patient_id: str | None = None,
         code_hash: str | None = None,
+        consent_id: str | None = None,
     ) -> IssuedToken:
         """Sign a new access token and record it (for revocation and audit).
 
-        The record goes into ``conn``'s transaction when given, else into one of its own.
+        ``consent_id`` names the patient's consent the token is issued under (its ``consent``
+        claim; withdrawing the consent revokes the token). The record goes into ``conn``'s
+        transaction when given, else into one of its own.
         """
         now = int(time.time())
         jti = secrets.token_urlsafe(24)
@@ -108,6 +123,8 @@ class TokenService:
         }
         if patient_id is not None:
             claims["patient"] = patient_id
+        if consent_id is not None:
+            claims["consent"] = consent_id
         header = {"alg": ALGORITHM, "kid": self.key.kid, "typ": "at+jwt"}
         token = jwt.encode(header, claims, self.key)
         record = insert(oauth_tokens).values(
@@ -127,7 +144,31 @@ class TokenService:
         return IssuedToken(token, jti, lifetime, scope, patient_id)
 
     def verify(self, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
-        """The claims of a valid, unexpired, unrevoked token for ``audience``; else TokenError."""
+        """The claims of a valid, unexpired, unrevoked token for ``audience``; else TokenError.
+
+        No database read unless the revocation set is stale (see :meth:`needs_sync`).
+        """
+        key = (token, issuer, audience)
+        claims = self._verified.get(key)
+        if claims is None:
+            claims = self._check(token, issuer=issuer, audience=audience)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[key] = claims
+        elif claims["exp"] <= time.time():
+            del self._verified[key]
+            raise TokenError("the token has expired")
+        if not self.revoked.current():
+            self.revoked.sync()
+        if self.revoked.refuses(claims):
+            raise TokenError("the token has been revoked")
+        return claims
+
+    def needs_sync(self) -> bool:
+        """True when :meth:`verify` would first read the revocation set from the database."""
+        return not self.revoked.current()
+
+    def _check(self, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
         try:
             decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
             if decoded.header.get("typ") != "at+jwt":
@@ -142,20 +183,26 @@ class TokenService:
         except (JoseError, ValueError) as exc:
             raise TokenError(str(exc) or type(exc).__name__) from exc
         claims: dict[str, Any] = decoded.claims
-        with self.db.read() as conn:
-            revoked = conn.execute(
-                select(oauth_tokens.c.revoked).where(oauth_tokens.c.jti == claims["jti"])
-            ).scalar_one_or_none()
-        if revoked is None or revoked:
-            raise TokenError("the token has been revoked")
+        if not isinstance(claims["exp"], int):
+            raise TokenError("'exp' must be an integer")
         return claims
 
     def revoke_issued_from(self, code_hash: str) -> int:
         """Revoke every token issued from an authorization code; how many were revoked."""
+        now = int(time.time())
+        t = oauth_tokens.c
         with self.db.write() as conn:
-            result = conn.execute(
+            rows = conn.execute(
+                select(t.jti, t.expires_at).where(
+                    t.code_hash == code_hash, t.revoked.is_(False), t.expires_at >= now
+                )
+            )
+            live = {row.jti: row.expires_at for row in rows}
+            conn.execute(
                 update(oauth_tokens)
-                .where(oauth_tokens.c.code_hash == code_hash, oauth_tokens.c.revoked.is_(False))
+                .where(t.code_hash == code_hash, t.revoked.is_(False))
                 .values(revoked=True)
             )
-        return int(result.rowcount or 0)
+            revocations.revoke_tokens(conn, live)
+        self.revoked.sync()  # this worker refuses them at once; the others within a second
+        return len(live)

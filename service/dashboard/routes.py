@@ -34,9 +34,9 @@ from joserfc.jwk import ECKey
 
 from service import logs
 from service.api.deps import AuthState, client_address, is_https, issuer_url
+from service.api.group_commit import AuditLog
 from service.api.wire import read_small_form
-from service.audit.events import AccessRecord, Actor, Touched
-from service.audit.trail import AuditTrail
+from service.audit.events import AccessRecord, Actor
 from service.auth import consent
 from service.auth.consent import ConsentError, PendingLogin
 from service.auth.identity import LoginError, SimulatedDigiD, build_identity_provider
@@ -47,7 +47,7 @@ from service.dashboard import sessions, views, worklist
 from service.dashboard.overview import load_enrolled, load_overview
 from service.dashboard.sessions import Session, SessionError
 from service.fhir.outcome import FhirError
-from service.fhir.service import MAX_VERSION, FhirService, VersionResult, check_id
+from service.fhir.service import MAX_VERSION, FhirService, check_id
 from service.settings import Settings
 from service.validation.integers import parse_unsigned
 
@@ -85,7 +85,7 @@ class DashboardState:
 
     fhir: FhirService
     identity: SimulatedDigiD | OidcDigiD
-    audit: AuditTrail | None  # None with TELEMON_AUTH=open (no audit trail at all)
+    audit: AuditLog | None  # None with TELEMON_AUTH=open (no audit trail at all)
     session_seconds: int
     limiter: RateLimiter
     _key: ECKey | None = None
@@ -223,12 +223,17 @@ def _actor(request: Request, user: str | None, sid: str | None) -> Actor:
     )
 
 
+def _session_actor(request: Request, session: Session | None) -> Actor:
+    user, sid = (session.subject, session.sid) if session else (None, None)
+    return _actor(request, user, sid)
+
+
 async def _audit(
     state: DashboardState, request: Request, session: Session | None, record: AccessRecord
 ) -> None:
+    """Audit an access; committed before the response is sent."""
     if state.audit is not None:
-        user, sid = (session.subject, session.sid) if session else (None, None)
-        await run_in_threadpool(state.audit.record, _actor(request, user, sid), record)
+        await state.audit.write(_session_actor(request, session), record)
 
 
 def _page(
@@ -560,16 +565,18 @@ async def _alert_action(request: Request, flag_id: str, action: str) -> Response
         return _message_page("Invalid request", "This is not a valid alert action.", 400, next_path)
     do = worklist.acknowledge if action == "acknowledge" else worklist.resolve
     record = AccessRecord("update", "Flag", description=f"clinician {action}s the alert")
+    # The update's AuditEvent commits in the update's transaction.
+    hook = (
+        state.audit.in_transaction(_session_actor(request, session), record)
+        if state.audit is not None
+        else None
+    )
     try:
-        result: VersionResult = await run_in_threadpool(
-            do, state.fhir, flag_id, version, state.fhir.clock()
-        )
+        await run_in_threadpool(do, state.fhir, flag_id, version, state.fhir.clock(), hook)
     except worklist.AlertActionError as exc:
         record.outcome, record.description = "4", f"{action} refused: {exc}"
         await _audit(state, request, session, record)
         return _message_page("Not done", str(exc), 409, next_path)
-    record.touched = [Touched(result.res_type, result.res_id, result.version_id, result.patient_id)]
-    await _audit(state, request, session, record)
     notice = "acknowledged" if action == "acknowledge" else "resolved"
     return _redirect(_with_notice(next_path, notice))
 

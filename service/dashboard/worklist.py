@@ -20,7 +20,7 @@ from service.alerts.codes import ALERT_RULES
 from service.alerts.episodes import EXT_ACKNOWLEDGED, FLAG_DETAIL, FLAG_PRIORITY
 from service.audit.events import Touched
 from service.fhir.outcome import FhirError
-from service.fhir.service import FhirService, VersionResult
+from service.fhir.service import FhirService, TransactionHook, VersionResult
 from service.storage.repository import StoredVersion
 
 #: Flag priority code → (severity level, rank for sorting: most urgent first).
@@ -245,9 +245,16 @@ def _open_flag(fhir: FhirService, flag_id: str, version: int) -> dict[str, Any]:
     return copy.deepcopy(flag)
 
 
-def _update(fhir: FhirService, flag: dict[str, Any], version: int) -> VersionResult:
+def _update(
+    fhir: FhirService,
+    flag: dict[str, Any],
+    version: int,
+    in_transaction: TransactionHook | None,
+) -> VersionResult:
     try:
-        return fhir.update("Flag", flag["id"], flag, if_match=f'W/"{version}"')
+        return fhir.update(
+            "Flag", flag["id"], flag, if_match=f'W/"{version}"', in_transaction=in_transaction
+        )
     except FhirError as exc:
         if exc.status == 412:
             raise AlertActionError(
@@ -256,23 +263,37 @@ def _update(fhir: FhirService, flag: dict[str, Any], version: int) -> VersionRes
         raise
 
 
-def acknowledge(fhir: FhirService, flag_id: str, version: int, at: datetime) -> VersionResult:
+def acknowledge(
+    fhir: FhirService,
+    flag_id: str,
+    version: int,
+    at: datetime,
+    in_transaction: TransactionHook | None = None,
+) -> VersionResult:
     """Acknowledge an open alert (seen, being handled): the Flag gets the acknowledged mark.
 
     ``version`` is the Flag version the clinician saw: a Flag changed since (an upgrade to a
-    higher severity, an EHR's update) is not acknowledged blindly.
+    higher severity, an EHR's update) is not acknowledged blindly. ``in_transaction`` runs in
+    the update's transaction (the clinician's AuditEvent).
     """
     flag = _open_flag(fhir, flag_id, version)
     extensions = flag.setdefault("extension", [])
     if any(e.get("url") == EXT_ACKNOWLEDGED for e in extensions):
         raise AlertActionError("This alert was already acknowledged.")
     extensions.append({"url": EXT_ACKNOWLEDGED, "valueDateTime": _instant_text(at)})
-    return _update(fhir, flag, version)
+    return _update(fhir, flag, version, in_transaction)
 
 
-def resolve(fhir: FhirService, flag_id: str, version: int, at: datetime) -> VersionResult:
-    """Resolve an open alert: the Flag becomes inactive and the episode ends at ``at``."""
+def resolve(
+    fhir: FhirService,
+    flag_id: str,
+    version: int,
+    at: datetime,
+    in_transaction: TransactionHook | None = None,
+) -> VersionResult:
+    """Resolve an open alert: the Flag becomes inactive and the episode ends at ``at``
+    (``in_transaction``: see :func:`acknowledge`)."""
     flag = _open_flag(fhir, flag_id, version)
     flag["status"] = "inactive"
     flag.setdefault("period", {})["end"] = _instant_text(at)
-    return _update(fhir, flag, version)
+    return _update(fhir, flag, version, in_transaction)

@@ -23,6 +23,7 @@ from service.fhir.outcome import FhirError, operation_outcome
 from service.fhir.references import rewritten
 from service.fhir.service import (
     FhirService,
+    TransactionHook,
     VersionResult,
     check_id,
     event_of,
@@ -46,11 +47,15 @@ class Access:
 
     ``permit(res_type, interaction)`` raises a FhirError (403) for a denied entry;
     ``patient_ids`` confines every entry to those compartments (None: not confined);
-    ``touched`` collects ``(interaction, result)`` of every entry that succeeded (for audit).
+    ``in_transaction`` runs inside each write transaction with its results (a transaction's
+    every entry; a batch's write entries, each in its own) — the request's audit;
+    ``touched`` collects ``(interaction, result)`` of the other entries that succeeded (a
+    batch's reads; every entry when there is no ``in_transaction``).
     """
 
     permit: Callable[[str, str], None] = _permit_all
     patient_ids: tuple[str, ...] | None = None
+    in_transaction: TransactionHook | None = None
     touched: list[tuple[str, VersionResult]] = field(default_factory=list)
 
 
@@ -192,7 +197,10 @@ def process(
             _in_entry(entry, partial(service.check_content, rtype, entry.resource))
     with service.db.write() as conn:
         results = _transaction(service, conn, parsed, access.patient_ids)
-    access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
+        if access.in_transaction is not None:
+            access.in_transaction(conn, [results[e.index] for e in parsed])
+    if access.in_transaction is None:
+        access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
     return _response_bundle(
         "transaction-response", [_response(results[e.index], representation) for e in parsed]
     )
@@ -407,8 +415,9 @@ def _batch(
         try:
             entry = _parse_entry(service, index, raw)
             _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
-            result = _single(service, entry, access.patient_ids)
-            access.touched.append((_INTERACTION[entry.method], result))
+            result = _single(service, entry, access)
+            if entry.method == "GET" or access.in_transaction is None:
+                access.touched.append((_INTERACTION[entry.method], result))
             out.append(_response(result, representation or entry.method == "GET"))
         except FhirError as exc:
             status = HTTPStatus(exc.status)
@@ -423,13 +432,16 @@ def _batch(
     return _response_bundle("batch-response", out)
 
 
-def _single(
-    service: FhirService, entry: Entry, patient_ids: tuple[str, ...] | None = None
-) -> VersionResult:
+def _single(service: FhirService, entry: Entry, access: Access) -> VersionResult:
+    patient_ids, hook = access.patient_ids, access.in_transaction
+
     def run() -> VersionResult:
         if entry.method == "POST":
             return service.create(
-                entry.resource, if_none_exist=entry.if_none_exist, patient_ids=patient_ids
+                entry.resource,
+                if_none_exist=entry.if_none_exist,
+                patient_ids=patient_ids,
+                in_transaction=hook,
             )
         if entry.method == "PUT":
             return service.update(
@@ -438,9 +450,12 @@ def _single(
                 entry.resource,
                 if_match=entry.if_match,
                 patient_ids=patient_ids,
+                in_transaction=hook,
             )
         if entry.method == "DELETE":
-            return service.delete(entry.res_type, entry.res_id or "", patient_ids=patient_ids)
+            return service.delete(
+                entry.res_type, entry.res_id or "", patient_ids=patient_ids, in_transaction=hook
+            )
         if entry.res_id is None:
             raise FhirError.single(
                 400,

@@ -98,6 +98,11 @@ class WriteEvent:
 #: (alert evaluation, notifications) may write more in the same transaction or raise to abort it.
 WriteListener = Callable[["FhirService", Connection, list[WriteEvent]], None]
 
+#: The caller's part of one write transaction: called inside it, after its writes, with the
+#: results (written, or matched by a conditional create), e.g. to write the request's AuditEvent
+#: so that it commits with the data or not at all. It may raise to abort the transaction.
+TransactionHook = Callable[[Connection, Sequence["VersionResult"]], None]
+
 
 class ContentHook(Protocol):
     """Type-specific handling of client-supplied content (e.g. Subscriptions' secrets).
@@ -370,17 +375,22 @@ class FhirService:
         if_none_exist: str | None = None,
         patient_ids: tuple[str, ...] | None = None,
         expected_type: str | None = None,
+        in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
         """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set.
 
         ``patient_ids`` confines the write to those compartments (403 outside them);
-        ``expected_type`` is the type the URL names (400 when the resource is another).
+        ``expected_type`` is the type the URL names (400 when the resource is another);
+        ``in_transaction`` runs in the write transaction with the result.
         """
         rtype = self.prepare(data, expected_type)
         with self.db.write() as conn:
-            return self.create_in(
+            result = self.create_in(
                 conn, rtype, data, if_none_exist=if_none_exist, patient_ids=patient_ids
             )
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
 
     def create_in(
         self,
@@ -420,7 +430,11 @@ class FhirService:
             raise outside_compartment(rtype.name)
         return item
 
-    def store_new(self, items: Sequence[NewVersion]) -> list[VersionResult | Exception]:
+    def store_new(
+        self,
+        items: Sequence[NewVersion],
+        companions: Sequence[Sequence[NewVersion]] | None = None,
+    ) -> list[VersionResult | Exception]:
         """Store independent new versions (from :meth:`new_version`), sharing one transaction.
 
         Group commit for concurrent single creates: one transaction, one insert statement and
@@ -428,13 +442,19 @@ class FhirService:
         stored alone: versions whose references are missing get their 422 and the rest are
         stored without them; any other failure stores every version in its own transaction.
         The result for each version is in the same position: a 201 or the exception.
+
+        ``companions[i]`` are versions stored with ``items[i]``, in its transaction, and only
+        if it is stored (its AuditEvents); they are not checked and no listener hears of them.
         """
+        extra = companions or [()] * len(items)
         failed: dict[int, Exception] = {}
         warnings: dict[int, list[Issue]] = {}
         todo = list(range(len(items)))
         while todo:
             try:
-                events = self._store_together([items[i] for i in todo])
+                events = self._store_together(
+                    [items[i] for i in todo], [v for i in todo for v in extra[i]]
+                )
                 warnings = {i: event.warnings for i, event in zip(todo, events, strict=True)}
                 break
             except _MissingReferences as exc:
@@ -449,7 +469,7 @@ class FhirService:
                     failed[todo[0]] = exc
                     break
                 for i in todo:  # isolate the failure: each on its own
-                    (result,) = self.store_new([items[i]])
+                    (result,) = self.store_new([items[i]], [extra[i]])
                     if isinstance(result, Exception):
                         failed[i] = result
                     else:
@@ -460,10 +480,12 @@ class FhirService:
             for i, item in enumerate(items)
         ]
 
-    def _store_together(self, items: Sequence[NewVersion]) -> list[WriteEvent]:
+    def _store_together(
+        self, items: Sequence[NewVersion], companions: Sequence[NewVersion]
+    ) -> list[WriteEvent]:
         wanted = self._required_references([(item, item.res_type) for item in items], frozenset())
         with self.db.write() as conn:
-            _, missing = repo.insert_resources_checked(conn, items, wanted)
+            _, missing = repo.insert_resources_checked(conn, [*items, *companions], wanted)
             if missing:
                 raise _MissingReferences(missing)  # rolls the transaction back
             events = [event_of(item) for item in items]
@@ -564,8 +586,12 @@ class FhirService:
         *,
         if_match: str | None = None,
         patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
-        """Replace the resource (or create it with this id); If-Match guards the version."""
+        """Replace the resource (or create it with this id); If-Match guards the version.
+
+        ``in_transaction`` runs in the write transaction with the result.
+        """
         check_id(res_id)
         rtype = self.prepare(data, res_type)
         if data.get("id") != res_id:
@@ -576,9 +602,12 @@ class FhirService:
                 f"{res_type}.id",
             )
         with self.db.write() as conn:
-            return self.update_in(
+            result = self.update_in(
                 conn, rtype, res_id, data, if_match=if_match, patient_ids=patient_ids
             )
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
 
     def update_in(
         self,
@@ -665,12 +694,23 @@ class FhirService:
                 listener(self, conn, events)
 
     def delete(
-        self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None
+        self,
+        res_type: str,
+        res_id: str,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
-        """Delete (a new version marking deletion); deleting twice is harmless."""
+        """Delete (a new version marking deletion); deleting twice is harmless.
+
+        ``in_transaction`` runs in the write transaction with the result.
+        """
         rtype = self.resource_type(res_type, for_write=True)
         with self.db.write() as conn:
-            return self.delete_in(conn, rtype, res_id, patient_ids=patient_ids)
+            result = self.delete_in(conn, rtype, res_id, patient_ids=patient_ids)
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
 
     def delete_in(
         self,

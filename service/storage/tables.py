@@ -184,6 +184,18 @@ rate_limits = Table(
     Index("ix_rate_limits_window_end", "window_end"),
 )
 
+#: Revoked access tokens, clients and consents (service/auth/revocations.py): appended in
+#: ``seq`` order, read incrementally by every worker, deleted once they can refuse no live token.
+oauth_revocations = Table(
+    "oauth_revocations",
+    metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # token | client | consent
+    Column("value", String(255), nullable=False),  # the jti, client_id or consent id
+    Column("revoked_at", BigInteger, nullable=False),  # Unix seconds
+    Column("expires_at", BigInteger, nullable=False),  # Unix seconds: no live token after it
+)
+
 server_keys = Table(
     "server_keys",
     metadata,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.group_commit import CreateBatcher
+from service.api.group_commit import Create, GroupCommit, create_batcher
 from service.bootstrap import build_service
 from service.fhir.outcome import FhirError
 from service.fhir.service import FhirService, VersionResult, WriteEvent
@@ -81,6 +81,27 @@ def test_any_other_failure_is_isolated_to_its_create(fhir: FhirService) -> None:
     assert stored == {items[0].res_id, items[2].res_id}
 
 
+def test_companions_commit_with_their_create_or_not_at_all(fhir: FhirService) -> None:
+    # A create's companions (its AuditEvents) share its fate in every failure mode.
+    pid = _new(fhir, patient())
+    fhir.store_new([pid])
+    ok = _new(fhir, heart_rate(pid.res_id, 61))
+    orphan = _new(fhir, weight("no-such-patient", 81))
+    poisoned = _new(fhir, heart_rate(pid.res_id, 62))
+    companions = [[_new(fhir, patient())] for _ in range(3)]
+
+    def refuse(_f: FhirService, _c: Any, events: list[WriteEvent]) -> None:
+        if any(e.res_id == poisoned.res_id for e in events):
+            raise RuntimeError("listener refuses this write")
+
+    fhir.listeners.append(refuse)
+    results = fhir.store_new([ok, orphan, poisoned], companions)
+    assert isinstance(results[0], VersionResult)
+    assert isinstance(results[1], FhirError) and isinstance(results[2], RuntimeError)
+    stored = [_count(fhir, "Patient", _id=c[0].res_id) for c in companions]
+    assert stored == [1, 0, 0]
+
+
 def test_batcher_coalesces_creates_that_arrive_while_a_batch_is_stored(
     fhir: FhirService,
 ) -> None:
@@ -96,14 +117,14 @@ def test_batcher_coalesces_creates_that_arrive_while_a_batch_is_stored(
             release.wait(10)
         return fhir.store_new(items)
 
-    batcher = CreateBatcher(store)
+    batcher = GroupCommit(store)
 
     async def scenario() -> list[VersionResult]:
-        first = asyncio.ensure_future(batcher.create(_new(fhir, heart_rate(pid.res_id, 70))))
+        first = asyncio.ensure_future(batcher.submit(_new(fhir, heart_rate(pid.res_id, 70))))
         while not first_started.is_set():
             await asyncio.sleep(0.001)
         rest = [
-            asyncio.ensure_future(batcher.create(_new(fhir, heart_rate(pid.res_id, 71 + i))))
+            asyncio.ensure_future(batcher.submit(_new(fhir, heart_rate(pid.res_id, 71 + i))))
             for i in range(6)
         ]
         await asyncio.sleep(0.01)
@@ -117,13 +138,13 @@ def test_batcher_coalesces_creates_that_arrive_while_a_batch_is_stored(
 
 
 def test_batcher_raises_each_creates_own_error(fhir: FhirService) -> None:
-    batcher = CreateBatcher(fhir.store_new)
+    batcher = create_batcher(fhir)
     pid = _new(fhir, patient())
 
     async def scenario() -> list[VersionResult | BaseException]:
         return await asyncio.gather(
-            batcher.create(pid),
-            batcher.create(_new(fhir, weight("nobody", 80))),
+            batcher.submit(Create(pid)),
+            batcher.submit(Create(_new(fhir, weight("nobody", 80)))),
             return_exceptions=True,
         )
 
