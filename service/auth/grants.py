@@ -308,6 +308,11 @@ class PrivateKeyJwtAuth(JWTBearerClientAssertion):
         if not isinstance(exp, int) or exp - now > self.server.settings.assertion_max_seconds:
             raise InvalidClientError(description="'exp' must be at most 5 minutes in the future")
         jti = claims["jti"]
+        if not isinstance(jti, str) or not jti or len(jti) > replay.MAX_JTI_LENGTH or "\x00" in jti:
+            raise InvalidClientError(
+                description=f"The assertion's 'jti' must be 1 to {replay.MAX_JTI_LENGTH} "
+                "characters without NUL"
+            )
         with request.write() as conn:
             fresh = isinstance(jti, str) and replay.remember(conn, claims["iss"], jti, exp, now)
         if not fresh:
