@@ -128,7 +128,8 @@ def test_patches_and_conditional_writes_are_audited(
     http = oauth_client
     h = _system(http, oauth_db, "system/Observation.cruds system/AuditEvent.rs")
     patch = {**h, "Content-Type": JSON_PATCH}
-    assert http.patch(f"/fhir/Observation/{world.obs_a}", json=NOTE, headers=patch).status_code == 200
+    done = http.patch(f"/fhir/Observation/{world.obs_a}", json=NOTE, headers=patch)
+    assert done.status_code == 200
     stale = http.patch(
         f"/fhir/Observation/{world.obs_a}", json=NOTE, headers={**patch, "If-Match": 'W/"1"'}
     )
