@@ -522,6 +522,7 @@ def _with_path_param(paths: dict[str, Any]) -> dict[str, Any]:
 
 def _bundle_schema(registry: Registry) -> dict[str, Any]:
     resources = [{"$ref": f"#/components/schemas/{t.name}"} for t in registry if not t.read_only]
+    resources.append({"$ref": "#/components/schemas/Parameters"})  # a PATCH entry's patch
     return {
         "type": "object",
         "required": ["resourceType", "type"],
@@ -538,7 +539,7 @@ def _bundle_schema(registry: Registry) -> dict[str, Any]:
                         "required": ["method", "url"],
                         "properties": {
                             "method": {"type": "string",
-                                       "enum": ["GET", "POST", "PUT", "DELETE"]},
+                                       "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
                             "url": _STRING,
                             "ifNoneExist": _STRING,
                             "ifMatch": _STRING,

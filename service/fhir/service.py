@@ -873,9 +873,35 @@ class FhirService:
     ) -> VersionResult:
         """Conditional update inside an open write transaction (serialised on the criteria).
 
-        No match: a create (with the body's id, if it has one and no other resource holds it);
-        one match: an update of it (a body id must be its id, 400 otherwise).
         ``may_create`` False refuses (403) the create a caller lacks the scope for.
+        """
+        res_id, creates = self.conditional_target(
+            conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
+        )
+        if creates and not may_create:
+            raise FhirError.single(
+                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
+            )
+        return self.update_in(
+            conn, rtype, res_id, {**data, "id": res_id}, pending=pending, prefix=prefix,
+            patient_ids=patient_ids,
+        )
+
+    def conditional_target(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        criteria: str,
+        data: dict[str, Any],
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        element: str = "url",
+        prefix: str | None = None,
+    ) -> tuple[str, bool]:
+        """The id a conditional update writes, and whether that creates a resource.
+
+        One match: its id (a body id must be the same, 400 otherwise). No match: the body's id,
+        if it has one and no other resource holds it (409), else a new one.
         """
         match = self.conditional_match(conn, rtype, criteria, patient_ids, element)
         given = data.get("id")
@@ -888,19 +914,9 @@ class FhirService:
                     f"The resource id ('{given}') is not the id of the match ('{match.res_id}')",
                     f"{where}.id",
                 )
-            data = {**data, "id": match.res_id}
-            return self.update_in(
-                conn, rtype, match.res_id, data, pending=pending, prefix=prefix,
-                patient_ids=patient_ids,
-            )
-        if not may_create:
-            raise FhirError.single(
-                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
-            )
+            return match.res_id, False
         if given is None:
-            return self.create_in(
-                conn, rtype, data, pending=pending, prefix=prefix, patient_ids=patient_ids
-            )
+            return str(uuid.uuid4()), True
         check_id(str(given))
         holder = repo.fetch_current(conn, rtype.name, str(given), for_update=True)
         if holder is not None and not holder.deleted:
@@ -910,9 +926,7 @@ class FhirService:
                 f"{rtype.name}/{given} exists but does not match the criteria",
                 f"{where}.id",
             )
-        return self.update_in(
-            conn, rtype, str(given), data, pending=pending, prefix=prefix, patient_ids=patient_ids
-        )
+        return str(given), True
 
     def conditional_patch(
         self,

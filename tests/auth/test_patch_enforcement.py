@@ -4,6 +4,7 @@ patch; conditional writes also need ``.s``, and ``.c`` to create) and the audit 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -161,3 +162,26 @@ def test_patches_and_conditional_writes_are_audited(
     deletes = of("delete", "0")
     assert any(new_id in str(e["entity"]) for e in deletes)
     assert all(any("query" in ent for ent in e["entity"]) for e in deletes)
+
+
+def test_bundle_patch_entries_are_confined(oauth_client: TestClient, world: World) -> None:
+    http = oauth_client
+    h = _writer(http, "patient/Observation.rud patient/Patient.rs")
+    binary = {
+        "resourceType": "Binary",
+        "contentType": JSON_PATCH,
+        "data": base64.b64encode(orjson.dumps(NOTE)).decode(),
+    }
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Observation/{world.obs_b}"}},
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Observation/{world.obs_a}"}},
+        # conditional: needs .s, which this token lacks
+        {"request": {"method": "DELETE", "url": f"Observation?patient={world.a}"}},
+    ]}
+    response = http.post("/fhir", json=batch, headers=h)
+    assert response.status_code == 200, response.text
+    assert [e["response"]["status"] for e in response.json()["entry"]] == [
+        "404 Not Found", "200 OK", "403 Forbidden"
+    ]
+    assert _version(http, world.obs_b) == 2
+    assert _version(http, world.obs_a) == 3
