@@ -27,11 +27,17 @@ run: $(STAMP)
 
 ## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down);
 ## the browser tests save screenshots in test-artifacts/dashboard/
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(NODE_CLIENTS)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider -n 2
+
+## The stock Node FHIR clients that tests/api/test_stock_clients.py drives (exact versions from
+## the lock file; node and npm come with the machine)
+NODE_CLIENTS := tests/api/node_clients/node_modules/.package-lock.json
+$(NODE_CLIENTS): tests/api/node_clients/package-lock.json
+	cd tests/api/node_clients && npm ci --no-audit --no-fund --loglevel=error
 
 ## Debian's chromium for the browser tests, installed with apt-get when missing (needs root)
 $(CHROMIUM):

@@ -240,6 +240,16 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {FHIR_JSON: {"schema": schema}}}
 
 
+_PATCH_BODY = {
+    "required": True,
+    "content": {
+        "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Parameters"}},
+        "application/merge-patch+json": {"schema": {"type": "object"}},
+    },
+}
+
+
 def _responses(*codes: str) -> dict[str, Any]:
     text = {
         "200": "OK (a resource, a Bundle or an OperationOutcome)",
@@ -345,6 +355,39 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
             "operationId": f"delete{name}",
             "parameters": [_ID_PARAM],
             "responses": _responses("200", "404"),
+        }
+        instance["patch"] = {
+            "tags": tag,
+            "summary": f"Patch a {name}: JSON Patch, FHIRPath Patch or merge patch",
+            "operationId": f"patch{name}",
+            "parameters": [_ID_PARAM, _header("If-Match", 'The version, e.g. `W/"3"`'), _PREFER],
+            "requestBody": _PATCH_BODY,
+            "responses": _responses("200", "400", "404", "410", "412", "422"),
+        }
+        criteria = [*_search_parameters(rtype), _PREFER]
+        type_path["put"] = {
+            "tags": tag,
+            "summary": f"Conditional update of a {name}: create (no match), update (one match) "
+            "or 412 (several); the query is the search criteria",
+            "operationId": f"conditionalUpdate{name}",
+            "parameters": criteria,
+            "requestBody": _body(ref),
+            "responses": _responses("200", "201", "400", "412", "422"),
+        }
+        type_path["patch"] = {
+            "tags": tag,
+            "summary": f"Conditional patch of the one {name} the query matches",
+            "operationId": f"conditionalPatch{name}",
+            "parameters": criteria,
+            "requestBody": _PATCH_BODY,
+            "responses": _responses("200", "400", "404", "412", "422"),
+        }
+        type_path["delete"] = {
+            "tags": tag,
+            "summary": f"Conditional delete of the one {name} the query matches (none: 200)",
+            "operationId": f"conditionalDelete{name}",
+            "parameters": criteria,
+            "responses": _responses("200", "400", "412"),
         }
     return paths
 
@@ -479,6 +522,7 @@ def _with_path_param(paths: dict[str, Any]) -> dict[str, Any]:
 
 def _bundle_schema(registry: Registry) -> dict[str, Any]:
     resources = [{"$ref": f"#/components/schemas/{t.name}"} for t in registry if not t.read_only]
+    resources.append({"$ref": "#/components/schemas/Parameters"})  # a PATCH entry's patch
     return {
         "type": "object",
         "required": ["resourceType", "type"],
@@ -495,7 +539,7 @@ def _bundle_schema(registry: Registry) -> dict[str, Any]:
                         "required": ["method", "url"],
                         "properties": {
                             "method": {"type": "string",
-                                       "enum": ["GET", "POST", "PUT", "DELETE"]},
+                                       "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
                             "url": _STRING,
                             "ifNoneExist": _STRING,
                             "ifMatch": _STRING,
@@ -518,6 +562,7 @@ def openapi_document(registry: Registry, generated: dict[str, Any]) -> dict[str,
     for rtype in registry:
         schemas[rtype.name] = resource_schema(rtype.name)
     schemas["Bundle"] = _bundle_schema(registry)
+    schemas["Parameters"] = resource_schema("Parameters")  # a FHIRPath Patch
     paths = {p: item for p, item in generated.get("paths", {}).items() if "{res_type}" not in p}
     paths.update(_fhir_paths(registry))
     paths.update(_with_path_param(_oauth_and_browser_paths()))

@@ -117,8 +117,10 @@ def capability_statement(
             "readHistory": True,
             "updateCreate": True,
             "conditionalCreate": True,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            # PUT/DELETE/PATCH [type]?criteria (service/fhir/service.py); R4 has no element for
+            # conditional patch, which rest.documentation mentions instead.
+            "conditionalUpdate": "update" in rtype.interactions,
+            "conditionalDelete": "single" if "delete" in rtype.interactions else "not-supported",
             # service/fhir/references.py: references to stored types must resolve, others
             # (and identifier-only ones) are kept as they are.
             "referencePolicy": ["literal", "logical", "enforced"],
@@ -162,7 +164,10 @@ def capability_statement(
                 "documentation": "Home measurements for heart-failure and COPD telemonitoring. "
                 "A reference to a resource type listed here must resolve on this server; a "
                 "reference to another type (Encounter, Organization …) is kept as an external "
-                "reference; a urn:uuid: reference must name an entry of its transaction.",
+                "reference; a urn:uuid: reference must name an entry of its transaction. "
+                "PATCH takes JSON Patch (application/json-patch+json), FHIRPath Patch (a "
+                "Parameters resource, application/fhir+json) or JSON merge patch "
+                "(application/merge-patch+json), also conditionally: PATCH [type]?criteria.",
                 "security": security_section(smart),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "resource": resources,

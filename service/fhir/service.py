@@ -24,6 +24,8 @@ from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
 from service.fhir.indexing import extract
 from service.fhir.outcome import FhirError, Issue
+from service.fhir.patch import Patch
+from service.fhir.patch import apply as apply_patch
 from service.fhir.references import local_references, missing_issues
 from service.fhir.registry import Registry, ResourceType
 from service.fhir.search import encode_cursor, parse_search
@@ -34,6 +36,7 @@ from service.storage.db import Database
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation import ProfileValidator, dumps_resource, validate_structure
 from service.validation.integers import MAX_INT, parse_unsigned
+from service.validation.json_input import check_resource_json, parse_stored
 
 #: Version ids are stored as INTEGER: a larger one names no version.
 MAX_VERSION = MAX_INT
@@ -498,17 +501,21 @@ class FhirService:
         rtype: ResourceType,
         criteria: str,
         patient_ids: tuple[str, ...] | None = None,
+        element: str = "If-None-Exist",
     ) -> StoredVersion | None:
-        """The single existing match of a conditional create's criteria (0 → None, 2+ → 412).
+        """The single existing match of a conditional write's criteria (0 → None, 2+ → 412).
 
-        Writers with the same criteria are serialised, so parallel identical conditional
-        creates leave exactly one resource.
+        Writers with the same criteria are serialised (conditional creates, updates, patches
+        and deletes alike), so parallel identical conditional creates or updates leave exactly
+        one resource. ``element`` names where the criteria came from, for errors.
         """
-        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+        params = [
+            (k, v)
+            for k, v in parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+            if k != "_format"
+        ]
         if not params:
-            raise FhirError.single(
-                400, "invalid", "If-None-Exist needs search criteria", "If-None-Exist"
-            )
+            raise FhirError.single(400, "invalid", f"{element} needs search criteria", element)
         query, _ = parse_search(
             rtype,
             params,
@@ -526,8 +533,8 @@ class FhirService:
             raise FhirError.single(
                 412,
                 "duplicate",
-                f"If-None-Exist criteria '{criteria}' match more than one {rtype.name}",
-                "If-None-Exist",
+                f"{element} criteria '{criteria}' match more than one {rtype.name}",
+                element,
             )
         return page.rows[0] if page.rows else None
 
@@ -761,6 +768,206 @@ class FhirService:
             [Issue("informational", f"Deleted {rtype.name}/{res_id}", (), "information")],
             patient_id=self.compartment(current),
         )
+
+    # -- patch and conditional writes ------------------------------------------------------------
+
+    def patch(
+        self,
+        res_type: str,
+        res_id: str,
+        patch: Patch,
+        *,
+        if_match: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult:
+        """Apply ``patch`` to the current version and store the result as an update."""
+        check_id(res_id)
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            result = self.patch_in(
+                conn, rtype, res_id, patch, if_match=if_match, patient_ids=patient_ids
+            )
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
+    def patch_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        res_id: str,
+        patch: Patch,
+        *,
+        if_match: str | None = None,
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+        prefix: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> VersionResult:
+        """Patch inside an open write transaction.
+
+        The patched resource is validated like an update (400/422, nothing stored) and stored
+        through :meth:`update_in`, so listeners (an EHR acknowledging an alert's Flag) see it
+        as any update. Outside ``patient_ids`` the resource is the never-existed 404.
+        """
+        expected = parse_etag(if_match) if if_match is not None else None
+        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
+        if current is None or not self.visible(patient_ids, current):
+            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+        if current.deleted or current.content is None:
+            raise FhirError.single(410, "deleted", f"{rtype.name}/{res_id} has been deleted")
+        if expected is not None and current.version_id != expected:
+            raise FhirError.single(
+                412,
+                "conflict",
+                f"If-Match expects version {expected} of {rtype.name}/{res_id}; "
+                f"it has version {current.version_id}",
+                "If-Match",
+            )
+        data = apply_patch(patch, parse_stored(current.content))
+        check_resource_json(data, max_depth=self.settings.max_json_depth)
+        if data.get("resourceType") != rtype.name or data.get("id") != res_id:
+            raise FhirError.single(
+                400,
+                "invalid",
+                f"A patch may not change the resource's type or id ({rtype.name}/{res_id})",
+                f"{rtype.name}.id",
+            )
+        self.prepare(data, rtype.name)
+        return self.update_in(
+            conn, rtype, res_id, data, pending=pending, prefix=prefix, patient_ids=patient_ids
+        )
+
+    def conditional_update(
+        self,
+        res_type: str,
+        criteria: str,
+        data: Any,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        may_create: bool = True,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult:
+        """``PUT [type]?criteria``: create (none), update (one) or 412 (several)."""
+        rtype = self.prepare(data, res_type)
+        with self.db.write() as conn:
+            result = self.conditional_update_in(
+                conn, rtype, criteria, data, patient_ids=patient_ids, may_create=may_create
+            )
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
+    def conditional_update_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        criteria: str,
+        data: dict[str, Any],
+        *,
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+        prefix: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+        may_create: bool = True,
+        element: str = "url",
+    ) -> VersionResult:
+        """Conditional update inside an open write transaction (serialised on the criteria).
+
+        ``may_create`` False refuses (403) the create a caller lacks the scope for.
+        """
+        res_id, creates = self.conditional_target(
+            conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
+        )
+        if creates and not may_create:
+            raise FhirError.single(
+                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
+            )
+        return self.update_in(
+            conn, rtype, res_id, {**data, "id": res_id}, pending=pending, prefix=prefix,
+            patient_ids=patient_ids,
+        )
+
+    def conditional_target(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        criteria: str,
+        data: dict[str, Any],
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        element: str = "url",
+        prefix: str | None = None,
+    ) -> tuple[str, bool]:
+        """The id a conditional update writes, and whether that creates a resource.
+
+        One match: its id (a body id must be the same, 400 otherwise). No match: the body's id,
+        if it has one and no other resource holds it (409), else a new one.
+        """
+        match = self.conditional_match(conn, rtype, criteria, patient_ids, element)
+        given = data.get("id")
+        where = prefix or rtype.name
+        if match is not None:
+            if given is not None and given != match.res_id:
+                raise FhirError.single(
+                    400,
+                    "invalid",
+                    f"The resource id ('{given}') is not the id of the match ('{match.res_id}')",
+                    f"{where}.id",
+                )
+            return match.res_id, False
+        if given is None:
+            return str(uuid.uuid4()), True
+        check_id(str(given))
+        holder = repo.fetch_current(conn, rtype.name, str(given), for_update=True)
+        if holder is not None and not holder.deleted:
+            raise FhirError.single(
+                409,
+                "conflict",
+                f"{rtype.name}/{given} exists but does not match the criteria",
+                f"{where}.id",
+            )
+        return str(given), True
+
+    def conditional_patch(
+        self,
+        res_type: str,
+        criteria: str,
+        patch: Patch,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult:
+        """``PATCH [type]?criteria``: patch the one match (none → 404, several → 412)."""
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
+            if match is None:
+                raise FhirError.single(
+                    404, "not-found", f"No {rtype.name} matches '{criteria}'", "url"
+                )
+            result = self.patch_in(conn, rtype, match.res_id, patch, patient_ids=patient_ids)
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
+    def conditional_delete(
+        self,
+        res_type: str,
+        criteria: str,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult | None:
+        """``DELETE [type]?criteria``: delete the one match (several → 412; none → None)."""
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
+            if match is None:
+                return None
+            result = self.delete_in(conn, rtype, match.res_id, patient_ids=patient_ids)
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
 
     # -- history and search --------------------------------------------------------------------
 
