@@ -235,3 +235,27 @@ def alert_bundle(count: int, programme: str = "HF", spo2: float = 84.0) -> dict[
                         "valueQuantity": quantity(spo2, "%")}),
         ]
     return transaction(*entries)
+
+
+ALERT_RULES = "http://telemon.example.org/fhir/CodeSystem/alert-rules"
+
+
+def flag(patient_id: str, status: str = "active", code: str = "HF-WEIGHT-3D") -> dict[str, Any]:
+    """An alert Flag about a patient (as an EHR or the alert engine would store it)."""
+    return {
+        "resourceType": "Flag",
+        "status": status,
+        "code": {"coding": [{"system": ALERT_RULES, "code": code}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "period": {"start": when(1)},
+    }
+
+
+def care_plan(patient_id: str, status: str = "active") -> dict[str, Any]:
+    """A telemonitoring CarePlan enrolling a patient."""
+    return {
+        "resourceType": "CarePlan",
+        "status": status,
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }

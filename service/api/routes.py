@@ -209,6 +209,7 @@ async def search(
             _query_params(request),
             strict=_strict(request),
             patient_ids=patient_ids,
+            permit=partial(policy.require, who, interaction="search"),
         )
     )
     audit.rows(result.matches + result.included)
@@ -229,7 +230,12 @@ async def search_post(
         audit.record.query = urlencode(params)
     result = await run_in_threadpool(
         partial(
-            state.fhir.search, res_type, params, strict=_strict(request), patient_ids=patient_ids
+            state.fhir.search,
+            res_type,
+            params,
+            strict=_strict(request),
+            patient_ids=patient_ids,
+            permit=partial(policy.require, who, interaction="search"),
         )
     )
     audit.rows(result.matches + result.included)

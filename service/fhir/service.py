@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -26,7 +26,8 @@ from service.fhir.indexing import extract
 from service.fhir.outcome import FhirError, Issue
 from service.fhir.references import local_references, missing_issues
 from service.fhir.registry import Registry, ResourceType
-from service.fhir.search import encode_cursor, parse_search
+from service.fhir.search import encode_cursor, linked_types, parse_search
+from service.fhir.subsetting import subset
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import search_sql
@@ -179,6 +180,14 @@ def outside_compartment(res_type: str) -> FhirError:
     return FhirError.single(
         403, "forbidden", f"This {res_type} is outside the patient compartment of the token"
     )
+
+
+def _permits(permit: Callable[[str], None], res_type: str) -> bool:
+    try:
+        permit(res_type)
+    except FhirError:
+        return False
+    return True
 
 
 def check_id(res_id: str) -> None:
@@ -814,28 +823,76 @@ class FhirService:
         *,
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
+        permit: Callable[[str], None] = lambda _type: None,
     ) -> SearchResult:
-        """Run a type-level search; ``patient_ids`` confines it to those compartments."""
+        """Run a type-level search; ``patient_ids`` confines it to those compartments.
+
+        ``permit`` (the caller's scopes) is asked about every other type the search reads:
+        chain targets, ``_has`` sources, ``_include`` and ``_revinclude`` types; it raises to
+        refuse. Included resources of a type it refuses are left out.
+        """
         rtype = self.resource_type(res_type)
         query, warnings = self.parse_query(rtype, params, strict=strict)
         query.patient_ids = patient_ids
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
-            page = search_sql.search(conn, query)
+            page = search_sql.search(conn, search_sql.resolve_links(conn, query))
             included: list[StoredVersion] = []
             rids = [r.rid for r in page.rows]
             for inc in query.includes:
                 included.extend(search_sql.included(conn, rids, inc.param, inc.target_type))
+            included.extend(self._revincluded(conn, query, page.rows, warnings))
         seen = {(m.res_type, m.res_id) for m in page.rows}
         unique_included = []
         for inc_row in included:
             key = (inc_row.res_type, inc_row.res_id)
-            if not self.visible(patient_ids, inc_row):
-                continue  # an _include must not reach outside the compartment
+            if not self.visible(patient_ids, inc_row) or not _permits(permit, inc_row.res_type):
+                continue  # an _include must not reach outside the compartment or the scopes
             if key not in seen:
                 seen.add(key)
                 unique_included.append(inc_row)
+        matches = page.rows
+        if query.elements is not None or query.summary is not None:
+            matches = [
+                replace(m, content=subset(m.content or "{}", m.res_type, query.elements,
+                                          query.summary))
+                for m in matches
+            ]
         cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
-        return SearchResult(query, page.rows, unique_included, cursor, page.total, warnings)
+        return SearchResult(query, matches, unique_included, cursor, page.total, warnings)
+
+    def _revincluded(
+        self,
+        conn: Connection,
+        query: SearchQuery,
+        rows: list[StoredVersion],
+        warnings: list[Issue],
+    ) -> list[StoredVersion]:
+        """The ``_revinclude`` resources of ``rows``, at most ``max_revinclude`` in all; when
+        there are more, a warning says so (the Bundle's outcome entry)."""
+        budget = self.settings.max_revinclude
+        found: list[StoredVersion] = []
+        ids = [r.res_id for r in rows]
+        for rev in query.revincludes:
+            more = search_sql.revincluded(
+                conn, rev, query.res_type, ids, query.patient_ids, budget - len(found) + 1
+            )
+            found.extend(more)
+            if len(found) > budget:
+                del found[budget:]
+                warnings.append(
+                    Issue(
+                        "too-costly",
+                        f"Only the first {budget} _revinclude resources are returned "
+                        "(TELEMON_MAX_REVINCLUDE); narrow the search or page with a "
+                        "smaller _count",
+                        ("_revinclude",),
+                        "warning",
+                    )
+                )
+                break
+        return found
 
     def lastn(
         self,
