@@ -245,6 +245,26 @@ def _reference_param(rtype: ResourceType, name: str, expression: str) -> SearchP
     return param
 
 
+def chain_target(rtype: ResourceType, param: SearchParam) -> str | None:
+    """The type a chain through ``param`` without ``:Type`` reaches: the parameter's only
+    target type, or Patient for the compartment reference; None when ambiguous."""
+    if len(param.targets) == 1:
+        return param.targets[0]
+    if param.paths == _compartment_paths(rtype):
+        return "Patient"
+    return None
+
+
+def revinclude_names(rtype: ResourceType, registry: Registry) -> list[str]:
+    """Every ``Source:param`` that ``_revinclude`` (and ``_has``) accept on ``rtype``."""
+    return [
+        f"{source.name}:{p.name}"
+        for source in registry
+        for p in source.params.values()
+        if _revinclude(rtype, registry, f"{source.name}:{p.name}") is not None
+    ]
+
+
 def parse_chain(
     rtype: ResourceType, name: str, raw: str, *, registry: Registry, zone: ZoneInfo
 ) -> ChainCriterion:
@@ -261,13 +281,8 @@ def parse_chain(
             400, "not-supported", f"Chains of more than one level are not supported: '{name}'",
             name,
         )
-    if explicit:
-        target = explicit
-    elif len(param.targets) == 1:
-        target = param.targets[0]
-    elif param.paths == _compartment_paths(rtype):
-        target = "Patient"
-    else:
+    target = explicit or chain_target(rtype, param)
+    if target is None:
         raise _bad(name, f"Chain '{name}' is ambiguous: name the type ({ref_name}:Type.{tail})")
     target_type = registry.get(target)
     if target_type is None or (param.targets and target not in param.targets):

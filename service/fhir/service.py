@@ -900,6 +900,7 @@ class FhirService:
         *,
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
+        permit: Callable[[str], None] = lambda _type: None,
     ) -> tuple[list[StoredVersion], list[Issue]]:
         """``Observation/$lastn``: the newest ``max`` Observations per patient and code."""
         rtype = self.resource_type("Observation")
@@ -915,5 +916,7 @@ class FhirService:
                 rest.append((name, value))
         query, warnings = self.parse_query(rtype, rest, strict=strict)
         query.patient_ids = patient_ids
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
-            return search_sql.lastn(conn, query, max_n), warnings
+            return search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n), warnings

@@ -169,3 +169,10 @@ def test_chain_pages_and_self_link(client: TestClient, two: dict[str, str]) -> N
     nxt = next(k["url"] for k in bundle["link"] if k["relation"] == "next")
     second = client.get(nxt).json()
     assert set(f.match_ids(bundle)) | set(f.match_ids(second)) == {two["weight_a"], two["hr_a"]}
+
+
+def test_lastn_by_patient_bsn(client: TestClient, two: dict[str, str]) -> None:
+    _post(client, f.weight(two["a"], effective=f.when(3)))  # older: not the last one
+    response = client.get("/fhir/Observation/$lastn", params={"patient.identifier": BSN_A})
+    assert response.status_code == 200, response.text
+    assert set(f.match_ids(response.json())) == {two["weight_a"], two["hr_a"]}
