@@ -253,6 +253,11 @@ def _link_parameters(rtype: ResourceType, registry: Registry) -> list[dict[str, 
             "Include the resources that point at the matches (capped: TELEMON_MAX_REVINCLUDE); "
             "the same Source:reference pairs work as _has:Source:reference:parameter",
         ))
+    out += [
+        _query(f"{name}:iterate", {"type": "string"},
+               f"{name} (Source:reference) followed from the included resources too")
+        for name in ("_include", "_revinclude")
+    ]
     for p in rtype.params.values():
         target = registry.get(chain_target(rtype, p) or "") if p.type == "reference" else None
         if target is not None and "identifier" in target.params:

@@ -131,20 +131,25 @@ Criterion = LocalCriterion | ChainCriterion | HasCriterion
 
 @dataclass(frozen=True, slots=True)
 class Include:
-    """``_include=Source:param[:Target]``."""
+    """``_include[:iterate]=Source:param[:Target]``; ``source_type`` None: the searched type."""
 
     param: str
     target_type: str | None
+    source_type: str | None = None
+    iterate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RevInclude:
-    """``_revinclude=Source:param``: the ``source_type`` resources whose ``param`` points at a
-    match. ``on_patient_column``: ``param`` is the source's compartment reference."""
+    """``_revinclude[:iterate]=Source:param``: the ``source_type`` resources whose ``param``
+    points at a match. ``on_patient_column``: ``param`` is the source's compartment reference
+    (used when the target is a Patient)."""
 
     source_type: str
     param: str
     on_patient_column: bool = False
+    targets: tuple[str, ...] = ()  # the types ``param`` may point at (empty: any)
+    iterate: bool = False
 
 
 #: ``_summary`` modes that shape the resources returned (``count`` and ``false`` do not).

@@ -320,19 +320,48 @@ def parse_has(
     )
 
 
-def _revinclude(rtype: ResourceType, registry: Registry, raw: str) -> RevInclude | None:
-    """``Source:param[:Target]`` whose reference can point at ``rtype``; None otherwise."""
+def _include(
+    rtype: ResourceType, registry: Registry, raw: str, *, iterate: bool = False
+) -> Include | None:
+    """``Source:param[:Target]`` declared by ``Source`` (the searched type unless
+    ``iterate``, which follows it from included resources too); None otherwise."""
     parts = raw.split(":")
     source = registry.get(parts[0])
-    if len(parts) not in (2, 3) or source is None or parts[2:] not in ([], [rtype.name]):
+    if len(parts) not in (2, 3) or source is None or (source.name != rtype.name and not iterate):
+        return None
+    if f"{parts[0]}:{parts[1]}" not in source.includes:
+        return None
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and target not in registry:
+        return None
+    return Include(parts[1], target, source.name if iterate else None, iterate)
+
+
+def _revinclude(
+    rtype: ResourceType, registry: Registry, raw: str, *, iterate: bool = False
+) -> RevInclude | None:
+    """``Source:param[:Target]`` whose reference can point at ``rtype`` (with ``iterate``:
+    at any stored type, followed from included resources too); None otherwise."""
+    parts = raw.split(":")
+    source = registry.get(parts[0])
+    if len(parts) not in (2, 3) or source is None:
         return None
     param = source.params.get(parts[1])
     if param is None or param.type != "reference":
         return None
-    if param.targets and rtype.name not in param.targets:
+    wanted = parts[2] if len(parts) == 3 else (None if iterate else rtype.name)
+    if wanted is not None and (
+        wanted not in registry
+        or (param.targets and wanted not in param.targets)
+        or (not iterate and wanted != rtype.name)
+    ):
         return None
     return RevInclude(
-        source.name, param.name, on_patient_column=_on_patient_column(source, param, rtype.name)
+        source.name,
+        param.name,
+        on_patient_column=_on_patient_column(source, param, "Patient"),
+        targets=(wanted,) if wanted else param.targets,
+        iterate=iterate,
     )
 
 
@@ -346,10 +375,11 @@ def linked_types(query: SearchQuery, registry: Registry) -> set[str]:
         elif isinstance(c, HasCriterion):
             types.add(c.source_type)
     types.update(r.source_type for r in query.revincludes)
-    rtype = registry.get(query.res_type)
     for inc in query.includes:
-        targets = rtype.params[inc.param].targets if rtype else ()
+        source = registry.get(inc.source_type or query.res_type)
+        targets = source.params[inc.param].targets if source else ()
         types.update([inc.target_type] if inc.target_type else targets)
+        types.add(source.name if source else query.res_type)
     types.discard(query.res_type)
     return types
 
@@ -441,20 +471,12 @@ def _control(
         if len(keys) > 1:
             unsupported("_sort", "Only the first _sort key is used")
         return first
-    if name == "_include":
-        parts = raw.split(":")
-        if (
-            len(parts) not in (2, 3)
-            or parts[0] != rtype.name
-            or f"{parts[0]}:{parts[1]}" not in (rtype.includes)
-        ):
-            unsupported("_include", f"_include={raw} is not supported")
+    if name in ("_include", "_include:iterate"):
+        inc = _include(rtype, registry, raw, iterate=name != "_include")
+        if inc is None:
+            unsupported(name, f"{name}={raw} is not supported")
             return None
-        target = parts[2] if len(parts) == 3 else None
-        if target is not None and target not in registry:
-            unsupported("_include", f"Unknown _include target type '{target}'")
-            return None
-        query.includes.append(Include(parts[1], target))
+        query.includes.append(inc)
         return raw
     if name == "_summary":
         if raw == "count":
@@ -471,10 +493,10 @@ def _control(
             return None
         query.total = raw != "none"
         return raw
-    if name == "_revinclude":
-        rev = _revinclude(rtype, registry, raw)
+    if name in ("_revinclude", "_revinclude:iterate"):
+        rev = _revinclude(rtype, registry, raw, iterate=name != "_revinclude")
         if rev is None:
-            unsupported("_revinclude", f"_revinclude={raw} is not supported")
+            unsupported(name, f"{name}={raw} is not supported")
             return None
         query.revincludes.append(rev)
         return raw
@@ -488,9 +510,6 @@ def _control(
             return None
         query.elements = tuple(dict.fromkeys(names))
         return raw
-    if name in ("_include:iterate", "_revinclude:iterate"):
-        unsupported(name, f"{name} is not supported; only the matches' own references count")
-        return None
     if name == "_cursor":
         query.cursor = decode_cursor(raw)
         return raw

@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from service.clock import Clock, system_clock
 from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
+from service.fhir.including import included_resources
 from service.fhir.indexing import extract
 from service.fhir.outcome import FhirError, Issue
 from service.fhir.references import local_references, missing_issues
@@ -838,20 +839,16 @@ class FhirService:
             permit(linked)
         with self.db.read() as conn:
             page = search_sql.search(conn, search_sql.resolve_links(conn, query))
-            included: list[StoredVersion] = []
-            rids = [r.rid for r in page.rows]
-            for inc in query.includes:
-                included.extend(search_sql.included(conn, rids, inc.param, inc.target_type))
-            included.extend(self._revincluded(conn, query, page.rows, warnings))
-        seen = {(m.res_type, m.res_id) for m in page.rows}
-        unique_included = []
-        for inc_row in included:
-            key = (inc_row.res_type, inc_row.res_id)
-            if not self.visible(patient_ids, inc_row) or not _permits(permit, inc_row.res_type):
-                continue  # an _include must not reach outside the compartment or the scopes
-            if key not in seen:
-                seen.add(key)
-                unique_included.append(inc_row)
+            included = included_resources(
+                conn,
+                query,
+                page.rows,
+                # an _include must not reach outside the compartment or the scopes
+                admit=lambda row: self.visible(patient_ids, row)
+                and _permits(permit, row.res_type),
+                budget=self.settings.max_revinclude,
+                warnings=warnings,
+            )
         matches = page.rows
         if query.elements is not None or query.summary is not None:
             matches = [
@@ -860,39 +857,7 @@ class FhirService:
                 for m in matches
             ]
         cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
-        return SearchResult(query, matches, unique_included, cursor, page.total, warnings)
-
-    def _revincluded(
-        self,
-        conn: Connection,
-        query: SearchQuery,
-        rows: list[StoredVersion],
-        warnings: list[Issue],
-    ) -> list[StoredVersion]:
-        """The ``_revinclude`` resources of ``rows``, at most ``max_revinclude`` in all; when
-        there are more, a warning says so (the Bundle's outcome entry)."""
-        budget = self.settings.max_revinclude
-        found: list[StoredVersion] = []
-        ids = [r.res_id for r in rows]
-        for rev in query.revincludes:
-            more = search_sql.revincluded(
-                conn, rev, query.res_type, ids, query.patient_ids, budget - len(found) + 1
-            )
-            found.extend(more)
-            if len(found) > budget:
-                del found[budget:]
-                warnings.append(
-                    Issue(
-                        "too-costly",
-                        f"Only the first {budget} _revinclude resources are returned "
-                        "(TELEMON_MAX_REVINCLUDE); narrow the search or page with a "
-                        "smaller _count",
-                        ("_revinclude",),
-                        "warning",
-                    )
-                )
-                break
-        return found
+        return SearchResult(query, matches, included, cursor, page.total, warnings)
 
     def lastn(
         self,

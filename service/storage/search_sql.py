@@ -411,7 +411,7 @@ def revincluded(
     ref = sp_reference
     points = (
         R.patient_id.in_(target_ids)
-        if rev.on_patient_column
+        if rev.on_patient_column and target_type == "Patient"
         else R.rid.in_(
             select(ref.c.rid).where(
                 ref.c.param == rev.param,

@@ -133,9 +133,9 @@ def capped(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-def test_unsupported_revinclude_and_iterate_warn(client: TestClient, two: dict[str, str]) -> None:
+def test_unsupported_revinclude_warns(client: TestClient, two: dict[str, str]) -> None:
     bundle = _bundle(client, "Patient", [
-        ("_revinclude", "Flag:programme"), ("_revinclude:iterate", "Flag:patient"),
+        ("_revinclude", "Flag:programme"), ("_revinclude:iterate", "Flag:nothing"),
     ])
     assert _by_mode(bundle, "include") == set()
     assert {e for i in _outcomes(bundle) for e in i["expression"]} == {
@@ -147,6 +147,34 @@ def test_unsupported_revinclude_and_iterate_warn(client: TestClient, two: dict[s
     )
     assert strict.status_code == 400
     assert f.expressions(strict.json()) == ["_revinclude"]
+
+
+def test_iterate_follows_what_was_included(client: TestClient, two: dict[str, str]) -> None:
+    evidence = _post(client, f.weight(two["a"]))
+    alert = f.flag(two["a"])
+    alert["extension"] = [{
+        "url": "http://hl7.org/fhir/StructureDefinition/flag-detail",
+        "valueReference": {"reference": f"Observation/{evidence}"},
+    }]
+    flag = _post(client, alert)
+    # the patient, its alerts, and each alert's evidence
+    bundle = _bundle(client, "Patient", [
+        ("_id", two["a"]), ("_revinclude", "Flag:patient"), ("_include:iterate", "Flag:detail"),
+    ])
+    assert _by_mode(bundle, "include") == {
+        ("Flag", two["flag_a1"]), ("Flag", two["flag_a2"]), ("Flag", flag),
+        ("Observation", evidence),
+    }
+    # without :iterate the Flags' references are not followed
+    plain = _bundle(client, "Patient", [("_id", two["a"]), ("_revinclude", "Flag:patient")])
+    assert ("Observation", evidence) not in _by_mode(plain, "include")
+    # from a measurement: its patient, and that patient's alerts
+    bundle = _bundle(client, "Observation", [
+        ("_id", two["obs_b"]), ("_include", "Observation:patient"),
+        ("_revinclude:iterate", "Flag:patient"),
+    ])
+    assert _by_mode(bundle, "include") == {("Patient", two["b"]), ("Flag", two["flag_b"])}
+    assert _by_mode(bundle, "match") == {("Observation", two["obs_b"])}
 
 
 def _resources(bundle: dict[str, Any], mode: str = "match") -> list[dict[str, Any]]:

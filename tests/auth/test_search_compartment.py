@@ -80,6 +80,9 @@ def test_patient_token_stays_in_its_compartment(
         f"/fhir/Observation?_include=Observation:device&_total=accurate&code={WEIGHT}": {
             world.obs_a, world.dev_a
         },
+        # iterate: from A's device to what points at it, from A's flag to its patient
+        "/fhir/Device?_revinclude=Observation:device&_include:iterate=Observation:patient"
+        "&_revinclude:iterate=Flag:patient": {world.dev_a, world.obs_a, world.a, flags["a"]},
     }
     for url, expected in cases.items():
         assert _ids(http, url, h) == expected, url

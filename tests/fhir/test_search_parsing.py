@@ -11,6 +11,7 @@ from service.fhir.criteria import (
     ChainCriterion,
     HasCriterion,
     IdCriterion,
+    Include,
     RevInclude,
     SearchQuery,
     StringCriterion,
@@ -118,19 +119,31 @@ def test_revinclude_and_what_the_search_reads() -> None:
     query, warnings = _parse(
         "Patient", ("_revinclude", "Flag:patient"), ("_revinclude", "Observation:subject:Patient"),
         ("_revinclude", "Flag:programme"), ("_revinclude", "Nope:patient"),
-        ("_revinclude:iterate", "Flag:patient"), ("_has:CarePlan:patient:status", "active"),
+        ("_revinclude", "Flag:patient:Device"), ("_has:CarePlan:patient:status", "active"),
     )
     assert query.revincludes == [
-        RevInclude("Flag", "patient", True), RevInclude("Observation", "subject", True)
+        RevInclude("Flag", "patient", True, ("Patient",)),
+        RevInclude("Observation", "subject", True, ("Patient",)),
     ]
-    assert [w.expression for w in warnings] == [
-        ("_revinclude",), ("_revinclude",), ("_revinclude:iterate",)
-    ]
+    assert [w.expression for w in warnings] == [("_revinclude",)] * 3
     assert linked_types(query, REGISTRY) == {"Flag", "Observation", "CarePlan"}
     obs, _ = _parse("Observation", ("_include", "Observation:patient"), ("device:Device.type", "x"))
     assert linked_types(obs, REGISTRY) == {"Patient", "Device"}
     with pytest.raises(FhirError):
         _parse("Patient", ("_revinclude", "Flag:patient:Device"), strict=True)
+
+
+def test_iterate_forms() -> None:
+    query, warnings = _parse(
+        "Patient", ("_revinclude", "Flag:patient"), ("_include:iterate", "Flag:detail"),
+        ("_revinclude:iterate", "Observation:device"),
+        ("_include:iterate", "Flag:nothing"), ("_include", "Flag:detail"),
+    )
+    assert query.includes == [Include("detail", None, "Flag", iterate=True)]
+    assert query.revincludes[1] == RevInclude("Observation", "device", iterate=True)
+    # _include without :iterate names the searched type; unknown ones are reported
+    assert [w.expression for w in warnings] == [("_include:iterate",), ("_include",)]
+    assert linked_types(query, REGISTRY) == {"Flag", "Observation"}
 
 
 def test_elements_summary_and_total() -> None:
