@@ -315,6 +315,13 @@ def _compartment(patient_ids: tuple[str, ...] | None) -> ColumnElement[bool]:
     return R.patient_id.in_(patient_ids) if patient_ids else false()
 
 
+def _checked_type(res_type: str) -> ColumnElement[bool]:
+    """The row is a ``res_type``, checked without an index: where index rows drive the lookup
+    (``rid IN (…)``), the type must not tempt the planner (no statistics tell it better) into
+    walking every row of the type instead. ``res_type || ''`` matches no index."""
+    return R.res_type.concat("") == res_type
+
+
 def _driven(c: LocalCriterion) -> ColumnElement[bool] | None:
     """``c`` as ``rid IN (index rows)`` where it can be (None otherwise): the lookup starts at
     the index (param, code …) rather than probing every row of the type."""
@@ -334,11 +341,9 @@ def _link_select(
     confined to the same compartments (a chain or ``_has`` never reaches outside them)."""
     linked_type = c.target_type if isinstance(c, ChainCriterion) else c.source_type
     driven = _driven(c.inner)
-    # When the index rows drive, the type must not tempt the planner (no statistics tell it
-    # better) into walking every row of the type instead: ``res_type || ''`` uses no index.
-    type_col = R.res_type.concat("") if driven is not None else R.res_type
+    of_type = _checked_type(linked_type) if driven is not None else R.res_type == linked_type
     inner = driven if driven is not None else _criterion(c.inner)
-    conds = [type_col == linked_type, R.deleted.is_(False), inner, _compartment(patient_ids)]
+    conds = [of_type, R.deleted.is_(False), inner, _compartment(patient_ids)]
     if isinstance(c, ChainCriterion):
         stmt = select(R.res_id).where(*conds)
     elif c.on_patient_column:
@@ -409,16 +414,18 @@ def revincluded(
     if not target_ids:
         return []
     ref = sp_reference
-    points = (
-        R.patient_id.in_(target_ids)
-        if rev.on_patient_column and target_type == "Patient"
-        else R.rid.in_(
-            select(ref.c.rid).where(
-                ref.c.param == rev.param,
-                ref.c.target_id.in_(target_ids),
-                ref.c.target_type == target_type,
-            )
+    if rev.on_patient_column and target_type == "Patient":
+        points = and_(R.res_type == rev.source_type, R.patient_id.in_(target_ids))
+    else:
+        points = and_(
+            _checked_type(rev.source_type),
+            R.rid.in_(
+                select(ref.c.rid).where(
+                    ref.c.param == rev.param,
+                    ref.c.target_id.in_(target_ids),
+                    ref.c.target_type == target_type,
+                )
+            ),
         )
-    )
-    condition = and_(R.res_type == rev.source_type, points, _compartment(patient_ids))
+    condition = and_(points, _compartment(patient_ids))
     return fetch_current_where(conn, condition, limit)
