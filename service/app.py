@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
 from service.api.bulk_routes import router as bulk_router
+from service.api.consent_routes import router as consent_router
 from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
 from service.api.group_commit import AuditLog, create_batcher
@@ -163,6 +164,7 @@ def create_app(
     )
     app.state.exports = exports
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
+    app.include_router(consent_router)
     app.include_router(bulk_router)  # before: /fhir/$export is not a search
     app.include_router(fhir_router)
     app.include_router(ops_router)

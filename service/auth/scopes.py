@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 _V2 = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.(c?r?u?d?s?)$")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
-#: Scopes that grant no data access but are understood.
-CONTEXT_SCOPES = frozenset({"launch/patient"})
+#: Scopes that grant no data access but are understood (``offline_access``: the app asks for
+#: long-term access; the patient decides on the consent page whether it gets a refresh token).
+CONTEXT_SCOPES = frozenset({"launch/patient", "offline_access"})
 
 
 @dataclass(frozen=True, slots=True)
