@@ -182,6 +182,22 @@ async def consents_withdraw(request: Request) -> Response:
     )
 
 
+@router.post(f"{patient_session.PATH}/logout")
+async def consents_logout(request: Request) -> Response:
+    """End the overview session."""
+    auth = auth_state(request)
+    session = _session(request, auth)
+    try:
+        fields = await _form(request)
+        if session is not None:
+            patient_session.check_csrf(session, fields.get("csrf_token", ""))
+    except ConsentError as exc:
+        return _html(error_page(str(exc)), 400)
+    response = RedirectResponse(patient_session.PATH, status_code=303, headers=HTML_HEADERS)
+    response.delete_cookie(patient_session.COOKIE, path=patient_session.PATH)
+    return response
+
+
 def _withdraw(auth: AuthState, request: Request, user: PatientUser, consent_id: str) -> bool:
     with auth.server.db.write() as conn:
         record = consent_records.withdraw(

@@ -156,7 +156,8 @@ def consents_page(rows: list[ConsentRow], csrf: str, notice: str | None = None) 
     body = f"""<h1>Uw toestemmingen <span class="en">/ Your consents</span></h1>{note}
 <p>Deze apps hebben toegang tot uw gegevens. Intrekken werkt direct.<br>
 <span class="en">These apps have access to your data. Withdrawing takes effect at once.</span></p>
-{table}"""
+{table}<form method="post" action="/oauth/consents/logout">{_hidden("csrf_token", csrf)}
+<button type="submit">Uitloggen <span class="en">/ Log out</span></button></form>"""
     return _PAGE.substitute(title="Toestemmingen / Consents", body=body)
 
 
