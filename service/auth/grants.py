@@ -267,6 +267,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 self._check_narrowing(known.scope)
             outcome = consent_records.rotate(conn, refresh_token, client.client_id, now)
         if isinstance(outcome, consent_records.Reused):
+            self.request.revoked = True
             raise InvalidGrantError(
                 "The refresh token was used before: every token of this consent is revoked "
                 "(RFC 9700 4.14); ask the patient again"

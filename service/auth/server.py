@@ -119,6 +119,7 @@ class FormRequest(OAuth2Request):
         self.conn: Connection | None = None
         self.issued_jti: str | None = None  # the token issued to this request, if any
         self.concerns: str | None = None  # the patient a refresh request concerns (audit)
+        self.revoked = False  # the request revoked tokens (a reused refresh token's family)
         self.consent_term: ConsentTerm = ONCE  # the patient's choice (consent decision)
 
     @contextmanager
@@ -215,9 +216,11 @@ class AuthServer(AuthorizationServer):
                 status, body, headers = super().create_token_response(request)
                 if audit is not None:
                     audit(conn, status, body)
-                return status, body, headers
             finally:
                 request.conn = None
+        if request.revoked:  # committed: this worker refuses them at once, the others soon
+            self.tokens.revoked.sync()
+        return status, body, headers
 
     def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
         """Authlib's validation of an authorization request, after :func:`check_syntax`."""

@@ -75,6 +75,7 @@ def _access(server: AuthServer, request: FormRequest, token: str) -> FoundToken 
     if token.count(".") != 2:
         return None
     issuer = request.token_url.removesuffix("/oauth/token")
+    server.tokens.revoked.sync()  # exact, not just current within a second
     try:
         claims = server.tokens.verify(token, issuer=issuer, audience=request.audience)
     except TokenError:
