@@ -213,6 +213,9 @@ def describe(scope: str) -> list[tuple[str, str]]:
         nl, en = _TYPE_NAMES.get(parsed.res_type, (parsed.res_type, parsed.res_type))
         perms_nl = ", ".join(_PERMS[p][0] for p in "cruds" if p in parsed.permissions)
         perms_en = ", ".join(_PERMS[p][1] for p in "cruds" if p in parsed.permissions)
+        only = " ".join(f"{k}={v}" for k, v in parsed.filters)
+        if only:  # a granular scope
+            perms_nl, perms_en = f"{perms_nl} (alleen {only})", f"{perms_en} (only {only})"
         lines.append((f"{nl}: {perms_nl}", f"{en}: {perms_en}"))
     return lines
 
