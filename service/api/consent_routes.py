@@ -1,6 +1,7 @@
 """The patient's consent overview (``/oauth/consents``, SMART's ``management_endpoint``).
 
-After a DigiD login (simulated: the BSN form) the patient sees every app with access, since and
+After a DigiD login (through the TVS/OIDC broker, returning to ``/oauth/consents/callback``;
+or the simulated BSN form) the patient sees every app with access, since and
 until when and its last exchange, and can withdraw each: its refresh tokens die and its access
 tokens are refused on every worker within a second (the revocation set). Each withdrawal is
 audited in its own transaction, visible in the patient's audit trail.
@@ -16,14 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from service.api.deps import AuthState, client_address, get_state, is_https
+from service.api.deps import AuthState, client_address, get_state, is_https, issuer_url
 from service.api.oauth_routes import MAX_FORM_BYTES, audit_login, auth_state
 from service.api.pages import HTML_HEADERS, ConsentRow, consents_page, error_page, login_page
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
 from service.auth import clients, consent, consent_records, patient_session
 from service.auth.compare import secrets_equal
-from service.auth.consent import ConsentError
+from service.auth.consent import ConsentError, PendingLogin
 from service.auth.consent_records import ConsentRecord
 from service.auth.grants import PatientUser
 from service.auth.identity import LoginError, SimulatedDigiD
@@ -68,11 +69,34 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(form)
 
 
-def _login(request: Request, auth: AuthState, error: str | None = None) -> Response:
+def _callback_url(request: Request) -> str:
+    """Where the DigiD broker sends the browser back (register it at the broker)."""
+    return issuer_url(request) + f"{patient_session.PATH}/callback"
+
+
+async def _login(request: Request, auth: AuthState, error: str | None = None) -> Response:
+    """The login: the simulated DigiD form, or off to the DigiD broker."""
     identity = auth.identity
     if not isinstance(identity, SimulatedDigiD):
-        message = "Log in through DigiD at the app (TELEMON_IDENTITY_PROVIDER=oidc)"
-        return _html(error_page(message), 404)
+        try:
+            started = await run_in_threadpool(identity.start, _callback_url(request))
+        except LoginError as exc:
+            return _html(error_page(str(exc)), 502)
+        pending = PendingLogin(
+            [], started.state, started.nonce, started.code_verifier, consent.new_tx_id()
+        )
+        to_broker = RedirectResponse(started.url, status_code=302, headers=HTML_HEADERS)
+        # SameSite=lax: the broker's redirect back (a cross-site top-level GET) must carry it.
+        to_broker.set_cookie(
+            patient_session.LOGIN_COOKIE,
+            consent.seal_login(auth.tokens.key, pending),
+            max_age=consent.TX_SECONDS,
+            path=patient_session.PATH,
+            httponly=True,
+            samesite="lax",
+            secure=is_https(request),
+        )
+        return to_broker
     csrf = consent.new_csrf()
     page = login_page("", csrf, identity.label, error, action=f"{patient_session.PATH}/login")
     response = _html(page, 400 if error else 200)
@@ -85,13 +109,52 @@ async def consents(request: Request) -> Response:
     auth = auth_state(request)
     session = _session(request, auth)
     if session is None:
-        return _login(request, auth)
-    rows = await run_in_threadpool(_rows, auth, session.patient_id)
+        return await _login(request, auth)
     notice = _WITHDRAWN if request.query_params.get("withdrawn") else None
+    return await _overview(request, auth, PatientUser(session.patient_id, session.subject), notice)
+
+
+async def _overview(
+    request: Request, auth: AuthState, user: PatientUser, notice: str | None = None
+) -> Response:
+    """The overview page, with a fresh session cookie (and CSRF token)."""
+    rows = await run_in_threadpool(_rows, auth, user.patient_id)
     csrf = consent.new_csrf()
-    fresh = patient_session.seal(auth.tokens.key, session.patient_id, session.subject, csrf)
+    fresh = patient_session.seal(auth.tokens.key, user.patient_id, user.subject, csrf)
     response = _html(consents_page(rows, csrf, notice))
     return _cookie(response, request, patient_session.COOKIE, fresh)
+
+
+@router.get(f"{patient_session.PATH}/callback")
+async def consents_callback(request: Request) -> Response:
+    """The DigiD broker's redirect back: verify the login, then show the overview."""
+    auth = auth_state(request)
+    identity = auth.identity
+    if isinstance(identity, SimulatedDigiD):
+        return _html(error_page("No DigiD broker is configured"), 404)
+    query = request.query_params
+    try:
+        pending = consent.open_login(
+            auth.tokens.key,
+            request.cookies.get(patient_session.LOGIN_COOKIE),
+            query.get("state", ""),
+        )
+        if "error" in query or not query.get("code"):
+            raise LoginError(f"DigiD: {query.get('error', 'no code')[:100]}")
+        user = await run_in_threadpool(
+            identity.finish, query["code"], _callback_url(request), pending
+        )
+    except (ConsentError, LoginError) as exc:
+        await audit_login(auth, request, None, f"login failed: {exc}"[:500], None, "4")
+        failed = _html(error_page(str(exc)), 400)
+        failed.delete_cookie(patient_session.LOGIN_COOKIE, path=patient_session.PATH)
+        return failed
+    await audit_login(auth, request, None, "patient login (consent overview, DigiD)", user)
+    # A page, not a redirect: after the cross-site redirect chain the browser would not send
+    # the new SameSite=Strict session cookie with the next request.
+    response = await _overview(request, auth, user)
+    response.delete_cookie(patient_session.LOGIN_COOKIE, path=patient_session.PATH)
+    return response
 
 
 def _rows(auth: AuthState, patient_id: str) -> list[ConsentRow]:
@@ -131,7 +194,7 @@ async def consents_login(request: Request) -> Response:
     except ConsentError as exc:
         return _html(error_page(str(exc)), 400)
     if not isinstance(identity, SimulatedDigiD):
-        return _login(request, auth)
+        return await _login(request, auth)
     if not secrets_equal(
         fields.get("csrf_token"), request.cookies.get(patient_session.CSRF_COOKIE)
     ):
@@ -149,7 +212,7 @@ async def consents_login(request: Request) -> Response:
     except LoginError as exc:
         await audit_login(auth, request, None, f"login failed: {exc}", None, "4")
         await run_in_threadpool(limiter.failed, limits)
-        return _login(request, auth, str(exc))
+        return await _login(request, auth, str(exc))
     await audit_login(auth, request, None, "patient login (consent overview)", user)
     csrf = consent.new_csrf()
     sealed = patient_session.seal(auth.tokens.key, user.patient_id, user.subject, csrf)
@@ -164,7 +227,7 @@ async def consents_withdraw(request: Request) -> Response:
     auth = auth_state(request)
     session = _session(request, auth)
     if session is None:
-        return _login(request, auth)
+        return await _login(request, auth)
     try:
         fields = await _form(request)
         patient_session.check_csrf(session, fields.get("csrf_token", ""))

@@ -19,6 +19,7 @@ from service.auth.consent import ConsentError, unseal
 
 COOKIE = "telemon_consents"
 CSRF_COOKIE = "telemon_consents_csrf"
+LOGIN_COOKIE = "telemon_consents_oidc"  # the DigiD broker login in progress
 PATH = "/oauth/consents"
 SESSION_SECONDS = 900
 _TYP = "telemon-consents+jwt"
