@@ -4,6 +4,8 @@ id_token verified with its JWKS, BSN claim mapped to the Patient, then consent a
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
+from service.auth import consent_records
 from service.settings import Settings
 from tests.auth.conftest import BSN_A, FHIR, REDIRECT, World, code_of, form_fields, pkce
 from tests.auth.oidc_broker import CLIENT_ID, CLIENT_SECRET, FakeBroker, forged_key, run_broker
@@ -238,11 +241,6 @@ def test_oidc_settings_are_required() -> None:
 def test_the_consent_overview_logs_in_through_the_broker(
     oidc_client: TestClient, broker: FakeBroker, world: World, pgo: tuple[str, str], oauth_db: Any
 ) -> None:
-    import re
-    import time
-
-    from service.auth import consent_records
-
     with oauth_db.write() as conn:
         granted = consent_records.create(
             conn,

@@ -14,11 +14,20 @@ import orjson
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service.auth import consent_records
+from service.auth import clients, consent_records
 from service.auth.consent_records import REFRESH_SECONDS
 from service.storage.db import Database
 from service.storage.tables import oauth_consents, oauth_refresh_tokens
-from tests.auth.conftest import BSN_A, REDIRECT, World, authorize, pgo_token, pkce
+from tests.auth.conftest import (
+    BSN_A,
+    REDIRECT,
+    World,
+    authorize,
+    form_fields,
+    pgo_token,
+    pkce,
+    register,
+)
 
 INDEFINITE = {"term": "indefinite"}
 
@@ -71,8 +80,6 @@ def test_the_consent_page_offers_long_term_without_preselecting_it(
             "code_challenge_method": "S256",
         },
     )
-    from tests.auth.conftest import form_fields
-
     consent = oauth_client.post("/oauth/login", data={**form_fields(page.text), "bsn": BSN_A})
     html = consent.text
     assert 'name="term" value="once" checked' in html
@@ -124,9 +131,6 @@ def test_rotation_reuse_revokes_the_family(
 def test_a_refresh_token_is_bound_to_its_client(
     oauth_client: TestClient, pgo: tuple[str, str], world: World, oauth_db: Database
 ) -> None:
-    from service.auth import clients
-    from tests.auth.conftest import register
-
     other, secret = clients.new_pgo("other.example.org", "Andere PGO", [REDIRECT])
     register(oauth_db, other)
     rt = pgo_token(oauth_client, pgo, BSN_A, term=INDEFINITE)["refresh_token"]
