@@ -212,7 +212,8 @@ def end(conn: Connection, consent_id: str, status: EndStatus, now: int) -> bool:
         .where(rt.consent_id == consent_id, rt.status != "revoked")
         .values(status="revoked")
     )
-    revocations.withdraw_consent(conn, consent_id)
+    if ended:  # (another worker's sweep may have ended it a moment ago)
+        revocations.withdraw_consent(conn, consent_id)
     return bool(ended)
 
 
