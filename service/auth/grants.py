@@ -211,6 +211,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         assert user is not None
         code: StoredCode = self.request.authorization_code
         now = int(time.time())
+        if not code.long_term:  # the patient said this once: no offline access granted
+            scope = " ".join(t for t in sc.split(scope) if t != "offline_access")
         with self.request.write() as conn:
             consent = consent_records.create(
                 conn,

@@ -57,8 +57,10 @@ def _refused_soon(http: TestClient, token: str, world: World) -> None:
 def test_this_once_gives_no_refresh_token(
     oauth_client: TestClient, pgo: tuple[str, str], world: World
 ) -> None:
-    body = pgo_token(oauth_client, pgo, BSN_A)
+    scope = "launch/patient offline_access patient/Observation.rs"
+    body = pgo_token(oauth_client, pgo, BSN_A, scope=scope)
     assert "refresh_token" not in body
+    assert body["scope"] == "launch/patient patient/Observation.rs"  # offline access not granted
     assert _read(oauth_client, body["access_token"], world) == 200
     refused = _refresh(oauth_client, pgo, "not-a-refresh-token")
     assert refused.status_code == 400
@@ -90,7 +92,9 @@ def test_the_consent_page_offers_long_term_without_preselecting_it(
 def test_rotation_reuse_revokes_the_family(
     oauth_client: TestClient, pgo: tuple[str, str], world: World, oauth_db: Database
 ) -> None:
-    first = pgo_token(oauth_client, pgo, BSN_A, term=INDEFINITE)
+    scope = "launch/patient offline_access patient/Observation.rs patient/Patient.rs"
+    first = pgo_token(oauth_client, pgo, BSN_A, term=INDEFINITE, scope=scope)
+    assert "offline_access" in first["scope"].split()
     rt1 = first["refresh_token"]
     second = _refresh(oauth_client, pgo, rt1)
     assert second.status_code == 200, second.text
