@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, UnauthorizedClientError
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import Connection, select, update
@@ -63,6 +63,13 @@ class FoundToken:
             return self.consent.patient_id
         patient = self.claims.get("patient")
         return patient if isinstance(patient, str) else None
+
+
+def check_params(request: Any) -> None:
+    """A ``token`` is required; ``token_type_hint`` is only a hint, and an unknown one is
+    ignored (RFC 7009 §2.1, RFC 7662 §2.1): both kinds are always looked for."""
+    if not request.form.get("token"):
+        raise InvalidRequestError("Missing 'token'")
 
 
 def find(server: AuthServer, request: FormRequest) -> FoundToken | None:
@@ -120,7 +127,7 @@ class TokenRevocation(RevocationEndpoint):
 
     def authenticate_token(self, request: Any, client: Any) -> FoundToken | None:
         """The token, when it is the requesting client's (else ``invalid_grant``)."""
-        self.check_params(request, client)
+        check_params(request)
         found = find(self.server, request)
         if found is not None:
             request.concerns = found.patient_id
@@ -144,7 +151,7 @@ class TokenIntrospection(IntrospectionEndpoint):
 
     def authenticate_token(self, request: Any, client: Any) -> FoundToken | None:
         """The token, if a backend client asks."""
-        self.check_params(request, client)
+        check_params(request)
         if not self.check_permission(None, client, request):
             raise UnauthorizedClientError("Introspection is for registered backend services")
         return find(self.server, request)

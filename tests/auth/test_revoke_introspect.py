@@ -161,3 +161,24 @@ def test_advertised_in_discovery_and_capability_statement(
     assert uris["revoke"] == smart["revocation_endpoint"]
     assert uris["introspect"] == smart["introspection_endpoint"]
     assert uris["manage"] == smart["management_endpoint"]
+
+
+@pytest.mark.parametrize("path", ["/oauth/revoke", "/oauth/introspect"])
+def test_bad_requests_get_rfc_errors_never_500(
+    oauth_client: TestClient, pgo: tuple[str, str], path: str
+) -> None:
+    as_json = oauth_client.post(path, json={"token": "x"}, auth=pgo)
+    assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
+    nul = oauth_client.post(
+        path,
+        content=b"token=a%00b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=pgo,
+    )
+    assert nul.status_code == 400 and nul.json()["error"] == "invalid_request"
+    missing = oauth_client.post(path, data={"token_type_hint": "access_token"}, auth=pgo)
+    assert missing.status_code in (400, 401)  # no token (or, introspecting, not a backend)
+    assert "error" in missing.json()
+    # an unknown hint is only ignored (RFC 7009 §2.1): revoking an unknown token is no error
+    hint = oauth_client.post(path, data={"token": "x", "token_type_hint": "id_token"}, auth=pgo)
+    assert hint.status_code == (200 if path == "/oauth/revoke" else 400), hint.text
