@@ -33,7 +33,9 @@ def upgrade() -> None:
         sa.Column("last_exchange_at", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("ended_at", sa.BigInteger()),
+        sa.Column("code_hash", sa.String(64)),
     )
+    op.create_index("ix_oauth_consents_code", "oauth_consents", ["code_hash"])
     op.create_index("ix_oauth_consents_patient", "oauth_consents", ["patient_id", "status"])
     op.create_index(
         "ix_oauth_consents_lapse", "oauth_consents", ["status", "long_term", "last_exchange_at"]
@@ -63,4 +65,5 @@ def downgrade() -> None:
     op.drop_table("oauth_refresh_tokens")
     op.drop_index("ix_oauth_consents_lapse", "oauth_consents")
     op.drop_index("ix_oauth_consents_patient", "oauth_consents")
+    op.drop_index("ix_oauth_consents_code", "oauth_consents")
     op.drop_table("oauth_consents")

@@ -49,6 +49,7 @@ class ConsentRecord:
     last_exchange_at: int
     status: str
     ended_at: int | None = None
+    code_hash: str | None = None
 
     def check_client(self, client: Any) -> bool:
         """Authlib: the refresh token is bound to the client it was issued to."""
@@ -88,6 +89,7 @@ def _record(row: Any) -> ConsentRecord:
         row.last_exchange_at,
         row.status,
         row.ended_at,
+        row.code_hash,
     )
 
 
@@ -101,8 +103,9 @@ def create(
     long_term: bool,
     ends_at: int | None,
     now: int,
+    code_hash: str | None = None,
 ) -> ConsentRecord:
-    """Store a consent just turned into tokens (the code exchange)."""
+    """Store a consent just turned into tokens (the exchange of the code ``code_hash``)."""
     record = ConsentRecord(
         secrets.token_urlsafe(18),
         client_id,
@@ -114,6 +117,7 @@ def create(
         ends_at,
         now,
         "active",
+        code_hash=code_hash,
     )
     values = {
         c.name: getattr(record, c.name) for c in oauth_consents.c if hasattr(record, c.name)
@@ -215,6 +219,15 @@ def end(conn: Connection, consent_id: str, status: EndStatus, now: int) -> bool:
     if ended:  # (another worker's sweep may have ended it a moment ago)
         revocations.withdraw_consent(conn, consent_id)
     return bool(ended)
+
+
+def end_granted_with(conn: Connection, code_hash: str, now: int) -> int:
+    """End the consents granted with an authorization code (it was replayed); how many."""
+    c = oauth_consents.c
+    ids = conn.execute(
+        select(c.consent_id).where(c.code_hash == code_hash, c.status == "active")
+    ).scalars().all()
+    return sum(end(conn, consent_id, "revoked", now) for consent_id in ids)
 
 
 def for_patient(conn: Connection, patient_id: str, now: int) -> list[ConsentRecord]:

@@ -171,6 +171,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 .values(used=True)
             ).rowcount
         if not claimed:
+            with self.server.db.write() as conn:  # its consent's refresh tokens too
+                consent_records.end_granted_with(conn, code_hash, now)
             self.server.tokens.revoke_issued_from(code_hash)
             return None
         if row.client_id != client.client_id or row.expires_at < now:
@@ -221,6 +223,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 subject=user.subject,
                 scope=scope or "",
                 long_term=code.long_term,
+                code_hash=code.code_hash,
                 ends_at=(
                     code.consent_ends_at
                     if code.long_term

@@ -182,7 +182,9 @@ oauth_consents = Table(
     Column("last_exchange_at", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("ended_at", BigInteger),
+    Column("code_hash", String(64)),  # the authorization code it was granted with
     Index("ix_oauth_consents_patient", "patient_id", "status"),
+    Index("ix_oauth_consents_code", "code_hash"),
     Index("ix_oauth_consents_lapse", "status", "long_term", "last_exchange_at"),
 )
 

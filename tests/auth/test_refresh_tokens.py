@@ -23,6 +23,7 @@ from tests.auth.conftest import (
     REDIRECT,
     World,
     authorize,
+    code_of,
     form_fields,
     pgo_token,
     pkce,
@@ -226,3 +227,23 @@ def test_two_concurrent_refreshes_exactly_one_wins(
     # the loser presented a used-up token: the family is revoked (RFC 9700 §4.14.2)
     winner = next(r for r in results if r.status_code == 200).json()
     assert _refresh(oauth_client, pgo, winner["refresh_token"]).status_code == 400
+
+
+def test_a_replayed_code_revokes_its_refresh_token(
+    oauth_client: TestClient, pgo: tuple[str, str], world: World
+) -> None:
+    verifier, challenge = pkce()
+    redirect = authorize(oauth_client, pgo[0], BSN_A, challenge=challenge, term=INDEFINITE)
+    code = code_of(redirect)
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    first = oauth_client.post("/oauth/token", data=data, auth=pgo)
+    assert first.status_code == 200
+    replayed = oauth_client.post("/oauth/token", data=data, auth=pgo)
+    assert replayed.json()["error"] == "invalid_grant"
+    assert _refresh(oauth_client, pgo, first.json()["refresh_token"]).status_code == 400
+    assert _read(oauth_client, first.json()["access_token"], world) == 401
