@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import Connection
 
 from service.api.deps import AuthState, client_address, get_state, is_https, issuer_url
 from service.api.oauth_routes import MAX_FORM_BYTES, audit_login, auth_state
@@ -26,7 +27,7 @@ from service.auth import clients, consent, consent_records, patient_session
 from service.auth.compare import secrets_equal
 from service.auth.consent import ConsentError, PendingLogin
 from service.auth.consent_records import ConsentRecord
-from service.auth.grants import PatientUser
+from service.auth.grants import ConsentTerm, PatientUser
 from service.auth.identity import LoginError, SimulatedDigiD
 from service.auth.patient_session import PatientSession
 from service.fhir.outcome import FhirError
@@ -34,6 +35,7 @@ from service.fhir.outcome import FhirError
 router = APIRouter(include_in_schema=False)
 
 _WITHDRAWN = "De toestemming is ingetrokken / The consent has been withdrawn"
+_CHANGED = "De toestemming is gewijzigd / The consent has been changed"
 
 
 def _html(content: str, status: int = 200) -> HTMLResponse:
@@ -110,7 +112,13 @@ async def consents(request: Request) -> Response:
     session = _session(request, auth)
     if session is None:
         return await _login(request, auth)
-    notice = _WITHDRAWN if request.query_params.get("withdrawn") else None
+    notice = (
+        _WITHDRAWN
+        if request.query_params.get("withdrawn")
+        else _CHANGED
+        if request.query_params.get("changed")
+        else None
+    )
     return await _overview(request, auth, PatientUser(session.patient_id, session.subject), notice)
 
 
@@ -180,7 +188,12 @@ def _row(record: ConsentRecord, app: str, zone: ZoneInfo) -> ConsentRow:
         last_day = datetime.fromtimestamp(record.ends_at - 1, zone).date().isoformat()
         until = (f"t/m {last_day}", f"up to and including {last_day}")
     return ConsentRow(
-        record.consent_id, app, local(record.granted_at), until, local(record.last_exchange_at)
+        record.consent_id,
+        app,
+        local(record.granted_at),
+        until,
+        local(record.last_exchange_at),
+        record.long_term,
     )
 
 
@@ -221,10 +234,10 @@ async def consents_login(request: Request) -> Response:
     return _cookie(response, request, patient_session.COOKIE, sealed)
 
 
-@router.post(f"{patient_session.PATH}/withdraw")
-async def consents_withdraw(request: Request) -> Response:
-    """Withdraw one consent of the logged-in patient (audited with the withdrawal)."""
-    auth = auth_state(request)
+async def _patient_form(
+    request: Request, auth: AuthState
+) -> tuple[PatientUser, dict[str, str]] | Response:
+    """The logged-in patient and their form post (CSRF checked), or the response to send."""
     session = _session(request, auth)
     if session is None:
         return await _login(request, auth)
@@ -233,7 +246,17 @@ async def consents_withdraw(request: Request) -> Response:
         patient_session.check_csrf(session, fields.get("csrf_token", ""))
     except ConsentError as exc:
         return _html(error_page(str(exc)), 400)
-    user = PatientUser(session.patient_id, session.subject)
+    return PatientUser(session.patient_id, session.subject), fields
+
+
+@router.post(f"{patient_session.PATH}/withdraw")
+async def consents_withdraw(request: Request) -> Response:
+    """Withdraw one consent of the logged-in patient (audited with the withdrawal)."""
+    auth = auth_state(request)
+    posted = await _patient_form(request, auth)
+    if isinstance(posted, Response):
+        return posted
+    user, fields = posted
     found = await run_in_threadpool(
         _withdraw, auth, request, user, fields.get("consent_id", "")
     )
@@ -261,6 +284,68 @@ async def consents_logout(request: Request) -> Response:
     return response
 
 
+@router.post(f"{patient_session.PATH}/change")
+async def consents_change(request: Request) -> Response:
+    """Move the end of one long-term consent of the logged-in patient (audited)."""
+    auth = auth_state(request)
+    posted = await _patient_form(request, auth)
+    if isinstance(posted, Response):
+        return posted
+    user, fields = posted
+    try:
+        term = consent.parse_term(
+            fields.get("term", ""), fields.get("until", ""), auth.server.settings.timezone
+        )
+        if not term.long_term:
+            raise ConsentError("Kies een datum of onbepaalde tijd / Pick a date or indefinitely")
+    except ConsentError as exc:
+        return _html(error_page(str(exc)), 400)
+    changed = await run_in_threadpool(
+        _change, auth, request, user, fields.get("consent_id", ""), term
+    )
+    if not changed:
+        return _html(error_page("Onbekende toestemming / Unknown consent"), 404)
+    return RedirectResponse(
+        f"{patient_session.PATH}?changed=1", status_code=303, headers=HTML_HEADERS
+    )
+
+
+def _change(
+    auth: AuthState, request: Request, user: PatientUser, consent_id: str, term: ConsentTerm
+) -> bool:
+    with auth.server.db.write() as conn:
+        record = consent_records.change_end(
+            conn, user.patient_id, consent_id[:64], term.ends_at, int(time.time())
+        )
+        if record is None:
+            return False
+        what = (
+            f"consent changed by the patient: {record.client_id} ({record.consent_id}) now "
+            f"{consent.describe_term(term)}"
+        )
+        _audit_in(conn, auth, request, user, record, what)
+    return True
+
+
+def _audit_in(
+    conn: Connection,
+    auth: AuthState,
+    request: Request,
+    user: PatientUser,
+    record: ConsentRecord,
+    what: str,
+) -> None:
+    """The AuditEvent of the patient's change to ``record``, in ``conn``'s transaction."""
+    actor = Actor(
+        client_id=record.client_id,
+        user=user.subject,
+        token_id=None,
+        address=request.client.host if request.client else None,
+    )
+    access = AccessRecord("consent", outcome="0", description=what, patient_ids=[user.patient_id])
+    auth.audit.trail.write_in(conn, actor, access)
+
+
 def _withdraw(auth: AuthState, request: Request, user: PatientUser, consent_id: str) -> bool:
     with auth.server.db.write() as conn:
         record = consent_records.withdraw(
@@ -268,15 +353,6 @@ def _withdraw(auth: AuthState, request: Request, user: PatientUser, consent_id: 
         )
         if record is None:
             return False
-        actor = Actor(
-            client_id=record.client_id,
-            user=user.subject,
-            token_id=None,
-            address=request.client.host if request.client else None,
-        )
         what = f"consent withdrawn by the patient: {record.client_id} ({record.consent_id})"
-        access = AccessRecord(
-            "consent", outcome="0", description=what, patient_ids=[user.patient_id]
-        )
-        auth.audit.trail.write_in(conn, actor, access)
+        _audit_in(conn, auth, request, user, record, what)
     return True

@@ -457,6 +457,11 @@ def _oauth_and_browser_paths() -> dict[str, Any]:
         "/oauth/consents/withdraw": _form_op(
             "patientConsentsWithdraw", "Withdraw one of the patient's consents",
             {"csrf_token": text, "consent_id": text}, "Browser forms"),
+        "/oauth/consents/change": _form_op(
+            "patientConsentsChange", "Move the end of a long-term consent",
+            {"csrf_token": text, "consent_id": text,
+             "term": {"type": "string", "enum": ["until", "indefinite"]},
+             "until": {"type": "string", "format": "date"}}, "Browser forms"),
         "/oauth/consents/logout": _form_op(
             "patientConsentsLogout", "Log out of the consent overview",
             {"csrf_token": text}, "Browser forms"),

@@ -132,6 +132,18 @@ class ConsentRow:
     since: str
     until: tuple[str, str]  # (Dutch, English)
     last_exchange: str
+    long_term: bool = False
+
+
+def _change_form(row: ConsentRow, csrf: str) -> str:
+    """Move a long-term consent's end: a date or indefinitely (neither preselected)."""
+    return f"""<form method="post" action="/oauth/consents/change">
+{_hidden("csrf_token", csrf)}{_hidden("consent_id", row.consent_id)}
+<label><input type="radio" name="term" value="until" required> tot en met
+<span class="en">(until)</span></label> <input type="date" name="until"
+aria-label="einddatum / end date"><label><input type="radio" name="term" value="indefinite">
+onbepaalde tijd <span class="en">(indefinitely)</span></label>
+<button type="submit">Wijzigen <span class="en">/ Change</span></button></form>"""
 
 
 def consents_page(rows: list[ConsentRow], csrf: str, notice: str | None = None) -> str:
@@ -142,7 +154,8 @@ def consents_page(rows: list[ConsentRow], csrf: str, notice: str | None = None) 
 <td>{escape(r.until[0])} <span class="en">({escape(r.until[1])})</span></td>
 <td>{escape(r.last_exchange)}</td><td><form method="post" action="/oauth/consents/withdraw">
 {_hidden("csrf_token", csrf)}{_hidden("consent_id", r.consent_id)}
-<button type="submit">Intrekken <span class="en">/ Withdraw</span></button></form></td></tr>"""
+<button type="submit">Intrekken <span class="en">/ Withdraw</span></button></form>
+{_change_form(r, csrf) if r.long_term else ""}</td></tr>"""
         for r in rows
     )
     table = (

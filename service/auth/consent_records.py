@@ -267,3 +267,29 @@ def withdraw(conn: Connection, patient_id: str, consent_id: str, now: int) -> Co
     if record is None or record.patient_id != patient_id or not record.live(now):
         return None
     return record if end(conn, consent_id, "withdrawn", now) else None
+
+
+def change_end(
+    conn: Connection, patient_id: str, consent_id: str, ends_at: int | None, now: int
+) -> ConsentRecord | None:
+    """The patient moves the end of one of their live long-term consents (None: indefinitely);
+    refresh tokens are cut back to a sooner end. The consent as it was, or None when it is not
+    theirs, not live or not long-term."""
+    record = get(conn, consent_id)
+    if record is None or record.patient_id != patient_id or not record.live(now):
+        return None
+    if not record.long_term:
+        return None
+    conn.execute(
+        update(oauth_consents)
+        .where(oauth_consents.c.consent_id == consent_id)
+        .values(ends_at=ends_at)
+    )
+    if ends_at is not None:
+        rt = oauth_refresh_tokens.c
+        conn.execute(
+            update(oauth_refresh_tokens)
+            .where(rt.consent_id == consent_id, rt.status == "active", rt.expires_at > ends_at)
+            .values(expires_at=ends_at)
+        )
+    return record

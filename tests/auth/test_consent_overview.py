@@ -8,13 +8,18 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import date, timedelta
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from service.app import create_app
+from service.auth import consent_records
 from service.settings import Settings
+from service.storage.db import Database
+from service.storage.tables import oauth_refresh_tokens
 from tests.auth.conftest import BSN_A, BSN_B, World, pgo_token
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
@@ -57,9 +62,9 @@ def test_withdrawing_a_consent(
     html = _log_in(browser, BSN_A)
     assert html.count("Voorbeeld PGO") == 2  # both consents, each with its own line
     assert "onbepaalde tijd" in html and "indefinitely" in html and "this once" in html
-    assert len(_CONSENT.findall(html)) == 2
+    assert len(set(_CONSENT.findall(html))) == 2
     [row] = [r for r in html.split("<tr>") if "indefinitely" in r]
-    [long_term_id] = _CONSENT.findall(row)
+    [long_term_id] = set(_CONSENT.findall(row))
     csrf = _CSRF.search(html)
     assert csrf is not None
     withdrawn = browser.post(
@@ -67,7 +72,7 @@ def test_withdrawing_a_consent(
     )
     committed = time.monotonic()
     assert withdrawn.status_code == 200 and "ingetrokken" in withdrawn.text
-    assert len(_CONSENT.findall(withdrawn.text)) == 1
+    assert len(set(_CONSENT.findall(withdrawn.text))) == 1
     assert _read(oauth_client, long_term["access_token"], world) == 401  # this worker: at once
     while _read(other, long_term["access_token"], world) != 401:
         assert time.monotonic() - committed < 1.0, "still accepted by the other worker"
@@ -129,3 +134,52 @@ def test_no_session_no_overview_and_no_withdrawal(
         "/oauth/consents/login", data={"csrf_token": csrf[1], "bsn": "123456789"}
     )
     assert failed.status_code == 400
+
+
+def test_changing_a_long_term_consent(
+    oauth_client: TestClient, pgo: tuple[str, str], world: World, oauth_db: Database
+) -> None:
+    long_term = pgo_token(oauth_client, pgo, BSN_A, term={"term": "indefinite"})
+    browser = TestClient(oauth_client.app, base_url="http://testserver")
+    html = _log_in(browser, BSN_A)
+    assert 'action="/oauth/consents/change"' in html
+    assert 'value="indefinite">' in html  # not preselected
+    [consent_id] = _CONSENT.findall(html.split('action="/oauth/consents/change"')[1])
+    csrf = _CSRF.search(html)
+    assert csrf is not None
+    last_day = date.today() + timedelta(days=10)
+    changed = browser.post(
+        "/oauth/consents/change",
+        data={
+            "csrf_token": csrf[1],
+            "consent_id": consent_id,
+            "term": "until",
+            "until": last_day.isoformat(),
+        },
+    )
+    assert changed.status_code == 200 and "gewijzigd" in changed.text
+    assert f"t/m {last_day.isoformat()}" in changed.text
+    with oauth_db.read() as conn:
+        record = consent_records.get(conn, consent_id)
+        expiry = conn.execute(select(oauth_refresh_tokens.c.expires_at)).scalar_one()
+    assert record is not None and record.ends_at is not None
+    assert expiry == record.ends_at  # the refresh token no longer outlives the consent
+    refreshed = oauth_client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": long_term["refresh_token"]},
+        auth=pgo,
+    )
+    assert refreshed.status_code == 200  # still valid until then
+    # a date in the past or "this once" is refused
+    csrf = _CSRF.search(changed.text)
+    assert csrf is not None
+    for bad in ({"term": "until", "until": "2020-01-01"}, {"term": "once"}, {}):
+        refused = browser.post(
+            "/oauth/consents/change",
+            data={"csrf_token": csrf[1], "consent_id": consent_id, **bad},
+        )
+        assert refused.status_code == 400
+    fhir = oauth_client.app.state.telemon.fhir  # type: ignore[attr-defined]
+    events = fhir.search("AuditEvent", [("patient", world.a), ("_count", "500")]).matches
+    texts = [orjson.loads(m.content).get("outcomeDesc", "") for m in events]
+    assert sum("consent changed by the patient" in t for t in texts) == 1
