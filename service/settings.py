@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     assertion_max_seconds: int = Field(
         default=300, le=300, description="Longest a client assertion may live (exp - now)."
     )
+    consent_sweep_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How often long-term consents unused for six months are ended (0: never).",
+    )
     identity_provider: Literal["simulated-digid", "oidc"] = Field(
         default="simulated-digid",
         description="Patient login: 'oidc' (DigiD through a TVS/OIDC broker, oidc_* settings) "

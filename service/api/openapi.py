@@ -497,7 +497,10 @@ def _oauth_and_browser_paths() -> dict[str, Any]:
     ]
     token_fields = {name: text for name in (
         "grant_type", "code", "redirect_uri", "code_verifier", "client_id", "client_secret",
-        "client_assertion_type", "client_assertion", "scope")}
+        "client_assertion_type", "client_assertion", "scope", "refresh_token")}
+    token_ref = {name: text for name in (
+        "token", "token_type_hint", "client_id", "client_secret", "client_assertion_type",
+        "client_assertion")}
     return {
         "/oauth/authorize": {"get": {
             "tags": ["OAuth"], "summary": "Start the PGO authorization (code + PKCE)",
@@ -514,11 +517,38 @@ def _oauth_and_browser_paths() -> dict[str, Any]:
                           "400": {"description": "RFC 6749 error"},
                           "401": {"description": "Client authentication failed"}},
         }},
+        "/oauth/revoke": _form_op("revoke", "Revoke an access or refresh token (RFC 7009)",
+                                  token_ref, "OAuth"),
+        "/oauth/introspect": _form_op("introspect",
+                                      "Introspect a token (RFC 7662; backend services)",
+                                      token_ref, "OAuth"),
+        "/oauth/consents": {"get": {
+            "tags": ["Browser forms"], "summary": "The patient's consents (or the DigiD login)",
+            "operationId": "patientConsents",
+            "responses": {"200": {"description": "The page"}},
+        }},
+        "/oauth/consents/login": _form_op(
+            "patientConsentsLogin", "The consent overview's (simulated DigiD) login",
+            {"csrf_token": text, "bsn": text}, "Browser forms"),
+        "/oauth/consents/withdraw": _form_op(
+            "patientConsentsWithdraw", "Withdraw one of the patient's consents",
+            {"csrf_token": text, "consent_id": text}, "Browser forms"),
+        "/oauth/consents/change": _form_op(
+            "patientConsentsChange", "Move the end of a long-term consent",
+            {"csrf_token": text, "consent_id": text,
+             "term": {"type": "string", "enum": ["until", "indefinite"]},
+             "until": {"type": "string", "format": "date"}}, "Browser forms"),
+        "/oauth/consents/logout": _form_op(
+            "patientConsentsLogout", "Log out of the consent overview",
+            {"csrf_token": text}, "Browser forms"),
         "/oauth/login": _form_op("patientLogin", "The patient's (simulated DigiD) login form",
                                  {"tx": text, "csrf_token": text, "bsn": text}, "Browser forms"),
         "/oauth/consent": _form_op("patientConsent", "The patient's consent form",
                                    {"tx": text, "csrf_token": text,
-                                    "decision": {"type": "string", "enum": ["allow", "deny"]}},
+                                    "decision": {"type": "string", "enum": ["allow", "deny"]},
+                                    "term": {"type": "string",
+                                             "enum": ["once", "until", "indefinite"]},
+                                    "until": {"type": "string", "format": "date"}},
                                    "Browser forms"),
         "/dashboard/login": _form_op("dashboardLogin", "The clinician's login form",
                                      {"csrf_token": text, "uzi": text, "next": text},

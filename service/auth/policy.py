@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service.auth.scopes import Grants
+from service.fhir.confinement import Confinement
 from service.fhir.outcome import FhirError
 
 Interaction = Literal[
@@ -103,7 +104,9 @@ def allows(principal: Principal, res_type: str, interaction: Interaction | str) 
 
 
 def compartment(principal: Principal) -> tuple[str, ...] | None:
-    """The patient compartments the principal is confined to (None: not confined)."""
+    """The patient compartments the principal is confined to (None: not confined), with the
+    filters of its granular scopes (a :class:`Confinement`)."""
     if principal.kind != "patient":
         return None
-    return (principal.patient_id,) if principal.patient_id else ()
+    ids = (principal.patient_id,) if principal.patient_id else ()
+    return Confinement(ids, principal.grants.read_filters("patient"))

@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import Connection
 
 from service.clock import Clock, system_clock
+from service.fhir.confinement import Confinement
 from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
 from service.fhir.including import included_resources
@@ -279,8 +280,27 @@ class FhirService:
         return self.compartment_of(stored.res_type, stored.content)
 
     def visible(self, patient_ids: tuple[str, ...] | None, stored: StoredVersion) -> bool:
-        """True when a version lies in one of ``patient_ids`` (None: no confinement)."""
-        return patient_ids is None or self.compartment(stored) in patient_ids
+        """True when a version lies in one of ``patient_ids`` (None: no confinement) and, for
+        a :class:`Confinement`, passes its granular-scope filters."""
+        if patient_ids is None:
+            return True
+        if self.compartment(stored) not in patient_ids:
+            return False
+        if not isinstance(patient_ids, Confinement) or not patient_ids.filtered(stored.res_type):
+            return True
+        rtype = self.registry.get(stored.res_type)
+        if rtype is None or stored.content is None:
+            return False
+        tokens = extract(orjson.loads(stored.content), rtype, self.zone).tokens
+        return patient_ids.admits(stored.res_type, tokens)
+
+    def _narrowed(
+        self, res_type: str, params: Sequence[tuple[str, str]], patient_ids: tuple[str, ...] | None
+    ) -> list[tuple[str, str]]:
+        """``params`` plus a Confinement's filters for ``res_type`` where a search can say them."""
+        if isinstance(patient_ids, Confinement):
+            return [*params, *patient_ids.search_params(res_type)]
+        return list(params)
 
     def prepare(self, data: Any, expected_type: str | None = None) -> ResourceType:
         """Validate ``data`` structurally (400) and against the profiles (422)."""
@@ -1033,19 +1053,24 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
         permit: Callable[[str], None] = lambda _type: None,
     ) -> SearchResult:
-        """Run a type-level search; ``patient_ids`` confines it to those compartments.
+        """Run a type-level search; ``patient_ids`` confines it to those compartments (and a
+        :class:`Confinement`'s filters: in the query where it can say them, and on the rows).
 
         ``permit`` (the caller's scopes) is asked about every other type the search reads:
         chain targets, ``_has`` sources, ``_include`` and ``_revinclude`` types; it raises to
         refuse. Included resources of a type it refuses are left out.
         """
         rtype = self.resource_type(res_type)
-        query, warnings = self.parse_query(rtype, params, strict=strict)
+        query, warnings = self.parse_query(
+            rtype, self._narrowed(res_type, params, patient_ids), strict=strict
+        )
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
         with self.db.read() as conn:
             page = search_sql.search(conn, search_sql.resolve_links(conn, query))
+            if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):
+                page.rows = [r for r in page.rows if self.visible(patient_ids, r)]
             included = included_resources(
                 conn,
                 query,
@@ -1086,9 +1111,12 @@ class FhirService:
                 max_n = wanted
             else:
                 rest.append((name, value))
-        query, warnings = self.parse_query(rtype, rest, strict=strict)
+        query, warnings = self.parse_query(
+            rtype, self._narrowed("Observation", rest, patient_ids), strict=strict
+        )
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
         with self.db.read() as conn:
-            return search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n), warnings
+            rows = search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n)
+        return [r for r in rows if self.visible(patient_ids, r)], warnings
