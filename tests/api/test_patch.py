@@ -208,6 +208,9 @@ def test_fhirpath_patch_indexes_first_last(client: TestClient, weight_id: str) -
         (f.operation("replace", "Observation.code.descendants()", value={"valueString": "x"}), 400),
         (f.operation("explode", "Observation.status"), 400),
         (f.operation("insert", "Observation.category", index=5, value=[]), 422),
+        (f.operation("replace", "Observation.note[1.5]", value={"valueString": "x"}), 400),
+        (f.operation("replace", "Observation", value={"valueString": "x"}), 422),
+        (f.operation("delete", "Observation"), 422),
     ],
 )
 def test_fhirpath_patch_errors(
@@ -243,3 +246,12 @@ def test_patch_keeps_decimal_digits_and_refuses_empty_values(client: TestClient)
     refused = client.patch(f"/fhir/Observation/{oid}", json=empty, headers=JSON_PATCH)
     assert refused.status_code == 400
     assert f.expressions(refused.json()) == ["Observation.status"]
+
+
+def test_copies_cannot_blow_up_the_resource(client: TestClient, weight_id: str) -> None:
+    # each copy doubles the list: 40 of them would make 2**40 notes
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/note", "value": [{"text": "x"}]}]
+    ops += [{"op": "copy", "from": "/note", "path": "/note/-"} for _ in range(40)]
+    response = client.patch(f"/fhir/Observation/{weight_id}", json=ops, headers=JSON_PATCH)
+    assert response.status_code == 413, response.text
+    assert _read(client, weight_id)["meta"]["versionId"] == "1"
