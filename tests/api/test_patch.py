@@ -4,8 +4,12 @@ validation of the result and nothing stored on failure."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -255,3 +259,39 @@ def test_copies_cannot_blow_up_the_resource(client: TestClient, weight_id: str) 
     response = client.patch(f"/fhir/Observation/{weight_id}", json=ops, headers=JSON_PATCH)
     assert response.status_code == 413, response.text
     assert _read(client, weight_id)["meta"]["versionId"] == "1"
+
+
+def test_parallel_patches_lose_no_update(live_server: str, http: httpx.Client) -> None:
+    pid = http.post(f"{live_server}/Patient", json=f.patient()).json()["id"]
+    oid = http.post(f"{live_server}/Observation", json=f.weight(pid)).json()["id"]
+    seed = [{"op": "add", "path": "/note", "value": [{"text": "start"}]}]
+    assert http.patch(
+        f"{live_server}/Observation/{oid}", json=seed, headers=JSON_PATCH
+    ).status_code == 200
+    workers = 10
+    barrier = Barrier(workers)
+
+    def add(n: int) -> int:
+        ops = [{"op": "add", "path": "/note/-", "value": {"text": f"writer {n}"}}]
+        barrier.wait(timeout=10)
+        response = http.patch(f"{live_server}/Observation/{oid}", json=ops, headers=JSON_PATCH)
+        return response.status_code
+
+    def guarded(n: int) -> int:
+        ops = [{"op": "replace", "path": "/valueQuantity/value", "value": 70 + n}]
+        barrier.wait(timeout=10)
+        return http.patch(
+            f"{live_server}/Observation/{oid}", json=ops,
+            headers={**JSON_PATCH, "If-Match": f'W/"{2 + workers}"'},
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        assert list(pool.map(add, range(workers))) == [200] * workers
+        # each read-modify-write saw the one before it: every note is there
+        final = http.get(f"{live_server}/Observation/{oid}").json()
+        assert final["meta"]["versionId"] == str(2 + workers)
+        assert sorted(n["text"] for n in final["note"]) == sorted(
+            ["start", *(f"writer {n}" for n in range(workers))]
+        )
+        # all patch the version they read: exactly one wins, the others get 412
+        assert Counter(pool.map(guarded, range(workers))) == {200: 1, 412: workers - 1}
