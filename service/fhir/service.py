@@ -844,6 +844,7 @@ class FhirService:
         criteria: str,
         data: Any,
         *,
+        if_match: str | None = None,
         patient_ids: tuple[str, ...] | None = None,
         may_create: bool = True,
         in_transaction: TransactionHook | None = None,
@@ -852,7 +853,13 @@ class FhirService:
         rtype = self.prepare(data, res_type)
         with self.db.write() as conn:
             result = self.conditional_update_in(
-                conn, rtype, criteria, data, patient_ids=patient_ids, may_create=may_create
+                conn,
+                rtype,
+                criteria,
+                data,
+                if_match=if_match,
+                patient_ids=patient_ids,
+                may_create=may_create,
             )
             if in_transaction is not None:
                 in_transaction(conn, [result])
@@ -865,6 +872,7 @@ class FhirService:
         criteria: str,
         data: dict[str, Any],
         *,
+        if_match: str | None = None,
         pending: AbstractSet[tuple[str, str]] = frozenset(),
         prefix: str | None = None,
         patient_ids: tuple[str, ...] | None = None,
@@ -883,8 +891,8 @@ class FhirService:
                 403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
             )
         return self.update_in(
-            conn, rtype, res_id, {**data, "id": res_id}, pending=pending, prefix=prefix,
-            patient_ids=patient_ids,
+            conn, rtype, res_id, {**data, "id": res_id}, if_match=if_match, pending=pending,
+            prefix=prefix, patient_ids=patient_ids,
         )
 
     def conditional_target(
@@ -934,6 +942,7 @@ class FhirService:
         criteria: str,
         patch: Patch,
         *,
+        if_match: str | None = None,
         patient_ids: tuple[str, ...] | None = None,
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
@@ -945,7 +954,9 @@ class FhirService:
                 raise FhirError.single(
                     404, "not-found", f"No {rtype.name} matches '{criteria}'", "url"
                 )
-            result = self.patch_in(conn, rtype, match.res_id, patch, patient_ids=patient_ids)
+            result = self.patch_in(
+                conn, rtype, match.res_id, patch, if_match=if_match, patient_ids=patient_ids
+            )
             if in_transaction is not None:
                 in_transaction(conn, [result])
             return result
