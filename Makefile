@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser).
 CHROMIUM := /usr/bin/chromium
+# The stock Node FHIR clients that tests/api/test_stock_clients.py drives (exact versions from
+# the lock file; node and npm come with the machine)
+NODE_CLIENTS := tests/api/node_clients/node_modules/.package-lock.json
 
 .PHONY: run test lint typecheck bench clean
 
@@ -33,9 +36,7 @@ test: $(STAMP) $(CHROMIUM) $(NODE_CLIENTS)
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider -n 2
 
-## The stock Node FHIR clients that tests/api/test_stock_clients.py drives (exact versions from
-## the lock file; node and npm come with the machine)
-NODE_CLIENTS := tests/api/node_clients/node_modules/.package-lock.json
+## Install the stock Node clients from their lock file
 $(NODE_CLIENTS): tests/api/node_clients/package-lock.json
 	cd tests/api/node_clients && npm ci --no-audit --no-fund --loglevel=error
 

@@ -258,3 +258,27 @@ def operation(kind: str, path: str, **parts: Any) -> dict[str, Any]:
 def fhirpath_patch(*operations: dict[str, Any]) -> dict[str, Any]:
     """A FHIRPath Patch Parameters resource."""
     return {"resourceType": "Parameters", "parameter": list(operations)}
+
+
+ALERT_RULES = "http://telemon.example.org/fhir/CodeSystem/alert-rules"
+
+
+def flag(patient_id: str, status: str = "active", code: str = "HF-WEIGHT-3D") -> dict[str, Any]:
+    """An alert Flag about a patient (as an EHR or the alert engine would store it)."""
+    return {
+        "resourceType": "Flag",
+        "status": status,
+        "code": {"coding": [{"system": ALERT_RULES, "code": code}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "period": {"start": when(1)},
+    }
+
+
+def care_plan(patient_id: str, status: str = "active") -> dict[str, Any]:
+    """A telemonitoring CarePlan enrolling a patient."""
+    return {
+        "resourceType": "CarePlan",
+        "status": status,
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }

@@ -373,10 +373,11 @@ def test_ehr_system_guide(world: World) -> None:
         {
             "assertion": _backend(world, "ehr-systems.md"),
             "patient": world.hf.patient_id,
+            "bsn": world.hf.bsn,
             "flag": world.flag,
         },
     )
-    assert run_guide("ehr-systems.md", scenario) == 12
+    assert run_guide("ehr-systems.md", scenario) == 14
 
 
 class BulkScenario(Scenario):

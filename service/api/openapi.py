@@ -17,6 +17,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from service.fhir.conformance import CONFORMANCE_TYPES
 from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
+from service.fhir.search import chain_target, revinclude_names
 
 FHIR_JSON = "application/fhir+json"
 FORM = "application/x-www-form-urlencoded"
@@ -212,7 +213,7 @@ _PREFER = _header("Prefer", "`return=minimal|representation|OperationOutcome`, `
 _COUNT = _query("_count", {"type": "integer", "minimum": 0}, "Page size (capped by the server)")
 
 
-def _search_parameters(rtype: ResourceType) -> list[dict[str, Any]]:
+def _search_parameters(rtype: ResourceType, registry: Registry) -> list[dict[str, Any]]:
     params: list[SearchParam] = [*rtype.params.values(), *COMMON_PARAMS.values()]
     out = []
     for p in params:
@@ -227,12 +228,44 @@ def _search_parameters(rtype: ResourceType) -> list[dict[str, Any]]:
     out += [
         _COUNT,
         _query("_sort", {"type": "string", "enum": sorts + [f"-{s}" for s in sorts]}, "Order"),
-        _query("_summary", {"type": "string", "enum": ["count"]}, "Only the total"),
-        _query("_total", {"type": "string", "enum": ["accurate"]}, "Include the total"),
+        _query("_summary", {"type": "string", "enum": ["true", "text", "data", "count", "false"]},
+               "Summary elements only (true), text only, all but the text (data), only the "
+               "total (count)"),
+        _query("_total", {"type": "string", "enum": ["accurate", "estimate", "none"]},
+               "Include the total"),
+        _query("_elements", {"type": "string"},
+               "Comma-separated top-level elements to return (mandatory ones are kept)"),
     ]
     if rtype.includes:
         out.append(_query("_include", {"type": "string", "enum": list(rtype.includes)},
                           "Include the referenced resources"))
+    out += _link_parameters(rtype, registry)
+    return out
+
+
+def _link_parameters(rtype: ResourceType, registry: Registry) -> list[dict[str, Any]]:
+    """``_revinclude`` and the chains to an identifier (service/fhir/search.py)."""
+    out = []
+    revincludes = revinclude_names(rtype, registry)
+    if revincludes:
+        out.append(_query(
+            "_revinclude", {"type": "string", "enum": revincludes},
+            "Include the resources that point at the matches (capped: TELEMON_MAX_REVINCLUDE); "
+            "the same Source:reference pairs work as _has:Source:reference:parameter",
+        ))
+    out += [
+        _query(f"{name}:iterate", {"type": "string"},
+               f"{name} (Source:reference) followed from the included resources too")
+        for name in ("_include", "_revinclude")
+    ]
+    for p in rtype.params.values():
+        target = registry.get(chain_target(rtype, p) or "") if p.type == "reference" else None
+        if target is not None and "identifier" in target.params:
+            out.append(_query(
+                f"{p.name}.identifier", {"type": "string"},
+                f"Chained: the {target.name} {p.name} points at has this identifier "
+                "([system|]value); any other parameter of the target chains the same way",
+            ))
     return out
 
 
@@ -263,7 +296,7 @@ def _responses(*codes: str) -> dict[str, Any]:
     return {code: {"description": text[code]} for code in codes}
 
 
-def _type_paths(rtype: ResourceType) -> dict[str, Any]:
+def _type_paths(rtype: ResourceType, registry: Registry) -> dict[str, Any]:
     name, ref = rtype.name, {"$ref": f"#/components/schemas/{rtype.name}"}
     tag = [name]
     writable = not rtype.read_only
@@ -272,7 +305,7 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
             "tags": tag,
             "summary": f"Search {name}",
             "operationId": f"search{name}",
-            "parameters": [*_search_parameters(rtype), _PREFER],
+            "parameters": [*_search_parameters(rtype, registry), _PREFER],
             "responses": _responses("200", "400"),
         }
     }
@@ -292,7 +325,7 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
                     "content": {FORM: {"schema": {
                         "type": "object",
                         "properties": {
-                            p["name"]: p["schema"] for p in _search_parameters(rtype)
+                            p["name"]: p["schema"] for p in _search_parameters(rtype, registry)
                         },
                     }}},
                 },
@@ -364,7 +397,7 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
             "requestBody": _PATCH_BODY,
             "responses": _responses("200", "400", "404", "410", "412", "422"),
         }
-        criteria = [*_search_parameters(rtype), _PREFER]
+        criteria = [*_search_parameters(rtype, registry), _PREFER]
         if_match = _header("If-Match", 'The version of the match, e.g. `W/"3"`')
         type_path["put"] = {
             "tags": tag,
@@ -410,7 +443,7 @@ def _fhir_paths(registry: Registry) -> dict[str, Any]:
         }},
     }
     for rtype in registry:
-        paths.update(_type_paths(rtype))
+        paths.update(_type_paths(rtype, registry))
     obs = registry.get("Observation")
     if obs is not None:
         paths["/fhir/Observation/$lastn"] = {"get": {
@@ -419,7 +452,7 @@ def _fhir_paths(registry: Registry) -> dict[str, Any]:
             "operationId": "lastnObservation",
             "parameters": [
                 _query("max", {"type": "integer", "minimum": 1}, "How many per code"),
-                *[p for p in _search_parameters(obs) if not p["name"].startswith("_")],
+                *[p for p in _search_parameters(obs, registry) if not p["name"].startswith("_")],
             ],
             "responses": _responses("200", "400"),
         }}

@@ -174,7 +174,11 @@ async def lastn(
     patient_ids = _allow(state, who, audit, "Observation", "search", query=request.url.query)
     audit.begin("operation", "Observation", request.url.query)
     rows, warnings = await run_in_threadpool(
-        state.fhir.lastn, _query_params(request), strict=_strict(request), patient_ids=patient_ids
+        state.fhir.lastn,
+        _query_params(request),
+        strict=_strict(request),
+        patient_ids=patient_ids,
+        permit=partial(policy.require, who, interaction="search"),
     )
     audit.rows(rows)
     entries = [_entry(base, r, "match") for r in rows]
@@ -213,6 +217,7 @@ async def search(
             _query_params(request),
             strict=_strict(request),
             patient_ids=patient_ids,
+            permit=partial(policy.require, who, interaction="search"),
         )
     )
     audit.rows(result.matches + result.included)
@@ -233,7 +238,12 @@ async def search_post(
         audit.record.query = urlencode(params)
     result = await run_in_threadpool(
         partial(
-            state.fhir.search, res_type, params, strict=_strict(request), patient_ids=patient_ids
+            state.fhir.search,
+            res_type,
+            params,
+            strict=_strict(request),
+            patient_ids=patient_ids,
+            permit=partial(policy.require, who, interaction="search"),
         )
     )
     audit.rows(result.matches + result.included)

@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -22,13 +22,15 @@ from sqlalchemy import Connection
 from service.clock import Clock, system_clock
 from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
+from service.fhir.including import included_resources
 from service.fhir.indexing import extract
 from service.fhir.outcome import FhirError, Issue
 from service.fhir.patch import Patch
 from service.fhir.patch import apply as apply_patch
 from service.fhir.references import local_references, missing_issues
 from service.fhir.registry import Registry, ResourceType
-from service.fhir.search import encode_cursor, parse_search
+from service.fhir.search import encode_cursor, linked_types, parse_search
+from service.fhir.subsetting import subset
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import search_sql
@@ -182,6 +184,14 @@ def outside_compartment(res_type: str) -> FhirError:
     return FhirError.single(
         403, "forbidden", f"This {res_type} is outside the patient compartment of the token"
     )
+
+
+def _permits(permit: Callable[[str], None], res_type: str) -> bool:
+    try:
+        permit(res_type)
+    except FhirError:
+        return False
+    return True
 
 
 def check_id(res_id: str) -> None:
@@ -1032,28 +1042,40 @@ class FhirService:
         *,
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
+        permit: Callable[[str], None] = lambda _type: None,
     ) -> SearchResult:
-        """Run a type-level search; ``patient_ids`` confines it to those compartments."""
+        """Run a type-level search; ``patient_ids`` confines it to those compartments.
+
+        ``permit`` (the caller's scopes) is asked about every other type the search reads:
+        chain targets, ``_has`` sources, ``_include`` and ``_revinclude`` types; it raises to
+        refuse. Included resources of a type it refuses are left out.
+        """
         rtype = self.resource_type(res_type)
         query, warnings = self.parse_query(rtype, params, strict=strict)
         query.patient_ids = patient_ids
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
-            page = search_sql.search(conn, query)
-            included: list[StoredVersion] = []
-            rids = [r.rid for r in page.rows]
-            for inc in query.includes:
-                included.extend(search_sql.included(conn, rids, inc.param, inc.target_type))
-        seen = {(m.res_type, m.res_id) for m in page.rows}
-        unique_included = []
-        for inc_row in included:
-            key = (inc_row.res_type, inc_row.res_id)
-            if not self.visible(patient_ids, inc_row):
-                continue  # an _include must not reach outside the compartment
-            if key not in seen:
-                seen.add(key)
-                unique_included.append(inc_row)
+            page = search_sql.search(conn, search_sql.resolve_links(conn, query))
+            included = included_resources(
+                conn,
+                query,
+                page.rows,
+                # an _include must not reach outside the compartment or the scopes
+                admit=lambda row: self.visible(patient_ids, row)
+                and _permits(permit, row.res_type),
+                budget=self.settings.max_revinclude,
+                warnings=warnings,
+            )
+        matches = page.rows
+        if query.elements is not None or query.summary is not None:
+            matches = [
+                replace(m, content=subset(m.content or "{}", m.res_type, query.elements,
+                                          query.summary))
+                for m in matches
+            ]
         cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
-        return SearchResult(query, page.rows, unique_included, cursor, page.total, warnings)
+        return SearchResult(query, matches, included, cursor, page.total, warnings)
 
     def lastn(
         self,
@@ -1061,6 +1083,7 @@ class FhirService:
         *,
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
+        permit: Callable[[str], None] = lambda _type: None,
     ) -> tuple[list[StoredVersion], list[Issue]]:
         """``Observation/$lastn``: the newest ``max`` Observations per patient and code."""
         rtype = self.resource_type("Observation")
@@ -1076,5 +1099,7 @@ class FhirService:
                 rest.append((name, value))
         query, warnings = self.parse_query(rtype, rest, strict=strict)
         query.patient_ids = patient_ids
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
-            return search_sql.lastn(conn, query, max_n), warnings
+            return search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n), warnings
