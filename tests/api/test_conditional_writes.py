@@ -176,3 +176,19 @@ def test_conditional_update_and_patch_honour_if_match(client: TestClient) -> Non
     assert patched.status_code == 200, patched.text
     again = client.patch(url, json=ops, headers={**JSON_PATCH, "If-Match": 'W/"1"'})
     assert again.status_code == 412
+
+
+def test_conditional_criteria_may_chain(client: TestClient) -> None:
+    pid = client.post("/fhir/Patient", json=f.patient(f.BSNS[1])).json()["id"]
+    ident = "chained-1"
+    url = (
+        f"/fhir/Observation?patient.identifier={f.BSN}|{f.BSNS[1]}"
+        f"&identifier=urn:telemon:test|{ident}"
+    )
+    first = client.put(url, json=f.weight(pid, 80, ident=ident))
+    assert first.status_code == 201, first.text
+    second = client.put(url, json=f.weight(pid, 81, ident=ident))
+    assert second.status_code == 200 and second.json()["id"] == first.json()["id"]
+    assert client.get(f"/fhir/Observation/{first.json()['id']}").json()["valueQuantity"][
+        "value"
+    ] == 81
