@@ -192,3 +192,10 @@ def test_conditional_criteria_may_chain(client: TestClient) -> None:
     assert client.get(f"/fhir/Observation/{first.json()['id']}").json()["valueQuantity"][
         "value"
     ] == 81
+
+
+def test_read_only_types_refuse_conditional_writes(client: TestClient) -> None:
+    for url in ("/fhir/Group?name=x", "/fhir/AuditEvent?_id=x"):
+        for method in ("PUT", "PATCH", "DELETE"):
+            response = client.request(method, url, json=[], headers=JSON_PATCH)
+            assert response.status_code == 405, (method, url, response.text)
