@@ -143,7 +143,7 @@ async def search_group(request: Request, ctx: Ctx) -> FhirResponse:
     )
 
 
-@router.api_route("/Group", methods=["POST"], include_in_schema=False)
+@router.api_route("/Group", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
 @router.api_route("/Group/{group_id}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def write_group() -> None:
     """The cohorts follow the CarePlans: they cannot be written (405)."""

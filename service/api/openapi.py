@@ -398,12 +398,13 @@ def _type_paths(rtype: ResourceType, registry: Registry) -> dict[str, Any]:
             "responses": _responses("200", "400", "404", "410", "412", "422"),
         }
         criteria = [*_search_parameters(rtype, registry), _PREFER]
+        if_match = _header("If-Match", 'The version of the match, e.g. `W/"3"`')
         type_path["put"] = {
             "tags": tag,
             "summary": f"Conditional update of a {name}: create (no match), update (one match) "
             "or 412 (several); the query is the search criteria",
             "operationId": f"conditionalUpdate{name}",
-            "parameters": criteria,
+            "parameters": [*criteria, if_match],
             "requestBody": _body(ref),
             "responses": _responses("200", "201", "400", "412", "422"),
         }
@@ -411,7 +412,7 @@ def _type_paths(rtype: ResourceType, registry: Registry) -> dict[str, Any]:
             "tags": tag,
             "summary": f"Conditional patch of the one {name} the query matches",
             "operationId": f"conditionalPatch{name}",
-            "parameters": criteria,
+            "parameters": [*criteria, if_match],
             "requestBody": _PATCH_BODY,
             "responses": _responses("200", "400", "404", "412", "422"),
         }

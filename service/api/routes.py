@@ -452,14 +452,19 @@ def _conditional(
 
 
 @router.put("/{res_type}")
-async def conditional_update(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
+async def conditional_update(
+    res_type: str,
+    request: Request,
+    ctx: Ctx,
+    if_match: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
     """Conditional update ``PUT [type]?criteria``: create (no match), update (one), 412."""
     criteria, patient_ids = _conditional(ctx, request, res_type, "update")
     data = await _body(request, ctx.state)
     may_create = policy.allows(ctx.principal, res_type, "create")
     result = await _write(
         ctx, patient_ids, ctx.state.fhir.conditional_update, res_type, criteria, data,
-        may_create=may_create,
+        if_match=if_match, may_create=may_create,
     )
     return resource_response(
         result, ctx.base, return_pref=prefer(request, "return"), location=result.status == 201
@@ -467,12 +472,18 @@ async def conditional_update(res_type: str, request: Request, ctx: Ctx) -> FhirR
 
 
 @router.patch("/{res_type}")
-async def conditional_patch(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
+async def conditional_patch(
+    res_type: str,
+    request: Request,
+    ctx: Ctx,
+    if_match: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
     """Conditional patch ``PATCH [type]?criteria`` of the one match (none: 404; several: 412)."""
     criteria, patient_ids = _conditional(ctx, request, res_type, "patch")
     body = await _patch_body(request, ctx.state)
     result = await _write(
-        ctx, patient_ids, ctx.state.fhir.conditional_patch, res_type, criteria, body
+        ctx, patient_ids, ctx.state.fhir.conditional_patch, res_type, criteria, body,
+        if_match=if_match,
     )
     return resource_response(result, ctx.base, return_pref=prefer(request, "return"))
 

@@ -101,7 +101,10 @@ class _Parser:
         while self.peek()[0] != "end":
             if self.peek() == ("op", "["):
                 self.take("op", "[")
-                steps.append(_Index(self.take("number")))
+                index = self.take("number")
+                if not isinstance(index, int):
+                    raise _unsupported(self.text, self.where)
+                steps.append(_Index(index))
                 self.take("op", "]")
                 continue
             self.take("op", ".")
@@ -369,15 +372,17 @@ def _operation(doc: dict[str, Any], parts: dict[str, dict[str, Any]], where: str
         items.insert(destination, items.pop(source))
     elif kind == "replace":
         target = _single(_evaluate(doc, root, steps, where), path, where)
+        if not steps:
+            raise FhirError.single(422, "processing", "Cannot replace the resource", where)
         target.holder[target.key] = _value(parts.get("value"), target.model, where)
     elif kind == "delete":
         locs = _evaluate(doc, root, steps, where)
         if not locs:
             return  # deleting what is not there is no error
         target = _single(locs, path, where)
+        if not steps:
+            raise FhirError.single(422, "processing", "Cannot delete the resource", where)
         if target.owner is None:
-            if isinstance(target.holder, dict) and target.key == "":
-                raise FhirError.single(422, "processing", "Cannot delete the resource", where)
             del target.holder[target.key]
         else:
             target.holder.pop(target.key)

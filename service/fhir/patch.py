@@ -23,6 +23,9 @@ MERGE_PATCH = "application/merge-patch+json"
 #: The media types a PATCH body may have (``application/json``: decided by the body's shape).
 PATCH_MEDIA_TYPES = (JSON_PATCH, MERGE_PATCH, "application/fhir+json", "application/json")
 _OPS = ("add", "remove", "replace", "move", "copy", "test")
+#: How many JSON values (objects, arrays, scalars) a JSON Patch's copies may add: each copy can
+#: double a document (copy a list into itself), so a few dozen small ops could exhaust memory.
+MAX_COPIED_VALUES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ def patch_of(media: str, body: Any) -> Patch:
             raise _bad("A JSON Patch is an array of operations", "JsonPatch")
         return Patch("json-patch", body)
     is_parameters = isinstance(body, dict) and body.get("resourceType") == "Parameters"
-    if media == "application/fhir+json" or is_parameters:
+    if media == "application/fhir+json" or (is_parameters and media != MERGE_PATCH):
         if not is_parameters:
             raise _bad(
                 "A FHIR PATCH with application/fhir+json is a FHIRPath Patch: a Parameters "
@@ -61,8 +64,9 @@ def apply(patch: Patch, resource: dict[str, Any]) -> dict[str, Any]:
     """The resource after ``patch`` (``resource`` itself is left as it was)."""
     doc = copy.deepcopy(resource)
     if patch.kind == "json-patch":
+        budget = [MAX_COPIED_VALUES]
         for index, op in enumerate(patch.body):
-            doc = _json_op(doc, op, f"JsonPatch[{index}]")
+            doc = _json_op(doc, op, f"JsonPatch[{index}]", budget)
         return doc
     if patch.kind == "merge-patch":
         merged = _merge(doc, patch.body)
@@ -161,7 +165,26 @@ def _add(doc: Any, tokens: list[str], value: Any, where: str) -> Any:
     return doc
 
 
-def _json_op(doc: Any, op: Any, where: str) -> Any:
+def _spend(value: Any, budget: list[int], where: str) -> None:
+    """Count ``value``'s JSON values against ``budget`` (413 once it is used up)."""
+    stack = [value]
+    while stack:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise FhirError.single(
+                413,
+                "too-costly",
+                f"The copies of this patch exceed {MAX_COPIED_VALUES} values",
+                where,
+            )
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _json_op(doc: Any, op: Any, where: str, budget: list[int]) -> Any:
     if not isinstance(op, dict):
         raise _bad("A JSON Patch operation is an object", where)
     name = op.get("op")
@@ -191,5 +214,7 @@ def _json_op(doc: Any, op: Any, where: str) -> Any:
             raise _unprocessable("A value cannot be moved into itself", f"{where}.from")
         value = _remove(doc, source, f"{where}.from")
     else:
-        value = copy.deepcopy(_get(doc, source, f"{where}.from"))
+        found = _get(doc, source, f"{where}.from")
+        _spend(found, budget, where)
+        value = copy.deepcopy(found)
     return _add(doc, path, value, f"{where}.path")

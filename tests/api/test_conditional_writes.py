@@ -140,3 +140,62 @@ def test_parallel_conditional_updates_leave_one_resource(
     assert _count(http, f"{live_server}/Observation") == 1
     history = http.get(f"{live_server}/Observation/{results[0][1]}/_history").json()
     assert history["total"] == workers  # every writer's version, none lost
+
+
+def test_capability_statement_and_openapi_list_them(client: TestClient) -> None:
+    statement = client.get("/fhir/metadata").json()
+    rest = statement["rest"][0]
+    types = {r["type"]: r for r in rest["resource"]}
+    for name in ("Patient", "Observation", "Flag"):
+        entry = types[name]
+        assert "patch" in {i["code"] for i in entry["interaction"]}
+        assert entry["conditionalUpdate"] is True
+        assert entry["conditionalDelete"] == "single"
+    audit = types["AuditEvent"]  # read-only
+    assert audit["conditionalUpdate"] is False and audit["conditionalDelete"] == "not-supported"
+    assert "FHIRPath Patch" in rest["documentation"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"put", "patch", "delete"} <= set(paths["/fhir/Observation"])
+    assert "patch" in paths["/fhir/Flag/{id}"]
+    assert "application/json-patch+json" in paths["/fhir/Flag/{id}"]["patch"]["requestBody"][
+        "content"
+    ]
+    assert "patch" not in paths["/fhir/AuditEvent/{id}"]
+
+
+def test_conditional_update_and_patch_honour_if_match(client: TestClient) -> None:
+    url = f"/fhir/Patient?{_by_bsn(f.BSNS[1])}"
+    absent = client.put(url, json=f.patient(f.BSNS[1]), headers={"If-Match": 'W/"1"'})
+    assert absent.status_code == 412  # nothing to be at version 1: no create either
+    assert _count(client, "/fhir/Patient") == 0
+    assert client.put(url, json=f.patient(f.BSNS[1])).status_code == 201
+    stale = client.put(url, json=f.patient(f.BSNS[1]), headers={"If-Match": 'W/"2"'})
+    assert stale.status_code == 412
+    ops = [{"op": "replace", "path": "/gender", "value": "female"}]
+    patched = client.patch(url, json=ops, headers={**JSON_PATCH, "If-Match": 'W/"1"'})
+    assert patched.status_code == 200, patched.text
+    again = client.patch(url, json=ops, headers={**JSON_PATCH, "If-Match": 'W/"1"'})
+    assert again.status_code == 412
+
+
+def test_conditional_criteria_may_chain(client: TestClient) -> None:
+    pid = client.post("/fhir/Patient", json=f.patient(f.BSNS[1])).json()["id"]
+    ident = "chained-1"
+    url = (
+        f"/fhir/Observation?patient.identifier={f.BSN}|{f.BSNS[1]}"
+        f"&identifier=urn:telemon:test|{ident}"
+    )
+    first = client.put(url, json=f.weight(pid, 80, ident=ident))
+    assert first.status_code == 201, first.text
+    second = client.put(url, json=f.weight(pid, 81, ident=ident))
+    assert second.status_code == 200 and second.json()["id"] == first.json()["id"]
+    assert client.get(f"/fhir/Observation/{first.json()['id']}").json()["valueQuantity"][
+        "value"
+    ] == 81
+
+
+def test_read_only_types_refuse_conditional_writes(client: TestClient) -> None:
+    for url in ("/fhir/Group?name=x", "/fhir/AuditEvent?_id=x"):
+        for method in ("PUT", "PATCH", "DELETE"):
+            response = client.request(method, url, json=[], headers=JSON_PATCH)
+            assert response.status_code == 405, (method, url, response.text)

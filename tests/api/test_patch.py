@@ -4,8 +4,12 @@ validation of the result and nothing stored on failure."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -208,6 +212,9 @@ def test_fhirpath_patch_indexes_first_last(client: TestClient, weight_id: str) -
         (f.operation("replace", "Observation.code.descendants()", value={"valueString": "x"}), 400),
         (f.operation("explode", "Observation.status"), 400),
         (f.operation("insert", "Observation.category", index=5, value=[]), 422),
+        (f.operation("replace", "Observation.note[1.5]", value={"valueString": "x"}), 400),
+        (f.operation("replace", "Observation", value={"valueString": "x"}), 422),
+        (f.operation("delete", "Observation"), 422),
     ],
 )
 def test_fhirpath_patch_errors(
@@ -243,3 +250,48 @@ def test_patch_keeps_decimal_digits_and_refuses_empty_values(client: TestClient)
     refused = client.patch(f"/fhir/Observation/{oid}", json=empty, headers=JSON_PATCH)
     assert refused.status_code == 400
     assert f.expressions(refused.json()) == ["Observation.status"]
+
+
+def test_copies_cannot_blow_up_the_resource(client: TestClient, weight_id: str) -> None:
+    # each copy doubles the list: 40 of them would make 2**40 notes
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/note", "value": [{"text": "x"}]}]
+    ops += [{"op": "copy", "from": "/note", "path": "/note/-"} for _ in range(40)]
+    response = client.patch(f"/fhir/Observation/{weight_id}", json=ops, headers=JSON_PATCH)
+    assert response.status_code == 413, response.text
+    assert _read(client, weight_id)["meta"]["versionId"] == "1"
+
+
+def test_parallel_patches_lose_no_update(live_server: str, http: httpx.Client) -> None:
+    pid = http.post(f"{live_server}/Patient", json=f.patient()).json()["id"]
+    oid = http.post(f"{live_server}/Observation", json=f.weight(pid)).json()["id"]
+    seed = [{"op": "add", "path": "/note", "value": [{"text": "start"}]}]
+    assert http.patch(
+        f"{live_server}/Observation/{oid}", json=seed, headers=JSON_PATCH
+    ).status_code == 200
+    workers = 10
+    barrier = Barrier(workers)
+
+    def add(n: int) -> int:
+        ops = [{"op": "add", "path": "/note/-", "value": {"text": f"writer {n}"}}]
+        barrier.wait(timeout=10)
+        response = http.patch(f"{live_server}/Observation/{oid}", json=ops, headers=JSON_PATCH)
+        return response.status_code
+
+    def guarded(n: int) -> int:
+        ops = [{"op": "replace", "path": "/valueQuantity/value", "value": 70 + n}]
+        barrier.wait(timeout=10)
+        return http.patch(
+            f"{live_server}/Observation/{oid}", json=ops,
+            headers={**JSON_PATCH, "If-Match": f'W/"{2 + workers}"'},
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        assert list(pool.map(add, range(workers))) == [200] * workers
+        # each read-modify-write saw the one before it: every note is there
+        final = http.get(f"{live_server}/Observation/{oid}").json()
+        assert final["meta"]["versionId"] == str(2 + workers)
+        assert sorted(n["text"] for n in final["note"]) == sorted(
+            ["start", *(f"writer {n}" for n in range(workers))]
+        )
+        # all patch the version they read: exactly one wins, the others get 412
+        assert Counter(pool.map(guarded, range(workers))) == {200: 1, 412: workers - 1}

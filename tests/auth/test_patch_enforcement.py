@@ -26,11 +26,11 @@ JSON_PATCH = "application/json-patch+json"
 NOTE = [{"op": "add", "path": "/note", "value": [{"text": "patched"}]}]
 
 
-def _writer(http: TestClient, scope: str) -> dict[str, str]:
-    """Headers with a PGO token for patient A with ``scope``."""
+def _writer(http: TestClient, scope: str, requested: str | None = None) -> dict[str, str]:
+    """Headers with a PGO token for patient A: registered with ``scope``, asking ``requested``."""
     client, secret = clients.new_pgo("writer.example.org", "Schrijvende PGO", [REDIRECT], scope)
     register(http.app.state.telemon.fhir.db, client)  # type: ignore[attr-defined]
-    token = pgo_token(http, (client.client_id, secret), BSN_A, scope=scope)
+    token = pgo_token(http, (client.client_id, secret), BSN_A, scope=requested or scope)
     return {"Authorization": f"Bearer {token['access_token']}"}
 
 
@@ -185,3 +185,19 @@ def test_bundle_patch_entries_are_confined(oauth_client: TestClient, world: Worl
     ]
     assert _version(http, world.obs_b) == 2
     assert _version(http, world.obs_a) == 3
+
+
+def test_v1_write_scope_patches(oauth_client: TestClient, world: World) -> None:
+    http = oauth_client
+    h = _writer(http, "patient/Observation.cruds", requested="patient/Observation.write")
+    done = http.patch(
+        f"/fhir/Observation/{world.obs_a}", json=NOTE, headers={**h, "Content-Type": JSON_PATCH}
+    )
+    assert done.status_code == 200, done.text
+    ident = _ident(http, world.obs_a)
+    # write is cud: no search, so no conditional write
+    refused = http.put(
+        f"/fhir/Observation?identifier={ident}", json=_identified(weight(world.a), ident),
+        headers=h,
+    )
+    assert refused.status_code == 403
