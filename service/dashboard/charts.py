@@ -58,6 +58,7 @@ class Line:
     level: str  # a key of LEVEL_COLOURS
     label: str
     personal: bool = False
+    fired: bool = False  # the limit an alert on this chart fired on (drawn solid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,10 @@ class Chart:
     lines: tuple[Line, ...] = ()
     markers: tuple[Marker, ...] = ()
     zone: tzinfo = UTC  # for the day labels
+    #: The smallest value range shown (weight: 4 kg, so that 0.5 kg does not look like a swing).
+    min_span: float = 0.0
+    empty_text: str = "No measurements in this period"
+    language: str = "en"  # of the data table's times
 
     @property
     def empty(self) -> bool:
@@ -147,6 +152,9 @@ def value_range(chart: Chart) -> tuple[float, float]:
     if not values:
         return 0.0, 1.0
     low, high = min(values), max(values)
+    if high - low < chart.min_span:
+        middle = (low + high) / 2
+        low, high = middle - chart.min_span / 2, middle + chart.min_span / 2
     if high - low < 1e-9:
         low, high = low - 1, high + 1
     pad = (high - low) * 0.08
@@ -271,11 +279,15 @@ def _threshold_lines(lay: Layout) -> Iterable[str]:
         colour = LEVEL_COLOURS.get(line.level, "#6b7280")
         dash = "2 3" if line.level == "reference" else "6 4"
         personal = " personal" if line.personal else ""
+        fired = " fired" if line.fired else ""
+        # The limit an alert fired on: solid and heavier, so the alert and its line agree.
+        stroke = (
+            'stroke-width="2.5"' if line.fired else f'stroke-width="1.5" stroke-dasharray="{dash}"'
+        )
         yield (
-            f'<g class="threshold threshold-{escape(line.level)}{personal}" '
+            f'<g class="threshold threshold-{escape(line.level)}{personal}{fired}" '
             f'data-value="{escape(_fmt(line.value))}">{_title(line.label)}'
-            f'<line x1="{s.x0}" y1="{y}" x2="{s.x1}" y2="{y}" stroke="{colour}" '
-            f'stroke-width="1.5" stroke-dasharray="{dash}"/>'
+            f'<line x1="{s.x0}" y1="{y}" x2="{s.x1}" y2="{y}" stroke="{colour}" {stroke}/>'
             f'<text x="{s.x1 + 4}" y="{y + 3.5}" font-size="10" fill="{colour}">'
             f"{escape(_fmt(line.value))}{'★' if line.personal else ''}</text></g>"
         )
@@ -334,6 +346,7 @@ def render(chart: Chart) -> Markup:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="chart-{key}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'data-low="{_fmt(lay.scale.low)}" data-high="{_fmt(lay.scale.high)}" '
         f'aria-labelledby="chart-{key}-title chart-{key}-desc" '
         'font-family="system-ui, sans-serif">',
         f'<title id="chart-{key}-title">{escape(title)}</title>',
@@ -347,8 +360,7 @@ def render(chart: Chart) -> Markup:
         s = lay.scale
         parts.append(
             f'<text class="empty" x="{(s.x0 + s.x1) / 2}" y="{(s.y0 + s.y1) / 2}" '
-            'text-anchor="middle" font-size="13" fill="#6b7280">'
-            "No measurements in this period</text>"
+            f'text-anchor="middle" font-size="13" fill="#6b7280">{escape(chart.empty_text)}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))
