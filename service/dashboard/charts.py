@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from markupsafe import Markup, escape
 
+from service.messages import month_name
+
 WIDTH = 640
 HEIGHT = 240
 LEFT, RIGHT, TOP, BOTTOM = 46, 36, 26, 44  # the plot area's margins
@@ -29,7 +31,6 @@ LEVEL_COLOURS = {
     "red": "#dc2626",
 }
 SERIES_COLOURS = ("#1e3a8a", "#0f766e", "#7c3aed")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Line:
     label: str
     personal: bool = False
     fired: bool = False  # the limit an alert on this chart fired on (drawn solid)
+    since: datetime | None = None  # a limit relative to an earlier reading holds from then on
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +171,8 @@ def _ticks(low: float, high: float) -> list[float]:
     return [round(first + i * step, 6) for i in range(count)]
 
 
-def _day_label(day: datetime) -> str:
-    return f"{day.day} {_MONTHS[day.month - 1]}"
+def _day_label(day: datetime, language: str) -> str:
+    return f"{day.day} {month_name(day.month, language)}"
 
 
 def _day_ticks(chart: Chart, scale: Scale) -> list[tuple[str, float]]:
@@ -182,7 +184,7 @@ def _day_ticks(chart: Chart, scale: Scale) -> list[tuple[str, float]]:
     ticks = []
     day = midnight
     while day >= chart.start:
-        ticks.append((_day_label(day), scale.x(day)))
+        ticks.append((_day_label(day, chart.language), scale.x(day)))
         # step back in local days (a DST change keeps labels on midnight)
         day = (day.replace(tzinfo=None) - timedelta(days=every)).replace(tzinfo=chart.zone)
     return list(reversed(ticks))
@@ -215,9 +217,9 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _when(at: datetime, zone: tzinfo) -> str:
+def _when(at: datetime, zone: tzinfo, language: str = "en") -> str:
     local = at.astimezone(zone)
-    return f"{_day_label(local)} {local:%H:%M}"
+    return f"{_day_label(local, language)} {local:%H:%M}"
 
 
 def _title(text: str) -> str:
@@ -234,7 +236,7 @@ def describe(chart: Chart) -> str:
             latest = max(s.points, key=lambda p: p.at)
             parts.append(
                 f"{s.label}: {len(s.points)} measurements, latest {_fmt(latest.value)} "
-                f"{chart.unit} on {_when(latest.at, chart.zone)}"
+                f"{chart.unit} on {_when(latest.at, chart.zone, chart.language)}"
             )
     if chart.lines:
         parts.append("thresholds " + ", ".join(ln.label for ln in chart.lines))
@@ -287,13 +289,14 @@ def _threshold_lines(lay: Layout) -> Iterable[str]:
         yield (
             f'<g class="threshold threshold-{escape(line.level)}{personal}{fired}" '
             f'data-value="{escape(_fmt(line.value))}">{_title(line.label)}'
-            f'<line x1="{s.x0}" y1="{y}" x2="{s.x1}" y2="{y}" stroke="{colour}" {stroke}/>'
+            f'<line x1="{s.x0 if line.since is None else s.x(line.since)}" y1="{y}" '
+            f'x2="{s.x1}" y2="{y}" stroke="{colour}" {stroke}/>'
             f'<text x="{s.x1 + 4}" y="{y + 3.5}" font-size="10" fill="{colour}">'
             f"{escape(_fmt(line.value))}{'★' if line.personal else ''}</text></g>"
         )
 
 
-def _markers(lay: Layout, zone: tzinfo) -> Iterable[str]:
+def _markers(lay: Layout, zone: tzinfo, language: str) -> Iterable[str]:
     s = lay.scale
     base = s.y1 + 2
     for x, marker in lay.markers:
@@ -303,7 +306,7 @@ def _markers(lay: Layout, zone: tzinfo) -> Iterable[str]:
         yield (
             f'<g class="alert-marker alert-{escape(marker.level)} alert-{state}" '
             f'data-at="{escape(marker.at.isoformat())}">'
-            f"{_title(f'{_when(marker.at, zone)} — {marker.label}')}"
+            f"{_title(f'{_when(marker.at, zone, language)} — {marker.label}')}"
             f'<line x1="{x}" y1="{s.y0}" x2="{x}" y2="{s.y1}" stroke="{colour}" '
             'stroke-width="1" stroke-opacity="0.45" stroke-dasharray="3 3"/>'
             f'<path d="M{x} {base} L{x - 5} {base + MARKER_ROW} L{x + 5} {base + MARKER_ROW} Z" '
@@ -330,7 +333,8 @@ def _series(chart: Chart, lay: Layout) -> Iterable[str]:
             'stroke-linejoin="round"/>'
         )
         for x, y, p in mine:
-            text = f"{_when(p.at, chart.zone)}: {series.label} {_fmt(p.value)} {chart.unit}"
+            when = _when(p.at, chart.zone, chart.language)
+            text = f"{when}: {series.label} {_fmt(p.value)} {chart.unit}"
             yield (
                 f'<circle class="point" cx="{x}" cy="{y}" r="2.8" fill="{colour}" '
                 f'data-ref="{escape(p.ref)}">{_title(text)}</circle>'
@@ -353,7 +357,7 @@ def render(chart: Chart) -> Markup:
         f'<desc id="chart-{key}-desc">{escape(describe(chart))}</desc>',
         *_frame(lay, chart.unit, chart.empty and not chart.lines),
         *_threshold_lines(lay),
-        *_markers(lay, chart.zone),
+        *_markers(lay, chart.zone, chart.language),
         *_series(chart, lay),
     ]
     if chart.empty:

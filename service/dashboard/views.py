@@ -7,7 +7,7 @@ fetched from elsewhere at run time. Pages carry no scripts at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from functools import cache
 from typing import Any
 
@@ -39,6 +39,14 @@ from service.messages import (
 PERIODS = (30, 90)
 #: The smallest value range per chart: a weight axis spans at least ±2 kg around the data.
 MIN_SPAN = {"weight": 4.0}
+#: After how long without a measurement of a kind the patient is late with it: the CAT is
+#: weekly, the vital signs are daily (two days: one forgotten morning is no alarm).
+STALE_AFTER = {"cat": timedelta(days=8)}
+
+
+def is_stale(chart_key: str, last: datetime, now: datetime) -> bool:
+    """Whether the last measurement of a chart's kind is overdue."""
+    return now - last > STALE_AFTER.get(chart_key, timedelta(days=2))
 
 
 def _rule_concepts(rule_id: str) -> frozenset[str]:
@@ -63,7 +71,9 @@ def fired_lines(overview: Overview, concepts: tuple[str, ...], language: str) ->
             continue
         shown = limit_text(limit.op, limit.value, limit.unit, language, personal=limit.personal)
         label = f"{alert.rule_title}: {shown}"
-        lines[limit.value] = Line(limit.value, alert.level, label, limit.personal, fired=True)
+        lines[limit.value] = Line(
+            limit.value, alert.level, label, limit.personal, fired=True, since=limit.since
+        )
     return list(lines.values())
 
 
@@ -195,6 +205,7 @@ def environment() -> Environment:
     env.globals["local_time"] = local_time
     env.globals["t"] = _t
     env.globals["birth_date"] = birth_date
+    env.globals["is_stale"] = is_stale
     env.globals["rule_title"] = rule_title
     return env
 

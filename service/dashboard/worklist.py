@@ -113,6 +113,11 @@ class AlertItem:
         return self.text.split("\n", 1)[0]
 
     @property
+    def finding(self) -> str:
+        """The headline without the rule's title it leads with (shown right above it)."""
+        return self.headline.removeprefix(f"{self.rule_title}: ")
+
+    @property
     def details(self) -> list[str]:
         """The text's further lines: how it was computed, merged findings."""
         return self.text.split("\n")[1:]
