@@ -163,7 +163,7 @@ def load_overview(fhir: FhirService, patient_id: str, since: datetime, until: da
     programmes: list[str] = []
     if config is not None:
         rules = default_rule_set().for_programmes(set(config.programmes))
-        lines = patient_lines(config, rules, until)
+        lines = patient_lines(config, rules, until, fhir.language)
         programmes = sorted(config.programmes)  # codes (HF, COPD): the page names them
     shown = {a.flag_id for a in alerts}
     return Overview(

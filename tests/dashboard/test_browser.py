@@ -244,9 +244,9 @@ def _laptop(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     low, high = (float(weight.get_attribute(f"data-{end}") or 0) for end in ("low", "high"))
     assert high - low >= 4
     for title in page.locator("svg#chart-dbp g.threshold title").all():
-        assert (title.text_content() or "").startswith("DBP ")
+        assert (title.text_content() or "").startswith("Diastole ")
     for title in page.locator("svg#chart-sbp g.threshold title").all():
-        assert (title.text_content() or "").startswith(("SBP ", "Hoge bloeddruk", "Lage"))
+        assert (title.text_content() or "").startswith(("Systole ", "Hoge bloeddruk", "Lage"))
     assert page.locator("svg#chart-sbp g.threshold").count() >= 2
     assert page.locator("svg#chart-weight g.alert-marker.alert-open").count() >= 1
     assert page.locator("svg#chart-weight circle.evidence").count() >= 1
