@@ -318,6 +318,35 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "ui.uzi": ("UZI-nummer", "UZI number"),
     "ui.log_in": ("Inloggen", "Log in"),
     "ui.personal": ("persoonlijk", "personal"),
+    "ui.error.gone": ("Deze melding bestaat niet (meer).", "This alert does not exist (any more)."),
+    "ui.error.not_alert": (
+        "Deze Flag is geen melding van telemon.",
+        "This Flag is not an alert raised by telemon.",
+    ),
+    "ui.error.changed": (
+        "Deze melding is gewijzigd nadat de pagina werd geladen; er is niets gedaan. "
+        "Bekijk haar opnieuw.",
+        "This alert changed after the page was loaded; nothing was done. Check it again.",
+    ),
+    "ui.error.closed": ("Deze melding is niet meer open.", "This alert is no longer open."),
+    "ui.error.acknowledged": (
+        "Deze melding was al als gezien gemarkeerd.",
+        "This alert was already acknowledged.",
+    ),
+    "ui.page.not_done": ("Niet gedaan", "Not done"),
+    "ui.page.form_expired": ("Formulier verlopen", "Form expired"),
+    "ui.page.reload": (
+        "Laad de pagina opnieuw en probeer het nog eens.",
+        "Reload the page and try again.",
+    ),
+    "ui.page.invalid": ("Ongeldig verzoek", "Invalid request"),
+    "ui.page.invalid_action": (
+        "Dit is geen geldige actie op een melding.",
+        "This is not a valid alert action.",
+    ),
+    "ui.page.no_patient": ("Patiënt niet gevonden", "Patient not found"),
+    "ui.page.no_such_patient": ("Deze patiënt bestaat niet.", "There is no such patient."),
+    "ui.back": ("Terug", "Back"),
     "param.dry_weight_kg": ("streefgewicht", "dry weight"),
     "param.usual_spo2": ("gebruikelijke SpO2", "usual spo2"),
     "param.nyha_baseline": ("NYHA-klasse", "nyha baseline"),

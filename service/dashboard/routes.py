@@ -171,8 +171,25 @@ def _clear(response: Response, name: str) -> None:
     response.delete_cookie(name, path=sessions.PATH)
 
 
-def _message_page(title: str, message: str, status: int, back: str = "/dashboard") -> HTMLResponse:
-    return _html(views.page("message.html", title=title, message=message, back=back), status)
+def _message_page(title: str, text: str, status: int, back: str = "/dashboard") -> HTMLResponse:
+    # These texts (login and broker failures) are not in the catalogue yet: English throughout.
+    page = views.page("message.html", lang="en", title=title, message=text, back=back)
+    return _html(page, status)
+
+
+def _translated_page(
+    state: DashboardState, title: str, text: str, status: int, back: str = "/dashboard"
+) -> HTMLResponse:
+    """A message page whose title and text are catalogue keys, in the configured language."""
+    language = state.fhir.language
+    page = views.page(
+        "message.html",
+        lang=language,
+        title=message(title, language),
+        message=message(text, language),
+        back=back,
+    )
+    return _html(page, status)
 
 
 def _safe_next(value: str | None) -> str:
@@ -463,7 +480,7 @@ async def logout(request: Request) -> Response:
         return _redirect("/dashboard/login")
     form = await _form(request)
     if form is None or not sessions.csrf_ok(session.csrf, form.get("csrf_token")):
-        return _message_page("Form expired", "Reload the page and try again.", 403)
+        return _translated_page(state, "ui.page.form_expired", "ui.page.reload", 403)
     await run_in_threadpool(_end_session, state, session)
     await _audit(state, request, session, AccessRecord("logout", description="clinician logout"))
     response = _redirect("/dashboard/login?notice=logged-out")
@@ -541,7 +558,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         check_id(patient_id)
         overview = await run_in_threadpool(load_overview, state.fhir, patient_id, since, until)
     except FhirError:
-        return _message_page("Patient not found", "There is no such patient.", 404)
+        return _translated_page(state, "ui.page.no_patient", "ui.page.no_such_patient", 404)
     record = AccessRecord(
         "search-type",
         "Observation",
@@ -576,12 +593,16 @@ async def _alert_action(request: Request, flag_id: str, action: str) -> Response
     if session is None:
         return _redirect("/dashboard/login?" + urlencode({"next": next_path}))
     if form is None or not sessions.csrf_ok(session.csrf, form.get("csrf_token")):
-        return _message_page("Form expired", "Reload the page and try again.", 403, next_path)
+        return _translated_page(
+            state, "ui.page.form_expired", "ui.page.reload", 403, next_path
+        )
     version = parse_unsigned(form.get("version"), maximum=MAX_VERSION)
     targets = _targets(flag_id, version, form)
     note = " ".join(form.get("note", "").split())  # one line, no control characters
     if targets is None or len(note) > MAX_NOTE:
-        return _message_page("Invalid request", "This is not a valid alert action.", 400, next_path)
+        return _translated_page(
+            state, "ui.page.invalid", "ui.page.invalid_action", 400, next_path
+        )
     do = worklist.acknowledge if action == "acknowledge" else worklist.resolve
     by = worklist.Clinician(session.subject, session.name)
     for target_id, target_version in targets:
@@ -600,7 +621,7 @@ async def _alert_action(request: Request, flag_id: str, action: str) -> Response
         except worklist.AlertActionError as exc:
             record.outcome, record.description = "4", f"{action} refused: {exc}"
             await _audit(state, request, session, record)
-            return _message_page("Not done", str(exc), 409, next_path)
+            return _translated_page(state, "ui.page.not_done", exc.key, 409, next_path)
     notice = "acknowledged" if action == "acknowledge" else "resolved"
     return _redirect(_with_notice(next_path, notice))
 

@@ -29,6 +29,7 @@ from service.alerts.episodes import (
 from service.audit.events import Touched
 from service.fhir.outcome import FhirError
 from service.fhir.service import FhirService, TransactionHook, VersionResult
+from service.messages import message
 from service.storage.repository import StoredVersion
 
 #: Flag priority code → (severity level, rank for sorting: most urgent first).
@@ -38,7 +39,12 @@ MAX_ROWS = 2000
 
 
 class AlertActionError(Exception):
-    """An acknowledge or resolve that cannot be done; the message is safe to show."""
+    """An acknowledge or resolve that cannot be done: ``key`` names the catalogue's text
+    (``str()`` is the English one, for logs and the audit trail)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(message(key, "en"))
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,16 +382,14 @@ def _open_flag(fhir: FhirService, flag_id: str, version: int) -> dict[str, Any]:
     try:
         current = fhir.read("Flag", flag_id)
     except FhirError as exc:
-        raise AlertActionError("This alert does not exist (any more).") from exc
+        raise AlertActionError("ui.error.gone") from exc
     flag: dict[str, Any] = orjson.loads(current.content or "{}")
     if not is_alert_flag(flag):
-        raise AlertActionError("This Flag is not an alert raised by telemon.")
+        raise AlertActionError("ui.error.not_alert")
     if current.version_id != version:
-        raise AlertActionError(
-            "This alert changed after the page was loaded; nothing was done. Check it again."
-        )
+        raise AlertActionError("ui.error.changed")
     if flag.get("status") != "active":
-        raise AlertActionError("This alert is no longer open.")
+        raise AlertActionError("ui.error.closed")
     return copy.deepcopy(flag)
 
 
@@ -401,9 +405,7 @@ def _update(
         )
     except FhirError as exc:
         if exc.status == 412:
-            raise AlertActionError(
-                "This alert changed after the page was loaded; nothing was done. Check it again."
-            ) from exc
+            raise AlertActionError("ui.error.changed") from exc
         raise
 
 
@@ -449,7 +451,7 @@ def acknowledge(
     flag = _open_flag(fhir, flag_id, version)
     extensions = flag.setdefault("extension", [])
     if any(e.get("url") == EXT_ACKNOWLEDGED for e in extensions):
-        raise AlertActionError("This alert was already acknowledged.")
+        raise AlertActionError("ui.error.acknowledged")
     extensions.append({"url": EXT_ACKNOWLEDGED, "valueDateTime": _instant_text(at)})
     _sign(flag, EXT_ACKNOWLEDGED_BY, by, note, at)
     return _update(fhir, flag, version, in_transaction)
