@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser).
 CHROMIUM := /usr/bin/chromium
+# The stock Node FHIR clients that tests/api/test_stock_clients.py drives (exact versions from
+# the lock file; node and npm come with the machine)
+NODE_CLIENTS := tests/api/node_clients/node_modules/.package-lock.json
 
 .PHONY: run test lint typecheck bench clean
 
@@ -27,11 +30,15 @@ run: $(STAMP)
 
 ## Set up and run every test, on SQLite and PostgreSQL (starts the local PostgreSQL if it is down);
 ## the browser tests save screenshots in test-artifacts/dashboard/
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(NODE_CLIENTS)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider -n 2
+
+## Install the stock Node clients from their lock file
+$(NODE_CLIENTS): tests/api/node_clients/package-lock.json
+	cd tests/api/node_clients && npm ci --no-audit --no-fund --loglevel=error
 
 ## Debian's chromium for the browser tests, installed with apt-get when missing (needs root)
 $(CHROMIUM):

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__, logs, metrics
 from service.alerts.ingest import AlertService
 from service.api.bulk_routes import router as bulk_router
+from service.api.consent_routes import router as consent_router
 from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
 from service.api.group_commit import AuditLog, create_batcher
@@ -30,6 +31,7 @@ from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, UrlLimit, outcome_response
 from service.audit.trail import AuditTrail
+from service.auth import lapse
 from service.auth.identity import build_identity_provider
 from service.auth.rate_limits import RateLimiter
 from service.auth.server import AuthServer
@@ -62,6 +64,18 @@ async def _sweep_forever(alerts: AlertService, interval: int) -> None:
             log.info("alert sweep: %s patients, %s changes", summary.patients, summary.changes)
         except Exception:  # a failed sweep must not stop the next one
             log.exception("alert sweep failed")
+
+
+async def _lapse_forever(auth: AuthState, db: Database, clock: Clock, interval: int) -> None:
+    """End lapsed long-term consents every ``interval`` seconds (service/auth/lapse.py)."""
+    while True:
+        try:
+            ended = await run_in_threadpool(lapse.sweep, db, auth.audit.trail, clock)
+            if ended:
+                log.info("consent sweep: %s long-term consents lapsed", len(ended))
+        except Exception:  # a failed sweep must not stop the next one
+            log.exception("consent sweep failed")
+        await asyncio.sleep(interval)
 
 
 def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState | None:
@@ -102,6 +116,11 @@ def create_app(
         auth = app.state.telemon.auth
         if auth is not None:
             await run_in_threadpool(auth.tokens.revoked.start)
+        lapsing = None
+        if auth is not None and settings.consent_sweep_interval_seconds > 0:
+            lapsing = asyncio.create_task(
+                _lapse_forever(auth, db, clock, settings.consent_sweep_interval_seconds)
+            )
         sweeper = None
         if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
             alerts = AlertService(fhir)
@@ -118,6 +137,8 @@ def create_app(
             exporter = ExportWorker(exports)
             exporter.start()
         yield
+        if lapsing is not None:
+            lapsing.cancel()
         if sweeper is not None:
             sweeper.cancel()
         if worker is not None:
@@ -163,6 +184,7 @@ def create_app(
     )
     app.state.exports = exports
     app.include_router(oauth_router)  # first: /fhir/.well-known/… is not a FHIR read
+    app.include_router(consent_router)
     app.include_router(bulk_router)  # before: /fhir/$export is not a search
     app.include_router(fhir_router)
     app.include_router(ops_router)

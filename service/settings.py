@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     bundle_max_entries: int = Field(default=1000, description="Most entries in one Bundle.")
     default_page_size: int = Field(default=50, description="Search page size without _count.")
     max_page_size: int = Field(default=500, description="Cap on _count.")
+    max_revinclude: int = Field(
+        default=1000,
+        ge=0,
+        description="Most _revinclude resources in one search page; beyond, the Bundle says "
+        "so with an OperationOutcome warning entry.",
+    )
     clock_skew_seconds: int = Field(
         default=300, description="How far in the future an effective time may lie."
     )
@@ -98,6 +104,11 @@ class Settings(BaseSettings):
     )
     assertion_max_seconds: int = Field(
         default=300, le=300, description="Longest a client assertion may live (exp - now)."
+    )
+    consent_sweep_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How often long-term consents unused for six months are ended (0: never).",
     )
     identity_provider: Literal["simulated-digid", "oidc"] = Field(
         default="simulated-digid",

@@ -235,3 +235,50 @@ def alert_bundle(count: int, programme: str = "HF", spo2: float = 84.0) -> dict[
                         "valueQuantity": quantity(spo2, "%")}),
         ]
     return transaction(*entries)
+
+
+def operation(kind: str, path: str, **parts: Any) -> dict[str, Any]:
+    """One FHIRPath Patch operation (``value`` as a value[x] dict or a list of parts)."""
+    out: list[dict[str, Any]] = [
+        {"name": "type", "valueCode": kind},
+        {"name": "path", "valueString": path},
+    ]
+    for name, value in parts.items():
+        if name == "value" and isinstance(value, list):
+            out.append({"name": "value", "part": value})
+        elif name == "value":
+            out.append({"name": "value", **value})
+        elif isinstance(value, int):
+            out.append({"name": name, "valueInteger": value})
+        else:
+            out.append({"name": name, "valueString": value})
+    return {"name": "operation", "part": out}
+
+
+def fhirpath_patch(*operations: dict[str, Any]) -> dict[str, Any]:
+    """A FHIRPath Patch Parameters resource."""
+    return {"resourceType": "Parameters", "parameter": list(operations)}
+
+
+ALERT_RULES = "http://telemon.example.org/fhir/CodeSystem/alert-rules"
+
+
+def flag(patient_id: str, status: str = "active", code: str = "HF-WEIGHT-3D") -> dict[str, Any]:
+    """An alert Flag about a patient (as an EHR or the alert engine would store it)."""
+    return {
+        "resourceType": "Flag",
+        "status": status,
+        "code": {"coding": [{"system": ALERT_RULES, "code": code}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "period": {"start": when(1)},
+    }
+
+
+def care_plan(patient_id: str, status: str = "active") -> dict[str, Any]:
+    """A telemonitoring CarePlan enrolling a patient."""
+    return {
+        "resourceType": "CarePlan",
+        "status": status,
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }

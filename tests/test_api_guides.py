@@ -17,7 +17,9 @@ How a guide is read:
 * In a request body, the member ``"…": "as read"`` stands for the other elements of the
   resource as last read from that path, and the array item ``"… as read"`` for its items.
 * A ``GET /oauth/authorize`` answered with the login page is followed, like a patient's browser,
-  by the simulated DigiD login (``{bsn}``) and consent; the code sent back is ``{code}``.
+  by the simulated DigiD login (``{bsn}``) and consent; the code sent back is ``{code}``. When
+  the app asks for ``offline_access`` the patient consents long-term (indefinitely), else for
+  this once.
 * The guides' ``telemon clients add-backend`` / ``add-pgo`` commands are the registrations.
 """
 
@@ -237,8 +239,12 @@ class Scenario:
         consent = self.http.post("/oauth/login", data={**fields, "bsn": self.value("bsn")})
         assert consent.status_code == 200, consent.text
         fields = {k: html.unescape(v) for k, v in _FIELDS.findall(consent.text)}
+        long_term = "offline_access" in query.get("scope", [""])[0].split()
+        term = {"term": "indefinite" if long_term else "once"}
         back = self.http.post(
-            "/oauth/consent", data={**fields, "decision": "allow"}, follow_redirects=False
+            "/oauth/consent",
+            data={**fields, **term, "decision": "allow"},
+            follow_redirects=False,
         )
         location = urlsplit(back.headers["location"])
         assert f"{location.scheme}://{location.netloc}{location.path}" == query["redirect_uri"][0]
@@ -362,7 +368,7 @@ def test_pgo_app_guide(world: World) -> None:
             "basic": basic,
         },
     )
-    assert run_guide("pgo-apps.md", scenario) == 8
+    assert run_guide("pgo-apps.md", scenario) == 15
 
 
 def test_ehr_system_guide(world: World) -> None:
@@ -373,10 +379,11 @@ def test_ehr_system_guide(world: World) -> None:
         {
             "assertion": _backend(world, "ehr-systems.md"),
             "patient": world.hf.patient_id,
+            "bsn": world.hf.bsn,
             "flag": world.flag,
         },
     )
-    assert run_guide("ehr-systems.md", scenario) == 12
+    assert run_guide("ehr-systems.md", scenario) == 14
 
 
 class BulkScenario(Scenario):

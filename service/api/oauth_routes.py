@@ -52,7 +52,8 @@ MAX_FORM_BYTES = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def _auth(request: Request) -> AuthState:
+def auth_state(request: Request) -> AuthState:
+    """The authorization server's state (404 in TELEMON_AUTH=open)."""
     auth = get_state(request).auth
     if auth is None:  # TELEMON_AUTH=open has no authorization server
         raise FhirError.single(404, "not-found", "Authorization is off (TELEMON_AUTH=open)")
@@ -67,7 +68,10 @@ def smart_configuration_document(request: Request) -> dict[str, Any]:
         "jwks_uri": f"{issuer}/oauth/jwks",
         "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
-        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "management_endpoint": f"{issuer}/oauth/consents",
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
@@ -76,6 +80,7 @@ def smart_configuration_document(request: Request) -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
         "scopes_supported": [
             "launch/patient",
+            "offline_access",
             "patient/Patient.rs",
             "patient/Observation.rs",
             "patient/Flag.rs",
@@ -92,6 +97,7 @@ def smart_configuration_document(request: Request) -> dict[str, Any]:
             "client-confidential-asymmetric",
             "context-standalone-patient",
             "permission-patient",
+            "permission-offline",
             "permission-v2",
         ],
     }
@@ -100,14 +106,14 @@ def smart_configuration_document(request: Request) -> dict[str, Any]:
 @router.get("/fhir/.well-known/smart-configuration")
 async def smart_configuration(request: Request) -> JSONResponse:
     """SMART discovery: endpoints and capabilities."""
-    _auth(request)
+    auth_state(request)
     return JSONResponse(smart_configuration_document(request))
 
 
 @router.get("/oauth/jwks")
 async def jwks(request: Request) -> JSONResponse:
     """The public key that signs access tokens."""
-    auth = _auth(request)
+    auth = auth_state(request)
     return JSONResponse(public_jwks(auth.tokens.key))
 
 
@@ -160,7 +166,7 @@ def _oidc_callback_url(request: Request) -> str:
     return issuer_url(request) + "/oauth/oidc/callback"
 
 
-async def _audit_login(
+async def audit_login(
     auth: AuthState,
     request: Request,
     client_id: str | None,
@@ -188,7 +194,7 @@ async def _audit_login(
 @router.get("/oauth/authorize")
 async def authorize(request: Request) -> Response:
     """Validate the authorization request, then show the patient login."""
-    auth = _auth(request)
+    auth = auth_state(request)
     oreq = _oauth_request(request, "GET", list(request.query_params.multi_items()))
     try:
         await run_in_threadpool(auth.server.get_consent_grant, oreq)
@@ -230,7 +236,7 @@ async def _pending(request: Request, auth: AuthState) -> tuple[Pending, dict[str
 @router.post("/oauth/login")
 async def login(request: Request) -> Response:
     """Log the patient in (simulated DigiD), then show the consent page."""
-    auth = _auth(request)
+    auth = auth_state(request)
     identity = auth.identity
     if not isinstance(identity, SimulatedDigiD):
         return _html(error_page("Log in through DigiD (TELEMON_IDENTITY_PROVIDER=oidc)"), 404)
@@ -252,14 +258,14 @@ async def login(request: Request) -> Response:
     try:
         user = await run_in_threadpool(identity.patient_for_bsn, fields.get("bsn", ""))
     except LoginError as exc:
-        await _audit_login(auth, request, client_id, f"login failed: {exc}", None, "4")
+        await audit_login(auth, request, client_id, f"login failed: {exc}", None, "4")
         blocked = await run_in_threadpool(limiter.failed, limits)
         if blocked is not None:
             return await _login_refused(auth, request, client_id, blocked)
         csrf = fields.get("csrf_token", "")
         page = login_page(fields.get("tx", ""), csrf, identity.label, str(exc))
         return _html(page, 400, oreq.payload.redirect_uri)
-    await _audit_login(auth, request, client_id, "patient login", user)
+    await audit_login(auth, request, client_id, "patient login", user)
     logged_in = dataclasses.replace(pending, patient_id=user.patient_id, subject=user.subject)
     page = _consent_page(auth, grant, logged_in, fields.get("csrf_token", ""))
     return _html(page, redirect_uri=oreq.payload.redirect_uri)
@@ -270,7 +276,7 @@ async def _login_refused(
 ) -> Response:
     """429: too many failed logins (audited; the BSN is not even looked at)."""
     what = f"login refused: {blocked.describe()}"
-    await _audit_login(auth, request, client_id, what, None, "4")
+    await audit_login(auth, request, client_id, what, None, "4")
     message = (
         f"Te veel mislukte inlogpogingen; probeer het over {blocked.minutes} minuten opnieuw / "
         f"Too many failed login attempts; try again in {blocked.minutes} minutes"
@@ -282,19 +288,21 @@ async def _login_refused(
 
 def _consent_page(auth: AuthState, grant: Any, pending: Pending, csrf: str) -> str:
     """The consent page for a logged-in ``pending`` authorization."""
+    settings = auth.server.settings
     return consent_page(
         consent.seal(auth.tokens.key, pending),
         csrf,
         grant.request.client.name,
         consent.describe(grant.request.scope),
-        auth.server.settings.pgo_token_seconds // 60,
+        settings.pgo_token_seconds // 60,
+        consent.today(settings.timezone).isoformat(),
     )
 
 
 @router.get("/oauth/oidc/callback")
 async def oidc_callback(request: Request) -> Response:
     """The DigiD broker's redirect back: verify the login, then show the consent page."""
-    auth = _auth(request)
+    auth = auth_state(request)
     identity = auth.identity
     if isinstance(identity, SimulatedDigiD):
         return _html(error_page("No DigiD broker is configured"), 404)
@@ -314,7 +322,7 @@ async def oidc_callback(request: Request) -> Response:
     if "error" in query or not query.get("code"):
         # The broker refused or the patient cancelled: the client hears access_denied.
         what = f"login failed at the DigiD broker: {query.get('error', 'no code')[:100]}"
-        await _audit_login(auth, request, client_id, what, None, "4")
+        await audit_login(auth, request, client_id, what, None, "4")
         status, _, headers = await run_in_threadpool(
             auth.server.create_authorization_response, oreq, None, grant
         )
@@ -327,11 +335,11 @@ async def oidc_callback(request: Request) -> Response:
         )
     except LoginError as exc:
         what = f"login failed: {exc} ({exc.__cause__ or 'no detail'})"[:500]
-        await _audit_login(auth, request, client_id, what, None, "4")
+        await audit_login(auth, request, client_id, what, None, "4")
         response = _html(error_page(str(exc)), 400)
         response.delete_cookie(LOGIN_COOKIE, path="/oauth")
         return response
-    await _audit_login(auth, request, client_id, "patient login (DigiD)", user)
+    await audit_login(auth, request, client_id, "patient login (DigiD)", user)
     csrf = consent.new_csrf()
     pending = dataclasses.replace(
         consent.bind(login_tx.params, csrf, login_tx.tx_id),
@@ -353,7 +361,7 @@ def _claim_transaction(auth: AuthState, tx_id: str) -> bool:
 @router.post("/oauth/consent")
 async def consent_decision(request: Request) -> Response:
     """Record the patient's decision and redirect back to the client."""
-    auth = _auth(request)
+    auth = auth_state(request)
     try:
         pending, fields = await _pending(request, auth)
     except ConsentError as exc:
@@ -361,14 +369,21 @@ async def consent_decision(request: Request) -> Response:
     decision = fields.get("decision")
     if pending.patient_id is None or pending.subject is None or decision not in ("allow", "deny"):
         return _html(error_page("Invalid consent form"), 400)
+    try:
+        term = consent.parse_term(
+            fields.get("term", "once"), fields.get("until", ""), auth.server.settings.timezone
+        )
+    except ConsentError as exc:
+        return _html(error_page(str(exc)), 400)
     user = PatientUser(pending.patient_id, pending.subject)
     oreq = _oauth_request(request, "GET", pending.params)
+    oreq.consent_term = term
     try:
         grant = await run_in_threadpool(auth.server.get_consent_grant, oreq, user)
     except OAuth2Error as error:
         return _authorize_error(error)
     if not await run_in_threadpool(_claim_transaction, auth, pending.tx_id):
-        await _audit_login(
+        await audit_login(
             auth,
             request,
             oreq.payload.client_id,
@@ -378,11 +393,12 @@ async def consent_decision(request: Request) -> Response:
             "consent",
         )
         return _html(error_page("Deze toestemming is al gegeven / Consent was already given"), 400)
-    await _audit_login(
+    await audit_login(
         auth,
         request,
         oreq.payload.client_id,
-        f"consent: {decision}",
+        f"consent: {decision}"
+        + (f" ({consent.describe_term(term)})" if decision == "allow" else ""),
         user,
         "0" if decision == "allow" else "4",  # BALP AuthZconsent: a deny is a failure
         "consent",
@@ -405,7 +421,7 @@ async def token(request: Request) -> JSONResponse:
     Every request is audited, refused and failed ones too: a backend service's in the
     transaction that issues its token, the others before the answer is sent.
     """
-    auth = _auth(request)
+    auth = auth_state(request)
     try:
         params = await read_small_form(request, MAX_FORM_BYTES)
     except FhirError as exc:  # not UTF-8, or a NUL character: RFC 6749's error instead
@@ -447,6 +463,52 @@ async def token(request: Request) -> JSONResponse:
     return JSONResponse(payload, status_code=status, headers={**out, **_NO_STORE})
 
 
+@router.post("/oauth/revoke")
+async def revoke(request: Request) -> JSONResponse:
+    """Token revocation (RFC 7009) by the client that holds the token."""
+    return await _token_endpoint(request, "revocation")
+
+
+@router.post("/oauth/introspect")
+async def introspect(request: Request) -> JSONResponse:
+    """Token introspection (RFC 7662) for registered backend services."""
+    return await _token_endpoint(request, "introspection")
+
+
+async def _token_endpoint(request: Request, name: str) -> JSONResponse:
+    """Revocation or introspection: client authentication rate-limited like the token
+    endpoint, and audited (with the patient the token concerns)."""
+    auth = auth_state(request)
+    try:
+        params = await read_small_form(request, MAX_FORM_BYTES)
+    except FhirError:
+        params = None
+    if params is None:
+        body = {
+            "error": "invalid_request",
+            "error_description": "Send an application/x-www-form-urlencoded UTF-8 body",
+        }
+        return JSONResponse(body, status_code=400, headers=_NO_STORE)
+    oreq = _oauth_request(request, "POST", params)
+    limiter = get_state(request).limiter
+    limits = limiter.token(client_address(request), _claimed_client(oreq))
+    blocked = await run_in_threadpool(limiter.check, limits)
+    if blocked is not None:
+        return _slow_down(blocked)
+    status, payload, headers = await run_in_threadpool(
+        auth.server.token_endpoint_response, name, oreq
+    )
+    if status != 200:
+        await run_in_threadpool(limiter.failed, limits)
+    actor, record = _token_audit(request, oreq, status, payload)
+    record.description = f"{name}: {record.description or 'ok'}"
+    if name == "introspection" and isinstance(payload, dict):
+        record.description += f" (active: {str(payload.get('active', False)).lower()})"
+    await auth.audit.write(actor, record)
+    out = {k: v for k, v in headers if k.lower() != "content-type"}
+    return JSONResponse(payload, status_code=status, headers={**out, **_NO_STORE})
+
+
 def _slow_down(blocked: Blocked) -> JSONResponse:
     """429 for the token endpoint (``slow_down``: RFC 8628's error for polling too fast)."""
     body = {"error": "slow_down", "error_description": blocked.describe()}
@@ -462,7 +524,7 @@ async def _token_refused(
 
 
 #: Token request parameters that may be logged (never code, verifier, secret or assertion).
-_LOGGED_TOKEN_PARAMS = ("grant_type", "scope", "client_id", "redirect_uri")
+_LOGGED_TOKEN_PARAMS = ("grant_type", "scope", "client_id", "redirect_uri", "token_type_hint")
 
 
 def _claimed_client(oreq: FormRequest) -> str | None:
@@ -500,6 +562,7 @@ def _token_audit(
     data = oreq.payload.data
     query = urlencode([(k, data[k]) for k in _LOGGED_TOKEN_PARAMS if k in data])
     patient = body.get("patient") if isinstance(body, dict) and status == 200 else None
+    patient = patient or oreq.concerns  # a refused refresh still concerns its patient
     if status == 200:
         description = None
     else:

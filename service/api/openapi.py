@@ -17,6 +17,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from service.fhir.conformance import CONFORMANCE_TYPES
 from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
+from service.fhir.search import chain_target, revinclude_names
 
 FHIR_JSON = "application/fhir+json"
 FORM = "application/x-www-form-urlencoded"
@@ -212,7 +213,7 @@ _PREFER = _header("Prefer", "`return=minimal|representation|OperationOutcome`, `
 _COUNT = _query("_count", {"type": "integer", "minimum": 0}, "Page size (capped by the server)")
 
 
-def _search_parameters(rtype: ResourceType) -> list[dict[str, Any]]:
+def _search_parameters(rtype: ResourceType, registry: Registry) -> list[dict[str, Any]]:
     params: list[SearchParam] = [*rtype.params.values(), *COMMON_PARAMS.values()]
     out = []
     for p in params:
@@ -227,17 +228,59 @@ def _search_parameters(rtype: ResourceType) -> list[dict[str, Any]]:
     out += [
         _COUNT,
         _query("_sort", {"type": "string", "enum": sorts + [f"-{s}" for s in sorts]}, "Order"),
-        _query("_summary", {"type": "string", "enum": ["count"]}, "Only the total"),
-        _query("_total", {"type": "string", "enum": ["accurate"]}, "Include the total"),
+        _query("_summary", {"type": "string", "enum": ["true", "text", "data", "count", "false"]},
+               "Summary elements only (true), text only, all but the text (data), only the "
+               "total (count)"),
+        _query("_total", {"type": "string", "enum": ["accurate", "estimate", "none"]},
+               "Include the total"),
+        _query("_elements", {"type": "string"},
+               "Comma-separated top-level elements to return (mandatory ones are kept)"),
     ]
     if rtype.includes:
         out.append(_query("_include", {"type": "string", "enum": list(rtype.includes)},
                           "Include the referenced resources"))
+    out += _link_parameters(rtype, registry)
+    return out
+
+
+def _link_parameters(rtype: ResourceType, registry: Registry) -> list[dict[str, Any]]:
+    """``_revinclude`` and the chains to an identifier (service/fhir/search.py)."""
+    out = []
+    revincludes = revinclude_names(rtype, registry)
+    if revincludes:
+        out.append(_query(
+            "_revinclude", {"type": "string", "enum": revincludes},
+            "Include the resources that point at the matches (capped: TELEMON_MAX_REVINCLUDE); "
+            "the same Source:reference pairs work as _has:Source:reference:parameter",
+        ))
+    out += [
+        _query(f"{name}:iterate", {"type": "string"},
+               f"{name} (Source:reference) followed from the included resources too")
+        for name in ("_include", "_revinclude")
+    ]
+    for p in rtype.params.values():
+        target = registry.get(chain_target(rtype, p) or "") if p.type == "reference" else None
+        if target is not None and "identifier" in target.params:
+            out.append(_query(
+                f"{p.name}.identifier", {"type": "string"},
+                f"Chained: the {target.name} {p.name} points at has this identifier "
+                "([system|]value); any other parameter of the target chains the same way",
+            ))
     return out
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {FHIR_JSON: {"schema": schema}}}
+
+
+_PATCH_BODY = {
+    "required": True,
+    "content": {
+        "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Parameters"}},
+        "application/merge-patch+json": {"schema": {"type": "object"}},
+    },
+}
 
 
 def _responses(*codes: str) -> dict[str, Any]:
@@ -253,7 +296,7 @@ def _responses(*codes: str) -> dict[str, Any]:
     return {code: {"description": text[code]} for code in codes}
 
 
-def _type_paths(rtype: ResourceType) -> dict[str, Any]:
+def _type_paths(rtype: ResourceType, registry: Registry) -> dict[str, Any]:
     name, ref = rtype.name, {"$ref": f"#/components/schemas/{rtype.name}"}
     tag = [name]
     writable = not rtype.read_only
@@ -262,7 +305,7 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
             "tags": tag,
             "summary": f"Search {name}",
             "operationId": f"search{name}",
-            "parameters": [*_search_parameters(rtype), _PREFER],
+            "parameters": [*_search_parameters(rtype, registry), _PREFER],
             "responses": _responses("200", "400"),
         }
     }
@@ -282,7 +325,7 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
                     "content": {FORM: {"schema": {
                         "type": "object",
                         "properties": {
-                            p["name"]: p["schema"] for p in _search_parameters(rtype)
+                            p["name"]: p["schema"] for p in _search_parameters(rtype, registry)
                         },
                     }}},
                 },
@@ -346,6 +389,39 @@ def _type_paths(rtype: ResourceType) -> dict[str, Any]:
             "parameters": [_ID_PARAM],
             "responses": _responses("200", "404"),
         }
+        instance["patch"] = {
+            "tags": tag,
+            "summary": f"Patch a {name}: JSON Patch, FHIRPath Patch or merge patch",
+            "operationId": f"patch{name}",
+            "parameters": [_ID_PARAM, _header("If-Match", 'The version, e.g. `W/"3"`'), _PREFER],
+            "requestBody": _PATCH_BODY,
+            "responses": _responses("200", "400", "404", "410", "412", "422"),
+        }
+        criteria = [*_search_parameters(rtype, registry), _PREFER]
+        type_path["put"] = {
+            "tags": tag,
+            "summary": f"Conditional update of a {name}: create (no match), update (one match) "
+            "or 412 (several); the query is the search criteria",
+            "operationId": f"conditionalUpdate{name}",
+            "parameters": criteria,
+            "requestBody": _body(ref),
+            "responses": _responses("200", "201", "400", "412", "422"),
+        }
+        type_path["patch"] = {
+            "tags": tag,
+            "summary": f"Conditional patch of the one {name} the query matches",
+            "operationId": f"conditionalPatch{name}",
+            "parameters": criteria,
+            "requestBody": _PATCH_BODY,
+            "responses": _responses("200", "400", "404", "412", "422"),
+        }
+        type_path["delete"] = {
+            "tags": tag,
+            "summary": f"Conditional delete of the one {name} the query matches (none: 200)",
+            "operationId": f"conditionalDelete{name}",
+            "parameters": criteria,
+            "responses": _responses("200", "400", "412"),
+        }
     return paths
 
 
@@ -366,7 +442,7 @@ def _fhir_paths(registry: Registry) -> dict[str, Any]:
         }},
     }
     for rtype in registry:
-        paths.update(_type_paths(rtype))
+        paths.update(_type_paths(rtype, registry))
     obs = registry.get("Observation")
     if obs is not None:
         paths["/fhir/Observation/$lastn"] = {"get": {
@@ -375,7 +451,7 @@ def _fhir_paths(registry: Registry) -> dict[str, Any]:
             "operationId": "lastnObservation",
             "parameters": [
                 _query("max", {"type": "integer", "minimum": 1}, "How many per code"),
-                *[p for p in _search_parameters(obs) if not p["name"].startswith("_")],
+                *[p for p in _search_parameters(obs, registry) if not p["name"].startswith("_")],
             ],
             "responses": _responses("200", "400"),
         }}
@@ -421,7 +497,10 @@ def _oauth_and_browser_paths() -> dict[str, Any]:
     ]
     token_fields = {name: text for name in (
         "grant_type", "code", "redirect_uri", "code_verifier", "client_id", "client_secret",
-        "client_assertion_type", "client_assertion", "scope")}
+        "client_assertion_type", "client_assertion", "scope", "refresh_token")}
+    token_ref = {name: text for name in (
+        "token", "token_type_hint", "client_id", "client_secret", "client_assertion_type",
+        "client_assertion")}
     return {
         "/oauth/authorize": {"get": {
             "tags": ["OAuth"], "summary": "Start the PGO authorization (code + PKCE)",
@@ -438,11 +517,38 @@ def _oauth_and_browser_paths() -> dict[str, Any]:
                           "400": {"description": "RFC 6749 error"},
                           "401": {"description": "Client authentication failed"}},
         }},
+        "/oauth/revoke": _form_op("revoke", "Revoke an access or refresh token (RFC 7009)",
+                                  token_ref, "OAuth"),
+        "/oauth/introspect": _form_op("introspect",
+                                      "Introspect a token (RFC 7662; backend services)",
+                                      token_ref, "OAuth"),
+        "/oauth/consents": {"get": {
+            "tags": ["Browser forms"], "summary": "The patient's consents (or the DigiD login)",
+            "operationId": "patientConsents",
+            "responses": {"200": {"description": "The page"}},
+        }},
+        "/oauth/consents/login": _form_op(
+            "patientConsentsLogin", "The consent overview's (simulated DigiD) login",
+            {"csrf_token": text, "bsn": text}, "Browser forms"),
+        "/oauth/consents/withdraw": _form_op(
+            "patientConsentsWithdraw", "Withdraw one of the patient's consents",
+            {"csrf_token": text, "consent_id": text}, "Browser forms"),
+        "/oauth/consents/change": _form_op(
+            "patientConsentsChange", "Move the end of a long-term consent",
+            {"csrf_token": text, "consent_id": text,
+             "term": {"type": "string", "enum": ["until", "indefinite"]},
+             "until": {"type": "string", "format": "date"}}, "Browser forms"),
+        "/oauth/consents/logout": _form_op(
+            "patientConsentsLogout", "Log out of the consent overview",
+            {"csrf_token": text}, "Browser forms"),
         "/oauth/login": _form_op("patientLogin", "The patient's (simulated DigiD) login form",
                                  {"tx": text, "csrf_token": text, "bsn": text}, "Browser forms"),
         "/oauth/consent": _form_op("patientConsent", "The patient's consent form",
                                    {"tx": text, "csrf_token": text,
-                                    "decision": {"type": "string", "enum": ["allow", "deny"]}},
+                                    "decision": {"type": "string", "enum": ["allow", "deny"]},
+                                    "term": {"type": "string",
+                                             "enum": ["once", "until", "indefinite"]},
+                                    "until": {"type": "string", "format": "date"}},
                                    "Browser forms"),
         "/dashboard/login": _form_op("dashboardLogin", "The clinician's login form",
                                      {"csrf_token": text, "uzi": text, "next": text},
@@ -482,6 +588,7 @@ def _with_path_param(paths: dict[str, Any]) -> dict[str, Any]:
 
 def _bundle_schema(registry: Registry) -> dict[str, Any]:
     resources = [{"$ref": f"#/components/schemas/{t.name}"} for t in registry if not t.read_only]
+    resources.append({"$ref": "#/components/schemas/Parameters"})  # a PATCH entry's patch
     return {
         "type": "object",
         "required": ["resourceType", "type"],
@@ -498,7 +605,7 @@ def _bundle_schema(registry: Registry) -> dict[str, Any]:
                         "required": ["method", "url"],
                         "properties": {
                             "method": {"type": "string",
-                                       "enum": ["GET", "POST", "PUT", "DELETE"]},
+                                       "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
                             "url": _STRING,
                             "ifNoneExist": _STRING,
                             "ifMatch": _STRING,
@@ -521,6 +628,7 @@ def openapi_document(registry: Registry, generated: dict[str, Any]) -> dict[str,
     for rtype in registry:
         schemas[rtype.name] = resource_schema(rtype.name)
     schemas["Bundle"] = _bundle_schema(registry)
+    schemas["Parameters"] = resource_schema("Parameters")  # a FHIRPath Patch
     paths = {p: item for p, item in generated.get("paths", {}).items() if "{res_type}" not in p}
     paths.update(_fhir_paths(registry))
     paths.update(_with_path_param(_oauth_and_browser_paths()))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -37,12 +38,15 @@ from service.auth.policy import Interaction, Principal
 from service.fhir import bundles
 from service.fhir.conformance import CONFORMANCE_TYPES, capability_statement
 from service.fhir.dates import DateFormatError, parse_range
-from service.fhir.outcome import FhirError, operation_outcome
-from service.fhir.service import SearchResult
+from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.fhir.patch import PATCH_MEDIA_TYPES, Patch, patch_of
+from service.fhir.service import SearchResult, VersionResult
 from service.storage.repository import StoredVersion
 from service.validation.integers import parse_unsigned
+from service.validation.json_input import parse_patch_json
 
 router = APIRouter(prefix="/fhir")
+T = TypeVar("T")
 
 State = Annotated[AppState, Depends(state_dependency)]
 Base = Annotated[str, Depends(base_url_dependency)]
@@ -170,7 +174,11 @@ async def lastn(
     patient_ids = _allow(state, who, audit, "Observation", "search", query=request.url.query)
     audit.begin("operation", "Observation", request.url.query)
     rows, warnings = await run_in_threadpool(
-        state.fhir.lastn, _query_params(request), strict=_strict(request), patient_ids=patient_ids
+        state.fhir.lastn,
+        _query_params(request),
+        strict=_strict(request),
+        patient_ids=patient_ids,
+        permit=partial(policy.require, who, interaction="search"),
     )
     audit.rows(rows)
     entries = [_entry(base, r, "match") for r in rows]
@@ -209,6 +217,7 @@ async def search(
             _query_params(request),
             strict=_strict(request),
             patient_ids=patient_ids,
+            permit=partial(policy.require, who, interaction="search"),
         )
     )
     audit.rows(result.matches + result.included)
@@ -229,7 +238,12 @@ async def search_post(
         audit.record.query = urlencode(params)
     result = await run_in_threadpool(
         partial(
-            state.fhir.search, res_type, params, strict=_strict(request), patient_ids=patient_ids
+            state.fhir.search,
+            res_type,
+            params,
+            strict=_strict(request),
+            patient_ids=patient_ids,
+            permit=partial(policy.require, who, interaction="search"),
         )
     )
     audit.rows(result.matches + result.included)
@@ -379,6 +393,104 @@ async def delete(
             in_transaction=audit.in_transaction,
         )
     )
+    return _deleted(result)
+
+
+@router.patch("/{res_type}/{res_id}")
+async def patch(
+    res_type: str,
+    res_id: str,
+    request: Request,
+    ctx: Ctx,
+    if_match: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    """Patch: JSON Patch, FHIRPath Patch (Parameters) or merge patch; ``If-Match`` honoured."""
+    patient_ids = _allow(ctx.state, ctx.principal, ctx.audit, res_type, "patch", write=True)
+    body = await _patch_body(request, ctx.state)
+    result = await _write(
+        ctx, patient_ids, ctx.state.fhir.patch, res_type, res_id, body, if_match=if_match
+    )
+    return resource_response(result, ctx.base, return_pref=prefer(request, "return"))
+
+
+async def _write(
+    ctx: RequestContext,
+    patient_ids: tuple[str, ...] | None,
+    method: Callable[..., T],
+    *args: Any,
+    **kwargs: Any,
+) -> T:
+    """Run a FHIR service write in a worker thread, confined and audited in its transaction."""
+    call = partial(
+        method, *args, patient_ids=patient_ids, in_transaction=ctx.audit.in_transaction, **kwargs
+    )
+    return await run_in_threadpool(call)
+
+
+async def _patch_body(request: Request, state: AppState) -> Patch:
+    s = state.settings
+    data = await read_json_body(
+        request,
+        max_bytes=s.max_body_bytes,
+        max_depth=s.max_json_depth,
+        media_types=PATCH_MEDIA_TYPES,
+        parser=parse_patch_json,
+    )
+    return patch_of(request.headers.get("content-type", "").split(";")[0].strip().lower(), data)
+
+
+def _conditional(
+    ctx: RequestContext, request: Request, res_type: str, interaction: Interaction
+) -> tuple[str, tuple[str, ...] | None]:
+    """The criteria of a conditional write, authorised (the interaction and search)."""
+    criteria = urlencode(_query_params(request))
+    patient_ids = _allow(
+        ctx.state, ctx.principal, ctx.audit, res_type, interaction, query=criteria, write=True
+    )
+    policy.require(ctx.principal, res_type, "search")
+    return criteria, patient_ids
+
+
+@router.put("/{res_type}")
+async def conditional_update(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
+    """Conditional update ``PUT [type]?criteria``: create (no match), update (one), 412."""
+    criteria, patient_ids = _conditional(ctx, request, res_type, "update")
+    data = await _body(request, ctx.state)
+    may_create = policy.allows(ctx.principal, res_type, "create")
+    result = await _write(
+        ctx, patient_ids, ctx.state.fhir.conditional_update, res_type, criteria, data,
+        may_create=may_create,
+    )
+    return resource_response(
+        result, ctx.base, return_pref=prefer(request, "return"), location=result.status == 201
+    )
+
+
+@router.patch("/{res_type}")
+async def conditional_patch(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
+    """Conditional patch ``PATCH [type]?criteria`` of the one match (none: 404; several: 412)."""
+    criteria, patient_ids = _conditional(ctx, request, res_type, "patch")
+    body = await _patch_body(request, ctx.state)
+    result = await _write(
+        ctx, patient_ids, ctx.state.fhir.conditional_patch, res_type, criteria, body
+    )
+    return resource_response(result, ctx.base, return_pref=prefer(request, "return"))
+
+
+@router.delete("/{res_type}")
+async def conditional_delete(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
+    """Conditional delete ``DELETE [type]?criteria`` of the one match (several: 412)."""
+    criteria, patient_ids = _conditional(ctx, request, res_type, "delete")
+    result = await _write(
+        ctx, patient_ids, ctx.state.fhir.conditional_delete, res_type, criteria
+    )
+    if result is None:
+        issue = Issue("not-found", f"No {res_type} matches '{criteria}'", (), "information")
+        return FhirResponse(operation_outcome([issue]), status_code=200)
+    return _deleted(result)
+
+
+def _deleted(result: VersionResult) -> FhirResponse:
     return FhirResponse(
         operation_outcome(result.issues),
         status_code=200,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -72,15 +72,27 @@ async def negotiate(request: Request) -> None:
     )
 
 
-async def read_json_body(request: Request, *, max_bytes: int, max_depth: int) -> Any:
-    """Read and strictly parse a FHIR JSON body: 415 wrong type, 413 too large, 400 bad JSON."""
+async def read_json_body(
+    request: Request,
+    *,
+    max_bytes: int,
+    max_depth: int,
+    media_types: Collection[str] = _JSON_TYPES,
+    parser: Callable[..., Any] = parse_json,
+) -> Any:
+    """Read and strictly parse a FHIR JSON body: 415 wrong type, 413 too large, 400 bad JSON.
+
+    ``media_types``: the Content-Types accepted (a PATCH also takes JSON Patch and merge patch);
+    ``parser``: how the bytes are parsed (called with ``max_depth``).
+    """
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
-    if media not in _JSON_TYPES:
+    if media not in media_types:
+        wanted = FHIR_JSON if media_types is _JSON_TYPES else " or ".join(media_types)
         raise FhirError.single(
             415,
             "not-supported",
-            f"Content-Type '{content_type or '(none)'}' is not supported; send {FHIR_JSON}",
+            f"Content-Type '{content_type or '(none)'}' is not supported; send {wanted}",
             "Content-Type",
         )
     length = request.headers.get("content-length")
@@ -97,7 +109,7 @@ async def read_json_body(request: Request, *, max_bytes: int, max_depth: int) ->
     body = b"".join(chunks)
     if not body:
         raise FhirError.single(400, "required", "The request body is empty")
-    return parse_json(body, max_depth=max_depth)
+    return parser(body, max_depth=max_depth)
 
 
 def _too_large(max_bytes: int) -> FhirError:

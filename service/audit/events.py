@@ -68,6 +68,7 @@ ACTIONS = {
     "operation": "E",
     "create": "C",
     "update": "U",
+    "patch": "U",
     "delete": "D",
     "transaction": "E",
     "batch": "E",

@@ -30,7 +30,8 @@ from service.storage.tables import oauth_clients
 ClientKind = Literal["pgo", "backend"]
 #: Default scopes a PGO may ask for (its patient's data, and who looked at it).
 PGO_SCOPES = (
-    "launch/patient patient/Patient.rs patient/Observation.rs patient/Flag.rs patient/AuditEvent.rs"
+    "launch/patient offline_access patient/Patient.rs patient/Observation.rs patient/Flag.rs "
+    "patient/AuditEvent.rs"
 )
 
 
@@ -87,9 +88,9 @@ class Client(ClientMixin):
         return self.kind == "pgo" and response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        """PGO: authorization_code; backend: client_credentials."""
+        """PGO: authorization_code and refresh_token; backend: client_credentials."""
         if self.kind == "pgo":
-            return grant_type == "authorization_code"
+            return grant_type in ("authorization_code", "refresh_token")
         return grant_type == "client_credentials"
 
 

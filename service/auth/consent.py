@@ -15,7 +15,10 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as day_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -25,6 +28,7 @@ from sqlalchemy import Connection
 from service.auth import replay
 from service.auth import scopes as sc
 from service.auth.compare import secrets_equal
+from service.auth.grants import ONCE, ConsentTerm
 
 TX_SECONDS = 600
 CSRF_COOKIE = "telemon_csrf"
@@ -209,5 +213,41 @@ def describe(scope: str) -> list[tuple[str, str]]:
         nl, en = _TYPE_NAMES.get(parsed.res_type, (parsed.res_type, parsed.res_type))
         perms_nl = ", ".join(_PERMS[p][0] for p in "cruds" if p in parsed.permissions)
         perms_en = ", ".join(_PERMS[p][1] for p in "cruds" if p in parsed.permissions)
+        only = " ".join(f"{k}={v}" for k, v in parsed.filters)
+        if only:  # a granular scope
+            perms_nl, perms_en = f"{perms_nl} (alleen {only})", f"{perms_en} (only {only})"
         lines.append((f"{nl}: {perms_nl}", f"{en}: {perms_en}"))
     return lines
+
+
+def today(timezone: str) -> date:
+    """Today's date where the patient lives (the earliest end date a consent can have)."""
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def parse_term(term: str, until: str, timezone: str) -> ConsentTerm:
+    """The consent page's duration: ``once``, ``indefinite`` or ``until`` a date (ending at
+    the end of that day, local time); ConsentError for anything else or a date in the past."""
+    if term == "once":
+        return ONCE
+    if term == "indefinite":
+        return ConsentTerm(long_term=True)
+    if term != "until":
+        raise ConsentError("Kies hoe lang de toestemming geldt / Choose how long consent lasts")
+    try:
+        last = date.fromisoformat(until)
+    except ValueError:
+        raise ConsentError("Kies een einddatum / Pick an end date") from None
+    if last < today(timezone):
+        raise ConsentError("De einddatum ligt in het verleden / The end date has passed")
+    end = datetime.combine(last + timedelta(days=1), day_time(), ZoneInfo(timezone))
+    return ConsentTerm(long_term=True, ends_at=int(end.timestamp()))
+
+
+def describe_term(term: ConsentTerm) -> str:
+    """How long a consent lasts, for the audit trail."""
+    if not term.long_term:
+        return "this once"
+    if term.ends_at is None:
+        return "long-term, indefinitely"
+    return f"long-term, until {datetime.fromtimestamp(term.ends_at, UTC).isoformat()}"

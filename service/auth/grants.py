@@ -6,7 +6,8 @@
 - Client assertions (``private_key_jwt``): RS384/ES384 only, ``exp`` at most 5 minutes ahead,
   ``jti`` remembered in the database, ``jku`` only if it is the registered JWKS URL, exactly one
   matching key.
-- No refresh tokens are issued at all (so none can go unrotated).
+- Refresh tokens only for a patient's long-term consent, rotated on every use; a reused one
+  revokes its family (service/auth/consent_records.py, RFC 9700 §4.14).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import (
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     grants,
@@ -29,7 +31,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import insert, select, update
 
-from service.auth import replay
+from service.auth import consent_records, replay
 from service.auth import scopes as sc
 from service.auth.clients import Client
 from service.auth.jwks import JwksError
@@ -65,6 +67,8 @@ class StoredCode:
     patient_id: str
     subject: str
     code_challenge: str
+    long_term: bool = False
+    consent_ends_at: int | None = None
 
     def get_redirect_uri(self) -> str:
         """The redirect URI the code was issued for."""
@@ -73,6 +77,18 @@ class StoredCode:
     def get_scope(self) -> str:
         """The granted scope."""
         return self.scope
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentTerm:
+    """The patient's choice on the consent page: this once, or long-term until ``ends_at``
+    (Unix seconds; None: indefinitely)."""
+
+    long_term: bool = False
+    ends_at: int | None = None
+
+
+ONCE = ConsentTerm()
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -121,6 +137,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request: Any) -> None:
         """Store the code's hash with everything it is bound to."""
         user: PatientUser = request.user
+        term: ConsentTerm = request.consent_term
         with self.server.db.write() as conn:
             conn.execute(
                 insert(oauth_codes).values(
@@ -133,6 +150,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                     code_challenge=request.payload.data["code_challenge"],
                     expires_at=int(time.time()) + self.server.settings.auth_code_seconds,
                     used=False,
+                    long_term=term.long_term,
+                    consent_ends_at=term.ends_at,
                 )
             )
 
@@ -152,6 +171,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 .values(used=True)
             ).rowcount
         if not claimed:
+            with self.server.db.write() as conn:  # its consent's refresh tokens too
+                consent_records.end_granted_with(conn, code_hash, now)
             self.server.tokens.revoke_issued_from(code_hash)
             return None
         if row.client_id != client.client_id or row.expires_at < now:
@@ -164,6 +185,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             row.patient_id,
             row.subject,
             row.code_challenge,
+            bool(row.long_term),
+            row.consent_ends_at,
         )
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
@@ -185,18 +208,118 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
-        """A PGO access token (≤ 15 min) with the patient in context; no refresh token."""
+        """A PGO access token (≤ 15 min) with the patient in context, under a new stored
+        consent; with a refresh token when the patient chose long-term consent."""
         assert user is not None
         code: StoredCode = self.request.authorization_code
-        return self.server.issue(
-            self.request,
-            client_id=self.request.client.client_id,
-            scope=scope or "",
-            lifetime=self.server.settings.pgo_token_seconds,
-            subject=user.subject,
-            patient_id=user.patient_id,
-            code_hash=code.code_hash,
-        )
+        now = int(time.time())
+        if not code.long_term:  # the patient said this once: no offline access granted
+            scope = " ".join(t for t in sc.split(scope) if t != "offline_access")
+        with self.request.write() as conn:
+            consent = consent_records.create(
+                conn,
+                client_id=self.request.client.client_id,
+                patient_id=user.patient_id,
+                subject=user.subject,
+                scope=scope or "",
+                long_term=code.long_term,
+                code_hash=code.code_hash,
+                ends_at=(
+                    code.consent_ends_at
+                    if code.long_term
+                    else now + self.server.settings.pgo_token_seconds
+                ),
+                now=now,
+            )
+            body = self.server.issue(
+                self.request,
+                conn=conn,
+                client_id=self.request.client.client_id,
+                scope=scope or "",
+                lifetime=self.server.settings.pgo_token_seconds,
+                subject=user.subject,
+                patient_id=user.patient_id,
+                code_hash=code.code_hash,
+                consent_id=consent.consent_id,
+            )
+            if code.long_term:
+                body["refresh_token"] = consent_records.issue_refresh_token(conn, consent, now)
+        return body
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """``grant_type=refresh_token`` for long-term consents: rotation, reuse detection, the
+    scope only narrowing, never past the consent (service/auth/consent_records.py).
+
+    Runs in the token request's one write transaction (:meth:`AuthServer.create_token_response`):
+    the old token's claim, the new tokens and the AuditEvent commit together, and a refused
+    reuse still commits the family's revocation.
+    """
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    INCLUDE_NEW_REFRESH_TOKEN = True
+    server: AuthServer
+    request: FormRequest
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Any:
+        """Check the requested scope, then use the token up (see consent_records.rotate)."""
+        client: Client = self.request.client
+        now = int(time.time())
+        with self.request.write() as conn:
+            known = consent_records.peek(conn, refresh_token)
+            if known is not None and known.client_id == client.client_id:
+                self.request.concerns = known.patient_id
+                self._check_narrowing(known.scope)
+            outcome = consent_records.rotate(conn, refresh_token, client.client_id, now)
+        if isinstance(outcome, consent_records.Reused):
+            self.request.revoked = True
+            raise InvalidGrantError(
+                "The refresh token was used before: every token of this consent is revoked "
+                "(RFC 9700 4.14); ask the patient again"
+            )
+        return outcome
+
+    def _check_narrowing(self, granted: str) -> None:
+        requested = sc.split(self.request.payload.scope)
+        if requested and sc.narrow(requested, sc.split(granted)) != requested:
+            raise InvalidScopeError("A refresh can only narrow the granted scope")
+
+    def _validate_token_scope(self, token: Any) -> None:
+        """Checked before the token is used up (:meth:`authenticate_refresh_token`)."""
+
+    def authenticate_user(self, refresh_token: consent_records.ConsentRecord) -> PatientUser:
+        """The patient of the consent."""
+        return PatientUser(refresh_token.patient_id, refresh_token.subject)
+
+    def revoke_old_credential(self, refresh_token: Any) -> None:
+        """Nothing: the old token was used up when it was claimed."""
+
+    def generate_token(
+        self,
+        user: PatientUser | None = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """A new access token (the scope as asked, within the consent's) and refresh token."""
+        assert user is not None
+        consent: consent_records.ConsentRecord = self.request.refresh_token
+        client: Client = self.request.client
+        now = int(time.time())
+        with self.request.write() as conn:
+            body = self.server.issue(
+                self.request,
+                conn=conn,
+                client_id=client.client_id,
+                scope=client.get_allowed_scope(scope or consent.scope),
+                lifetime=self.server.settings.pgo_token_seconds,
+                subject=user.subject,
+                patient_id=user.patient_id,
+                consent_id=consent.consent_id,
+            )
+            body["refresh_token"] = consent_records.issue_refresh_token(conn, consent, now)
+        return body
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):

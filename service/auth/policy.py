@@ -14,10 +14,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service.auth.scopes import Grants
+from service.fhir.confinement import Confinement
 from service.fhir.outcome import FhirError
 
 Interaction = Literal[
-    "read", "vread", "history-instance", "history-type", "search", "create", "update", "delete"
+    "read",
+    "vread",
+    "history-instance",
+    "history-type",
+    "search",
+    "create",
+    "update",
+    "patch",
+    "delete",
 ]
 #: The SMART v2 permission each interaction needs.
 PERMISSION: dict[str, str] = {
@@ -28,6 +37,7 @@ PERMISSION: dict[str, str] = {
     "search": "s",
     "create": "c",
     "update": "u",
+    "patch": "u",  # SMART v2: a patch is an update
     "delete": "d",
 }
 
@@ -79,13 +89,24 @@ def require(principal: Principal, res_type: str, interaction: Interaction | str)
             f"(needs {principal.context}/{res_type}.{permission})"
         )
     disclosed = DISCLOSES.get(res_type)
-    if disclosed is not None and interaction in ("create", "update"):
+    if disclosed is not None and interaction in ("create", "update", "patch"):
         require(principal, disclosed, "read")
         require(principal, disclosed, "search")
 
 
+def allows(principal: Principal, res_type: str, interaction: Interaction | str) -> bool:
+    """Whether :func:`require` would let ``interaction`` on ``res_type`` pass."""
+    try:
+        require(principal, res_type, interaction)
+    except FhirError:
+        return False
+    return True
+
+
 def compartment(principal: Principal) -> tuple[str, ...] | None:
-    """The patient compartments the principal is confined to (None: not confined)."""
+    """The patient compartments the principal is confined to (None: not confined), with the
+    filters of its granular scopes (a :class:`Confinement`)."""
     if principal.kind != "patient":
         return None
-    return (principal.patient_id,) if principal.patient_id else ()
+    ids = (principal.patient_id,) if principal.patient_id else ()
+    return Confinement(ids, principal.grants.read_filters("patient"))

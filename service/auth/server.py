@@ -18,12 +18,16 @@ from sqlalchemy import Connection
 from service.auth import clients
 from service.auth.clients import Client
 from service.auth.grants import (
+    ONCE,
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
+    ConsentTerm,
     PrivateKeyJwtAuth,
+    RefreshTokenGrant,
     S256CodeChallenge,
 )
 from service.auth.jwks import JwksFetcher
+from service.auth.token_endpoints import TokenIntrospection, TokenRevocation
 from service.auth.tokens import TokenService
 from service.settings import Settings
 from service.storage.db import Database, fits_key
@@ -59,6 +63,9 @@ def check_syntax(request: FormRequest) -> None:
         syntax = _SYNTAX.get(name)
         if syntax is not None and not all(syntax.fullmatch(v) for v in values):
             raise InvalidRequestError(f"'{name}' holds characters RFC 6749 does not allow")
+
+#: Grant types whose whole token request is one write transaction (see create_token_response).
+_SHARED_TRANSACTION = frozenset({"client_credentials", "refresh_token"})
 
 #: Writes a token request's AuditEvent (status and body of the answer) into a transaction.
 TokenAudit = Callable[[Connection, int, Any], None]
@@ -111,6 +118,9 @@ class FormRequest(OAuth2Request):
         self.db: Database | None = None
         self.conn: Connection | None = None
         self.issued_jti: str | None = None  # the token issued to this request, if any
+        self.concerns: str | None = None  # the patient a refresh request concerns (audit)
+        self.revoked = False  # the request revoked tokens (a reused refresh token's family)
+        self.consent_term: ConsentTerm = ONCE  # the patient's choice (consent decision)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -153,7 +163,20 @@ class AuthServer(AuthorizationServer):
         )
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
         self.register_grant(ClientCredentialsGrant)
+        self.register_grant(RefreshTokenGrant)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJwtAuth(self))
+        self.register_endpoint(TokenRevocation)
+        self.register_endpoint(TokenIntrospection)
+
+    def token_endpoint_response(self, name: str, request: FormRequest) -> Any:
+        """Revocation (``"revocation"``) or introspection (``"introspection"``): status, body
+        and headers (see service/auth/token_endpoints.py)."""
+        try:
+            check_syntax(request)
+        except InvalidRequestError as error:
+            return self.handle_error_response(request, error)
+        request.db = self.db
+        return self.create_endpoint_response(name, request)
 
     def query_client(self, client_id: str) -> Client | None:
         """An active registered client."""
@@ -167,8 +190,9 @@ class AuthServer(AuthorizationServer):
     ) -> Any:
         """Authlib's token endpoint, ``audit`` called with the outcome inside a transaction.
 
-        A client_credentials request runs in one write transaction: the assertion's ``jti``,
-        the token it buys and the request's AuditEvent commit together — one commit (one fsync
+        A client_credentials or refresh_token request runs in one write transaction: the
+        assertion's ``jti`` (or the refresh token used up), the tokens it buys and the
+        request's AuditEvent commit together — one commit (one fsync
         on SQLite) per token, the hot spot of the token endpoint. Authlib turns errors into
         responses, so a refused request still commits the ``jti`` it spent, and its audit. The
         authorization-code grant keeps its own transactions (it claims the code first) and its
@@ -180,7 +204,7 @@ class AuthServer(AuthorizationServer):
         except InvalidRequestError as error:
             return self.handle_error_response(request, error)
         request.db = self.db
-        if request.payload.grant_type != "client_credentials":
+        if request.payload.grant_type not in _SHARED_TRANSACTION:
             status, body, headers = super().create_token_response(request)
             if audit is not None:
                 with self._write_turn, self.db.write() as conn:
@@ -192,9 +216,11 @@ class AuthServer(AuthorizationServer):
                 status, body, headers = super().create_token_response(request)
                 if audit is not None:
                     audit(conn, status, body)
-                return status, body, headers
             finally:
                 request.conn = None
+        if request.revoked:  # committed: this worker refuses them at once, the others soon
+            self.tokens.revoked.sync()
+        return status, body, headers
 
     def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
         """Authlib's validation of an authorization request, after :func:`check_syntax`."""
@@ -223,16 +249,19 @@ class AuthServer(AuthorizationServer):
         self,
         request: FormRequest,
         *,
+        conn: Connection | None = None,
         client_id: str,
         scope: str,
         lifetime: int,
         subject: str,
         patient_id: str | None = None,
         code_hash: str | None = None,
+        consent_id: str | None = None,
     ) -> dict[str, Any]:
-        """An access token response body (RFC 6749 §5.1, plus SMART's ``patient``)."""
+        """An access token response body (RFC 6749 §5.1, plus SMART's ``patient``); recorded
+        in ``conn``'s transaction (else the request's)."""
         issued = self.tokens.issue(
-            conn=request.conn,
+            conn=conn or request.conn,
             issuer=issuer_of(request.token_url),
             audience=request.audience,
             client_id=client_id,
@@ -241,6 +270,7 @@ class AuthServer(AuthorizationServer):
             subject=subject,
             patient_id=patient_id,
             code_hash=code_hash,
+            consent_id=consent_id,
         )
         request.issued_jti = issued.jti
         body: dict[str, Any] = {

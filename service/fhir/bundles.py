@@ -8,6 +8,8 @@ server assigns (or finds, for conditional creates); one that names no entry is r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ import orjson
 from sqlalchemy import Connection
 
 from service.fhir.dates import format_instant
-from service.fhir.outcome import FhirError, operation_outcome
+from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.fhir.patch import JSON_PATCH, MERGE_PATCH, Patch, patch_of
 from service.fhir.references import rewritten
 from service.fhir.service import (
     FhirService,
@@ -31,10 +34,17 @@ from service.fhir.service import (
 )
 from service.storage import repository as repo
 from service.validation import validate_structure
+from service.validation.json_input import parse_patch_json
 
 T = TypeVar("T")
-_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
-_INTERACTION = {"DELETE": "delete", "POST": "create", "PUT": "update", "GET": "read"}
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+_INTERACTION = {
+    "DELETE": "delete",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "GET": "read",
+}
 
 
 def _permit_all(res_type: str, interaction: str) -> None:
@@ -72,6 +82,12 @@ class Entry:
     resource: dict[str, Any] | None
     if_none_exist: str | None
     if_match: str | None
+    patch: Patch | None = None  # a PATCH entry's patch (its Binary or Parameters resource)
+
+    @property
+    def conditional(self) -> bool:
+        """A PUT, PATCH or DELETE addressed by search criteria (``Type?query``), not by id."""
+        return self.method in ("PUT", "PATCH", "DELETE") and self.res_id is None
 
     @property
     def where(self) -> str:
@@ -110,7 +126,13 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
             exc.status, [i.prefixed(f"Bundle.entry[{index}].request.url") for i in exc.issues]
         ) from exc
     resource = raw.get("resource")
-    if method in ("POST", "PUT"):
+    if method in ("PUT", "PATCH", "DELETE") and res_id is None and not query:
+        raise _fail(index, "request.url", f"{method} needs Type/id or Type?criteria in request.url")
+    patch = None
+    if method == "PATCH":
+        patch = _patch_of(service, index, resource)
+        resource = None
+    elif method in ("POST", "PUT"):
         if resource is None:
             raise _fail(index, "resource", f"A {method} entry needs a resource")
         try:
@@ -119,10 +141,8 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
             raise FhirError(
                 exc.status, [i.prefixed(f"Bundle.entry[{index}].resource") for i in exc.issues]
             ) from exc
-        if method == "PUT" and (res_id is None or resource.get("id") != res_id):
+        if method == "PUT" and res_id is not None and resource.get("id") != res_id:
             raise _fail(index, "resource.id", "A PUT entry's resource id must match its url")
-    elif res_id is None and method == "DELETE":
-        raise _fail(index, "request.url", "DELETE needs Type/id in request.url")
     if method == "POST" and res_id is not None:
         raise _fail(index, "request.url", "POST goes to the type, not to an id")
     for element in ("ifNoneExist", "ifMatch"):
@@ -139,16 +159,57 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
         resource,
         request.get("ifNoneExist"),
         request.get("ifMatch"),
+        patch,
     )
+
+
+def _patch_of(service: FhirService, index: int, resource: Any) -> Patch:
+    """A PATCH entry's patch: a Binary holding a JSON Patch, or a FHIRPath Patch Parameters."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return Patch("fhirpath-patch", resource)
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
+        raise _fail(index, "resource", "A PATCH entry's resource is a Binary or a Parameters")
+    media = resource.get("contentType")
+    data = resource.get("data")
+    if media not in (JSON_PATCH, MERGE_PATCH) or not isinstance(data, str):
+        raise _fail(
+            index,
+            "resource",
+            f"A PATCH entry's Binary has contentType {JSON_PATCH} (or {MERGE_PATCH}) and data",
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+        return patch_of(media, parse_patch_json(raw, max_depth=service.settings.max_json_depth))
+    except binascii.Error as exc:
+        raise _fail(index, "resource.data", "Binary.data is not base64") from exc
+    except FhirError as exc:
+        raise FhirError(
+            exc.status, [i.prefixed(f"Bundle.entry[{index}].resource.data") for i in exc.issues]
+        ) from exc
+
+
+def _permit(access: Access, entry: Entry, *, may_create_needed: bool) -> None:
+    """The entry's interaction; a conditional one also searches (and a conditional PUT in a
+    transaction may create, which is decided inside it: ``may_create_needed``)."""
+    access.permit(entry.res_type, _INTERACTION[entry.method])
+    if entry.conditional:
+        access.permit(entry.res_type, "search")
+        if entry.method == "PUT" and may_create_needed:
+            access.permit(entry.res_type, "create")
+
+
+def _no_match(service: FhirService, entry: Entry) -> VersionResult:
+    """The result of a conditional delete that matched nothing (no resource, no version)."""
+    issue = Issue("not-found", f"No {entry.res_type} matches '{entry.query}'", (), "information")
+    return VersionResult(200, entry.res_type, "", 0, service.now_micros(), None, [issue])
 
 
 def _response(result: VersionResult, representation: bool) -> dict[str, Any]:
     status = HTTPStatus(result.status)
-    out: dict[str, Any] = {
-        "status": f"{status.value} {status.phrase}",
-        "etag": f'W/"{result.version_id}"',
-        "lastModified": format_instant(result.last_updated),
-    }
+    out: dict[str, Any] = {"status": f"{status.value} {status.phrase}"}
+    if result.res_id:
+        out["etag"] = f'W/"{result.version_id}"'
+        out["lastModified"] = format_instant(result.last_updated)
     if result.content is not None:
         out["location"] = f"{result.res_type}/{result.res_id}/_history/{result.version_id}"
     entry: dict[str, Any] = {"response": out}
@@ -190,17 +251,18 @@ def process(
     parsed = [_parse_entry(service, i, e) for i, e in enumerate(entries)]
     _check_distinct(parsed)
     for entry in parsed:
-        _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
+        _in_entry(entry, partial(_permit, access, entry, may_create_needed=True))
     for entry in parsed:  # before the transaction: a content check may be slow (DNS)
         if entry.resource is not None:
             rtype = service.resource_type(entry.res_type)
             _in_entry(entry, partial(service.check_content, rtype, entry.resource))
     with service.db.write() as conn:
         results = _transaction(service, conn, parsed, access.patient_ids)
+        done = [e for e in parsed if results[e.index].res_id]  # not: a delete matching nothing
         if access.in_transaction is not None:
-            access.in_transaction(conn, [results[e.index] for e in parsed])
+            access.in_transaction(conn, [results[e.index] for e in done])
     if access.in_transaction is None:
-        access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in parsed)
+        access.touched.extend((_INTERACTION[e.method], results[e.index]) for e in done)
     return _response_bundle(
         "transaction-response", [_response(results[e.index], representation) for e in parsed]
     )
@@ -243,8 +305,11 @@ def _check_distinct(entries: list[Entry]) -> None:
                 "fullUrl",
                 f"This entry has the fullUrl '{entry.full_url}'",
             )
-        if entry.method in ("PUT", "DELETE") and entry.res_id:
+        if entry.method in ("PUT", "PATCH", "DELETE") and entry.res_id:
             target = f"{entry.res_type}/{entry.res_id}"
+            once(("write", target), entry, "request.url", f"This entry writes {target}")
+        if entry.conditional:
+            target = f"{entry.res_type}?{entry.query}"
             once(("write", target), entry, "request.url", f"This entry writes {target}")
         if entry.method == "POST" and entry.if_none_exist:
             once(
@@ -264,17 +329,24 @@ def _transaction(
     results: dict[int, VersionResult] = {}
     ordered = sorted(entries, key=lambda e: _ORDER[e.method])
     mapping: dict[str, str] = {}
+    claimed = {(e.res_type, e.res_id) for e in ordered if e.res_id and e.method != "GET"}
     for entry in ordered:  # deletes first, then resolve the ids of creates
         if entry.method == "DELETE":
             rtype = service.resource_type(entry.res_type)
+            if entry.conditional and not _resolve(service, conn, entry, claimed, patient_ids):
+                results[entry.index] = _no_match(service, entry)
+                continue
             results[entry.index] = _in_entry(
                 entry,
                 partial(
                     service.delete_in, conn, rtype, entry.res_id or "", patient_ids=patient_ids
                 ),
             )
+    for entry in ordered:  # conditional updates and patches: the ids they write
+        if entry.conditional and entry.method in ("PUT", "PATCH"):
+            _resolve(service, conn, entry, claimed, patient_ids)
     new_ids: dict[int, str] = {}
-    written = {(e.res_type, e.res_id) for e in ordered if e.method in ("PUT", "DELETE")}
+    written = {(e.res_type, e.res_id) for e in ordered if e.method in ("PUT", "PATCH", "DELETE")}
     matched: set[str] = set()
     for entry in ordered:
         if entry.method == "POST":
@@ -354,11 +426,78 @@ def _transaction(
                     patient_ids=patient_ids,
                 ),
             )
+        elif entry.method == "PATCH":
+            rtype = service.resource_type(entry.res_type)
+            assert entry.patch is not None
+            results[entry.index] = _in_entry(
+                entry,
+                partial(
+                    service.patch_in,
+                    conn,
+                    rtype,
+                    entry.res_id or "",
+                    entry.patch,
+                    if_match=entry.if_match,
+                    pending=pending_keys,
+                    patient_ids=patient_ids,
+                ),
+            )
         elif entry.method == "GET":
             results[entry.index] = _in_entry(
                 entry, partial(_get, service, conn, entry, patient_ids)
             )
     return results
+
+
+def _resolve(
+    service: FhirService,
+    conn: Connection,
+    entry: Entry,
+    claimed: set[tuple[str, str]],
+    patient_ids: tuple[str, ...] | None,
+) -> bool:
+    """Set the id a conditional entry writes (False: a delete that matches nothing).
+
+    A conditional update writes its match or creates; a patch needs its match (404 without);
+    a resource another entry writes too is refused, as for explicit ids.
+    """
+    rtype = service.resource_type(entry.res_type)
+    where = f"{entry.where}.request.url"
+    criteria = entry.query or ""
+    if entry.method == "PUT":
+        res_id, _ = _in_entry(
+            entry,
+            partial(
+                service.conditional_target,
+                conn,
+                rtype,
+                criteria,
+                entry.resource or {},
+                patient_ids=patient_ids,
+                element=where,
+                prefix=f"{entry.where}.resource",
+            ),
+        )
+        entry.resource = {**(entry.resource or {}), "id": res_id}
+    else:
+        match = _in_entry(
+            entry, partial(service.conditional_match, conn, rtype, criteria, patient_ids, where)
+        )
+        if match is None:
+            if entry.method == "DELETE":
+                return False
+            raise _fail(entry.index, "request.url", f"No {rtype.name} matches '{criteria}'", 404)
+        res_id = match.res_id
+    if (entry.res_type, res_id) in claimed:
+        raise _fail(
+            entry.index,
+            "request.url",
+            f"The criteria match {entry.res_type}/{res_id}, which another entry writes; a "
+            "transaction may write each resource once",
+        )
+    claimed.add((entry.res_type, res_id))
+    entry.res_id = res_id
+    return True
 
 
 def _profile(service: FhirService, entry: Entry) -> None:
@@ -414,9 +553,9 @@ def _batch(
     for index, raw in enumerate(entries):
         try:
             entry = _parse_entry(service, index, raw)
-            _in_entry(entry, partial(access.permit, entry.res_type, _INTERACTION[entry.method]))
+            _in_entry(entry, partial(_permit, access, entry, may_create_needed=False))
             result = _single(service, entry, access)
-            if entry.method == "GET" or access.in_transaction is None:
+            if result.res_id and (entry.method == "GET" or access.in_transaction is None):
                 access.touched.append((_INTERACTION[entry.method], result))
             out.append(_response(result, representation or entry.method == "GET"))
         except FhirError as exc:
@@ -436,6 +575,18 @@ def _single(service: FhirService, entry: Entry, access: Access) -> VersionResult
     patient_ids, hook = access.patient_ids, access.in_transaction
 
     def run() -> VersionResult:
+        if entry.conditional:
+            return _single_conditional(service, entry, access)
+        if entry.method == "PATCH":
+            assert entry.patch is not None
+            return service.patch(
+                entry.res_type,
+                entry.res_id or "",
+                entry.patch,
+                if_match=entry.if_match,
+                patient_ids=patient_ids,
+                in_transaction=hook,
+            )
         if entry.method == "POST":
             return service.create(
                 entry.resource,
@@ -466,3 +617,31 @@ def _single(service: FhirService, entry: Entry, access: Access) -> VersionResult
         return service.read(entry.res_type, entry.res_id, patient_ids=patient_ids)
 
     return _in_entry(entry, run)
+
+
+def _single_conditional(service: FhirService, entry: Entry, access: Access) -> VersionResult:
+    """A batch's conditional PUT, PATCH or DELETE, in its own transaction."""
+    criteria, patient_ids, hook = entry.query or "", access.patient_ids, access.in_transaction
+    if entry.method == "PUT":
+        try:
+            access.permit(entry.res_type, "create")
+            may_create = True
+        except FhirError:
+            may_create = False
+        return service.conditional_update(
+            entry.res_type,
+            criteria,
+            entry.resource,
+            patient_ids=patient_ids,
+            may_create=may_create,
+            in_transaction=hook,
+        )
+    if entry.method == "PATCH":
+        assert entry.patch is not None
+        return service.conditional_patch(
+            entry.res_type, criteria, entry.patch, patient_ids=patient_ids, in_transaction=hook
+        )
+    deleted = service.conditional_delete(
+        entry.res_type, criteria, patient_ids=patient_ids, in_transaction=hook
+    )
+    return deleted if deleted is not None else _no_match(service, entry)

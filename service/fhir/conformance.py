@@ -7,7 +7,8 @@ from typing import Any
 
 from service import __version__
 from service.bulk.capabilities import add_bulk_capabilities
-from service.fhir.registry import COMMON_PARAMS, Registry
+from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
+from service.fhir.search import chain_target, revinclude_names
 
 #: Conformance resource types served read-only from ``fhir_profiles/``.
 CONFORMANCE_TYPES = (
@@ -89,6 +90,34 @@ def security_section(smart: Mapping[str, Any] | None) -> dict[str, Any]:
     return security
 
 
+def _chain_documentation(rtype: ResourceType, param: SearchParam, registry: Registry) -> str:
+    """How a reference parameter chains (service/fhir/search.py: one level, to any
+    parameter of a target type this server stores)."""
+    stored = [t for t in param.targets if t in registry]
+    if param.type != "reference" or (param.targets and not stored):
+        return ""
+    target = chain_target(rtype, param)
+    if target is not None:
+        return (
+            f". Chained (one level) to any parameter of {target}, e.g. "
+            f"{param.name}.identifier or {param.name}:{target}.identifier"
+        )
+    return (
+        f". Chained (one level) with a target type this server stores: "
+        f"{param.name}:Type.parameter"
+    )
+
+
+def _has_documentation(revincludes: list[str]) -> str | None:
+    """The reverse chains ``_has`` accepts (the same Source:param pairs as _revinclude)."""
+    if not revincludes:
+        return None
+    return (
+        "Reverse chaining: _has:Source:reference:parameter (one level, e.g. "
+        f"_has:{revincludes[0]}:identifier=…) through {', '.join(revincludes)}."
+    )
+
+
 def capability_statement(
     registry: Registry,
     profiles: dict[str, list[str]],
@@ -106,7 +135,10 @@ def capability_statement(
         interactions = [{"code": code} for code in rtype.interactions]
         params = []
         for p in (*rtype.params.values(), *COMMON_PARAMS.values()):
-            param: dict[str, Any] = {"name": p.name, "type": p.type, "documentation": p.description}
+            param: dict[str, Any] = {
+                "name": p.name, "type": p.type,
+                "documentation": p.description + _chain_documentation(rtype, p, registry),
+            }
             if p.definition:
                 param["definition"] = p.definition
             params.append(param)
@@ -117,8 +149,10 @@ def capability_statement(
             "readHistory": True,
             "updateCreate": True,
             "conditionalCreate": True,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            # PUT/DELETE/PATCH [type]?criteria (service/fhir/service.py); R4 has no element for
+            # conditional patch, which rest.documentation mentions instead.
+            "conditionalUpdate": "update" in rtype.interactions,
+            "conditionalDelete": "single" if "delete" in rtype.interactions else "not-supported",
             # service/fhir/references.py: references to stored types must resolve, others
             # (and identifier-only ones) are kept as they are.
             "referencePolicy": ["literal", "logical", "enforced"],
@@ -126,10 +160,15 @@ def capability_statement(
         }
         if rtype.includes:  # FHIR: no empty arrays
             entry["searchInclude"] = list(rtype.includes)
+        revincludes = revinclude_names(rtype, registry)
+        if revincludes:
+            entry["searchRevInclude"] = revincludes
         if profiles.get(rtype.name):
             entry["supportedProfile"] = profiles[rtype.name]
-        if rtype.documentation:
-            entry["documentation"] = rtype.documentation
+        has = _has_documentation(revincludes)
+        documentation = " ".join(d for d in (rtype.documentation, has) if d)
+        if documentation:
+            entry["documentation"] = documentation
         if rtype.name == "Observation":
             entry["operation"] = [
                 {
@@ -162,7 +201,10 @@ def capability_statement(
                 "documentation": "Home measurements for heart-failure and COPD telemonitoring. "
                 "A reference to a resource type listed here must resolve on this server; a "
                 "reference to another type (Encounter, Organization …) is kept as an external "
-                "reference; a urn:uuid: reference must name an entry of its transaction.",
+                "reference; a urn:uuid: reference must name an entry of its transaction. "
+                "PATCH takes JSON Patch (application/json-patch+json), FHIRPath Patch (a "
+                "Parameters resource, application/fhir+json) or JSON merge patch "
+                "(application/merge-patch+json), also conditionally: PATCH [type]?criteria.",
                 "security": security_section(smart),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "resource": resources,

@@ -91,7 +91,8 @@ class StringCriterion:
     mode: Literal["start", "exact", "contains"] = "start"
 
 
-Criterion = (
+#: A criterion on one resource's own index values (the target of a chain, the source of _has).
+LocalCriterion = (
     TokenCriterion
     | IdCriterion
     | ReferenceCriterion
@@ -102,11 +103,57 @@ Criterion = (
 
 
 @dataclass(frozen=True, slots=True)
+class ChainCriterion:
+    """``param[:Type].name=value``: the reference ``param`` points at a ``target_type``
+    resource matching ``inner`` (one level). ``on_patient_column``: ``param`` is the
+    compartment reference, kept on the resource row."""
+
+    param: str
+    target_type: str
+    inner: LocalCriterion
+    on_patient_column: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HasCriterion:
+    """``_has:Source:param:name=value``: a ``source_type`` resource matching ``inner``
+    references this one through ``param``. ``on_patient_column``: ``param`` is the source's
+    compartment reference (kept on its row)."""
+
+    source_type: str
+    param: str
+    inner: LocalCriterion
+    on_patient_column: bool = False
+
+
+Criterion = LocalCriterion | ChainCriterion | HasCriterion
+
+
+@dataclass(frozen=True, slots=True)
 class Include:
-    """``_include=Source:param[:Target]``."""
+    """``_include[:iterate]=Source:param[:Target]``; ``source_type`` None: the searched type."""
 
     param: str
     target_type: str | None
+    source_type: str | None = None
+    iterate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RevInclude:
+    """``_revinclude[:iterate]=Source:param``: the ``source_type`` resources whose ``param``
+    points at a match. ``on_patient_column``: ``param`` is the source's compartment reference
+    (used when the target is a Patient)."""
+
+    source_type: str
+    param: str
+    on_patient_column: bool = False
+    targets: tuple[str, ...] = ()  # the types ``param`` may point at (empty: any)
+    iterate: bool = False
+
+
+#: ``_summary`` modes that shape the resources returned (``count`` and ``false`` do not).
+SummaryMode = Literal["true", "text", "data"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +177,10 @@ class SearchQuery:
     summary_count: bool = False
     total: bool = False
     patient_ids: tuple[str, ...] | None = None  # restrict to these compartments (authorization)
+    revincludes: list[RevInclude] = field(default_factory=list)
+    #: ``_elements``: the top-level elements asked for (None: all).
+    elements: tuple[str, ...] | None = None
+    summary: SummaryMode | None = None
     #: The parameters as applied, for the Bundle's links: without those ignored (lenient
     #: handling) and with the values used (``_count`` capped, only the first ``_sort`` key).
     applied: list[tuple[str, str]] = field(default_factory=list)

@@ -49,6 +49,7 @@ class ResourceType:
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",

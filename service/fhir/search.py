@@ -16,19 +16,24 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from service.fhir.criteria import (
+    ChainCriterion,
     Criterion,
     Cursor,
     DateCriterion,
     DateValue,
+    HasCriterion,
     IdCriterion,
     Include,
+    LocalCriterion,
     Prefix,
     QuantityCriterion,
     QuantityValue,
     ReferenceCriterion,
+    RevInclude,
     SearchQuery,
     SortKey,
     StringCriterion,
+    SummaryMode,
     TokenCriterion,
     TokenValue,
 )
@@ -42,7 +47,7 @@ from service.fhir.indexing import (
     string_key,
 )
 from service.fhir.outcome import FhirError, Issue, nul_error
-from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType
+from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
 from service.validation.integers import parse_unsigned
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -51,7 +56,11 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
 MAX_PARAMS = 100
 MAX_VALUES = 100
 #: Parameters that shape the result rather than select resources.
-_CONTROL = {"_count", "_sort", "_include", "_summary", "_total", "_cursor", "_format", "_pretty"}
+_CONTROL = {
+    "_count", "_sort", "_include", "_summary", "_total", "_cursor", "_format", "_pretty",
+    "_revinclude", "_elements", "_include:iterate", "_revinclude:iterate",
+}
+_ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\[x\])?$", re.ASCII)
 
 
 def split_values(raw: str) -> list[str]:
@@ -172,33 +181,207 @@ def parse_search(
             continue
         if raw == "":
             continue  # FHIR: an empty parameter value is ignored
-        base, _, modifier = name.partition(":")
-        if base == "_id":
-            query.criteria.append(IdCriterion(tuple(split_values(raw))))
-        elif base == "_lastUpdated":
-            query.criteria.append(
-                DateCriterion(base, _date_values(base, raw, zone), column="last_updated")
-            )
+        linked: Criterion | None
+        if name.startswith("_has:"):
+            linked = parse_has(rtype, name, raw, registry=registry, zone=zone)
+        elif "." in name:
+            linked = parse_chain(rtype, name, raw, registry=registry, zone=zone)
         else:
-            param = rtype.params.get(base)
-            if param is None:
-                if base not in COMMON_PARAMS:
-                    unsupported(
-                        name, f"Unknown search parameter '{name}' for {rtype.name}; ignored"
-                    )
-                continue
-            criterion = _criterion(
-                rtype, param.name, param.type, modifier, raw, zone, unsupported
-            )
-            if criterion is None:
-                continue
-            query.criteria.append(criterion)
+            linked = _local_criterion(rtype, name, raw, zone, unsupported)
+        if linked is None:
+            continue
+        query.criteria.append(linked)
         query.applied.append((name, raw))
     if query.cursor is not None:
         _check_cursor(query.cursor, query.sort[0])
     if query.count == 0:
         query.total = True  # no entries asked for: the count is the answer (fhirpy's count())
     return query, warnings
+
+
+def _local_criterion(
+    rtype: ResourceType, name: str, raw: str, zone: ZoneInfo, unsupported: Any
+) -> LocalCriterion | None:
+    """One parameter of ``rtype`` itself; None when it is ignored (reported to ``unsupported``)."""
+    base, _, modifier = name.partition(":")
+    if base == "_id":
+        return IdCriterion(tuple(split_values(raw)))
+    if base == "_lastUpdated":
+        return DateCriterion(base, _date_values(base, raw, zone), column="last_updated")
+    param = rtype.params.get(base)
+    if param is None:
+        if base not in COMMON_PARAMS:
+            unsupported(name, f"Unknown search parameter '{name}' for {rtype.name}; ignored")
+        return None
+    return _criterion(rtype, param.name, param.type, modifier, raw, zone, unsupported)
+
+
+def _strictly(name: str, context: str) -> Any:
+    """An ``unsupported`` callback that refuses: inside a chain or ``_has`` an ignored part
+    would silently widen the result, so it is a 400 even with lenient handling."""
+
+    def refuse(_part: str, message: str) -> None:
+        raise FhirError.single(400, "not-supported", f"{message} (in {context})", name)
+
+    return refuse
+
+
+def _compartment_paths(rtype: ResourceType) -> tuple[str, ...] | None:
+    """The element paths of ``rtype``'s patient-compartment reference (kept on the row)."""
+    if rtype.compartment in (None, "self"):
+        return None
+    return rtype.params[cast(str, rtype.compartment)].paths
+
+
+def _on_patient_column(rtype: ResourceType, param: SearchParam, target: str) -> bool:
+    """True when ``param`` pointing at a ``target`` is the compartment reference of the row."""
+    return target == "Patient" and param.paths == _compartment_paths(rtype)
+
+
+def _reference_param(rtype: ResourceType, name: str, expression: str) -> SearchParam:
+    param = rtype.params.get(name)
+    if param is None or param.type != "reference":
+        raise _bad(expression, f"'{name}' is not a reference search parameter of {rtype.name}")
+    return param
+
+
+def chain_target(rtype: ResourceType, param: SearchParam) -> str | None:
+    """The type a chain through ``param`` without ``:Type`` reaches: the parameter's only
+    target type, or Patient for the compartment reference; None when ambiguous."""
+    if len(param.targets) == 1:
+        return param.targets[0]
+    if param.paths == _compartment_paths(rtype):
+        return "Patient"
+    return None
+
+
+def revinclude_names(rtype: ResourceType, registry: Registry) -> list[str]:
+    """Every ``Source:param`` that ``_revinclude`` (and ``_has``) accept on ``rtype``."""
+    return [
+        f"{source.name}:{p.name}"
+        for source in registry
+        for p in source.params.values()
+        if _revinclude(rtype, registry, f"{source.name}:{p.name}") is not None
+    ]
+
+
+def parse_chain(
+    rtype: ResourceType, name: str, raw: str, *, registry: Registry, zone: ZoneInfo
+) -> ChainCriterion:
+    """``param[:Type].name[:modifier]=value`` (one level) on a reference parameter of ``rtype``.
+
+    Without ``:Type`` the target is the parameter's only target type, or Patient for the
+    compartment reference (``subject`` of an Observation); anything else is ambiguous (400).
+    """
+    head, _, tail = name.partition(".")
+    ref_name, _, explicit = head.partition(":")
+    param = _reference_param(rtype, ref_name, name)
+    if "." in tail:
+        raise FhirError.single(
+            400, "not-supported", f"Chains of more than one level are not supported: '{name}'",
+            name,
+        )
+    target = explicit or chain_target(rtype, param)
+    if target is None:
+        raise _bad(name, f"Chain '{name}' is ambiguous: name the type ({ref_name}:Type.{tail})")
+    target_type = registry.get(target)
+    if target_type is None or (param.targets and target not in param.targets):
+        raise _bad(name, f"'{ref_name}' of {rtype.name} cannot point at '{target}'")
+    context = f"chain '{name}'"
+    inner = _local_criterion(target_type, tail, raw, zone, _strictly(name, context))
+    if inner is None:  # a common parameter that is not indexed, e.g. _text
+        raise _bad(name, f"'{tail}' cannot be used in {context}")
+    return ChainCriterion(
+        ref_name, target, inner, on_patient_column=_on_patient_column(rtype, param, target)
+    )
+
+
+def parse_has(
+    rtype: ResourceType, name: str, raw: str, *, registry: Registry, zone: ZoneInfo
+) -> HasCriterion:
+    """``_has:Source:param:name[:modifier]=value``: a ``Source`` resource whose reference
+    ``param`` points at the match satisfies ``name`` (one level; no nested ``_has``)."""
+    parts = name.split(":")
+    if len(parts) not in (4, 5) or "_has" in parts[1:]:
+        raise _bad(name, f"'{name}' is not of the form _has:Type:reference:parameter")
+    source = registry.get(parts[1])
+    if source is None:
+        raise _bad(name, f"Unknown resource type '{parts[1]}' in '{name}'")
+    param = _reference_param(source, parts[2], name)
+    if param.targets and rtype.name not in param.targets:
+        raise _bad(name, f"'{parts[2]}' of {source.name} does not point at {rtype.name}")
+    inner_name = ":".join(parts[3:])
+    inner = _local_criterion(source, inner_name, raw, zone, _strictly(name, f"'{name}'"))
+    if inner is None:
+        raise _bad(name, f"'{inner_name}' cannot be used in '{name}'")
+    return HasCriterion(
+        source.name, param.name, inner,
+        on_patient_column=_on_patient_column(source, param, rtype.name),
+    )
+
+
+def _include(
+    rtype: ResourceType, registry: Registry, raw: str, *, iterate: bool = False
+) -> Include | None:
+    """``Source:param[:Target]`` declared by ``Source`` (the searched type unless
+    ``iterate``, which follows it from included resources too); None otherwise."""
+    parts = raw.split(":")
+    source = registry.get(parts[0])
+    if len(parts) not in (2, 3) or source is None or (source.name != rtype.name and not iterate):
+        return None
+    if f"{parts[0]}:{parts[1]}" not in source.includes:
+        return None
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and target not in registry:
+        return None
+    return Include(parts[1], target, source.name if iterate else None, iterate)
+
+
+def _revinclude(
+    rtype: ResourceType, registry: Registry, raw: str, *, iterate: bool = False
+) -> RevInclude | None:
+    """``Source:param[:Target]`` whose reference can point at ``rtype`` (with ``iterate``:
+    at any stored type, followed from included resources too); None otherwise."""
+    parts = raw.split(":")
+    source = registry.get(parts[0])
+    if len(parts) not in (2, 3) or source is None:
+        return None
+    param = source.params.get(parts[1])
+    if param is None or param.type != "reference":
+        return None
+    wanted = parts[2] if len(parts) == 3 else (None if iterate else rtype.name)
+    if wanted is not None and (
+        wanted not in registry
+        or (param.targets and wanted not in param.targets)
+        or (not iterate and wanted != rtype.name)
+    ):
+        return None
+    return RevInclude(
+        source.name,
+        param.name,
+        on_patient_column=_on_patient_column(source, param, "Patient"),
+        targets=(wanted,) if wanted else param.targets,
+        iterate=iterate,
+    )
+
+
+def linked_types(query: SearchQuery, registry: Registry) -> set[str]:
+    """The other resource types ``query`` reads: chain targets, ``_has`` sources, the
+    sources of ``_revinclude`` and the targets of ``_include`` (when they are known)."""
+    types: set[str] = set()
+    for c in query.criteria:
+        if isinstance(c, ChainCriterion):
+            types.add(c.target_type)
+        elif isinstance(c, HasCriterion):
+            types.add(c.source_type)
+    types.update(r.source_type for r in query.revincludes)
+    for inc in query.includes:
+        source = registry.get(inc.source_type or query.res_type)
+        targets = source.params[inc.param].targets if source else ()
+        types.update([inc.target_type] if inc.target_type else targets)
+        types.add(source.name if source else query.res_type)
+    types.discard(query.res_type)
+    return types
 
 
 def _check_cursor(cursor: Cursor, sort_key: str) -> None:
@@ -220,7 +403,7 @@ def _criterion(
     raw: str,
     zone: ZoneInfo,
     unsupported: Any,
-) -> Criterion | None:
+) -> LocalCriterion | None:
     if ptype == "token":
         if modifier not in ("", "not"):
             unsupported(f"{name}:{modifier}", f"Modifier ':{modifier}' is not supported on {name}")
@@ -288,31 +471,45 @@ def _control(
         if len(keys) > 1:
             unsupported("_sort", "Only the first _sort key is used")
         return first
-    if name == "_include":
-        parts = raw.split(":")
-        if (
-            len(parts) not in (2, 3)
-            or parts[0] != rtype.name
-            or f"{parts[0]}:{parts[1]}" not in (rtype.includes)
-        ):
-            unsupported("_include", f"_include={raw} is not supported")
+    if name in ("_include", "_include:iterate"):
+        inc = _include(rtype, registry, raw, iterate=name != "_include")
+        if inc is None:
+            unsupported(name, f"{name}={raw} is not supported")
             return None
-        target = parts[2] if len(parts) == 3 else None
-        if target is not None and target not in registry:
-            unsupported("_include", f"Unknown _include target type '{target}'")
-            return None
-        query.includes.append(Include(parts[1], target))
+        query.includes.append(inc)
         return raw
     if name == "_summary":
         if raw == "count":
             query.summary_count = True
+        elif raw in ("true", "text", "data"):
+            query.summary = cast(SummaryMode, raw)
         elif raw != "false":
             unsupported("_summary", f"_summary={raw} is not supported; full resources returned")
             return None
         return raw
     if name == "_total":
-        query.total = raw in ("accurate", "estimate")
-        return raw or None
+        if raw not in ("accurate", "estimate", "none"):
+            unsupported("_total", f"_total={raw} is not supported (accurate | estimate | none)")
+            return None
+        query.total = raw != "none"
+        return raw
+    if name in ("_revinclude", "_revinclude:iterate"):
+        rev = _revinclude(rtype, registry, raw, iterate=name != "_revinclude")
+        if rev is None:
+            unsupported(name, f"{name}={raw} is not supported")
+            return None
+        query.revincludes.append(rev)
+        return raw
+    if name == "_elements":
+        prefix = f"{rtype.name}."
+        names = [e.removeprefix(prefix) for e in raw.split(",") if e.removeprefix(prefix)]
+        bad = [e for e in names if not _ELEMENT.match(e)]
+        if bad:
+            raise _bad("_elements", f"'{bad[0]}' is not a top-level element name")
+        if not names:
+            return None
+        query.elements = tuple(dict.fromkeys(names))
+        return raw
     if name == "_cursor":
         query.cursor = decode_cursor(raw)
         return raw

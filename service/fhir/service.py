@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -20,13 +20,18 @@ import orjson
 from sqlalchemy import Connection
 
 from service.clock import Clock, system_clock
+from service.fhir.confinement import Confinement
 from service.fhir.criteria import SearchQuery
 from service.fhir.dates import format_instant, to_micros
+from service.fhir.including import included_resources
 from service.fhir.indexing import extract
 from service.fhir.outcome import FhirError, Issue
+from service.fhir.patch import Patch
+from service.fhir.patch import apply as apply_patch
 from service.fhir.references import local_references, missing_issues
 from service.fhir.registry import Registry, ResourceType
-from service.fhir.search import encode_cursor, parse_search
+from service.fhir.search import encode_cursor, linked_types, parse_search
+from service.fhir.subsetting import subset
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import search_sql
@@ -34,6 +39,7 @@ from service.storage.db import Database
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation import ProfileValidator, dumps_resource, validate_structure
 from service.validation.integers import MAX_INT, parse_unsigned
+from service.validation.json_input import check_resource_json, parse_stored
 
 #: Version ids are stored as INTEGER: a larger one names no version.
 MAX_VERSION = MAX_INT
@@ -181,6 +187,14 @@ def outside_compartment(res_type: str) -> FhirError:
     )
 
 
+def _permits(permit: Callable[[str], None], res_type: str) -> bool:
+    try:
+        permit(res_type)
+    except FhirError:
+        return False
+    return True
+
+
 def check_id(res_id: str) -> None:
     """Reject ids that are not FHIR ids (``[A-Za-z0-9-.]{1,64}``)."""
     if not _ID.match(res_id):
@@ -267,8 +281,27 @@ class FhirService:
         return self.compartment_of(stored.res_type, stored.content)
 
     def visible(self, patient_ids: tuple[str, ...] | None, stored: StoredVersion) -> bool:
-        """True when a version lies in one of ``patient_ids`` (None: no confinement)."""
-        return patient_ids is None or self.compartment(stored) in patient_ids
+        """True when a version lies in one of ``patient_ids`` (None: no confinement) and, for
+        a :class:`Confinement`, passes its granular-scope filters."""
+        if patient_ids is None:
+            return True
+        if self.compartment(stored) not in patient_ids:
+            return False
+        if not isinstance(patient_ids, Confinement) or not patient_ids.filtered(stored.res_type):
+            return True
+        rtype = self.registry.get(stored.res_type)
+        if rtype is None or stored.content is None:
+            return False
+        tokens = extract(orjson.loads(stored.content), rtype, self.zone).tokens
+        return patient_ids.admits(stored.res_type, tokens)
+
+    def _narrowed(
+        self, res_type: str, params: Sequence[tuple[str, str]], patient_ids: tuple[str, ...] | None
+    ) -> list[tuple[str, str]]:
+        """``params`` plus a Confinement's filters for ``res_type`` where a search can say them."""
+        if isinstance(patient_ids, Confinement):
+            return [*params, *patient_ids.search_params(res_type)]
+        return list(params)
 
     def prepare(self, data: Any, expected_type: str | None = None) -> ResourceType:
         """Validate ``data`` structurally (400) and against the profiles (422)."""
@@ -499,17 +532,21 @@ class FhirService:
         rtype: ResourceType,
         criteria: str,
         patient_ids: tuple[str, ...] | None = None,
+        element: str = "If-None-Exist",
     ) -> StoredVersion | None:
-        """The single existing match of a conditional create's criteria (0 → None, 2+ → 412).
+        """The single existing match of a conditional write's criteria (0 → None, 2+ → 412).
 
-        Writers with the same criteria are serialised, so parallel identical conditional
-        creates leave exactly one resource.
+        Writers with the same criteria are serialised (conditional creates, updates, patches
+        and deletes alike), so parallel identical conditional creates or updates leave exactly
+        one resource. ``element`` names where the criteria came from, for errors.
         """
-        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+        params = [
+            (k, v)
+            for k, v in parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
+            if k != "_format"
+        ]
         if not params:
-            raise FhirError.single(
-                400, "invalid", "If-None-Exist needs search criteria", "If-None-Exist"
-            )
+            raise FhirError.single(400, "invalid", f"{element} needs search criteria", element)
         query, _ = parse_search(
             rtype,
             params,
@@ -527,8 +564,8 @@ class FhirService:
             raise FhirError.single(
                 412,
                 "duplicate",
-                f"If-None-Exist criteria '{criteria}' match more than one {rtype.name}",
-                "If-None-Exist",
+                f"{element} criteria '{criteria}' match more than one {rtype.name}",
+                element,
             )
         return page.rows[0] if page.rows else None
 
@@ -763,6 +800,206 @@ class FhirService:
             patient_id=self.compartment(current),
         )
 
+    # -- patch and conditional writes ------------------------------------------------------------
+
+    def patch(
+        self,
+        res_type: str,
+        res_id: str,
+        patch: Patch,
+        *,
+        if_match: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult:
+        """Apply ``patch`` to the current version and store the result as an update."""
+        check_id(res_id)
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            result = self.patch_in(
+                conn, rtype, res_id, patch, if_match=if_match, patient_ids=patient_ids
+            )
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
+    def patch_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        res_id: str,
+        patch: Patch,
+        *,
+        if_match: str | None = None,
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+        prefix: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+    ) -> VersionResult:
+        """Patch inside an open write transaction.
+
+        The patched resource is validated like an update (400/422, nothing stored) and stored
+        through :meth:`update_in`, so listeners (an EHR acknowledging an alert's Flag) see it
+        as any update. Outside ``patient_ids`` the resource is the never-existed 404.
+        """
+        expected = parse_etag(if_match) if if_match is not None else None
+        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
+        if current is None or not self.visible(patient_ids, current):
+            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+        if current.deleted or current.content is None:
+            raise FhirError.single(410, "deleted", f"{rtype.name}/{res_id} has been deleted")
+        if expected is not None and current.version_id != expected:
+            raise FhirError.single(
+                412,
+                "conflict",
+                f"If-Match expects version {expected} of {rtype.name}/{res_id}; "
+                f"it has version {current.version_id}",
+                "If-Match",
+            )
+        data = apply_patch(patch, parse_stored(current.content))
+        check_resource_json(data, max_depth=self.settings.max_json_depth)
+        if data.get("resourceType") != rtype.name or data.get("id") != res_id:
+            raise FhirError.single(
+                400,
+                "invalid",
+                f"A patch may not change the resource's type or id ({rtype.name}/{res_id})",
+                f"{rtype.name}.id",
+            )
+        self.prepare(data, rtype.name)
+        return self.update_in(
+            conn, rtype, res_id, data, pending=pending, prefix=prefix, patient_ids=patient_ids
+        )
+
+    def conditional_update(
+        self,
+        res_type: str,
+        criteria: str,
+        data: Any,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        may_create: bool = True,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult:
+        """``PUT [type]?criteria``: create (none), update (one) or 412 (several)."""
+        rtype = self.prepare(data, res_type)
+        with self.db.write() as conn:
+            result = self.conditional_update_in(
+                conn, rtype, criteria, data, patient_ids=patient_ids, may_create=may_create
+            )
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
+    def conditional_update_in(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        criteria: str,
+        data: dict[str, Any],
+        *,
+        pending: AbstractSet[tuple[str, str]] = frozenset(),
+        prefix: str | None = None,
+        patient_ids: tuple[str, ...] | None = None,
+        may_create: bool = True,
+        element: str = "url",
+    ) -> VersionResult:
+        """Conditional update inside an open write transaction (serialised on the criteria).
+
+        ``may_create`` False refuses (403) the create a caller lacks the scope for.
+        """
+        res_id, creates = self.conditional_target(
+            conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
+        )
+        if creates and not may_create:
+            raise FhirError.single(
+                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
+            )
+        return self.update_in(
+            conn, rtype, res_id, {**data, "id": res_id}, pending=pending, prefix=prefix,
+            patient_ids=patient_ids,
+        )
+
+    def conditional_target(
+        self,
+        conn: Connection,
+        rtype: ResourceType,
+        criteria: str,
+        data: dict[str, Any],
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        element: str = "url",
+        prefix: str | None = None,
+    ) -> tuple[str, bool]:
+        """The id a conditional update writes, and whether that creates a resource.
+
+        One match: its id (a body id must be the same, 400 otherwise). No match: the body's id,
+        if it has one and no other resource holds it (409), else a new one.
+        """
+        match = self.conditional_match(conn, rtype, criteria, patient_ids, element)
+        given = data.get("id")
+        where = prefix or rtype.name
+        if match is not None:
+            if given is not None and given != match.res_id:
+                raise FhirError.single(
+                    400,
+                    "invalid",
+                    f"The resource id ('{given}') is not the id of the match ('{match.res_id}')",
+                    f"{where}.id",
+                )
+            return match.res_id, False
+        if given is None:
+            return str(uuid.uuid4()), True
+        check_id(str(given))
+        holder = repo.fetch_current(conn, rtype.name, str(given), for_update=True)
+        if holder is not None and not holder.deleted:
+            raise FhirError.single(
+                409,
+                "conflict",
+                f"{rtype.name}/{given} exists but does not match the criteria",
+                f"{where}.id",
+            )
+        return str(given), True
+
+    def conditional_patch(
+        self,
+        res_type: str,
+        criteria: str,
+        patch: Patch,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult:
+        """``PATCH [type]?criteria``: patch the one match (none → 404, several → 412)."""
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
+            if match is None:
+                raise FhirError.single(
+                    404, "not-found", f"No {rtype.name} matches '{criteria}'", "url"
+                )
+            result = self.patch_in(conn, rtype, match.res_id, patch, patient_ids=patient_ids)
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
+    def conditional_delete(
+        self,
+        res_type: str,
+        criteria: str,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        in_transaction: TransactionHook | None = None,
+    ) -> VersionResult | None:
+        """``DELETE [type]?criteria``: delete the one match (several → 412; none → None)."""
+        rtype = self.resource_type(res_type, for_write=True)
+        with self.db.write() as conn:
+            match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
+            if match is None:
+                return None
+            result = self.delete_in(conn, rtype, match.res_id, patient_ids=patient_ids)
+            if in_transaction is not None:
+                in_transaction(conn, [result])
+            return result
+
     # -- history and search --------------------------------------------------------------------
 
     def history(
@@ -815,28 +1052,45 @@ class FhirService:
         *,
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
+        permit: Callable[[str], None] = lambda _type: None,
     ) -> SearchResult:
-        """Run a type-level search; ``patient_ids`` confines it to those compartments."""
+        """Run a type-level search; ``patient_ids`` confines it to those compartments (and a
+        :class:`Confinement`'s filters: in the query where it can say them, and on the rows).
+
+        ``permit`` (the caller's scopes) is asked about every other type the search reads:
+        chain targets, ``_has`` sources, ``_include`` and ``_revinclude`` types; it raises to
+        refuse. Included resources of a type it refuses are left out.
+        """
         rtype = self.resource_type(res_type)
-        query, warnings = self.parse_query(rtype, params, strict=strict)
+        query, warnings = self.parse_query(
+            rtype, self._narrowed(res_type, params, patient_ids), strict=strict
+        )
         query.patient_ids = patient_ids
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
-            page = search_sql.search(conn, query)
-            included: list[StoredVersion] = []
-            rids = [r.rid for r in page.rows]
-            for inc in query.includes:
-                included.extend(search_sql.included(conn, rids, inc.param, inc.target_type))
-        seen = {(m.res_type, m.res_id) for m in page.rows}
-        unique_included = []
-        for inc_row in included:
-            key = (inc_row.res_type, inc_row.res_id)
-            if not self.visible(patient_ids, inc_row):
-                continue  # an _include must not reach outside the compartment
-            if key not in seen:
-                seen.add(key)
-                unique_included.append(inc_row)
+            page = search_sql.search(conn, search_sql.resolve_links(conn, query))
+            if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):
+                page.rows = [r for r in page.rows if self.visible(patient_ids, r)]
+            included = included_resources(
+                conn,
+                query,
+                page.rows,
+                # an _include must not reach outside the compartment or the scopes
+                admit=lambda row: self.visible(patient_ids, row)
+                and _permits(permit, row.res_type),
+                budget=self.settings.max_revinclude,
+                warnings=warnings,
+            )
+        matches = page.rows
+        if query.elements is not None or query.summary is not None:
+            matches = [
+                replace(m, content=subset(m.content or "{}", m.res_type, query.elements,
+                                          query.summary))
+                for m in matches
+            ]
         cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
-        return SearchResult(query, page.rows, unique_included, cursor, page.total, warnings)
+        return SearchResult(query, matches, included, cursor, page.total, warnings)
 
     def lastn(
         self,
@@ -844,6 +1098,7 @@ class FhirService:
         *,
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
+        permit: Callable[[str], None] = lambda _type: None,
     ) -> tuple[list[StoredVersion], list[Issue]]:
         """``Observation/$lastn``: the newest ``max`` Observations per patient and code."""
         rtype = self.resource_type("Observation")
@@ -857,7 +1112,12 @@ class FhirService:
                 max_n = wanted
             else:
                 rest.append((name, value))
-        query, warnings = self.parse_query(rtype, rest, strict=strict)
+        query, warnings = self.parse_query(
+            rtype, self._narrowed("Observation", rest, patient_ids), strict=strict
+        )
         query.patient_ids = patient_ids
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
-            return search_sql.lastn(conn, query, max_n), warnings
+            rows = search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n)
+        return [r for r in rows if self.visible(patient_ids, r)], warnings

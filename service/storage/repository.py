@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, union_all, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, union_all, update
 
 from service.fhir.indexing import IndexValues
 from service.storage import pg_bulk
@@ -215,6 +215,19 @@ def fetch_many_current(
         for row in rows:
             found[(res_type, row.res_id)] = _to_stored(row)
     return found
+
+
+def fetch_current_where(
+    conn: Connection, condition: ColumnElement[bool], limit: int
+) -> list[StoredVersion]:
+    """At most ``limit`` current, non-deleted versions meeting ``condition``, in row order."""
+    rows = conn.execute(
+        select(*_CURRENT_COLS)
+        .where(condition, resources.c.deleted.is_(False))
+        .order_by(resources.c.rid)
+        .limit(limit)
+    )
+    return [_to_stored(row) for row in rows]
 
 
 def fetch_all_versions_current(

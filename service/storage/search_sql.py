@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,19 +20,27 @@ from sqlalchemy import (
 )
 
 from service.fhir.criteria import (
+    ChainCriterion,
     Criterion,
     Cursor,
     DateCriterion,
     DateValue,
+    HasCriterion,
     IdCriterion,
+    LocalCriterion,
     QuantityCriterion,
     ReferenceCriterion,
+    RevInclude,
     SearchQuery,
     StringCriterion,
     TokenCriterion,
     TokenValue,
 )
-from service.storage.repository import StoredVersion, fetch_many_current
+from service.storage.repository import (
+    StoredVersion,
+    fetch_current_where,
+    fetch_many_current,
+)
 from service.storage.tables import (
     resources,
     sp_date,
@@ -175,7 +184,11 @@ def where_clause(q: SearchQuery) -> ColumnElement[bool]:
     conds: list[ColumnElement[bool]] = [R.res_type == q.res_type, R.deleted.is_(False)]
     if q.patient_ids is not None:
         conds.append(R.patient_id.in_(q.patient_ids) if q.patient_ids else false())
-    conds.extend(_criterion(c) for c in q.criteria)
+    conds.extend(
+        _linked(c, q.res_type, q.patient_ids) if isinstance(c, ChainCriterion | HasCriterion)
+        else _criterion(c)
+        for c in q.criteria
+    )
     return and_(*conds)
 
 
@@ -287,3 +300,132 @@ def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVer
         )
         for r in rows
     ]
+
+
+# -- chains, _has and _revinclude ----------------------------------------------------------------
+
+#: A chain or ``_has`` resolving to at most this many ids is run as a list of ids (an index
+#: range on the resource row whatever the planner knows); beyond, as a nested subquery.
+MAX_RESOLVED_IDS = 1000
+
+
+def _compartment(patient_ids: tuple[str, ...] | None) -> ColumnElement[bool]:
+    if patient_ids is None:
+        return true()
+    return R.patient_id.in_(patient_ids) if patient_ids else false()
+
+
+def _checked_type(res_type: str) -> ColumnElement[bool]:
+    """The row is a ``res_type``, checked without an index: where index rows drive the lookup
+    (``rid IN (…)``), the type must not tempt the planner (no statistics tell it better) into
+    walking every row of the type instead. ``res_type || ''`` matches no index."""
+    return R.res_type.concat("") == res_type
+
+
+def _driven(c: LocalCriterion) -> ColumnElement[bool] | None:
+    """``c`` as ``rid IN (index rows)`` where it can be (None otherwise): the lookup starts at
+    the index (param, code …) rather than probing every row of the type."""
+    if isinstance(c, TokenCriterion) and not c.negate:
+        return R.rid.in_(
+            select(sp_token.c.rid).where(
+                sp_token.c.param == c.param, or_(*(_token_match(sp_token, v) for v in c.values))
+            )
+        )
+    return None
+
+
+def _link_select(
+    c: ChainCriterion | HasCriterion, res_type: str, patient_ids: tuple[str, ...] | None
+) -> Any:
+    """The ids of ``res_type`` rows that ``c`` admits, looked up on the linked type and
+    confined to the same compartments (a chain or ``_has`` never reaches outside them)."""
+    linked_type = c.target_type if isinstance(c, ChainCriterion) else c.source_type
+    driven = _driven(c.inner)
+    of_type = _checked_type(linked_type) if driven is not None else R.res_type == linked_type
+    inner = driven if driven is not None else _criterion(c.inner)
+    conds = [of_type, R.deleted.is_(False), inner, _compartment(patient_ids)]
+    if isinstance(c, ChainCriterion):
+        stmt = select(R.res_id).where(*conds)
+    elif c.on_patient_column:
+        stmt = select(R.patient_id).where(*conds, R.patient_id.is_not(None))
+    else:
+        ref = sp_reference
+        stmt = select(ref.c.target_id).where(
+            ref.c.rid == R.rid, ref.c.param == c.param, ref.c.target_type == res_type, *conds
+        )
+    # Its own FROM: nested in the search over ``resources`` it must not correlate to it.
+    return stmt.correlate(None)
+
+
+def _admitting(c: ChainCriterion | HasCriterion, ids: Any) -> ColumnElement[bool]:
+    """The condition on the searched row for ``ids`` (a list or a subquery) of ``c``."""
+    if isinstance(c, HasCriterion):
+        return R.res_id.in_(ids)
+    if c.on_patient_column:
+        return R.patient_id.in_(ids)
+    ref = sp_reference
+    return exists().where(
+        ref.c.rid == R.rid,
+        ref.c.param == c.param,
+        ref.c.target_type == c.target_type,
+        ref.c.target_id.in_(ids),
+    )
+
+
+def _linked(
+    c: ChainCriterion | HasCriterion, res_type: str, patient_ids: tuple[str, ...] | None
+) -> ColumnElement[bool]:
+    return _admitting(c, _link_select(c, res_type, patient_ids))
+
+
+def resolve_links(conn: Connection, q: SearchQuery, limit: int = MAX_RESOLVED_IDS) -> SearchQuery:
+    """``q`` with each chain and ``_has`` replaced by the ids it resolves to, when they are
+    few: one index lookup first, then the search is a plain range on indexed columns."""
+    criteria: list[Criterion] = []
+    for c in q.criteria:
+        if isinstance(c, ChainCriterion | HasCriterion):
+            stmt = _link_select(c, q.res_type, q.patient_ids).distinct().limit(limit + 1)
+            ids = list(conn.execute(stmt).scalars())
+            if len(ids) <= limit:
+                c = _as_ids(c, sorted(ids))
+        criteria.append(c)
+    return dataclasses.replace(q, criteria=criteria)
+
+
+def _as_ids(c: ChainCriterion | HasCriterion, ids: list[str]) -> Criterion:
+    """The plain criterion equivalent to ``c`` resolved to ``ids``."""
+    if isinstance(c, HasCriterion) or not ids:
+        return IdCriterion(tuple(ids))  # no ids: nothing matches
+    return ReferenceCriterion(
+        c.param, tuple((c.target_type, i) for i in ids), on_patient_column=c.on_patient_column
+    )
+
+
+def revincluded(
+    conn: Connection,
+    rev: RevInclude,
+    target_type: str,
+    target_ids: list[str],
+    patient_ids: tuple[str, ...] | None,
+    limit: int,
+) -> list[StoredVersion]:
+    """At most ``limit`` ``rev.source_type`` resources whose ``rev.param`` points at one of
+    ``target_ids`` (``_revinclude``), within the compartments ``patient_ids``."""
+    if not target_ids:
+        return []
+    ref = sp_reference
+    if rev.on_patient_column and target_type == "Patient":
+        points = and_(R.res_type == rev.source_type, R.patient_id.in_(target_ids))
+    else:
+        points = and_(
+            _checked_type(rev.source_type),
+            R.rid.in_(
+                select(ref.c.rid).where(
+                    ref.c.param == rev.param,
+                    ref.c.target_id.in_(target_ids),
+                    ref.c.target_type == target_type,
+                )
+            ),
+        )
+    condition = and_(points, _compartment(patient_ids))
+    return fetch_current_where(conn, condition, limit)

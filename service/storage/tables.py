@@ -148,6 +148,9 @@ oauth_codes = Table(
     Column("code_challenge", String(128), nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("used", Boolean, nullable=False),
+    # the patient's choice on the consent page (0009): long-term, until when (None: indefinite)
+    Column("long_term", Boolean),
+    Column("consent_ends_at", BigInteger),
 )
 
 oauth_tokens = Table(
@@ -161,6 +164,42 @@ oauth_tokens = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False),
     Index("ix_oauth_tokens_code", "code_hash"),
+)
+
+#: What a patient granted one PGO (service/auth/consent_records.py): this once, or long-term
+#: until ``ends_at`` (None: indefinitely); ``status`` active | withdrawn | lapsed | revoked.
+oauth_consents = Table(
+    "oauth_consents",
+    metadata,
+    Column("consent_id", String(64), primary_key=True),
+    Column("client_id", String(255), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("long_term", Boolean, nullable=False),
+    Column("granted_at", BigInteger, nullable=False),
+    Column("ends_at", BigInteger),
+    Column("last_exchange_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ended_at", BigInteger),
+    Column("code_hash", String(64)),  # the authorization code it was granted with
+    Index("ix_oauth_consents_patient", "patient_id", "status"),
+    Index("ix_oauth_consents_code", "code_hash"),
+    Index("ix_oauth_consents_lapse", "status", "long_term", "last_exchange_at"),
+)
+
+#: The rotating refresh tokens of long-term consents (hashes only); ``status`` active |
+#: rotated (exchanged once: presenting it again revokes the family) | revoked.
+oauth_refresh_tokens = Table(
+    "oauth_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("consent_id", String(64), nullable=False),
+    Column("client_id", String(255), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Index("ix_oauth_refresh_tokens_consent", "consent_id", "status"),
 )
 
 oauth_jti = Table(

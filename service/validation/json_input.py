@@ -233,3 +233,44 @@ def _check_duplicates(raw: bytes) -> None:
     if duplicates:
         names = ", ".join(sorted(set(duplicates)))
         raise FhirError.single(400, "structure", f"Duplicate JSON object keys: {names}")
+
+
+def parse_patch_json(raw: bytes, *, max_depth: int = 64) -> Any:
+    """Parse a PATCH body: as strict as :func:`parse_json`, except that empty values are allowed.
+
+    A merge patch removes an element with ``null``; a JSON Patch may carry any JSON value. The
+    patched resource is held to the FHIR JSON rules again by :func:`check_resource_json`.
+    """
+    if raw.startswith(_BOM):
+        raise FhirError.single(400, "structure", "A UTF-8 byte order mark (BOM) is not allowed")
+    if b"\x00" in raw or b"\\u0000" in raw:
+        raise FhirError.single(400, "structure", "NUL characters are not allowed")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _decode_error(raw, exc, max_depth) from None
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise FhirError.single(
+                400, "structure", f"JSON nesting is deeper than {max_depth} levels"
+            )
+        children = node.values() if type(node) is dict else node if type(node) is list else ()
+        stack.extend((child, depth + 1) for child in children)
+    _check_duplicates(raw)
+    return json.loads(raw, parse_float=WrittenDecimal) if _loses_precision(raw) else data
+
+
+def parse_stored(content: str | bytes) -> Any:
+    """Parse JSON that telemon stored, keeping each decimal's digits (:class:`WrittenDecimal`)."""
+    raw = content.encode() if isinstance(content, str) else content
+    if _loses_precision(raw):
+        return json.loads(raw, parse_float=WrittenDecimal)
+    return orjson.loads(raw)
+
+
+def check_resource_json(data: Any, *, max_depth: int = 64) -> None:
+    """400 for what FHIR JSON forbids (empty values, NUL, nesting), e.g. in a patched resource."""
+    if _fast_scan(data, max_depth, check_nul=True) < 0:
+        raise FhirError(400, _describe(data, max_depth))

@@ -484,3 +484,16 @@ def _map_error(resource_type: str, error: ErrorDetails) -> Issue:
 def _lacks_offset(value: str) -> bool:
     time = value.partition("T")[2]
     return bool(time) and not (time.endswith("Z") or re.search(r"[+-]\d{2}:\d{2}$", time))
+
+
+def resource_model(name: str) -> type[FHIRAbstractModel] | None:
+    """The fhir.resources model of resource type ``name`` (None: not a resource type)."""
+    return _MODELS.get(name) or _resource_model(name)
+
+
+def element_of(
+    model: type[FHIRAbstractModel], name: str
+) -> tuple[bool, type[FHIRAbstractModel] | None] | None:
+    """Whether element ``name`` of ``model`` repeats, and its model if complex (None: unknown)."""
+    spec = _fields(model).get(name)
+    return None if spec is None else (spec.many, spec.child)

@@ -480,7 +480,7 @@ def test_self_link_shows_only_the_parameters_applied(
         _post(client, f.weight(pid))
     given = [
         ("patient", pid), ("colour", "blue"), ("code:text", "weight"), ("status", ""),
-        ("_sort", "-date,_id"), ("_include", "Observation:nothing"), ("_summary", "text"),
+        ("_sort", "-date,_id"), ("_include", "Observation:nothing"), ("_summary", "short"),
         ("_count", "2"), ("_pretty", "true"), ("_format", "json"),
     ]
     bundle = _search(client, "Observation", given)

@@ -203,8 +203,12 @@ def authorize(
     decision: str = "allow",
     scope: str = "launch/patient patient/Observation.rs patient/Patient.rs",
     state: str = "st-123",
+    term: dict[str, str] | None = None,
 ) -> Any:
-    """Drive authorize → login → consent; returns the consent response (a redirect)."""
+    """Drive authorize → login → consent; returns the consent response (a redirect).
+
+    ``term``: the consent page's duration fields (e.g. ``{"term": "indefinite"}``); none sent
+    means the preselected "this once"."""
     page = http.get(
         "/oauth/authorize",
         params={
@@ -225,7 +229,9 @@ def authorize(
     assert consent.status_code == 200, consent.text
     fields = form_fields(consent.text)
     return http.post(
-        "/oauth/consent", data={**fields, "decision": decision}, follow_redirects=False
+        "/oauth/consent",
+        data={**fields, **(term or {}), "decision": decision},
+        follow_redirects=False,
     )
 
 

@@ -23,6 +23,9 @@ def test_capability_statement_security_matches_smart_configuration(
     assert uris == {
         "authorize": smart["authorization_endpoint"],
         "token": smart["token_endpoint"],
+        "revoke": smart["revocation_endpoint"],
+        "introspect": smart["introspection_endpoint"],
+        "manage": smart["management_endpoint"],
     }
     assert uris["token"] == "http://testserver/oauth/token"
 

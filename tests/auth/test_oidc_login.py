@@ -4,6 +4,8 @@ id_token verified with its JWKS, BSN claim mapped to the Patient, then consent a
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from service.app import create_app
+from service.auth import consent_records
 from service.settings import Settings
 from tests.auth.conftest import BSN_A, FHIR, REDIRECT, World, code_of, form_fields, pkce
 from tests.auth.oidc_broker import CLIENT_ID, CLIENT_SECRET, FakeBroker, forged_key, run_broker
@@ -233,3 +236,42 @@ def test_oidc_settings_are_required() -> None:
     )
     with pytest.raises(ValueError, match="https"):
         OidcDigiD(insecure, None)  # type: ignore[arg-type]
+
+
+def test_the_consent_overview_logs_in_through_the_broker(
+    oidc_client: TestClient, broker: FakeBroker, world: World, pgo: tuple[str, str], oauth_db: Any
+) -> None:
+    with oauth_db.write() as conn:
+        granted = consent_records.create(
+            conn,
+            client_id=pgo[0],
+            patient_id=world.a,
+            subject=f"Patient/{world.a}",
+            scope="patient/Observation.rs",
+            long_term=True,
+            ends_at=None,
+            now=int(time.time()),
+        )
+    broker.bsn = BSN_A
+    start = oidc_client.get("/oauth/consents", follow_redirects=False)
+    assert start.status_code == 302
+    at_broker = httpx.get(start.headers["location"], follow_redirects=False)
+    back = urlsplit(at_broker.headers["location"])
+    assert back.path == "/oauth/consents/callback"
+    assert broker.authorize_requests[-1]["redirect_uri"].endswith("/oauth/consents/callback")
+    overview = oidc_client.get(f"{back.path}?{back.query}", follow_redirects=False)
+    assert overview.status_code == 200, overview.text
+    assert "Voorbeeld PGO" in overview.text and granted.consent_id in overview.text
+    csrf = re.search(r'name="csrf_token" value="([^"]*)"', overview.text)
+    assert csrf is not None
+    withdrawn = oidc_client.post(
+        "/oauth/consents/withdraw",
+        data={"csrf_token": csrf[1], "consent_id": granted.consent_id},
+    )
+    assert withdrawn.status_code == 200 and "ingetrokken" in withdrawn.text
+    with oauth_db.read() as conn:
+        record = consent_records.get(conn, granted.consent_id)
+    assert record is not None and record.status == "withdrawn"
+    # a replayed callback (its login cookie is gone) is refused
+    again = oidc_client.get(f"{back.path}?{back.query}", follow_redirects=False)
+    assert again.status_code == 400
