@@ -443,7 +443,9 @@ PANELS: tuple[Panel, ...] = (BLOOD_PRESSURE,)
 #: The patient page's trend charts, in order.
 CHARTS: tuple[Chart, ...] = (
     Chart("weight", "Weight", ("weight",), True),
-    Chart("bp", "Blood pressure", ("sbp", "dbp"), True),
+    # Systolic and diastolic apart: each limit is drawn over the one series it applies to.
+    Chart("sbp", "Systolic blood pressure", ("sbp",), True),
+    Chart("dbp", "Diastolic blood pressure", ("dbp",), True),
     Chart("hr", "Heart rate", ("hr",), True),
     Chart("spo2", "SpO2", ("spo2",), True),
     Chart("rr", "Respiratory rate", ("rr",), False),

@@ -52,6 +52,9 @@ _VITAL_SIGNS = {
         }
     ]
 }
+_SURVEY = {
+    "coding": [{"system": concepts.OBSERVATION_CATEGORY, "code": "survey", "display": "Survey"}]
+}
 #: The demo clinician's UZI number: the simulated dashboard login accepts it (test/demo only).
 CLINICIAN_UZI = "900012345"
 # The last morning measurement is done by then; before it, "today" has no data yet.
@@ -332,14 +335,15 @@ _CODES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "spo2": (("2708-6", "59408-5"), concepts.SPO2.unit, "Zuurstofsaturatie"),
     "rr": (("9279-1",), concepts.RESP_RATE.unit, "Ademfrequentie"),
     "temp": (("8310-5",), concepts.TEMPERATURE.unit, "Temperatuur"),
+    "cat": (("cat-total",), concepts.CAT.unit, "CAT-score"),
 }
 
 
 def _coding(code: str) -> dict[str, str]:
-    """The concept table's LOINC coding for ``code`` (its display included)."""
-    found = concepts.entry(concepts.LOINC, code)
+    """The concept table's LOINC (else telemon) coding for ``code`` (its display included)."""
+    found = concepts.entry(concepts.LOINC, code) or concepts.entry(concepts.TELEMON_OBS, code)
     if found is None:
-        raise KeyError(f"LOINC {code} is not in the concept table")
+        raise KeyError(f"{code} is not in the concept table")
     return found.coding()
 
 
@@ -407,6 +411,8 @@ def _measurements(
         if copd and (e > 0 or back % 7 == 4):
             fever = _FEVER[e] if episode == "exacerbation" else 0.0
             add(("temp", 12, (round(36.8 + fever + _noise(rng, 0.2), 1),), None))
+        if copd and back % 7 == 6:  # the weekly CAT questionnaire, filled in after the vitals
+            add(("cat", 20, (14 + back // 7 % 2,), None))  # steady: no CAT rise
         for kind, minutes, values, device in plan:
             at = wake + timedelta(minutes=minutes)
             if at <= now:
@@ -429,7 +435,7 @@ def _observation(
             }
         ],
         "status": "final",
-        "category": [_VITAL_SIGNS],
+        "category": [_SURVEY if reading.kind == "cat" else _VITAL_SIGNS],
         "code": {"coding": [_coding(c) for c in codes], "text": text},
         "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": reading.at.isoformat(timespec="seconds"),

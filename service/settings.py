@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         default="Europe/Amsterdam",
         description="Zone for search dates without an offset and for 'local day' logic.",
     )
+    language: Literal["nl", "en"] = Field(
+        default="nl",
+        description="Language of the dashboard and of alert Flag texts: 'nl' (Dutch) or 'en'.",
+    )
     max_body_bytes: int = Field(default=5 * 1024 * 1024, description="Request body limit (413).")
     max_json_depth: int = Field(default=64, description="Deepest JSON nesting accepted.")
     max_url_bytes: int = Field(

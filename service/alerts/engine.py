@@ -34,6 +34,7 @@ from service.alerts.personalisation import (
 from service.alerts.preparation import Prepared, prepare
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, RuleDefinition, RuleSet, default_rule_set
+from service.messages import message, rule_title
 
 # The longest look-back of any default rule (14-day baselines) plus the day before.
 LOOKBACK = timedelta(days=16)
@@ -154,7 +155,14 @@ class _Run:
         key = (rule.id, anchor.observation_id, anchor.concept, anchor.effective)
         if key not in self._results:
             params = effective_params(rule, self.config, anchor.effective)
-            ctx = EvalContext(anchor, rule, self.config.tz, self.evaluate_other)
+            personal = frozenset(
+                o.param
+                for o in self.config.overrides
+                if o.in_force(anchor.effective) and o.rule_id in (None, rule.id)
+            )
+            ctx = EvalContext(
+                anchor, rule, self.config.tz, self.evaluate_other, self.config.language, personal
+            )
             self._results[key] = KINDS[rule.kind](params, self.window, ctx)
         return self._results[key]
 
@@ -174,8 +182,9 @@ def _merge_groups(
     """One measurement -> one alert per overlapping group (§3.2(6)).
 
     The group's alert is the member with an open episode (so a group never has two open
-    alerts), else the strongest result.  It takes the strongest severity, text and baseline;
-    the other members' texts become reasons, and their own episodes are left untouched.
+    alerts), else the strongest result.  It takes the strongest severity and keeps its own
+    text, baseline and limit, so that its title (the Flag's code) and text lead with the same
+    finding; the other members' texts become reasons, their own episodes are left untouched.
     """
     order = {r.id: i for i, r in enumerate(rules)}
     groups: dict[str, list[RuleResult]] = {}
@@ -190,11 +199,11 @@ def _merge_groups(
         members.sort(key=lambda r: (-r.severity, order[r.rule_id]))
         strongest = members[0]
         owner = next((r for r in members if r.rule_id in open_rules), strongest)
-        others = [r for r in members if r is not strongest]
+        others = [r for r in members if r is not owner]
         merged[owner.rule_id] = replace(
-            strongest,
-            rule_id=owner.rule_id,
-            reasons=tuple(f"{r.rule_id}: {r.text}" for r in others),
+            owner,
+            severity=strongest.severity,
+            reasons=tuple(r.text for r in others),
             evidence=tuple(dict.fromkeys(e for r in members for e in r.evidence)),
         )
         for member in members:
@@ -204,7 +213,11 @@ def _merge_groups(
 
 
 def _late_policy(
-    result: RuleResult, anchor: Measurement, params: dict[str, float | None], ongoing: bool
+    result: RuleResult,
+    anchor: Measurement,
+    params: dict[str, float | None],
+    ongoing: bool,
+    language: str,
 ) -> tuple[RuleResult, bool]:
     """GEN-LATE: mark late data; very late data raises at most info unless the episode is open."""
     if anchor.received is None:
@@ -214,8 +227,8 @@ def _late_policy(
         return result, False
     cap = timedelta(hours=params.get("info_only_after_hours") or 72)
     if delay > cap and not ongoing and result.severity > Severity.INFO:
-        hours = delay.total_seconds() / 3600
-        text = f"{result.text} (received {hours:.0f} h after measurement)"
+        hours = f"{delay.total_seconds() / 3600:.0f}"
+        text = f"{result.text}; {message('alert.late', language, hours=hours)}"
         return replace(result, severity=Severity.INFO, text=text), True
     return result, True
 
@@ -288,7 +301,9 @@ def evaluate(
                 result = None
             if result is not None:
                 requalified.add(rule_id)
-                result, late = _late_policy(result, anchor, late_params, rule_id in state.open)
+                result, late = _late_policy(
+                    result, anchor, late_params, rule_id in state.open, config.language
+                )
             state.record(
                 decide(
                     state.open.get(rule_id),
@@ -424,22 +439,25 @@ def sweep_missing(
     params = effective_params(rule, config, now)
     usable = [m for m in measurements if m.evaluable]
     today = local_day(now, config.tz)
+    lang = config.language
     found: list[tuple[Severity, str]] = []
     if "HF" in config.programmes:
         gap = _missing_days(_last_day(usable, {"weight"}, config), today, config)
+        no_weight = message("alert.no_weight", lang, days=gap)
         if gap is not None and gap >= (params["weight_orange_days"] or 3):
-            found.append((Severity.ORANGE, f"No weight for {gap} days"))
+            found.append((Severity.ORANGE, no_weight))
         elif gap is not None and gap >= (params["weight_info_days"] or 2):
-            found.append((Severity.INFO, f"No weight for {gap} days"))
+            found.append((Severity.INFO, no_weight))
     if "COPD" in config.programmes:
         gap = _missing_days(_last_day(usable, {"cat", "ccq"}, config), today, config)
         interval = params["questionnaire_interval_days"] or 7
         if gap is not None and gap + 1 - interval >= (params["questionnaire_overdue_days"] or 2):
             overdue = gap + 1 - interval
-            found.append((Severity.INFO, f"Questionnaire overdue by {overdue:.0f} days"))
+            late = message("alert.questionnaire_overdue", lang, days=f"{overdue:.0f}")
+            found.append((Severity.INFO, late))
     silence = _missing_days(_last_day(usable, None, config), today, config)
     if silence is not None and silence >= (params["no_data_days"] or 7):
-        found.append((Severity.ORANGE, f"No measurements at all for {silence} days"))
+        found.append((Severity.ORANGE, message("alert.silence", lang, days=silence)))
     open_alert = state.open.get(rule.id)
     if not found:
         if open_alert is None:
@@ -449,7 +467,7 @@ def sweep_missing(
     result = RuleResult(
         rule.id,
         severity,
-        "; ".join(text for _, text in found),
+        f"{rule_title(rule.id, lang, rule.title)}: " + "; ".join(text for _, text in found),
         evidence=(),
         # Stable within a local day, so hourly sweeps are idempotent.
         triggered_at=day_start(today, config.tz),

@@ -15,8 +15,9 @@ from enum import StrEnum
 from typing import Any
 
 from service.alerts.codes import ALERT_RULES
-from service.alerts.results import Baseline, RuleResult, Severity
+from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import RuleDefinition
+from service.messages import DEFAULT_LANGUAGE, rule_title
 
 AUTO_CLOSE_READINGS = 2  # [P] condition false on 2 consecutive evaluations
 AUTO_CLOSE_AFTER = timedelta(hours=72)  # [P] or false for 72 h
@@ -30,6 +31,10 @@ EXT_BASELINE = f"{EXT_BASE}/alert-baseline"
 EXT_ACKNOWLEDGED = f"{EXT_BASE}/alert-acknowledged"
 EXT_LATE = f"{EXT_BASE}/alert-late"
 EXT_PROGRAMME = f"{EXT_BASE}/alert-programme"
+EXT_LIMIT = f"{EXT_BASE}/alert-limit"
+EXT_ACKNOWLEDGED_BY = f"{EXT_BASE}/alert-acknowledged-by"
+EXT_RESOLVED_BY = f"{EXT_BASE}/alert-resolved-by"
+EXT_NOTE = f"{EXT_BASE}/alert-note"
 _PRIORITY = {
     Severity.INFO: ("PL", "Low priority"),
     Severity.ORANGE: ("PM", "Medium priority"),
@@ -59,6 +64,16 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Note:
+    """A clinician's note on an alert (an Annotation on the Flag, ``alert-note``)."""
+
+    author: str  # "Practitioner/<id>"
+    author_name: str
+    time: datetime
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Alert:
     """One episode of (patient, rule); renders as a FHIR Flag."""
 
@@ -83,6 +98,12 @@ class Alert:
     # (observation id, effective) of evaluations that no longer qualified since the last trigger
     cleared: tuple[tuple[str, datetime], ...] = ()
     late: bool = False
+    detail: str = ""  # how the finding was computed: the Flag text's second line
+    limit: Limit | None = None  # the limit that fired, drawn on the chart
+    acknowledged_by: str | None = None  # "Practitioner/<id>" when a clinician did it
+    acknowledged_by_name: str | None = None
+    resolved_by_name: str | None = None
+    notes: tuple[Note, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -151,9 +172,22 @@ def decide(
             baseline=result.baseline,
             reasons=result.reasons,
             late=late,
+            detail=result.detail,
+            limit=result.limit,
         )
         return EpisodeChange(Action.OPEN, alert, notify=True)
     return _qualifying(open_alert, result)
+
+
+def _finding(result: RuleResult) -> dict[str, Any]:
+    """What an alert takes over from the result that describes it: texts, baseline, limit."""
+    return {
+        "text": result.text,
+        "baseline": result.baseline,
+        "reasons": result.reasons,
+        "detail": result.detail,
+        "limit": result.limit,
+    }
 
 
 def _qualifying(alert: Alert, result: RuleResult) -> EpisodeChange:
@@ -163,13 +197,13 @@ def _qualifying(alert: Alert, result: RuleResult) -> EpisodeChange:
         upgraded = replace(
             alert,
             severity=result.severity,
-            text=result.text,
-            baseline=result.baseline,
-            reasons=result.reasons,
+            **_finding(result),
             evidence=_merge(alert.evidence, result.evidence),
             last_triggered_at=max(alert.last_triggered_at, result.triggered_at),
             cleared=tuple(c for c in alert.cleared if c[1] > result.triggered_at),
             acknowledged_at=None,  # the new severity has to be acknowledged again
+            acknowledged_by=None,
+            acknowledged_by_name=None,
         )
         return EpisodeChange(Action.UPGRADE, upgraded, notify=True)
     if not (new_evidence or newer):
@@ -183,9 +217,7 @@ def _qualifying(alert: Alert, result: RuleResult) -> EpisodeChange:
     )
     if newer and result.severity == alert.severity:
         # The latest finding at the episode's worst severity describes it best.
-        attached = replace(
-            attached, text=result.text, baseline=result.baseline, reasons=result.reasons
-        )
+        attached = replace(attached, **_finding(result))
     return EpisodeChange(Action.ATTACH, attached)
 
 
@@ -244,11 +276,70 @@ def _instant(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def to_flag(alert: Alert, programmes: Iterable[str] = ()) -> dict[str, Any]:
+def _quantity(value: float, unit: str, comparator: str | None = None) -> dict[str, Any]:
+    quantity: dict[str, Any] = {"value": round(value, 2)}
+    if comparator:
+        quantity["comparator"] = comparator
+    if unit:  # scores have none; FHIR allows no empty strings
+        quantity["unit"] = unit
+    return quantity
+
+
+def limit_extension(limit: Limit) -> dict[str, Any]:
+    """The ``alert-limit`` extension: which measurement, the comparator and the limit."""
+    parts: list[dict[str, Any]] = [
+        {"url": "concept", "valueCode": limit.concept},
+        {"url": "value", "valueQuantity": _quantity(limit.value, limit.unit, limit.op)},
+        {"url": "personal", "valueBoolean": limit.personal},
+    ]
+    if limit.since is not None:
+        parts.append({"url": "since", "valueDateTime": _instant(limit.since)})
+    return {"url": EXT_LIMIT, "extension": parts}
+
+
+def _who(reference: str, name: str | None) -> dict[str, Any]:
+    who = {"reference": reference}
+    return {**who, "display": name} if name else who
+
+
+def note_extension(note: Note) -> dict[str, Any]:
+    """A note as the ``alert-note`` extension (an Annotation: author, time, text)."""
+    return {
+        "url": EXT_NOTE,
+        "valueAnnotation": {
+            "authorReference": _who(note.author, note.author_name),
+            "time": _instant(note.time),
+            "text": note.text,
+        },
+    }
+
+
+def _actor_extensions(alert: Alert) -> list[dict[str, Any]]:
+    """Who acknowledged and who resolved (a clinician), and the notes."""
+    found = []
+    if alert.acknowledged_at is not None and alert.acknowledged_by:
+        who = _who(alert.acknowledged_by, alert.acknowledged_by_name)
+        found.append({"url": EXT_ACKNOWLEDGED_BY, "valueReference": who})
+    if alert.resolved_by and "/" in alert.resolved_by:  # a clinician, not "auto" or "ehr"
+        who = _who(alert.resolved_by, alert.resolved_by_name)
+        found.append({"url": EXT_RESOLVED_BY, "valueReference": who})
+    found.extend(note_extension(n) for n in alert.notes)
+    return found
+
+
+def flag_text(alert: Alert) -> str:
+    """The Flag's ``code.text``: the headline, then the detail and merged findings, a line each."""
+    return "\n".join(line for line in (alert.text, alert.detail, *alert.reasons) if line)
+
+
+def to_flag(
+    alert: Alert, programmes: Iterable[str] = (), language: str = DEFAULT_LANGUAGE
+) -> dict[str, Any]:
     """Render an alert as a FHIR R4 Flag (flag-detail per evidence, flag-priority PL/PM/PH).
 
     ``programmes`` are the canonical URLs of the programmes (PlanDefinitions) the alert belongs
-    to, one ``alert-programme`` extension each (searchable as ``Flag?programme=``).
+    to, one ``alert-programme`` extension each (searchable as ``Flag?programme=``). The code's
+    display is the rule's title in ``language``; ``code.text`` leads with that same title.
     """
     code, display = _PRIORITY[alert.severity]
     extensions: list[dict[str, Any]] = [
@@ -278,10 +369,7 @@ def to_flag(alert: Alert, programmes: Iterable[str] = ()) -> dict[str, Any]:
                 "extension": [
                     {
                         "url": "value",
-                        "valueQuantity": {
-                            "value": alert.baseline.value,
-                            "unit": alert.baseline.unit,
-                        },
+                        "valueQuantity": _quantity(alert.baseline.value, alert.baseline.unit),
                     },
                     {"url": "method", "valueString": alert.baseline.method},
                 ],
@@ -291,9 +379,13 @@ def to_flag(alert: Alert, programmes: Iterable[str] = ()) -> dict[str, Any]:
         extensions.append(
             {"url": EXT_ACKNOWLEDGED, "valueDateTime": _instant(alert.acknowledged_at)}
         )
+    extensions.extend(_actor_extensions(alert))
+    if alert.limit is not None:
+        extensions.append(limit_extension(alert.limit))
     if alert.late:
         extensions.append({"url": EXT_LATE, "valueBoolean": True})
-    text = "; ".join((alert.text, *alert.reasons))
+    text = flag_text(alert)
+    title = rule_title(alert.rule_id, language, alert.rule_title)
     period: dict[str, str] = {"start": _instant(alert.period_start)}
     if alert.period_end is not None:
         period["end"] = _instant(alert.period_end)
@@ -313,7 +405,7 @@ def to_flag(alert: Alert, programmes: Iterable[str] = ()) -> dict[str, Any]:
             }
         ],
         "code": {
-            "coding": [{"system": ALERT_RULES, "code": alert.rule_id, "display": alert.rule_title}],
+            "coding": [{"system": ALERT_RULES, "code": alert.rule_id, "display": title}],
             "text": text,
         },
         "subject": {"reference": f"Patient/{alert.patient_id}"},

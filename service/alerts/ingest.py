@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,9 +24,13 @@ from service.alerts.coverage import not_evaluated
 from service.alerts.engine import evaluate, sweep_missing, window_start
 from service.alerts.episodes import (
     EXT_ACKNOWLEDGED,
+    EXT_ACKNOWLEDGED_BY,
+    EXT_NOTE,
+    EXT_RESOLVED_BY,
     Alert,
     AlertStatus,
     EpisodeChange,
+    Note,
     acknowledge,
     resolve,
     to_flag,
@@ -180,16 +184,28 @@ class AlertService:
         alert = load_alert(state)
         now = self.fhir.clock()
         status = flag.get("status")
+        extensions = flag.get("extension", [])
+        # A clinician named on the Flag (the dashboard names its user); an EHR otherwise.
+        resolver = _reference(extensions, EXT_RESOLVED_BY)
+        by, by_name = resolver if resolver is not None else ("ehr", None)
         if status == AlertStatus.INACTIVE and alert.status == AlertStatus.ACTIVE:
-            alert = resolve(alert, now, by="ehr")
+            alert = replace(resolve(alert, now, by=by), resolved_by_name=by_name)
         elif status == AlertStatus.ENTERED_IN_ERROR:
-            alert = resolve(alert, now, by="ehr")
+            alert = resolve(alert, now, by=by)
             alert = Alert(**{**_fields(alert), "status": AlertStatus.ENTERED_IN_ERROR})
-        marks = [e for e in flag.get("extension", []) if e.get("url") == EXT_ACKNOWLEDGED]
+        marks = [e for e in extensions if e.get("url") == EXT_ACKNOWLEDGED]
         if marks and alert.acknowledged_at is None:
             # The EHR's own acknowledgement time (never in the future), else when we saw it.
             stated = _parse_time(marks[0].get("valueDateTime"), self.fhir.zone)
             alert = acknowledge(alert, min(stated, now) if stated is not None else now)
+            acknowledger = _reference(extensions, EXT_ACKNOWLEDGED_BY)
+            if acknowledger is not None:
+                alert = replace(
+                    alert, acknowledged_by=acknowledger[0], acknowledged_by_name=acknowledger[1]
+                )
+        notes = _notes(extensions, self.fhir.zone)
+        if notes:
+            alert = replace(alert, notes=tuple(dict.fromkeys((*alert.notes, *notes))))
         alert_store.save(conn, [dump_alert(alert)], now=to_micros(now))
 
     # -- loading -----------------------------------------------------------------------------
@@ -255,6 +271,7 @@ class AlertService:
             toggles=tuple(toggles),
             pauses=tuple(pauses),
             tz=self.fhir.zone,
+            language=self.fhir.language,
         )
 
     def _window(
@@ -309,7 +326,10 @@ class AlertService:
         if not changed:
             return 0
         alert_store.save(conn, [dump_alert(a) for a in changed], now=to_micros(now))
-        flags = [(a.id, to_flag(a, _programme_urls(a.rule_id, enrolled))) for a in changed]
+        language = self.fhir.language
+        flags = [
+            (a.id, to_flag(a, _programme_urls(a.rule_id, enrolled), language)) for a in changed
+        ]
         self.fhir.store_many_in(conn, self.fhir.resource_type("Flag"), flags)
         return len(changed)
 
@@ -390,6 +410,30 @@ def _pauses(plan: dict[str, Any], zone: ZoneInfo) -> Iterable[Pause]:
             if start is not None:
                 end = _parse_time(period.get("end"), zone, end=True)
                 yield Pause(start, end, ext.get("id", ""))
+
+
+def _reference(extensions: list[dict[str, Any]], url: str) -> tuple[str, str | None] | None:
+    """(reference, display) of the first ``url`` extension naming a Practitioner."""
+    for ext in extensions:
+        who = ext.get("valueReference") if ext.get("url") == url else None
+        if isinstance(who, dict) and str(who.get("reference", "")).startswith("Practitioner/"):
+            return str(who["reference"]), who.get("display")
+    return None
+
+
+def _notes(extensions: list[dict[str, Any]], zone: ZoneInfo) -> list[Note]:
+    """The ``alert-note`` Annotations on a Flag (those with a text and a time)."""
+    found = []
+    for ext in extensions:
+        note = ext.get("valueAnnotation") if ext.get("url") == EXT_NOTE else None
+        if not isinstance(note, dict) or not note.get("text"):
+            continue
+        when = _parse_time(note.get("time"), zone)
+        author = note.get("authorReference") or {}
+        if when is not None and isinstance(author, dict):
+            name = author.get("display") or ""
+            found.append(Note(str(author.get("reference", "")), name, when, str(note["text"])))
+    return found
 
 
 def _fields(alert: Alert) -> dict[str, Any]:

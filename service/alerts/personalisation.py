@@ -18,6 +18,7 @@ from service.alerts.days import DEFAULT_TZ
 from service.alerts.measurements import parse_instant
 from service.alerts.rules import RuleDefinition
 from service.alerts.units import UnsupportedUnit, to_canonical
+from service.messages import DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class PatientConfig:
     toggles: tuple[RuleToggle, ...] = ()
     pauses: tuple[Pause, ...] = ()
     tz: ZoneInfo = DEFAULT_TZ
+    language: str = DEFAULT_LANGUAGE  # of the alert texts (TELEMON_LANGUAGE)
 
 
 def _apply(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
+from service.messages import message, method_text, quantity
+
 
 class Severity(IntEnum):
     """Alert severity, ordered: info < orange < red (§3.1)."""
@@ -34,10 +36,32 @@ class Baseline:
     method: str  # e.g. "clinician-set", "median 14 d excl. last 3 d"
     n: int = 0
 
-    def describe(self) -> str:
-        """Human text such as ``78.1 kg (median 14 d excl. last 3 d, n=9)``."""
+    def shown(self, language: str) -> str:
+        """The value with its unit (``78,1 kg``), for a text's headline."""
+        return quantity(self.value, self.unit, language)
+
+    def describe(self, language: str) -> str:
+        """The detail line: ``Basiswaarde 78,1 kg (mediaan 14 d excl. laatste 3 d, n=9)``."""
         count = f", n={self.n}" if self.n else ""
-        return f"{self.value:.1f} {self.unit} ({self.method}{count})"
+        how = f"{self.shown(language)} ({method_text(self.method, language)}{count})"
+        return message("alert.baseline", language, baseline=how)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """The limit that fired, as the chart draws it and the Flag states it.
+
+    ``op`` compares a value with ``value`` (the alert fires when ``value op limit`` holds);
+    ``personal`` when it comes from the patient's own values or a clinician's Goal; ``since``
+    for a limit relative to an earlier reading (a weight gain): drawn from then on.
+    """
+
+    concept: str
+    op: str  # <, <=, >, >=
+    value: float
+    unit: str
+    personal: bool = False
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +70,11 @@ class RuleResult:
 
     rule_id: str
     severity: Severity
-    text: str
+    text: str  # the headline: finding, value with unit, limit, when
     evidence: tuple[str, ...]
     triggered_at: datetime
     baseline: Baseline | None = None
     # Texts of weaker rules merged into this one (§3.2(6)).
     reasons: tuple[str, ...] = field(default=())
+    detail: str = ""  # how it was computed (baseline method, values), the Flag's second line
+    limit: Limit | None = None

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from service.alerts.days import DEFAULT_TZ
 from service.alerts.measurements import Measurement
 from service.alerts.results import RuleResult, Severity
+from service.messages import DEFAULT_LANGUAGE
 
 RULES_DIR = Path(__file__).parent / "rules"
 
@@ -85,6 +86,9 @@ class EvalContext:
     tz: ZoneInfo = DEFAULT_TZ
     # Evaluate another rule at the same anchor (composites); None when no evaluation is possible.
     evaluate_other: Callable[[str, Measurement], RuleResult | None] | None = None
+    language: str = DEFAULT_LANGUAGE  # of the alert texts (TELEMON_LANGUAGE)
+    # Parameters set for this patient (a clinician's Goal), not programme defaults.
+    personal_params: frozenset[str] = frozenset()
 
 
 RuleFunction = Callable[[Params, "list[Measurement]", EvalContext], RuleResult | None]

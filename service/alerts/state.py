@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from service.alerts.episodes import Alert, AlertStatus
-from service.alerts.results import Baseline, Severity
+from service.alerts.episodes import Alert, AlertStatus, Note
+from service.alerts.results import Baseline, Limit, Severity
 
 
 def _time(value: datetime | None) -> str | None:
@@ -48,7 +48,37 @@ def dump_alert(alert: Alert) -> dict[str, Any]:
         "resolved_by": alert.resolved_by,
         "cleared": [[obs, _time(at)] for obs, at in alert.cleared],
         "late": alert.late,
+        "detail": alert.detail,
+        "acknowledged_by": alert.acknowledged_by,
+        "acknowledged_by_name": alert.acknowledged_by_name,
+        "resolved_by_name": alert.resolved_by_name,
+        "notes": [[n.author, n.author_name, _time(n.time), n.text] for n in alert.notes],
+        "limit": None if alert.limit is None else _dump_limit(alert.limit),
     }
+
+
+def _dump_limit(limit: Limit) -> dict[str, Any]:
+    return {
+        "concept": limit.concept,
+        "op": limit.op,
+        "value": limit.value,
+        "unit": limit.unit,
+        "personal": limit.personal,
+        "since": _time(limit.since),
+    }
+
+
+def _load_limit(data: dict[str, Any] | None) -> Limit | None:
+    if data is None:
+        return None
+    return Limit(
+        data["concept"],
+        data["op"],
+        data["value"],
+        data["unit"],
+        data["personal"],
+        _parse(data["since"]),
+    )
 
 
 def load_alert(data: dict[str, Any]) -> Alert:
@@ -80,4 +110,15 @@ def load_alert(data: dict[str, Any]) -> Alert:
             (obs, at) for obs, at in ((o, _parse(t)) for o, t in data["cleared"]) if at is not None
         ),
         late=data["late"],
+        # Episodes stored before texts had a detail line and a limit have neither.
+        detail=data.get("detail", ""),
+        acknowledged_by=data.get("acknowledged_by"),
+        acknowledged_by_name=data.get("acknowledged_by_name"),
+        resolved_by_name=data.get("resolved_by_name"),
+        notes=tuple(
+            Note(author, name, when, text)
+            for author, name, at, text in data.get("notes", [])
+            if (when := _parse(at)) is not None
+        ),
+        limit=_load_limit(data.get("limit")),
     )

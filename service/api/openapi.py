@@ -567,7 +567,10 @@ def _oauth_and_browser_paths() -> dict[str, Any]:
         **{
             f"/dashboard/alerts/{{flag_id}}/{action}": {**_form_op(
                 f"dashboard{action.title()}", f"{action.title()} an alert",
-                {"csrf_token": text, "version": {"type": "integer", "minimum": 1}, "next": text},
+                {"csrf_token": text, "version": {"type": "integer", "minimum": 1}, "next": text,
+                 "note": {"type": "string", "maxLength": 500},
+                 "scope": {"type": "string", "enum": ["group"]},
+                 "group": {"type": "string", "description": "The patient's alerts: id:version,…"}},
                 "Browser forms",
             )}
             for action in ("acknowledge", "resolve")

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from markupsafe import Markup, escape
 
+from service.messages import month_name
+
 WIDTH = 640
 HEIGHT = 240
 LEFT, RIGHT, TOP, BOTTOM = 46, 36, 26, 44  # the plot area's margins
@@ -29,7 +31,6 @@ LEVEL_COLOURS = {
     "red": "#dc2626",
 }
 SERIES_COLOURS = ("#1e3a8a", "#0f766e", "#7c3aed")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class Line:
     level: str  # a key of LEVEL_COLOURS
     label: str
     personal: bool = False
+    fired: bool = False  # the limit an alert on this chart fired on (drawn solid)
+    since: datetime | None = None  # a limit relative to an earlier reading holds from then on
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,10 @@ class Chart:
     lines: tuple[Line, ...] = ()
     markers: tuple[Marker, ...] = ()
     zone: tzinfo = UTC  # for the day labels
+    #: The smallest value range shown (weight: 4 kg, so that 0.5 kg does not look like a swing).
+    min_span: float = 0.0
+    empty_text: str = "No measurements in this period"
+    language: str = "en"  # of the data table's times
 
     @property
     def empty(self) -> bool:
@@ -147,6 +154,9 @@ def value_range(chart: Chart) -> tuple[float, float]:
     if not values:
         return 0.0, 1.0
     low, high = min(values), max(values)
+    if high - low < chart.min_span:
+        middle = (low + high) / 2
+        low, high = middle - chart.min_span / 2, middle + chart.min_span / 2
     if high - low < 1e-9:
         low, high = low - 1, high + 1
     pad = (high - low) * 0.08
@@ -161,8 +171,8 @@ def _ticks(low: float, high: float) -> list[float]:
     return [round(first + i * step, 6) for i in range(count)]
 
 
-def _day_label(day: datetime) -> str:
-    return f"{day.day} {_MONTHS[day.month - 1]}"
+def _day_label(day: datetime, language: str) -> str:
+    return f"{day.day} {month_name(day.month, language)}"
 
 
 def _day_ticks(chart: Chart, scale: Scale) -> list[tuple[str, float]]:
@@ -174,7 +184,7 @@ def _day_ticks(chart: Chart, scale: Scale) -> list[tuple[str, float]]:
     ticks = []
     day = midnight
     while day >= chart.start:
-        ticks.append((_day_label(day), scale.x(day)))
+        ticks.append((_day_label(day, chart.language), scale.x(day)))
         # step back in local days (a DST change keeps labels on midnight)
         day = (day.replace(tzinfo=None) - timedelta(days=every)).replace(tzinfo=chart.zone)
     return list(reversed(ticks))
@@ -207,9 +217,9 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _when(at: datetime, zone: tzinfo) -> str:
+def _when(at: datetime, zone: tzinfo, language: str = "en") -> str:
     local = at.astimezone(zone)
-    return f"{_day_label(local)} {local:%H:%M}"
+    return f"{_day_label(local, language)} {local:%H:%M}"
 
 
 def _title(text: str) -> str:
@@ -226,7 +236,7 @@ def describe(chart: Chart) -> str:
             latest = max(s.points, key=lambda p: p.at)
             parts.append(
                 f"{s.label}: {len(s.points)} measurements, latest {_fmt(latest.value)} "
-                f"{chart.unit} on {_when(latest.at, chart.zone)}"
+                f"{chart.unit} on {_when(latest.at, chart.zone, chart.language)}"
             )
     if chart.lines:
         parts.append("thresholds " + ", ".join(ln.label for ln in chart.lines))
@@ -271,17 +281,22 @@ def _threshold_lines(lay: Layout) -> Iterable[str]:
         colour = LEVEL_COLOURS.get(line.level, "#6b7280")
         dash = "2 3" if line.level == "reference" else "6 4"
         personal = " personal" if line.personal else ""
+        fired = " fired" if line.fired else ""
+        # The limit an alert fired on: solid and heavier, so the alert and its line agree.
+        stroke = (
+            'stroke-width="2.5"' if line.fired else f'stroke-width="1.5" stroke-dasharray="{dash}"'
+        )
         yield (
-            f'<g class="threshold threshold-{escape(line.level)}{personal}" '
+            f'<g class="threshold threshold-{escape(line.level)}{personal}{fired}" '
             f'data-value="{escape(_fmt(line.value))}">{_title(line.label)}'
-            f'<line x1="{s.x0}" y1="{y}" x2="{s.x1}" y2="{y}" stroke="{colour}" '
-            f'stroke-width="1.5" stroke-dasharray="{dash}"/>'
+            f'<line x1="{s.x0 if line.since is None else s.x(line.since)}" y1="{y}" '
+            f'x2="{s.x1}" y2="{y}" stroke="{colour}" {stroke}/>'
             f'<text x="{s.x1 + 4}" y="{y + 3.5}" font-size="10" fill="{colour}">'
             f"{escape(_fmt(line.value))}{'★' if line.personal else ''}</text></g>"
         )
 
 
-def _markers(lay: Layout, zone: tzinfo) -> Iterable[str]:
+def _markers(lay: Layout, zone: tzinfo, language: str) -> Iterable[str]:
     s = lay.scale
     base = s.y1 + 2
     for x, marker in lay.markers:
@@ -291,7 +306,7 @@ def _markers(lay: Layout, zone: tzinfo) -> Iterable[str]:
         yield (
             f'<g class="alert-marker alert-{escape(marker.level)} alert-{state}" '
             f'data-at="{escape(marker.at.isoformat())}">'
-            f"{_title(f'{_when(marker.at, zone)} — {marker.label}')}"
+            f"{_title(f'{_when(marker.at, zone, language)} — {marker.label}')}"
             f'<line x1="{x}" y1="{s.y0}" x2="{x}" y2="{s.y1}" stroke="{colour}" '
             'stroke-width="1" stroke-opacity="0.45" stroke-dasharray="3 3"/>'
             f'<path d="M{x} {base} L{x - 5} {base + MARKER_ROW} L{x + 5} {base + MARKER_ROW} Z" '
@@ -318,7 +333,8 @@ def _series(chart: Chart, lay: Layout) -> Iterable[str]:
             'stroke-linejoin="round"/>'
         )
         for x, y, p in mine:
-            text = f"{_when(p.at, chart.zone)}: {series.label} {_fmt(p.value)} {chart.unit}"
+            when = _when(p.at, chart.zone, chart.language)
+            text = f"{when}: {series.label} {_fmt(p.value)} {chart.unit}"
             yield (
                 f'<circle class="point" cx="{x}" cy="{y}" r="2.8" fill="{colour}" '
                 f'data-ref="{escape(p.ref)}">{_title(text)}</circle>'
@@ -334,21 +350,21 @@ def render(chart: Chart) -> Markup:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="chart-{key}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'data-low="{_fmt(lay.scale.low)}" data-high="{_fmt(lay.scale.high)}" '
         f'aria-labelledby="chart-{key}-title chart-{key}-desc" '
         'font-family="system-ui, sans-serif">',
         f'<title id="chart-{key}-title">{escape(title)}</title>',
         f'<desc id="chart-{key}-desc">{escape(describe(chart))}</desc>',
         *_frame(lay, chart.unit, chart.empty and not chart.lines),
         *_threshold_lines(lay),
-        *_markers(lay, chart.zone),
+        *_markers(lay, chart.zone, chart.language),
         *_series(chart, lay),
     ]
     if chart.empty:
         s = lay.scale
         parts.append(
             f'<text class="empty" x="{(s.x0 + s.x1) / 2}" y="{(s.y0 + s.y1) / 2}" '
-            'text-anchor="middle" font-size="13" fill="#6b7280">'
-            "No measurements in this period</text>"
+            f'text-anchor="middle" font-size="13" fill="#6b7280">{escape(chart.empty_text)}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))

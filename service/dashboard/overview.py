@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from service.alerts.measurements import (
 from service.alerts.personalisation import PatientConfig
 from service.alerts.rules import default_rule_set
 from service.audit.events import Touched
+from service.concepts import CHARTS
 from service.dashboard.thresholds import ThresholdLine, patient_lines
 from service.dashboard.worklist import (
     AlertItem,
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 #: Observation statuses shown on the charts (preliminary ones too: they are data, not yet final).
 SHOWN_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
-PROGRAMME_NAMES = {"HF": "Heart failure", "COPD": "COPD"}
 
 
 @dataclass(slots=True)
@@ -163,8 +163,8 @@ def load_overview(fhir: FhirService, patient_id: str, since: datetime, until: da
     programmes: list[str] = []
     if config is not None:
         rules = default_rule_set().for_programmes(set(config.programmes))
-        lines = patient_lines(config, rules, until)
-        programmes = [PROGRAMME_NAMES.get(p, p) for p in sorted(config.programmes)]
+        lines = patient_lines(config, rules, until, fhir.language)
+        programmes = sorted(config.programmes)  # codes (HF, COPD): the page names them
     shown = {a.flag_id for a in alerts}
     return Overview(
         patient=patient_name(stored_patient),
@@ -180,6 +180,38 @@ def load_overview(fhir: FhirService, patient_id: str, since: datetime, until: da
         ),
         not_evaluated=unevaluated,
     )
+
+
+#: How far back the worklist looks for each patient's last measurements.
+ADHERENCE_DAYS = 30
+
+
+def latest_per_chart(measurements: list[Measurement]) -> dict[str, datetime]:
+    """When the last measurement of each chart's kind was taken (chart key → time), in the
+    order of the charts."""
+    latest: dict[str, datetime] = {}
+    for spec in CHARTS:
+        times = [m.effective for m in measurements if m.concept in spec.concepts]
+        if times:
+            latest[spec.key] = max(times)
+    return latest
+
+
+def load_last_seen(
+    fhir: FhirService, patient_ids: list[str], now: datetime
+) -> tuple[dict[str, dict[str, datetime]], list[Touched]]:
+    """Per patient the last measurement of each kind in the last :data:`ADHERENCE_DAYS` days,
+    and the Observations read (for the audit trail)."""
+    since = (now - timedelta(days=ADHERENCE_DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    found: dict[str, dict[str, datetime]] = {}
+    rows: list[StoredVersion] = []
+    for patient_id in patient_ids:
+        observations, _, _ = search_all(
+            fhir, "Observation", [("patient", patient_id), ("date", f"ge{since}")]
+        )
+        found[patient_id] = latest_per_chart(_measurements(observations))
+        rows.extend(observations)
+    return found, list(touched(rows, fhir))
 
 
 @dataclass(slots=True)
@@ -205,7 +237,7 @@ def load_enrolled(fhir: FhirService) -> tuple[list[EnrolledPatient], list[Touche
             programmes.setdefault(plan.patient_id, set()).update(found)
     patients = [
         EnrolledPatient(
-            patient_name(p), [PROGRAMME_NAMES.get(x, x) for x in sorted(programmes[p.res_id])]
+            patient_name(p), sorted(programmes[p.res_id])
         )
         for p in included
         if p.res_type == "Patient" and p.res_id in programmes

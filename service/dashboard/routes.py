@@ -44,10 +44,16 @@ from service.auth.oidc import OidcDigiD
 from service.auth.rate_limits import Blocked, RateLimiter
 from service.auth.tokens import load_or_create_key
 from service.dashboard import sessions, views, worklist
-from service.dashboard.overview import load_enrolled, load_overview
+from service.dashboard.overview import (
+    latest_per_chart,
+    load_enrolled,
+    load_last_seen,
+    load_overview,
+)
 from service.dashboard.sessions import Session, SessionError
 from service.fhir.outcome import FhirError
 from service.fhir.service import MAX_VERSION, FhirService, check_id
+from service.messages import message
 from service.settings import Settings
 from service.validation.integers import parse_unsigned
 
@@ -72,11 +78,9 @@ PAGE_HEADERS = {
 }
 _STATIC = {"dashboard.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"}
 _NEXT = re.compile(r"^/dashboard(?:/[A-Za-z0-9._~/-]*)?(?:\?[A-Za-z0-9._~=&%-]*)?$")
-_NOTICES = {
-    "acknowledged": "Alert acknowledged. It stays open until it is resolved.",
-    "resolved": "Alert resolved.",
-    "logged-out": "You are logged out.",
-}
+_NOTICES = ("acknowledged", "resolved", "logged-out")  # texts: ui.notice.* in the catalogue
+#: Longest note a clinician can add to an acknowledge or resolve.
+MAX_NOTE = 500
 
 
 @dataclass(slots=True)
@@ -167,8 +171,25 @@ def _clear(response: Response, name: str) -> None:
     response.delete_cookie(name, path=sessions.PATH)
 
 
-def _message_page(title: str, message: str, status: int, back: str = "/dashboard") -> HTMLResponse:
-    return _html(views.page("message.html", title=title, message=message, back=back), status)
+def _message_page(title: str, text: str, status: int, back: str = "/dashboard") -> HTMLResponse:
+    # These texts (login and broker failures) are not in the catalogue yet: English throughout.
+    page = views.page("message.html", lang="en", title=title, message=text, back=back)
+    return _html(page, status)
+
+
+def _translated_page(
+    state: DashboardState, title: str, text: str, status: int, back: str = "/dashboard"
+) -> HTMLResponse:
+    """A message page whose title and text are catalogue keys, in the configured language."""
+    language = state.fhir.language
+    page = views.page(
+        "message.html",
+        lang=language,
+        title=message(title, language),
+        message=message(text, language),
+        back=back,
+    )
+    return _html(page, status)
 
 
 def _safe_next(value: str | None) -> str:
@@ -240,9 +261,13 @@ def _page(
     request: Request, state: DashboardState, session: Session, template: str, **context: Any
 ) -> HTMLResponse:
     """A page for the logged-in clinician (renewing the session once half of it has passed)."""
-    notice = _NOTICES.get(request.query_params.get("notice", ""))
+    asked = request.query_params.get("notice", "")
+    language = state.fhir.language
+    notice = message(f"ui.notice.{asked}", language) if asked in _NOTICES else None
     html = views.page(
         template,
+        lang=language,
+        zone=state.zone,
         user=session.name,
         csrf=session.csrf,
         notice=notice,
@@ -269,6 +294,7 @@ def _login_page(
     identity = state.identity
     return views.page(
         "login.html",
+        lang=state.fhir.language,
         simulated=isinstance(identity, SimulatedDigiD),
         label=identity.clinician_label,
         csrf=csrf,
@@ -286,7 +312,8 @@ async def login_form(request: Request) -> Response:
     if await _session(request, state) is not None:
         return _redirect(next_path)
     csrf = sessions.new_token()
-    notice = _NOTICES.get(request.query_params.get("notice", ""))
+    asked = request.query_params.get("notice", "")
+    notice = message(f"ui.notice.{asked}", state.fhir.language) if asked in _NOTICES else None
     response = _html(_login_page(state, csrf, next_path, notice=notice))
     _set_cookie(response, request, sessions.LOGIN_COOKIE, csrf, sessions.LOGIN_FORM_SECONDS)
     return response
@@ -453,7 +480,7 @@ async def logout(request: Request) -> Response:
         return _redirect("/dashboard/login")
     form = await _form(request)
     if form is None or not sessions.csrf_ok(session.csrf, form.get("csrf_token")):
-        return _message_page("Form expired", "Reload the page and try again.", 403)
+        return _translated_page(state, "ui.page.form_expired", "ui.page.reload", 403)
     await run_in_threadpool(_end_session, state, session)
     await _audit(state, request, session, AccessRecord("logout", description="clinician logout"))
     response = _redirect("/dashboard/login?notice=logged-out")
@@ -472,8 +499,15 @@ async def worklist_page(request: Request) -> Response:
     if session is None:
         return _login_redirect(request)
     work = await run_in_threadpool(worklist.load_worklist, state.fhir)
+    shown = list(dict.fromkeys(i.patient_id for i in work.new + work.acknowledged))
+    work.last_seen, seen = await run_in_threadpool(
+        load_last_seen, state.fhir, shown, state.fhir.clock()
+    )
     record = AccessRecord(
-        "search-type", "Flag", "status=active&_include=Flag:patient", touched=work.touched
+        "search-type",
+        "Flag",
+        "status=active&_include=Flag:patient",
+        touched=work.touched + seen,  # and each patient's recent Observations (adherence)
     )
     await _audit(state, request, session, record)
     return _page(request, state, session, "worklist.html", work=work, active="worklist")
@@ -524,7 +558,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         check_id(patient_id)
         overview = await run_in_threadpool(load_overview, state.fhir, patient_id, since, until)
     except FhirError:
-        return _message_page("Patient not found", "There is no such patient.", 404)
+        return _translated_page(state, "ui.page.no_patient", "ui.page.no_such_patient", 404)
     record = AccessRecord(
         "search-type",
         "Observation",
@@ -532,7 +566,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         touched=overview.touched,
     )
     await _audit(state, request, session, record)
-    charts = views.patient_charts(overview, state.zone)
+    charts = views.patient_charts(overview, state.zone, state.fhir.language)
     return _page(
         request,
         state,
@@ -544,7 +578,7 @@ async def patient_page(request: Request, patient_id: str) -> Response:
         periods=views.PERIODS,
         here=f"/dashboard/patients/{patient_id}?days={days}",
         active="patients",
-        zone=state.zone,
+        last_seen=latest_per_chart(overview.measurements),
     )
 
 
@@ -559,26 +593,59 @@ async def _alert_action(request: Request, flag_id: str, action: str) -> Response
     if session is None:
         return _redirect("/dashboard/login?" + urlencode({"next": next_path}))
     if form is None or not sessions.csrf_ok(session.csrf, form.get("csrf_token")):
-        return _message_page("Form expired", "Reload the page and try again.", 403, next_path)
+        return _translated_page(
+            state, "ui.page.form_expired", "ui.page.reload", 403, next_path
+        )
     version = parse_unsigned(form.get("version"), maximum=MAX_VERSION)
-    if version is None or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", flag_id):
-        return _message_page("Invalid request", "This is not a valid alert action.", 400, next_path)
+    targets = _targets(flag_id, version, form)
+    note = " ".join(form.get("note", "").split())  # one line, no control characters
+    if targets is None or len(note) > MAX_NOTE:
+        return _translated_page(
+            state, "ui.page.invalid", "ui.page.invalid_action", 400, next_path
+        )
     do = worklist.acknowledge if action == "acknowledge" else worklist.resolve
-    record = AccessRecord("update", "Flag", description=f"clinician {action}s the alert")
-    # The update's AuditEvent commits in the update's transaction.
-    hook = (
-        state.audit.in_transaction(_session_actor(request, session), record)
-        if state.audit is not None
-        else None
-    )
-    try:
-        await run_in_threadpool(do, state.fhir, flag_id, version, state.fhir.clock(), hook)
-    except worklist.AlertActionError as exc:
-        record.outcome, record.description = "4", f"{action} refused: {exc}"
-        await _audit(state, request, session, record)
-        return _message_page("Not done", str(exc), 409, next_path)
+    by = worklist.Clinician(session.subject, session.name)
+    for target_id, target_version in targets:
+        what = f"clinician {action}s the alert" + (f"; note: {note}" if note else "")
+        record = AccessRecord("update", "Flag", description=what)
+        # The update's AuditEvent commits in the update's transaction.
+        hook = (
+            state.audit.in_transaction(_session_actor(request, session), record)
+            if state.audit is not None
+            else None
+        )
+        try:
+            await run_in_threadpool(
+                do, state.fhir, target_id, target_version, state.fhir.clock(), hook, by, note
+            )
+        except worklist.AlertActionError as exc:
+            record.outcome, record.description = "4", f"{action} refused: {exc}"
+            await _audit(state, request, session, record)
+            return _translated_page(state, "ui.page.not_done", exc.key, 409, next_path)
     notice = "acknowledged" if action == "acknowledge" else "resolved"
     return _redirect(_with_notice(next_path, notice))
+
+
+_FLAG_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _targets(
+    flag_id: str, version: int | None, form: dict[str, str]
+) -> list[tuple[str, int]] | None:
+    """The alerts one action acts on: this one, or with ``scope=group`` every alert named in
+    ``group`` (``id:version,…``, the patient's concurrent alerts); None when malformed."""
+    if version is None or not _FLAG_ID.fullmatch(flag_id):
+        return None
+    if form.get("scope") != "group":
+        return [(flag_id, version)]
+    targets = []
+    for part in form.get("group", "").split(",")[:50]:
+        target_id, _, text = part.partition(":")
+        target_version = parse_unsigned(text, maximum=MAX_VERSION)
+        if target_version is None or not _FLAG_ID.fullmatch(target_id):
+            return None
+        targets.append((target_id, target_version))
+    return targets if (flag_id, version) in targets else None
 
 
 @router.post("/alerts/{flag_id}/acknowledge")

@@ -22,6 +22,7 @@ from service.alerts.personalisation import (
     is_enabled,
 )
 from service.alerts.rules import RuleDefinition
+from service.messages import concept_name, has_message, message
 
 #: Line levels from least to most severe; "reference" is a personal value, not an alert limit.
 LEVELS = ("reference", "info", "orange", "red")
@@ -43,9 +44,10 @@ def _format(value: float) -> str:
 
 
 def alert_limits(
-    config: PatientConfig, rules: Iterable[RuleDefinition], at: datetime
+    config: PatientConfig, rules: Iterable[RuleDefinition], at: datetime, language: str = "en"
 ) -> list[ThresholdLine]:
-    """The limits of the patient's enabled threshold rules in force at ``at``."""
+    """The limits of the patient's enabled threshold rules in force at ``at`` (labels in
+    ``language``)."""
     lines: list[ThresholdLine] = []
     for rule in rules:
         bands = rule.options.get("bands") or []
@@ -58,7 +60,8 @@ def alert_limits(
             if band.get("with_symptom") or value is None:
                 continue
             concept = band["concept"]
-            name = concepts.BY_KEY[concept].label if concept in concepts.BY_KEY else concept
+            label = concepts.BY_KEY[concept].label if concept in concepts.BY_KEY else concept
+            name = concept_name(concept, language, label)
             lines.append(
                 ThresholdLine(
                     concept,
@@ -79,7 +82,9 @@ def _concept_of_param(param: str) -> str | None:
     return None
 
 
-def personal_references(config: PatientConfig, at: datetime) -> list[ThresholdLine]:
+def personal_references(
+    config: PatientConfig, at: datetime, language: str = "en"
+) -> list[ThresholdLine]:
     """The patient-level values from Goals in force at ``at`` (the latest per parameter)."""
     latest: dict[str, Override] = {}
     for override in sorted(config.overrides, key=lambda o: o.valid_from):
@@ -92,8 +97,11 @@ def personal_references(config: PatientConfig, at: datetime) -> list[ThresholdLi
             continue
         unit = concepts.BY_KEY[concept].shown_unit
         what = param.removesuffix("_kg").replace("_", " ")
+        if has_message(f"param.{param}"):
+            what = message(f"param.{param}", language)
         source = f", {override.source}" if override.source else ""
-        label = f"{what} {_format(override.value)} {unit} (personal{source})".replace("  ", " ")
+        personal = message("ui.personal", language)
+        label = f"{what} {_format(override.value)} {unit} ({personal}{source})".replace("  ", " ")
         lines.append(ThresholdLine(concept, override.value, "reference", label, personal=True))
     return lines
 
@@ -116,7 +124,10 @@ def merge(lines: Sequence[ThresholdLine]) -> list[ThresholdLine]:
 
 
 def patient_lines(
-    config: PatientConfig, rules: Iterable[RuleDefinition], at: datetime
+    config: PatientConfig, rules: Iterable[RuleDefinition], at: datetime, language: str = "en"
 ) -> list[ThresholdLine]:
     """Every line for the patient's charts: alert limits and personal reference values."""
-    return [*alert_limits(config, rules, at), *personal_references(config, at)]
+    return [
+        *alert_limits(config, rules, at, language),
+        *personal_references(config, at, language),
+    ]

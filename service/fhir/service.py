@@ -219,6 +219,7 @@ class FhirService:
         self.profiles = profiles
         self.settings = settings
         self.zone = ZoneInfo(settings.timezone)
+        self.language = settings.language
         self.listeners: list[WriteListener] = []
         #: Told about the versions the server writes itself (:meth:`store_many_in`: alerts'
         #: Flags, Subscription status changes), which :attr:`listeners` never see.

@@ -12,9 +12,11 @@ from service.alerts.measurements import Measurement
 from service.alerts.personalisation import PatientConfig
 
 PATIENT = "p1"
-HF = PatientConfig(PATIENT, frozenset({"HF"}))
-COPD = PatientConfig(PATIENT, frozenset({"COPD"}))
-BOTH = PatientConfig(PATIENT, frozenset({"HF", "COPD"}))
+# English texts: the assertions below read the English catalogue (Dutch is tested in
+# test_texts.py).
+HF = PatientConfig(PATIENT, frozenset({"HF"}), language="en")
+COPD = PatientConfig(PATIENT, frozenset({"COPD"}), language="en")
+BOTH = PatientConfig(PATIENT, frozenset({"HF", "COPD"}), language="en")
 # Noon in Amsterdam in November (UTC+1), far from DST changes.
 T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
 

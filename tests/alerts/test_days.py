@@ -34,7 +34,8 @@ def test_yesterday_is_a_calendar_day_over_spring_forward() -> None:
         ]
     )
     a = alerts(evaluate(HF, ms, [], datetime(2026, 3, 30, 8, 0, tzinfo=UTC)))
-    assert a["HF-WT-1D"].text == "Weight +1.1 kg in 1 day (80.0 → 81.1 kg)"
+    assert a["HF-WT-1D"].text == "Weight gain in 1 day: +1.1 kg (limit > +1 kg), 29 Mar 23:45"
+    assert a["HF-WT-1D"].detail == "81.1 kg; lowest of the 1 day before: 80 kg on 28 Mar"
 
 
 def test_after_spring_forward_monday_0030_is_not_sunday() -> None:
@@ -58,4 +59,5 @@ def test_yesterday_over_fall_back_uses_local_days() -> None:
         ]
     )
     a = alerts(evaluate(HF, ms, [], datetime(2026, 10, 26, 8, 0, tzinfo=UTC)))
-    assert a["HF-WT-1D"].text == "Weight +1.2 kg in 1 day (80.0 → 81.2 kg)"
+    assert a["HF-WT-1D"].text == "Weight gain in 1 day: +1.2 kg (limit > +1 kg), 26 Oct 00:10"
+    assert a["HF-WT-1D"].detail == "81.2 kg; lowest of the 1 day before: 80 kg on 25 Oct"

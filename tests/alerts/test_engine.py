@@ -19,7 +19,8 @@ def test_late_weight_from_yesterday_creates_gain_and_coalesces() -> None:
     changes = run([*before, late], episodes=state, changed=["w1"], now=at(days=2, hours=2))
     a = alerts(changes)
     assert list(a) == ["HF-WT-1D"]
-    assert a["HF-WT-1D"].text == "Weight +1.2 kg in 1 day (80.0 → 81.2 kg)"
+    assert a["HF-WT-1D"].text == "Weight gain in 1 day: +1.2 kg (limit > +1 kg), 3 Nov 08:00"
+    assert a["HF-WT-1D"].detail == "81.2 kg; lowest of the 1 day before: 80 kg on 2 Nov"
     assert a["HF-WT-1D"].late is True
     assert a["HF-WT-1D"].period_start == at(days=1)
 
@@ -37,7 +38,10 @@ def test_very_late_data_raises_at_most_info() -> None:
     late = m("b1", "sbp", 75, at(), received=at(days=4))
     a = alerts(run([late], now=at(days=4)))
     assert a["HF-SBP-LOW"].severity is Severity.INFO
-    assert a["HF-SBP-LOW"].text == "SBP 75 mmHg (< 80 mmHg) (received 96 h after measurement)"
+    assert a["HF-SBP-LOW"].text == (
+        "Low systolic blood pressure: SBP 75 mmHg (limit < 80 mmHg), 2 Nov 08:00; "
+        "received 96 h after measurement"
+    )
 
 
 def test_symptoms_arriving_after_vitals_upgrade_the_alert() -> None:
@@ -49,7 +53,9 @@ def test_symptoms_arriving_after_vitals_upgrade_the_alert() -> None:
     change = by_rule(changes)["HF-WT-1D"]
     assert (change.action, change.notify) == (Action.UPGRADE, True)
     assert change.alert.severity is Severity.RED
-    assert change.alert.text.endswith("with symptoms (orthopnoea)")
+    assert change.alert.text == (
+        "Weight gain in 1 day: +1.3 kg (limit > +1 kg) with symptoms (orthopnoea), 3 Nov 08:00"
+    )
 
 
 def test_entered_in_error_retracts_the_alert() -> None:
@@ -115,7 +121,11 @@ def test_multimorbid_spo2_gives_one_alert_with_both_reasons() -> None:
     spo2 = {k: v for k, v in a.items() if "SPO2" in k}
     assert list(spo2) == ["HF-SPO2-LOW"]
     assert spo2["HF-SPO2-LOW"].severity is Severity.RED
-    assert spo2["HF-SPO2-LOW"].reasons == ("COPD-SPO2-ABS: SpO2 88 % (< 90 %)",)
+    # The Flag's code is HF-SPO2-LOW: its own finding leads, the COPD rule's is a reason.
+    assert spo2["HF-SPO2-LOW"].text.startswith("Low SpO2: SpO2 88 % (limit < 90 %)")
+    assert spo2["HF-SPO2-LOW"].reasons == (
+        "Low SpO2 at rest on room air: SpO2 88 % (limit < 90 %), 2 Nov 08:00",
+    )
 
 
 def test_multimorbid_runs_both_rule_sets() -> None:
@@ -126,7 +136,9 @@ def test_multimorbid_runs_both_rule_sets() -> None:
 def test_hr_group_merges_across_programmes() -> None:
     a = alerts(run([m("h", "hr", 112, at())], config=BOTH))
     assert list(a) == ["HF-HR-HIGH"]
-    assert a["HF-HR-HIGH"].reasons == ("COPD-HR-HIGH: HR 112 /min (>= 110 /min)",)
+    assert a["HF-HR-HIGH"].reasons == (
+        "High heart rate (COPD): HR 112/min (limit ≥ 110/min), 2 Nov 08:00",
+    )
     assert a["HF-HR-HIGH"].period_start == at()
     assert a["HF-HR-HIGH"].last_triggered_at == at() + timedelta(0)
 

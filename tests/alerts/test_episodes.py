@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from service.alerts.episodes import Action, AlertStatus, acknowledge, resolve, to_flag
+from service.alerts.personalisation import PatientConfig
 from service.alerts.results import Severity
 from tests.alerts.helpers import alerts, at, by_rule, m, run
 
@@ -80,20 +81,32 @@ def test_after_cooldown_a_new_episode_opens() -> None:
 
 def test_flag_rendering() -> None:
     alert = alerts(run([m("b1", "sbp", 78, at())]))["HF-SBP-LOW"]
-    flag = to_flag(resolve(alert, at(hours=2)))
+    flag = to_flag(resolve(alert, at(hours=2)), language="en")
     assert flag["status"] == "inactive"
     assert flag["code"]["coding"][0] == {
         "system": "http://telemon.example.org/fhir/CodeSystem/alert-rules",
         "code": "HF-SBP-LOW",
         "display": "Low systolic blood pressure",
     }
-    assert flag["code"]["text"] == "SBP 78 mmHg (< 80 mmHg)"
+    assert flag["code"]["text"] == (
+        "Low systolic blood pressure: SBP 78 mmHg (limit < 80 mmHg), 2 Nov 08:00"
+    )
     assert flag["subject"] == {"reference": "Patient/p1"}
     assert flag["period"] == {"start": "2026-11-02T07:00:00Z", "end": "2026-11-02T09:00:00Z"}
     ext = {e["url"].rsplit("/", 1)[1]: e for e in flag["extension"]}
     assert ext["flag-detail"]["valueReference"] == {"reference": "Observation/b1"}
     assert ext["flag-priority"]["valueCodeableConcept"]["coding"][0]["code"] == "PH"
     assert ext["alert-rule-version"]["valueString"] == "HF-SBP-LOW|1|2026.1"
+    assert ext["alert-limit"]["extension"] == [
+        {"url": "concept", "valueCode": "sbp"},
+        {"url": "value", "valueQuantity": {"value": 80, "comparator": "<", "unit": "mmHg"}},
+        {"url": "personal", "valueBoolean": False},
+    ]
+    # Dutch by default: the display and the text's lead are the same Dutch title.
+    dutch_config = PatientConfig("p1", frozenset({"HF"}))
+    dutch = to_flag(alerts(run([m("b1", "sbp", 78, at())], dutch_config))["HF-SBP-LOW"])
+    assert dutch["code"]["coding"][0]["display"] == "Lage systolische bloeddruk"
+    assert dutch["code"]["text"].startswith("Lage systolische bloeddruk: ")
 
 
 def test_flag_carries_baseline() -> None:

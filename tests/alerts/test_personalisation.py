@@ -14,7 +14,7 @@ from service.alerts.personalisation import (
     is_enabled,
     overrides_from_goal,
 )
-from service.alerts.results import Severity
+from service.alerts.results import Limit, Severity
 from service.alerts.rules import default_rule_set
 from tests.alerts.helpers import alerts, at, m, run
 
@@ -85,7 +85,11 @@ def test_personal_hr_limit_from_goal_changes_the_alert() -> None:
     config = PatientConfig("p1", frozenset({"HF"}), overrides=tuple(overrides_from_goal(goal)))
     assert run([m("h", "hr", 115, at())], config) == []
     a = alerts(run([m("h", "hr", 121, at())], config))
-    assert a["HF-HR-HIGH"].text == "HR 121 /min (> 120 /min)"
+    # Dutch by default; the limit from the Goal is marked personal.
+    assert a["HF-HR-HIGH"].text == (
+        "Hoge hartfrequentie: Pols 121/min (persoonlijke grens > 120/min), 2 nov 08:00"
+    )
+    assert a["HF-HR-HIGH"].limit == Limit("hr", ">", 120, "/min", personal=True)
 
 
 def test_threshold_change_applies_only_from_valid_from() -> None:

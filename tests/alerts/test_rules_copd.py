@@ -7,7 +7,7 @@ import pytest
 from service.alerts.episodes import EpisodeChange
 from service.alerts.measurements import Measurement
 from service.alerts.personalisation import Override, PatientConfig, RuleToggle
-from service.alerts.results import Severity
+from service.alerts.results import Limit, Severity
 from tests.alerts.helpers import COPD, alerts, at, m
 from tests.alerts.helpers import run as run_engine
 
@@ -50,9 +50,13 @@ def test_spo2_drop_boundary_is_4_points_below_room_air_baseline(
     a = alerts(run(_usual(today)))
     assert (a["COPD-SPO2-DROP"].severity if "COPD-SPO2-DROP" in a else None) is expected
     if expected:
-        assert a["COPD-SPO2-DROP"].text == (
-            "SpO2 91 %, -4 points vs baseline 95.0 % (median 14 d excl. last 2 d, room air, n=6)"
+        drop = a["COPD-SPO2-DROP"]
+        assert drop.text == (
+            "SpO2 drop from usual: 91 %, 4 points below usual 95 % (personal limit ≤ 91 %), "
+            "12 Nov 08:00"
         )
+        assert drop.detail == "Baseline 95 % (median 14 d excl. last 2 d, room air, n=6)"
+        assert drop.limit == Limit("spo2", "<=", 91, "%", personal=True)
 
 
 def test_spo2_drop_red_on_two_consecutive_days() -> None:
@@ -70,7 +74,8 @@ def test_spo2_drop_uses_clinician_usual_spo2() -> None:
     assert _level("COPD-SPO2-DROP", [m("t", "spo2", 86, at())], config) is None  # merged
     a = alerts(run([m("t", "spo2", 86, at())], config))
     assert a["COPD-SPO2-ABS"].severity is Severity.ORANGE  # the stronger in the SpO2 group
-    assert any(r.startswith("COPD-SPO2-DROP: SpO2 86 %") for r in a["COPD-SPO2-ABS"].reasons)
+    reasons = a["COPD-SPO2-ABS"].reasons  # Dutch: the config sets no language
+    assert any(r.startswith("SpO2-daling t.o.v. gebruikelijke waarde: 86 %") for r in reasons)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +113,10 @@ def test_anthonisen_two_orange_three_action_plan() -> None:
     a = alerts(
         run(_anth("increased-dyspnoea", "increased-sputum-volume", "increased-sputum-purulence"))
     )
-    assert a["COPD-SYMPTOM-ANTH"].text.endswith("start action plan")
+    assert a["COPD-SYMPTOM-ANTH"].text == (
+        "Anthonisen symptoms: 3/3 (more dyspnoea, more sputum, purulent sputum); "
+        "start action plan, 2 Nov 10:00"
+    )
 
 
 def test_anthonisen_one_item_with_high_rr_is_red() -> None:
@@ -122,8 +130,9 @@ def test_cat_rise_big_and_consecutive_small() -> None:
     base = [m(f"c{i}", "cat", v, at(days=7 * i)) for i, v in enumerate([12, 10, 11])]
     big = alerts(run([*base, m("c3", "cat", 15, at(days=21))]))
     assert big["COPD-CAT-RISE"].text == (
-        "CAT 15 (+4 vs baseline 11.0 points (median of last 3 assessments, n=3))"
+        "CAT score rise: CAT 15, +4 above baseline 11 (personal limit ≥ 15), 23 Nov 08:00"
     )
+    assert big["COPD-CAT-RISE"].detail == "Baseline 11 (median of last 3 assessments, n=3)"
     assert _level("COPD-CAT-RISE", [*base, m("c3", "cat", 14, at(days=21))]) is None
     two = [*base, m("c3", "cat", 13, at(days=21)), m("c4", "cat", 13, at(days=28))]
     a = alerts(run(two))
@@ -146,7 +155,11 @@ def test_pef_rule_disabled_by_default_and_enabled_per_patient() -> None:
     )
     a = alerts(run(ms, config))
     assert a["COPD-PEF-DROP"].severity is Severity.ORANGE
-    assert a["COPD-PEF-DROP"].text.startswith("PEF 170 L/min = 57 % of baseline 300.0")
+    # Dutch (the config sets no language): decimal comma, Dutch title and limit.
+    assert a["COPD-PEF-DROP"].text == (
+        "Piekstroom onder persoonlijk beste: 170 L/min = 57 % van basiswaarde 300 L/min "
+        "(persoonlijke grens < 180 L/min), 8 nov 08:00"
+    )
 
 
 def test_rome_composite_three_criteria_red() -> None:
@@ -154,6 +167,7 @@ def test_rome_composite_three_criteria_red() -> None:
     a = alerts(run(ms))
     assert a["COPD-ROME-COMPOSITE"].severity is Severity.RED
     assert a["COPD-ROME-COMPOSITE"].text == (
-        "3 exacerbation criteria within 24 h: dyspnoea 6/10, RR 24/min, HR 96/min"
+        "Moderate exacerbation criteria (Rome): 3 criteria within 24 h: "
+        "Dyspnoea 6/10, RR 24/min, HR 96/min, 2 Nov 10:00"
     )
     assert _level("COPD-ROME-COMPOSITE", [*ms[:2], m("h", "hr", 94, at(hours=2))]) is None

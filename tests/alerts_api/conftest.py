@@ -393,6 +393,7 @@ def settings(database_url: str) -> Settings:
         auth="open",
         alerts_enabled=True,
         alert_sweep_interval_seconds=0,
+        language="en",  # the assertions read the English alert texts
         profiles_dir=Path(__file__).resolve().parent.parent.parent / "fhir_profiles",
     )
 

@@ -56,7 +56,7 @@ def test_attach_acknowledge_upgrade(api: Api) -> None:
     again = api.flag(pid, SBP_LOW)
     assert again is not None and again["id"] == flag["id"]
     assert set(details(again)) == {first["id"], second["id"]}
-    assert priority(again) == "PM" and "SBP 88 mmHg (< 90 mmHg)" in text(again)
+    assert priority(again) == "PM" and "SBP 88 mmHg (limit < 90 mmHg)" in text(again)
     assert len(api.notified) == 1  # attach does not notify
     bundle = api.client.get(
         "/fhir/Flag", params={"patient": pid, "code": SBP_LOW, "_include": "Flag:detail"}
@@ -82,7 +82,7 @@ def test_attach_acknowledge_upgrade(api: Api) -> None:
     fourth, = api.post(bp(pid, 79, 50, at(minutes=40)))
     red = api.flag(pid, SBP_LOW)
     assert red is not None and red["id"] == flag["id"]
-    assert priority(red) == "PH" and "SBP 79 mmHg (< 80 mmHg)" in text(red)
+    assert priority(red) == "PH" and "SBP 79 mmHg (limit < 80 mmHg)" in text(red)
     assert not has_ext(red, ACKNOWLEDGED)
     assert len(api.notified) == 2 and api.notified[-1].severity.label == "red"
     assert set(details(red)) == {o["id"] for o in (first, second, third, fourth)}
@@ -213,4 +213,4 @@ def test_flag_entered_in_error_by_the_ehr(api: Api) -> None:
     found = {f["id"]: f for f in api.flags(pid, "HF-HR-LOW")}
     assert found[flag["id"]]["status"] == "entered-in-error"
     fresh = [f for f in found.values() if f["status"] == "active"]
-    assert len(fresh) == 1 and "HR 46 /min (< 50 /min)" in text(fresh[0])
+    assert len(fresh) == 1 and "HR 46/min (limit < 50/min)" in text(fresh[0])

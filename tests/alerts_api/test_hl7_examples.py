@@ -4,7 +4,7 @@ Posted as they are, for a patient enrolled in both programmes, except that ``sub
 blood pressure's ``performer`` point at resources of this server and the effective times are
 moved to the days before the (pinned) now: the examples date from 1999-2016, and the rules look
 at recent days. Each one comes back without a "not evaluated" warning, and what it shows raises
-what it should: the heart rate of 44 /min HF-HR-LOW, the respiratory rate of 26 /min
+what it should: the heart rate of 44/min HF-HR-LOW, the respiratory rate of 26/min
 COPD-RR-HIGH, and the weight of 185 [lb_av] is read as 83.9 kg.
 """
 
@@ -46,8 +46,8 @@ def test_the_hl7_vital_sign_examples_are_evaluated(api: Api, practitioner: str) 
         "observation-example-bloodpressure": at(minutes=60),  # 107/60 mm[Hg]
         "observation-example-body-temperature": at(minutes=50),  # 36.5 Cel
         "observation-example-satO2": at(minutes=40),  # 95 %
-        "observation-example-heart-rate": at(minutes=30),  # 44 /min
-        "observation-example-respiratory-rate": at(minutes=20),  # 26 /min
+        "observation-example-heart-rate": at(minutes=30),  # 44/min
+        "observation-example-respiratory-rate": at(minutes=20),  # 26/min
     }
     for name, when in names.items():
         response = api.client.post(
@@ -60,8 +60,8 @@ def test_the_hl7_vital_sign_examples_are_evaluated(api: Api, practitioner: str) 
         assert severities == {"information"}, (name, response.text)  # no "not evaluated"
     active = {rule_of(f): priority(f) for f in api.flags(pid, status="active")}
     assert active == {"HF-HR-LOW": "PM", "COPD-RR-HIGH": "PM"}
-    assert "HR 44 /min (< 50 /min)" in text(api.flag(pid, "HF-HR-LOW") or {"code": {}})
+    assert "HR 44/min (limit < 50/min)" in text(api.flag(pid, "HF-HR-LOW") or {"code": {}})
     # the 185 lb weight is 83.9 kg: 86.5 kg three days later is a gain of 2.6 kg
     api.post(weight(pid, 86.5, at(0)))
     gain = api.flag(pid, "HF-WT-3D")
-    assert gain is not None and "Weight +2.6 kg in 3 days (83.9 → 86.5 kg)" in text(gain)
+    assert gain is not None and "Weight gain in 3 days: +2.6 kg" in text(gain)

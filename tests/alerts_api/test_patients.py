@@ -54,11 +54,14 @@ def test_multimorbid_patient_gets_both_rule_sets_and_one_spo2_alert(api: Api) ->
     flag = merged[0]
     assert rule_of(flag) == "HF-SPO2-LOW" and priority(flag) == "PH"
     assert details(flag) == [reading["id"]]
-    assert "SpO2 89 % (< 90 %)" in text(flag) and "COPD-SPO2-ABS: SpO2 89 % (< 90 %)" in text(flag)
+    assert text(flag).startswith("Low SpO2: SpO2 89 % (limit < 90 %)")
+    assert "Low SpO2 at rest on room air: SpO2 89 % (limit < 90 %)" in text(flag)
 
     api.post(hr(pid, 111, at(minutes=50)))
     hr_flags = [f for f in api.flags(pid) if rule_of(f) in {"HF-HR-HIGH", "COPD-HR-HIGH"}]
-    assert len(hr_flags) == 1 and "COPD-HR-HIGH: HR 111 /min (>= 110 /min)" in text(hr_flags[0])
+    assert len(hr_flags) == 1 and "High heart rate (COPD): HR 111/min (limit ≥ 110/min)" in text(
+        hr_flags[0]
+    )
 
     api.post(weight(pid, 80.0, at(1)), weight(pid, 81.5, at(0)), temp(pid, 38.4, at(minutes=40)))
     rules = {rule_of(f) for f in api.flags(pid)}
@@ -74,7 +77,8 @@ def test_goals_personalise_thresholds(api: Api) -> None:
     api.post(spo2(copd, 91, at(minutes=60)))
     flag = api.flag(copd, "COPD-SPO2-DROP")
     assert flag is not None and priority(flag) == "PM"
-    assert "SpO2 91 %, -4 points vs baseline 95.0 % (clinician-set)" in text(flag)
+    assert "91 %, 4 points below usual 95 % (personal limit ≤ 91 %)" in text(flag)
+    assert "Baseline 95 % (clinician-set)" in text(flag)
 
     # a chronically hypoxaemic COPD patient: personal lower SpO2 limit 88 % instead of 90 %
     low = api.enrol(programmes="COPD", goals=[goal_range("2708-6", "%", low=88)])
@@ -82,7 +86,7 @@ def test_goals_personalise_thresholds(api: Api) -> None:
     assert [f for f in api.flags(low) if rule_of(f) in SPO2_RULES] == []
     api.post(spo2(low, 87, at(minutes=60)))
     flag = api.flag(low, "COPD-SPO2-ABS")
-    assert flag is not None and "SpO2 87 % (< 88 %)" in text(flag)
+    assert flag is not None and "SpO2 87 % (personal limit < 88 %)" in text(flag)
 
     # HF: dry weight 75 kg in lb, personal HR limit 120
     hf = api.enrol(
@@ -96,9 +100,9 @@ def test_goals_personalise_thresholds(api: Api) -> None:
     assert api.flags(hf) == []  # 115 is not above 120; +2.4 kg is below +2.5
     api.post(hr(hf, 121, at(minutes=60)), weight(hf, 77.5, at(0)))
     flag = api.flag(hf, "HF-HR-HIGH")
-    assert flag is not None and "HR 121 /min (> 120 /min)" in text(flag)
+    assert flag is not None and "HR 121/min (personal limit > 120/min)" in text(flag)
     flag = api.flag(hf, "HF-WT-BASE")
-    assert flag is not None and "Weight 77.5 kg, +2.5 kg vs baseline 75.0 kg" in text(flag)
+    assert flag is not None and "77.5 kg, +2.5 kg above baseline 75 kg" in text(flag)
 
 
 def test_goal_applies_from_its_start_date(api: Api) -> None:
@@ -115,7 +119,7 @@ def test_goal_applies_from_its_start_date(api: Api) -> None:
     assert api.flag(pid, "HF-HR-HIGH") is None
     api.post(hr(pid, 95, at(0)))  # today: limit 90
     flag = api.flag(pid, "HF-HR-HIGH")
-    assert flag is not None and "HR 95 /min (> 90 /min)" in text(flag)
+    assert flag is not None and "HR 95/min (personal limit > 90/min)" in text(flag)
 
 
 def test_rule_disabled_for_one_patient(api: Api) -> None:

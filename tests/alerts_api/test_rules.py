@@ -82,9 +82,9 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [weight(p, 81.0, at(2))]),  # +1.0 kg is not > 1.0
             fires(lambda p: [weight(p, 80.0, at(1)), weight(p, 81.1, at(0))], "PM",
-                  "Weight +1.1 kg in 1 day (80.0 → 81.1 kg)"),
+                  "Weight gain in 1 day: +1.1 kg"),
             fires(lambda p: [symptom(p, "dyspnoea", "moderate", at(0, minutes=5))], "PH",
-                  "+1.1 kg in 1 day", "with symptoms (shortness of breath)"),
+                  "Weight gain in 1 day: +1.1 kg", "with symptoms (shortness of breath)"),
         ),
     ),
     "HF-WT-3D": Case(
@@ -93,9 +93,9 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [weight(p, 82.0, at(1))]),  # +2.0 vs 80.0 three days before
             fires(lambda p: [weight(p, 82.8, at(0))], "PM",
-                  "Weight +2.1 kg in 3 days (80.7 → 82.8 kg)"),
+                  "Weight gain in 3 days: +2.1 kg"),
             fires(lambda p: [symptom(p, "oedema", "mild", at(0, minutes=5))], "PH",
-                  "+2.1 kg in 3 days", "with symptoms (oedema)"),
+                  "Weight gain in 3 days: +2.1 kg", "with symptoms (oedema)"),
         ),
     ),
     "HF-WT-BASE": Case(
@@ -104,9 +104,10 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [weight(p, 82.4, at(1))]),
             fires(lambda p: [weight(p, 82.5, at(0))], "PM",
-                  "Weight 82.5 kg, +2.5 kg vs baseline 80.0 kg (clinician-set)"),
+                  "Weight above baseline: 82.5 kg, +2.5 kg above baseline 80 kg "
+                  "(personal limit ≥ 82.5 kg)", "Baseline 80 kg (clinician-set)"),
             fires(lambda p: [symptom(p, "dyspnoea", "mild", at(0, minutes=5))], "PH",
-                  "+2.5 kg vs baseline 80.0 kg", "with symptoms"),
+                  "+2.5 kg above baseline 80 kg", "with symptoms"),
         ),
     ),
     "HF-WT-LOSS": Case(
@@ -115,9 +116,10 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [weight(p, 78.0, at(1))]),  # a fall of 2.0 is not > 2.0
             fires(lambda p: [weight(p, 77.9, at(0))], "PL",
-                  "Weight loss: -2.1 kg in 2 days (80.0 → 77.9 kg)"),
+                  "Weight loss (over-diuresis): 77.9 kg, -2.1 kg in 3 days (limit < -2 kg)",
+                  "Highest of the 3 days before: 80 kg"),
             fires(lambda p: [bp(p, 88, 60, at(0, minutes=5))], "PM",
-                  "-2.1 kg in 2 days", "SBP 88 mmHg"),
+                  "-2.1 kg in 3 days", "SBP 88 mmHg"),
         ),
     ),
     # -- heart failure: per-reading thresholds ---------------------------------------------
@@ -125,17 +127,18 @@ CASES: dict[str, Case] = {
         HF,
         steps=(
             none(lambda p: [bp(p, 90, 60, at(minutes=90))]),
-            fires(lambda p: [bp(p, 89, 60, at(minutes=60))], "PM", "SBP 89 mmHg (< 90 mmHg)"),
-            fires(lambda p: [bp(p, 79, 50, at(minutes=30))], "PH", "SBP 79 mmHg (< 80 mmHg)"),
+            fires(lambda p: [bp(p, 89, 60, at(minutes=60))], "PM", "SBP 89 mmHg (limit < 90 mmHg)"),
+            fires(lambda p: [bp(p, 79, 50, at(minutes=30))], "PH", "SBP 79 mmHg (limit < 80 mmHg)"),
         ),
     ),
     "HF-SBP-HIGH": Case(
         HF,
         steps=(
             none(lambda p: [bp(p, 170, 90, at(minutes=90))]),
-            fires(lambda p: [bp(p, 171, 90, at(minutes=60))], "PM", "SBP 171 mmHg (> 170 mmHg)"),
+            fires(lambda p: [bp(p, 171, 90, at(minutes=60))], "PM",
+                  "SBP 171 mmHg (limit > 170 mmHg)"),
             fires(lambda p: [bp(p, 200, 100, at(minutes=30))], "PH",
-                  "SBP 200 mmHg (>= 200 mmHg)"),
+                  "SBP 200 mmHg (limit ≥ 200 mmHg)"),
         ),
     ),
     "HF-SBP-HIGH/DBP": Case(
@@ -143,31 +146,32 @@ CASES: dict[str, Case] = {
         rule="HF-SBP-HIGH",
         steps=(
             none(lambda p: [bp(p, 160, 119, at(minutes=60))]),
-            fires(lambda p: [bp(p, 165, 120, at(minutes=30))], "PH", "DBP 120 mmHg (>= 120 mmHg)"),
+            fires(lambda p: [bp(p, 165, 120, at(minutes=30))], "PH",
+                  "DBP 120 mmHg (limit ≥ 120 mmHg)"),
         ),
     ),
     "HF-HR-LOW": Case(
         HF,
         steps=(
             none(lambda p: [hr(p, 50, at(minutes=90))]),
-            fires(lambda p: [hr(p, 49, at(minutes=60))], "PM", "HR 49 /min (< 50 /min)"),
-            fires(lambda p: [hr(p, 39, at(minutes=30))], "PH", "HR 39 /min (< 40 /min)"),
+            fires(lambda p: [hr(p, 49, at(minutes=60))], "PM", "HR 49/min (limit < 50/min)"),
+            fires(lambda p: [hr(p, 39, at(minutes=30))], "PH", "HR 39/min (limit < 40/min)"),
         ),
     ),
     "HF-HR-HIGH": Case(
         HF,
         steps=(
             none(lambda p: [hr(p, 110, at(minutes=90))]),
-            fires(lambda p: [hr(p, 111, at(minutes=60))], "PM", "HR 111 /min (> 110 /min)"),
-            fires(lambda p: [hr(p, 131, at(minutes=30))], "PH", "HR 131 /min (> 130 /min)"),
+            fires(lambda p: [hr(p, 111, at(minutes=60))], "PM", "HR 111/min (limit > 110/min)"),
+            fires(lambda p: [hr(p, 131, at(minutes=30))], "PH", "HR 131/min (limit > 130/min)"),
         ),
     ),
     "HF-SPO2-LOW": Case(
         HF,
         steps=(
             none(lambda p: [spo2(p, 92, at(minutes=90))]),
-            fires(lambda p: [spo2(p, 91, at(minutes=60))], "PM", "SpO2 91 % (< 92 %)"),
-            fires(lambda p: [spo2(p, 89, at(minutes=30))], "PH", "SpO2 89 % (< 90 %)"),
+            fires(lambda p: [spo2(p, 91, at(minutes=60))], "PM", "SpO2 91 % (limit < 92 %)"),
+            fires(lambda p: [spo2(p, 89, at(minutes=30))], "PH", "SpO2 89 % (limit < 90 %)"),
         ),
     ),
     "HF-SYMPTOM": Case(
@@ -177,7 +181,7 @@ CASES: dict[str, Case] = {
             none(lambda p: [symptom(p, "fatigue", "severe", at(minutes=90)),
                             symptom(p, "dyspnoea", "absent", at(minutes=80))]),
             fires(lambda p: [symptom(p, "oedema", "mild", at(minutes=60))], "PM",
-                  "Symptoms reported: oedema (mild)"),
+                  "Heart-failure symptoms reported: oedema (mild)"),
             fires(lambda p: [symptom(p, "chest-pain", "severe", at(minutes=30))], "PH",
                   "chest pain (severe)", "oedema (mild)"),
         ),
@@ -188,8 +192,8 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [nyha(p, 2, at(minutes=90))]),
             fires(lambda p: [nyha(p, 3, at(minutes=60))], "PM",
-                  "NYHA class 3 reported (clinician-set class 2)"),
-            fires(lambda p: [nyha(p, 4, at(minutes=30))], "PH", "NYHA class 4 reported"),
+                  "NYHA class worse than set class: class 3 reported (set by clinician: class 2)"),
+            fires(lambda p: [nyha(p, 4, at(minutes=30))], "PH", "class 4 reported"),
         ),
     ),
     "HF-COMBO": Case(
@@ -197,8 +201,9 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [hr(p, 111, at(minutes=90))]),  # one sign (HF-HR-HIGH) only
             fires(lambda p: [symptom(p, "dyspnoea", "moderate", at(minutes=60))], "PH",
-                  "2 signs of worsening within 72 h", "HF-SYMPTOM: Symptoms reported",
-                  "HF-HR-HIGH: HR 111 /min"),
+                  "Signs of worsening heart failure: 2 signs within 72 h",
+                  "Heart-failure symptoms reported: shortness of breath",
+                  "High heart rate: HR 111/min"),
         ),
     ),
     # -- COPD ------------------------------------------------------------------------------
@@ -206,8 +211,8 @@ CASES: dict[str, Case] = {
         COPD,
         steps=(
             none(lambda p: [spo2(p, 90, at(minutes=90))]),
-            fires(lambda p: [spo2(p, 89, at(minutes=60))], "PM", "SpO2 89 % (< 90 %)"),
-            fires(lambda p: [spo2(p, 84, at(minutes=30))], "PH", "SpO2 84 % (< 85 %)"),
+            fires(lambda p: [spo2(p, 89, at(minutes=60))], "PM", "SpO2 89 % (limit < 90 %)"),
+            fires(lambda p: [spo2(p, 84, at(minutes=30))], "PH", "SpO2 84 % (limit < 85 %)"),
         ),
     ),
     "COPD-SPO2-DROP": Case(
@@ -217,28 +222,28 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [spo2(p, 93, at(minutes=90))]),
             fires(lambda p: [spo2(p, 92, at(minutes=60))], "PM",
-                  "SpO2 92 %, -4 points vs baseline 96.0 % "
-                  "(median 14 d excl. last 2 d, room air, n=4)"),
+                  "SpO2 drop from usual: 92 %, 4 points below usual 96 % (personal limit ≤ 92 %)",
+                  "Baseline 96 % (median 14 d excl. last 2 d, room air, n=4)"),
             # answers from before the reading, posted after it: the reading is re-evaluated
             fires(lambda p: [item(p, "increased-dyspnoea", True, at(minutes=75)),
                              item(p, "increased-sputum-volume", True, at(minutes=70))], "PH",
-                  "SpO2 92 %, -4 points", "with 2 Anthonisen criteria"),
+                  "92 %, 4 points below usual", "with 2 Anthonisen criteria"),
         ),
     ),
     "COPD-RR-HIGH": Case(
         COPD,
         steps=(
             none(lambda p: [rr(p, 23, at(minutes=90))]),
-            fires(lambda p: [rr(p, 24, at(minutes=60))], "PM", "RR 24 /min (>= 24 /min)"),
-            fires(lambda p: [rr(p, 31, at(minutes=30))], "PH", "RR 31 /min (> 30 /min)"),
+            fires(lambda p: [rr(p, 24, at(minutes=60))], "PM", "RR 24/min (limit ≥ 24/min)"),
+            fires(lambda p: [rr(p, 31, at(minutes=30))], "PH", "RR 31/min (limit > 30/min)"),
         ),
     ),
     "COPD-HR-HIGH": Case(
         COPD,
         steps=(
             none(lambda p: [hr(p, 109, at(minutes=90))]),
-            fires(lambda p: [hr(p, 110, at(minutes=60))], "PM", "HR 110 /min (>= 110 /min)"),
-            fires(lambda p: [hr(p, 131, at(minutes=30))], "PH", "HR 131 /min (> 130 /min)"),
+            fires(lambda p: [hr(p, 110, at(minutes=60))], "PM", "HR 110/min (limit ≥ 110/min)"),
+            fires(lambda p: [hr(p, 131, at(minutes=30))], "PH", "HR 131/min (limit > 130/min)"),
         ),
     ),
     "COPD-TEMP": Case(
@@ -246,9 +251,9 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [temp(p, 37.9, at(minutes=90))]),
             fires(lambda p: [temp(p, 38.0, at(minutes=60))], "PM",
-                  "Temperature 38 °C (>= 38 °C)"),
+                  "Temperature 38 °C (limit ≥ 38 °C)"),
             fires(lambda p: [temp(p, 39.0, at(minutes=30))], "PH",
-                  "Temperature 39 °C (>= 39 °C)"),
+                  "Temperature 39 °C (limit ≥ 39 °C)"),
         ),
     ),
     "COPD-SYMPTOM-ANTH": Case(
@@ -257,9 +262,10 @@ CASES: dict[str, Case] = {
             none(lambda p: [item(p, "increased-dyspnoea", True, at(minutes=90)),
                             item(p, "increased-sputum-purulence", False, at(minutes=90))]),
             fires(lambda p: [item(p, "increased-sputum-volume", True, at(minutes=60))], "PM",
-                  "Anthonisen criteria 2/3 (more dyspnoea, more sputum)"),
+                  "Anthonisen symptoms: 2/3 (more dyspnoea, more sputum)"),
             fires(lambda p: [rr(p, 24, at(minutes=30))], "PH",
-                  "Anthonisen criteria 2/3", "with RR 24 /min (>= 24 /min)"),
+                  "Anthonisen symptoms: 2/3", "with High respiratory rate",
+                  "High respiratory rate: RR 24/min (limit ≥ 24/min)"),
         ),
     ),
     "COPD-CAT-RISE": Case(
@@ -268,7 +274,8 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [score(p, CAT, 13, at(minutes=60))]),
             fires(lambda p: [score(p, CAT, 14, at(minutes=30))], "PM",
-                  "CAT 14 (+4 vs baseline 10.0 points (median of last 3 assessments, n=3))"),
+                  "CAT score rise: CAT 14, +4 above baseline 10 (personal limit ≥ 14)",
+                  "Baseline 10 (median of last 3 assessments, n=3)"),
         ),
     ),
     "COPD-CCQ-RISE": Case(
@@ -277,7 +284,7 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [score(p, CCQ, 2.9, at(minutes=60))]),
             fires(lambda p: [score(p, CCQ, 3.0, at(minutes=30))], "PM",
-                  "CCQ 3 (+1 vs baseline 2.0 points"),
+                  "CCQ 3, +1 above baseline 2 (personal limit ≥ 3)"),
         ),
     ),
     "COPD-PEF-DROP": Case(
@@ -287,8 +294,9 @@ CASES: dict[str, Case] = {
         steps=(
             none(lambda p: [pef(p, 320, at(minutes=90))]),  # exactly 80 %
             fires(lambda p: [pef(p, 319, at(minutes=60))], "PL",
-                  "PEF 319 L/min = 80 % of baseline 400.0 L/min (clinician-set)"),
-            fires(lambda p: [pef(p, 239, at(minutes=30))], "PM", "PEF 239 L/min = 60 %"),
+                  "319 L/min = 80 % of baseline 400 L/min (personal limit < 320 L/min)",
+                  "Baseline 400 L/min (clinician-set)"),
+            fires(lambda p: [pef(p, 239, at(minutes=30))], "PM", "239 L/min = 60 %"),
         ),
     ),
     "COPD-ROME-COMPOSITE": Case(
@@ -297,7 +305,7 @@ CASES: dict[str, Case] = {
             none(lambda p: [score(p, VAS, 5, at(minutes=90)), hr(p, 95, at(minutes=80)),
                             rr(p, 23, at(minutes=70))]),
             fires(lambda p: [rr(p, 24, at(minutes=30))], "PH",
-                  "3 exacerbation criteria within 24 h: dyspnoea 5/10, RR 24/min, HR 95/min"),
+                  "3 criteria within 24 h: Dyspnoea 5/10, RR 24/min, HR 95/min"),
         ),
     ),
     # -- general -----------------------------------------------------------------------------

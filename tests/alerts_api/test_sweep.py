@@ -55,7 +55,7 @@ def test_missing_weights_and_questionnaires(api: Api, sweeper: AlertService) -> 
     assert (summary.patients, summary.changes) == (4, 1)
     flag = api.flag(hf, MISSING)
     assert flag is not None and flag["status"] == "active" and priority(flag) == "PL"
-    assert text(flag) == "No weight for 2 days"
+    assert text(flag) == "Measurements missing: no weight for 2 days"
     assert sweeper.sweep(now=later(3)).changes == 0  # idempotent
     assert sweeper.sweep(now=later(3) - timedelta(minutes=30)).changes == 0  # same day
 
@@ -63,17 +63,19 @@ def test_missing_weights_and_questionnaires(api: Api, sweeper: AlertService) -> 
     flag_id = flag["id"]
     flag = api.flag(hf, MISSING)
     assert flag is not None and flag["id"] == flag_id and priority(flag) == "PM"
-    assert text(flag) == "No weight for 3 days"
+    assert text(flag) == "Measurements missing: no weight for 3 days"
     # after the pause ended only the days since count: 2 days → info
     ended = api.flag(pause_ended, MISSING)
-    assert ended is not None and text(ended) == "No weight for 2 days"
+    assert ended is not None and text(ended) == "Measurements missing: no weight for 2 days"
     assert summary.changes == 2
     assert api.flags(paused) == [] and api.flags(bystander) == []
 
     sweeper.sweep(now=later(9))  # COPD: weekly questionnaire 2 days overdue, 8 days silent
     flag = api.flag(copd, MISSING)
     assert flag is not None and priority(flag) == "PM"
-    assert text(flag) == "Questionnaire overdue by 2 days; No measurements at all for 8 days"
+    assert text(flag) == (
+        "Measurements missing: questionnaire overdue by 2 days; no measurements at all for 8 days"
+    )
     assert api.flags(paused) == []
 
 
@@ -85,7 +87,8 @@ def test_new_data_resolves_the_missing_data_alert(api: Api, sweeper: AlertServic
     # small hours is a local day later).
     assert sweeper.sweep(now=later(0)).changes == 1
     flag = api.flag(pid, MISSING)
-    assert flag is not None and priority(flag) == "PM" and "No weight for 4 days" in text(flag)
+    assert flag is not None and priority(flag) == "PM"
+    assert "Measurements missing: no weight for 4 days" in text(flag)
     api.post(weight(pid, 80.2, at(0)))
     assert sweeper.sweep(now=later(0)).changes == 1
     flag = api.flag(pid, MISSING)
@@ -128,7 +131,7 @@ def test_missing_data_alert_declared_an_error_stays_so(api: Api, sweeper: AlertS
     assert flag is not None and flag["status"] == "entered-in-error"
     sweeper.sweep(now=later(5))  # a new day, still no weight: a new alert
     active = api.flags(pid, MISSING, status="active")
-    assert len(active) == 1 and text(active[0]) == "No weight for 4 days"
+    assert len(active) == 1 and text(active[0]) == "Measurements missing: no weight for 4 days"
 
 
 def test_sweep_reads_every_page_of_care_plans(
@@ -144,4 +147,4 @@ def test_sweep_reads_every_page_of_care_plans(
     assert (summary.patients, summary.changes) == (5, 5)
     for pid in patients:
         flag = api.flag(pid, MISSING)
-        assert flag is not None and text(flag) == "No weight for 3 days"
+        assert flag is not None and text(flag) == "Measurements missing: no weight for 3 days"

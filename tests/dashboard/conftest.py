@@ -24,6 +24,13 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """English pages: these tests read the English catalogue (the browser test reads Dutch, the
+    default)."""
+    return settings.model_copy(update={"language": "en"})
+
+
+@pytest.fixture
 def dash(settings: Settings, clock: Clock) -> Iterator[TestClient]:
     """The app in open mode (as ``make run``): the dashboard still needs a login."""
     with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as c:
@@ -38,6 +45,7 @@ def oauth_dash(database_url: str, clock: Clock) -> Iterator[TestClient]:
         auth="oauth",
         base_url="http://testserver/fhir",
         profiles_dir=PROFILES,
+        language="en",
     )
     with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as c:
         yield c

@@ -21,6 +21,7 @@ import orjson
 import pytest
 import uvicorn
 
+from service.alerts.ingest import AlertService
 from service.app import create_app
 from service.demo import CLINICIAN_UZI, DemoSummary, load_demo
 from service.fhir.service import FhirService
@@ -143,28 +144,110 @@ def test_the_dashboard_on_a_laptop_and_a_tablet(
         _tablet(server, browser)
 
 
+def _flags_of(fhir: FhirService, patient_id: str) -> dict[str, dict[str, Any]]:
+    subject = f"Patient/{patient_id}"
+    return {k: f for k, f in _open_alerts(fhir).items() if f["subject"]["reference"] == subject}
+
+
+def _limit(flag: dict[str, Any]) -> float | None:
+    for ext in flag["extension"]:
+        if ext["url"].endswith("/alert-limit"):
+            parts = {p["url"]: p for p in ext["extension"]}
+            return float(parts["value"]["valueQuantity"]["value"])
+    return None
+
+
+def _rule(flag: dict[str, Any]) -> str:
+    return str(flag["code"]["coding"][0]["code"])
+
+
 def _laptop(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     base, fhir, demo = server
     visit = Visit(browser, base, LAPTOP, "laptop")
     page = visit.page
     visit.login()
-    # the demo's alerts, most urgent first
+    hf, copd = demo.patients[0], demo.patients[1]
     open_alerts = _open_alerts(fhir)
     assert len(open_alerts) >= 4
-    assert set(visit.rows()) == set(open_alerts)
-    assert page.locator("#worklist tr.alert-row").first.locator(".badge").inner_text() == "HIGH"
-    hf = demo.patients[0]
-    assert page.locator("#worklist").get_by_text(hf.name).count() >= 1
+    # one row per patient: the patient's concurrent alerts under the most urgent one
+    patients = {f["subject"]["reference"].removeprefix("Patient/") for f in open_alerts.values()}
+    rows = page.locator("#worklist tr.alert-row")
+    assert rows.count() == len(patients) == 2
+    for pid in patients:
+        row = page.locator(f"#worklist tr.alert-row[data-patient='{pid}']")
+        mine = _flags_of(fhir, pid)
+        assert row.get_attribute("data-alerts") == str(len(mine))
+        assert {row.get_attribute("data-flag")} | {
+            o.get_attribute("data-flag") for o in row.locator(".group-others li.other").all()
+        } == set(mine)
+    first = rows.first
+    assert first.locator(".badge").first.inner_text() == "HOOG"  # Dutch by default
+    # title and text lead with the same finding, for every alert shown: the Flag's text starts
+    # with its title; the row shows the title, then the rest of that first line
+    for flag_id, flag in open_alerts.items():
+        title = flag["code"]["coding"][0]["display"]
+        headline = flag["code"]["text"].split("\n")[0]
+        assert headline.startswith(f"{title}: ")
+        cell = page.locator(f"[data-flag='{flag_id}']").first
+        assert cell.locator("strong").first.inner_text() == title
+        assert cell.locator(".headline").first.inner_text() == headline.removeprefix(f"{title}: ")
+    # the patient is identifiable: birth date with age and the BSN's last four digits
+    hf_row = page.locator(f"#worklist tr.alert-row[data-patient='{hf.patient_id}']")
+    patient = orjson.loads(fhir.read("Patient", hf.patient_id).content or "{}")
+    year, month, day = patient["birthDate"].split("-")
+    ident = hf_row.locator(".ident").inner_text()
+    assert f"geb. {day}-{month}-{year} (" in ident and " jr)" in ident
+    assert f"BSN …{hf.bsn[-4:]}" in ident
+    # adherence: when the last measurement of each kind arrived
+    seen = hf_row.locator(".adherence .last-seen")
+    assert {s.get_attribute("data-chart") for s in seen.all()} >= {"weight", "sbp", "hr", "spo2"}
+    assert hf_row.locator(".adherence .stale").count() == 0  # he measured this morning
     visit.shot("worklist")
 
-    # open the heart-failure patient: charts with thresholds and alert markers
+    # the heart-failure patient: every limit an alert fired on is drawn, and agrees with it
     page.locator("#worklist a", has_text=hf.name).first.click()
     page.wait_for_url(f"{base}/dashboard/patients/{hf.patient_id}")
     assert page.inner_text("#patient-name") == hf.name
-    for chart in ("weight", "bp", "hr", "spo2", "cat"):
+    for chart in ("weight", "sbp", "dbp", "hr", "spo2", "cat"):
         assert page.locator(f"svg#chart-{chart}").is_visible()
-    assert page.locator("svg#chart-spo2 g.threshold").count() >= 2
-    assert page.locator("svg#chart-bp g.threshold").count() >= 2
+    charts = {"weight": "weight", "hr": "hr", "spo2": "spo2", "sbp": "sbp"}
+    hf_flags = _flags_of(fhir, hf.patient_id)
+    drawn = 0
+    for flag in hf_flags.values():
+        limit = _limit(flag)
+        concept = next(
+            (p["valueCode"] for e in flag["extension"] if e["url"].endswith("/alert-limit")
+             for p in e["extension"] if p["url"] == "concept"),
+            None,
+        )
+        if limit is None or concept not in charts:
+            continue
+        fired = page.locator(f"svg#chart-{charts[concept]} g.threshold.fired")
+        assert f"{limit:g}" in [g.get_attribute("data-value") for g in fired.all()], flag["id"]
+        drawn += 1
+    assert drawn >= 2
+    # HF-HR-HIGH fired on the personal limit (baseline + 20 %): the reading that fired (the
+    # newest of its evidence; older evidence was judged against the baseline of its day) lies
+    # above the line drawn, not under the programme's 110
+    hr_flag = next(f for f in hf_flags.values() if _rule(f) == "HF-HR-HIGH")
+    line_y = float(
+        page.locator(f"svg#chart-hr g.threshold.fired[data-value='{_limit(hr_flag):g}'] line")
+        .get_attribute("y1") or 0
+    )
+    rings = page.locator("svg#chart-hr circle.evidence").all()
+    newest = max(rings, key=lambda c: float(c.get_attribute("cx") or 0))
+    assert float(newest.get_attribute("cy") or 0) < line_y
+    programme = page.locator("svg#chart-hr g.threshold[data-value='110'] line")
+    assert float(newest.get_attribute("cy") or 0) > float(programme.get_attribute("y1") or 0)
+    # the weight axis spans at least 4 kg; limits only on the series they apply to
+    weight = page.locator("svg#chart-weight")
+    low, high = (float(weight.get_attribute(f"data-{end}") or 0) for end in ("low", "high"))
+    assert high - low >= 4
+    for title in page.locator("svg#chart-dbp g.threshold title").all():
+        assert (title.text_content() or "").startswith("Diastole ")
+    for title in page.locator("svg#chart-sbp g.threshold title").all():
+        assert (title.text_content() or "").startswith(("Systole ", "Hoge bloeddruk", "Lage"))
+    assert page.locator("svg#chart-sbp g.threshold").count() >= 2
     assert page.locator("svg#chart-weight g.alert-marker.alert-open").count() >= 1
     assert page.locator("svg#chart-weight circle.evidence").count() >= 1
     # every weight of the last 30 days (a month of mornings, less the few forgotten ones)
@@ -175,26 +258,44 @@ def _laptop(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     ).matches
     assert len(weights) >= 25
     assert page.locator("svg#chart-weight circle.point").count() == len(weights)
-    page.click("nav.periods a:has-text('90 days')")
+    # the HF patient fills in no CAT: the chart says so
+    assert "Geen CAT-scores" in (page.locator("svg#chart-cat").text_content() or "")
+    assert page.locator(".adherence .last-seen[data-chart='weight']").count() == 1
+    page.click("nav.periods a:has-text('90 dagen')")
     page.wait_for_url(f"{base}/dashboard/patients/{hf.patient_id}?days=90")
     assert page.locator("svg#chart-weight circle.point").count() > 50  # the demo's 8 weeks
     visit.shot("patient")
 
-    # acknowledge the first alert on the worklist: it leaves the list of alerts to handle
-    page.click("nav[aria-label=Main] a:has-text('Alerts')")
+    # the COPD patient's CAT scores are drawn
+    page.goto(f"{base}/dashboard/patients/{copd.patient_id}")
+    assert page.locator("svg#chart-cat circle.point").count() >= 3  # weekly
+    visit.shot("patient-copd")
+
+    # acknowledge the whole group of the first row, with a note: it leaves the list to handle
+    page.click("nav[aria-label=Main] a:has-text('Meldingen')")
     page.wait_for_url(base + "/dashboard")
-    first = visit.rows()[0]
-    before = len(visit.rows())
-    page.locator(f"tr[data-flag='{first}'] button:has-text('Acknowledge')").click()
+    row = page.locator("#worklist tr.alert-row").first
+    group = [row.get_attribute("data-flag")] + [
+        o.get_attribute("data-flag") for o in row.locator(".group-others li.other").all()
+    ]
+    assert len(group) >= 2
+    form = row.locator("td.cell-actions form")
+    assert form.locator("input[name=scope]").is_checked()
+    form.locator("input[name=note]").fill("Gebeld: komt vanmiddag op de poli")
+    form.locator("button:has-text('Gezien')").click()
     page.wait_for_url(base + "/dashboard?notice=acknowledged")
-    assert "Alert acknowledged" in page.inner_text(".notice")
-    assert first not in visit.rows()
-    assert len(visit.rows()) == before - 1
-    assert first in visit.rows("#acknowledged")  # still open, shown apart
+    assert "als gezien gemarkeerd" in page.inner_text(".notice")
+    assert not set(group) & set(visit.rows())
+    acked = page.locator("#acknowledged tr.alert-row").first
+    assert "gezien door dr. Eva Visser" in acked.inner_text()
+    assert "Gebeld: komt vanmiddag op de poli" in acked.inner_text()
     visit.shot("acknowledged")
-    flag = orjson.loads(fhir.read("Flag", first).content or "{}")
-    assert flag["status"] == "active"
-    assert any(e["url"].endswith("alert-acknowledged") for e in flag["extension"])
+    for flag_id in group:
+        flag = orjson.loads(fhir.read("Flag", str(flag_id)).content or "{}")
+        urls = {e["url"].rsplit("/", 1)[1]: e for e in flag["extension"]}
+        assert flag["status"] == "active"
+        assert urls["alert-acknowledged-by"]["valueReference"]["display"] == "dr. Eva Visser"
+        assert urls["alert-note"]["valueAnnotation"]["text"] == "Gebeld: komt vanmiddag op de poli"
     visit.close()
 
 
@@ -204,27 +305,59 @@ def _tablet(server: tuple[str, FhirService, DemoSummary], browser: Any) -> None:
     page = visit.page
     visit.login()
     assert page.locator("#worklist thead").is_hidden()  # the table reflows into cards
-    visit.shot("worklist")
     copd = demo.patients[1]
+    row = page.locator(f"#worklist tr.alert-row[data-patient='{copd.patient_id}']")
+    assert row.locator(".ident").is_visible() and row.locator(".adherence").is_visible()
+    visit.shot("worklist")
+    # acknowledge one alert of the group only (unticking "all alerts of this patient")
+    before = set(_flags_of(fhir, copd.patient_id))
+    main = row.get_attribute("data-flag")
+    form = row.locator("td.cell-actions form")
+    form.locator("input[name=scope]").uncheck()
+    form.locator("button:has-text('Gezien')").click()
+    page.wait_for_url(base + "/dashboard?notice=acknowledged")
+    acked = {
+        k for k, f in _flags_of(fhir, copd.patient_id).items()
+        if any(e["url"].endswith("alert-acknowledged") for e in f["extension"])
+    }
+    assert acked == {main} and len(before) > 1
     page.locator("#worklist a", has_text=copd.name).first.click()
     page.wait_for_url(f"{base}/dashboard/patients/{copd.patient_id}")
     widths = [page.locator(f"svg#chart-{c}").bounding_box()["width"] for c in ("weight", "spo2")]
     assert all(w > TABLET["width"] * 0.8 for w in widths)  # one chart per row on a tablet
     assert page.locator("svg#chart-spo2 g.alert-marker").count() >= 1
-    assert page.locator("svg#chart-spo2 g.threshold").count() >= 2
+    assert page.locator("svg#chart-spo2 g.threshold.fired").count() >= 1
     visit.shot("patient")
-    # resolve one of her open alerts from the patient page
+    # resolve one of her open alerts from the patient page, with a note: the clinician is named
     item = page.locator("#patient-alerts li.alert-item:not(.is-closed)").first
     flag_id = item.get_attribute("data-flag")
-    item.locator("button:has-text('Resolve')").click()
+    item.locator("input[name=note]").fill("Prednison gestart")
+    item.locator("button:has-text('Afsluiten')").click()
     page.wait_for_url(f"{base}/dashboard/patients/{copd.patient_id}?days=30&notice=resolved")
-    assert page.locator(f"#patient-alerts li[data-flag='{flag_id}'].is-closed").count() == 1
-    page.click("nav[aria-label=Main] a:has-text('Alerts')")
-    assert flag_id not in visit.rows() and flag_id not in visit.rows("#acknowledged")
+    closed = page.locator(f"#patient-alerts li[data-flag='{flag_id}'].is-closed")
+    assert closed.count() == 1
+    assert "afgesloten door dr. Eva Visser" in closed.inner_text()
+    assert "Prednison gestart" in closed.inner_text()
+    flag = orjson.loads(fhir.read("Flag", str(flag_id)).content or "{}")
+    assert flag["status"] == "inactive"
+    resolver = next(e for e in flag["extension"] if e["url"].endswith("alert-resolved-by"))
+    assert resolver["valueReference"]["reference"].startswith("Practitioner/")
     visit.shot("resolved")
-    assert orjson.loads(fhir.read("Flag", str(flag_id)).content or "{}")["status"] == "inactive"
+    page.click("nav[aria-label=Main] a:has-text('Meldingen')")
+    assert flag_id not in visit.rows() and flag_id not in visit.rows("#acknowledged")
+    # four days later, nobody has measured: the missing-data rule's alert makes them stand out
+    clock = fhir.clock
+    assert isinstance(clock, PinnedClock)
+    clock.advance(timedelta(days=4))
+    AlertService(fhir).sweep()
+    page.goto(base + "/dashboard")
+    stale = page.locator("tr.alert-row.not-measuring")
+    assert stale.count() >= 1
+    assert "Meet niet meer" in (stale.first.text_content() or "")
+    assert stale.first.locator(".adherence .stale").count() >= 1
+    visit.shot("not-measuring")
     # log out: the dashboard asks for a login again
-    page.click("button:has-text('Log out')")
+    page.click("button:has-text('Uitloggen')")
     page.wait_for_url(base + "/dashboard/login?notice=logged-out")
     page.goto(base + "/dashboard")
     assert page.url.startswith(base + "/dashboard/login")

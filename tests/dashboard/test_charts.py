@@ -199,3 +199,34 @@ def test_an_empty_chart_says_so() -> None:
     assert "No measurements in this period" in texts
     desc = svg.find(f"{SVG}desc")
     assert desc is not None and desc.text == "No CAT score measurements in this period."
+
+
+def test_a_fired_limit_is_solid_and_a_relative_one_starts_at_its_reference() -> None:
+    since = START + timedelta(days=27)
+    chart = _chart(
+        lines=(
+            Line(85.2, "info", "High heart rate: personal limit ≥ 85.2/min", True, fired=True),
+            Line(90, "orange", "weight gain", fired=True, since=since),
+        )
+    )
+    lay = layout(chart)
+    groups = [g for g in _svg(chart).iter(f"{SVG}g") if "threshold" in g.get("class", "")]
+    assert all("fired" in g.get("class", "") for g in groups)
+    whole, relative = (g.find(f"{SVG}line") for g in groups)
+    assert whole is not None and relative is not None
+    assert whole.get("stroke-dasharray") is None and whole.get("stroke-width") == "2.5"
+    assert float(whole.get("x1", "")) == X0
+    assert float(relative.get("x1", "")) == lay.scale.x(since) > X0
+
+
+def test_a_minimum_span_keeps_small_changes_small() -> None:
+    flat = (Series("weight", "Weight", (Point(START, 80.0), Point(END, 80.5))),)
+    low, high = value_range(_chart(series=flat, min_span=4.0))
+    assert high - low >= 4.0 and low <= 78.25 and high >= 82.25
+    low, high = value_range(_chart(series=flat))
+    assert high - low < 2  # without it, half a kilo fills the chart
+
+
+def test_dutch_day_labels() -> None:
+    ticks = [label for label, _ in layout(_chart(language="nl")).x_ticks]
+    assert ticks[-1] == "23 nov" and any(t.endswith(" okt") for t in ticks)

@@ -15,7 +15,8 @@ from tests.alerts_api.conftest import goal_range
 from tests.dashboard.conftest import fhir_of
 
 SVG = "{http://www.w3.org/2000/svg}"
-_ROW = re.compile(r'<tr class="alert-row level-(\w+)[^"]*" data-flag="([^"]+)">')
+_ROW = re.compile(r'<tr class="alert-row level-(\w+)[^"]*" data-flag="([^"]+)"')
+_OTHER = re.compile(r'<li class="other level-\w+" data-flag="([^"]+)">')
 
 
 def _open_flags(client: TestClient) -> dict[str, dict[str, object]]:
@@ -38,7 +39,10 @@ def test_the_worklist_lists_every_open_alert_most_urgent_first(
     assert page.status_code == 200
     flags = _open_flags(logged_in)
     rows = _ROW.findall(page.text)
-    assert {flag_id for _, flag_id in rows} == set(flags)
+    # one row per patient: the most urgent alert, the patient's others inside the row
+    subjects = [flags[flag_id]["subject"]["reference"] for _, flag_id in rows]  # type: ignore[index]
+    assert len(subjects) == len(set(subjects)) == 2
+    assert {flag_id for _, flag_id in rows} | set(_OTHER.findall(page.text)) == set(flags)
     levels = [level for level, _ in rows]
     rank = {level: r for level, r in PRIORITIES.values()}
     assert levels == sorted(levels, key=rank.__getitem__)
@@ -74,7 +78,7 @@ def test_a_patient_page_draws_charts_with_thresholds_and_alert_markers(
     assert page.status_code == 200 and hf.name in page.text
     charts = _charts(page.text)
     # respiratory rate and temperature only with data (the heart-failure programme reads neither)
-    assert list(charts) == ["weight", "bp", "hr", "spo2", "cat"]
+    assert list(charts) == ["weight", "sbp", "dbp", "hr", "spo2", "cat"]
     hf_rules = default_rule_set().for_programmes({"HF"})
     spo2_limits = {
         float(band_value)
@@ -120,7 +124,7 @@ def test_a_patient_page_draws_charts_with_thresholds_and_alert_markers(
     markers = [g for g in weight.iter(f"{SVG}g") if "alert-marker" in g.get("class", "")]
     assert any("HF-WT-3D" in (g.findtext(f"{SVG}title") or "") for g in markers)
     assert all("alert-open" in g.get("class", "") for g in markers)
-    assert "No measurements in this period" in ET.tostring(charts["cat"], encoding="unicode")
+    assert "No CAT scores in this period" in ET.tostring(charts["cat"], encoding="unicode")
     # the data table fallback lists the weights, the evidence rows marked
     assert page.text.count('class="is-evidence"') >= len(evidence)
     assert "<script" not in page.text

@@ -165,6 +165,7 @@ def settings(database_url: str) -> Settings:
         auth="open",
         alerts_enabled=True,
         alert_sweep_interval_seconds=0,
+        language="en",  # the assertions read the English alert texts
         profiles_dir=PROFILES,
         subscription_allow_private=True,
         delivery_worker="on",

@@ -8,8 +8,10 @@ from datetime import datetime, timedelta
 from service.alerts.aggregation import present_symptoms
 from service.alerts.days import day_start, local_day
 from service.alerts.measurements import Measurement
+from service.alerts.results import Limit
 from service.alerts.rules import EvalContext, Params
 from service.concepts import SYMPTOM_NAMES
+from service.messages import has_message, limit_text, message, rule_title, when_text
 
 
 class MissingParameter(KeyError):
@@ -24,14 +26,17 @@ def need(params: Params, name: str) -> float:
     return float(value)
 
 
-def num(value: float) -> str:
-    """A number for alert texts: at most one decimal, no trailing ``.0``."""
-    return f"{round(value, 1):g}"
+def headline(ctx: EvalContext, finding: str, at: datetime, rule_id: str | None = None) -> str:
+    """``{title}: {finding}, {when}``: the text leads with the rule's own title (its code)."""
+    rule = rule_id or ctx.rule.id
+    title = rule_title(rule, ctx.language, ctx.rule.title if rule == ctx.rule.id else rule)
+    when = when_text(at, ctx.tz, ctx.language)
+    return message("alert.headline", ctx.language, title=title, finding=finding, when=when)
 
 
-def signed(value: float) -> str:
-    """A one-decimal number with an explicit sign (``+2.4``)."""
-    return f"{value:+.1f}"
+def limit_of(limit: Limit, ctx: EvalContext) -> str:
+    """The limit as a text shows it (``grens < 90 %``)."""
+    return limit_text(limit.op, limit.value, limit.unit, ctx.language, personal=limit.personal)
 
 
 def end_of_local_day(at: datetime, ctx: EvalContext) -> datetime:
@@ -56,12 +61,18 @@ def symptoms_for(
     return present_symptoms(window, since, end_of_local_day(at, ctx), codes)
 
 
-def symptom_phrase(symptoms: Sequence[Measurement]) -> str:
-    """``" with symptoms (dizziness)"`` or the empty string."""
+def symptom_name(code: str, language: str) -> str:
+    """A symptom's name in ``language`` (the concept table's display for unknown codes)."""
+    key = f"symptom.{code}"
+    return message(key, language) if has_message(key) else SYMPTOM_NAMES.get(code, code)
+
+
+def symptom_phrase(symptoms: Sequence[Measurement], language: str) -> str:
+    """``" met klachten (duizeligheid)"`` or the empty string."""
     if not symptoms:
         return ""
-    names = sorted({SYMPTOM_NAMES.get(m.detail or "", m.detail or "symptom") for m in symptoms})
-    return f" with symptoms ({', '.join(names)})"
+    names = sorted({symptom_name(m.detail or "", language) for m in symptoms})
+    return " " + message("alert.with_symptoms", language, names=", ".join(names))
 
 
 def ids(measurements: Sequence[Measurement]) -> tuple[str, ...]:

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 from service.alerts.aggregation import of_concept
 from service.alerts.baselines import reading_baseline
-from service.alerts.kinds.common import ids, need, num
+from service.alerts.kinds.common import headline, ids, need
 from service.alerts.measurements import Measurement
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
+from service.messages import message, number, quantity
 
 
 def composite(params: Params, window: Sequence[Measurement], ctx: EvalContext) -> RuleResult | None:
@@ -33,10 +34,19 @@ def composite(params: Params, window: Sequence[Measurement], ctx: EvalContext) -
     if len(met) < need(params, "min_criteria"):
         return None
     evidence = tuple(dict.fromkeys(e for r in met for e in r.evidence))
-    text = f"{len(met)} signs of worsening within {num(need(params, 'window_hours'))} h: " + (
-        "; ".join(f"{r.rule_id}: {r.text}" for r in met)
+    lang = ctx.language
+    # The headline names each sign by its rule's title; the signs' own texts are the detail.
+    finding = message(
+        "alert.combo",
+        lang,
+        n=len(met),
+        hours=number(need(params, "window_hours"), lang),
+        items="; ".join(r.text.split(":", 1)[0] for r in met),
     )
-    return RuleResult(ctx.rule.id, Severity.RED, text, evidence, at)
+    detail = "\n".join(r.text for r in met)
+    return RuleResult(
+        ctx.rule.id, Severity.RED, headline(ctx, finding, at), evidence, at, detail=detail
+    )
 
 
 def _sbp_drop(
@@ -62,5 +72,16 @@ def _sbp_drop(
     lowest = min(readings, key=lambda m: m.value)
     if baseline is None or baseline.value - lowest.value < need(params, "sbp_drop"):
         return None
-    text = f"SBP {num(lowest.value)} mmHg, -{num(baseline.value - lowest.value)} vs baseline"
-    return RuleResult("SBP-DROP", Severity.ORANGE, text, ids([lowest]), lowest.effective, baseline)
+    lang = ctx.language
+    finding = message(
+        "alert.sbp_drop",
+        lang,
+        value=quantity(lowest.value, "mmHg", lang),
+        drop=quantity(baseline.value - lowest.value, "mmHg", lang),
+        baseline=baseline.shown(lang),
+    )
+    text = headline(ctx, finding, lowest.effective, rule_id="SBP-DROP")
+    return RuleResult(
+        "SBP-DROP", Severity.ORANGE, text, ids([lowest]), lowest.effective, baseline,
+        detail=baseline.describe(lang),
+    )

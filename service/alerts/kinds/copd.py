@@ -8,10 +8,11 @@ from datetime import timedelta
 from service.alerts.aggregation import of_concept
 from service.alerts.baselines import previous_scores_baseline, reading_baseline
 from service.alerts.days import local_day
-from service.alerts.kinds.common import ids, need, num
+from service.alerts.kinds.common import headline, ids, limit_of, need
 from service.alerts.measurements import Measurement
-from service.alerts.results import Baseline, RuleResult, Severity
+from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
+from service.messages import concept_name, message, number, quantity
 
 
 def _spo2_baseline(
@@ -55,9 +56,10 @@ def baseline_drop(
         and not m.on_supplemental_oxygen
         and m.value <= limit
     ]
+    lang = ctx.language
     if low_yesterday:
         evidence.append(low_yesterday[0])
-        reasons.append("also yesterday")
+        reasons.append(message("alert.also_yesterday", lang))
     since = anchor.effective - timedelta(hours=need(params, "anthonisen_hours"))
     items = {
         m.detail: m
@@ -67,18 +69,26 @@ def baseline_drop(
     present = [m for m in items.values() if m.value >= 1]
     if len(present) >= need(params, "anthonisen_min"):
         evidence.extend(present)
-        reasons.append(f"with {len(present)} Anthonisen criteria")
-    drop = baseline.value - anchor.value
-    text = f"SpO2 {num(anchor.value)} %, -{num(drop)} points vs baseline {baseline.describe()}"
-    if reasons:
-        text += f" ({'; '.join(reasons)})"
+        reasons.append(message("alert.with_anthonisen", lang, n=len(present)))
+    bound = Limit("spo2", "<=", limit, "%", personal=True)
+    finding = message(
+        "alert.spo2_drop",
+        lang,
+        value=quantity(anchor.value, "%", lang),
+        drop=number(baseline.value - anchor.value, lang),
+        baseline=baseline.shown(lang),
+        limit=limit_of(bound, ctx),
+        reasons="".join(f"; {r}" for r in reasons),
+    )
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=Severity.RED if reasons else Severity.ORANGE,
-        text=text,
+        text=headline(ctx, finding, anchor.effective),
         evidence=ids(evidence),
         triggered_at=anchor.effective,
         baseline=baseline,
+        detail=baseline.describe(lang),
+        limit=bound,
     )
 
 
@@ -96,35 +106,54 @@ def score_rise(
     history = [m for m in of_concept(window, concept) if m.effective < anchor.effective]
     clinician = params.get(ctx.rule.options.get("baseline_param", ""))
     count = int(need(params, "baseline_count"))
-    label = concept.upper()
-    baseline = previous_scores_baseline(
-        history, clinician_value=clinician, count=count, unit="points"
-    )
-    if baseline is not None and anchor.value - baseline.value >= need(params, "big_rise"):
-        rise = anchor.value - baseline.value
-        text = f"{label} {num(anchor.value)} (+{num(rise)} vs baseline {baseline.describe()})"
-        return RuleResult(
-            ctx.rule.id, Severity.ORANGE, text, (anchor.observation_id,), anchor.effective,
-            baseline=baseline,
+    lang = ctx.language
+    label = concept_name(concept, lang, concept.upper())
+    # Scores have no unit in texts ("CAT 22", not "22 points").
+    baseline = previous_scores_baseline(history, clinician_value=clinician, count=count, unit="")
+    big = need(params, "big_rise")
+    if baseline is not None and anchor.value - baseline.value >= big:
+        bound = Limit(concept, ">=", baseline.value + big, "", personal=True)
+        finding = message(
+            "alert.score_rise",
+            lang,
+            what=label,
+            value=number(anchor.value, lang),
+            rise=number(anchor.value - baseline.value, lang),
+            baseline=baseline.shown(lang),
+            limit=limit_of(bound, ctx),
         )
+        return _at_anchor(ctx, Severity.ORANGE, finding, baseline, bound)
     run_length = int(need(params, "consecutive"))
     earlier = len(history) - (run_length - 1)
     if earlier < 0:
         return None
     run = [*history[earlier:], anchor]
     baseline = previous_scores_baseline(
-        history[:earlier], clinician_value=clinician, count=count, unit="points"
+        history[:earlier], clinician_value=clinician, count=count, unit=""
     )
     small = need(params, "small_rise")
     if baseline is None or any(m.value < baseline.value + small for m in run):
         return None
-    scores = ", ".join(num(m.value) for m in run)
-    text = (
-        f"{label} {scores} on {run_length} assessments in a row, >= +{num(small)} vs "
-        f"baseline {baseline.describe()}"
+    bound = Limit(concept, ">=", baseline.value + small, "", personal=True)
+    finding = message(
+        "alert.score_run",
+        lang,
+        what=label,
+        values=", ".join(number(m.value, lang) for m in run),
+        n=run_length,
+        rise=number(small, lang),
+        baseline=baseline.shown(lang),
+        limit=limit_of(bound, ctx),
     )
     return RuleResult(
-        ctx.rule.id, Severity.ORANGE, text, ids(run), anchor.effective, baseline=baseline
+        ctx.rule.id,
+        Severity.ORANGE,
+        headline(ctx, finding, anchor.effective),
+        ids(run),
+        anchor.effective,
+        baseline=baseline,
+        detail=baseline.describe(lang),
+        limit=bound,
     )
 
 
@@ -150,14 +179,38 @@ def baseline_ratio(
         return None
     pct = anchor.value / baseline.value * 100
     if pct < need(params, "orange_below_pct"):
-        severity = Severity.ORANGE
+        severity, bound_pct = Severity.ORANGE, need(params, "orange_below_pct")
     elif pct < need(params, "info_below_pct"):
-        severity = Severity.INFO
+        severity, bound_pct = Severity.INFO, need(params, "info_below_pct")
     else:
         return None
-    text = f"PEF {num(anchor.value)} L/min = {pct:.0f} % of baseline {baseline.describe()}"
+    lang = ctx.language
+    bound = Limit("pef", "<", baseline.value * bound_pct / 100, "L/min", personal=True)
+    finding = message(
+        "alert.pef",
+        lang,
+        value=quantity(anchor.value, "L/min", lang),
+        pct=quantity(round(pct), "%", lang),
+        baseline=baseline.shown(lang),
+        limit=limit_of(bound, ctx),
+    )
+    return _at_anchor(ctx, severity, finding, baseline, bound)
+
+
+def _at_anchor(
+    ctx: EvalContext, severity: Severity, finding: str, baseline: Baseline, limit: Limit
+) -> RuleResult:
+    """A result resting on the anchor alone, against a personal baseline."""
+    anchor = ctx.anchor
     return RuleResult(
-        ctx.rule.id, severity, text, (anchor.observation_id,), anchor.effective, baseline=baseline
+        ctx.rule.id,
+        severity,
+        headline(ctx, finding, anchor.effective),
+        (anchor.observation_id,),
+        anchor.effective,
+        baseline=baseline,
+        detail=baseline.describe(ctx.language),
+        limit=limit,
     )
 
 
@@ -175,15 +228,15 @@ def criteria_count(
             return None
         return max(values, key=lambda m: m.value) if high else min(values, key=lambda m: m.value)
 
+    lang = ctx.language
     met: list[tuple[str, Measurement]] = []
-    for concept, param, label in (
-        ("dyspnoea", "dyspnoea_at", "dyspnoea {v}/10"),
-        ("rr", "rr_at", "RR {v}/min"),
-        ("hr", "hr_at", "HR {v}/min"),
-    ):
+    for concept, param, unit in (("dyspnoea", "dyspnoea_at", "/10"), ("rr", "rr_at", "/min"), (
+        "hr", "hr_at", "/min"
+    )):
         m = worst(concept, high=True)
         if m is not None and m.value >= need(params, param):
-            met.append((label.format(v=num(m.value)), m))
+            shown = f"{concept_name(concept, lang)} {quantity(m.value, unit, lang)}"
+            met.append((shown, m))
     spo2 = worst("spo2", high=False)
     baseline = _spo2_baseline(params, window, ctx)
     if spo2 is not None:
@@ -191,12 +244,22 @@ def criteria_count(
             params, "spo2_drop_above"
         )
         if spo2.value < need(params, "spo2_below") or dropped:
-            met.append((f"SpO2 {num(spo2.value)} %", spo2))
+            met.append((f"SpO2 {quantity(spo2.value, '%', lang)}", spo2))
     if len(met) < need(params, "min_criteria"):
         return None
-    text = f"{len(met)} exacerbation criteria within {num(need(params, 'window_hours'))} h: " + (
-        ", ".join(label for label, _ in met)
+    finding = message(
+        "alert.criteria",
+        lang,
+        n=len(met),
+        hours=number(need(params, "window_hours"), lang),
+        items=", ".join(label for label, _ in met),
     )
     return RuleResult(
-        ctx.rule.id, Severity.RED, text, ids([m for _, m in met]), at, baseline=baseline
+        ctx.rule.id,
+        Severity.RED,
+        headline(ctx, finding, at),
+        ids([m for _, m in met]),
+        at,
+        baseline=baseline,
+        detail=baseline.describe(lang) if baseline is not None else "",
     )

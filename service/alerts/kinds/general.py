@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from service.alerts.kinds.common import headline
 from service.alerts.measurements import Measurement
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
+from service.messages import message
 
 
 def implausible(
@@ -17,5 +19,11 @@ def implausible(
     if anchor.implausible is None:
         return None
     unit = f" {anchor.original_unit}" if anchor.original_unit else ""
-    text = f"Verify measurement: {anchor.original_value}{unit} — {anchor.implausible}"
+    finding = message(
+        "alert.implausible",
+        ctx.language,
+        value=f"{anchor.original_value}{unit}",
+        reason=anchor.implausible,
+    )
+    text = headline(ctx, finding, anchor.effective)
     return RuleResult(ctx.rule.id, Severity.INFO, text, (anchor.observation_id,), anchor.effective)

@@ -6,18 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from service.alerts.aggregation import of_concept, present_symptoms
-from service.alerts.kinds.common import ids, need, num
+from service.alerts.kinds.common import headline, ids, need, symptom_name
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.concepts import SYMPTOM_NAMES
+from service.messages import has_message, message, number
 
 _SEVERITY_WORD = {1: "mild", 2: "moderate", 3: "severe"}
-_ANTHONISEN = {
-    "increased-dyspnoea": "more dyspnoea",
-    "increased-sputum-volume": "more sputum",
-    "increased-sputum-purulence": "purulent sputum",
-}
+_ANTHONISEN = ("increased-dyspnoea", "increased-sputum-volume", "increased-sputum-purulence")
 
 
 def symptom_report(
@@ -31,14 +27,16 @@ def symptom_report(
         return None
     red_codes = set(ctx.rule.options.get("red_codes", []))
     red = [m for m in present if m.detail in red_codes and m.value >= need(params, "red_severity")]
+    lang = ctx.language
     names = ", ".join(
-        f"{SYMPTOM_NAMES.get(m.detail or '', m.detail)} ({_SEVERITY_WORD.get(int(m.value), 'yes')})"
+        f"{symptom_name(m.detail or '', lang)} "
+        f"({message('severity.' + _SEVERITY_WORD.get(int(m.value), 'yes'), lang)})"
         for m in present
     )
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=Severity.RED if red else Severity.ORANGE,
-        text=f"Symptoms reported: {names}",
+        text=headline(ctx, message("alert.symptoms", lang, names=names), at),
         evidence=ids(present),
         triggered_at=at,
     )
@@ -55,11 +53,13 @@ def nyha_rise(params: Params, window: Sequence[Measurement], ctx: EvalContext) -
     if not (red or rose):
         return None
     baseline = Baseline(base, "class", "clinician-set") if base is not None else None
-    versus = f" (clinician-set class {num(base)})" if base is not None else ""
+    lang = ctx.language
+    versus = "" if base is None else message("alert.nyha_versus", lang, value=number(base, lang))
+    finding = message("alert.nyha", lang, value=number(anchor.value, lang), versus=versus)
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=Severity.RED if red else Severity.ORANGE,
-        text=f"NYHA class {num(anchor.value)} reported{versus}",
+        text=headline(ctx, finding, anchor.effective),
         evidence=(anchor.observation_id,),
         triggered_at=anchor.effective,
         baseline=baseline,
@@ -83,20 +83,30 @@ def anthonisen(
     escalation = _escalation(window, since, at, ctx)
     if len(present) < need(params, "min_items") and escalation is None:
         return None
-    names = ", ".join(_ANTHONISEN.get(m.detail or "", m.detail or "") for m in present)
-    text = f"Anthonisen criteria {len(present)}/3 ({names})"
-    if len(present) == len(_ANTHONISEN):
-        text += "; start action plan"
+    lang = ctx.language
+    names = ", ".join(
+        message(f"anthonisen.{m.detail}", lang)
+        if has_message(f"anthonisen.{m.detail}")
+        else m.detail or ""
+        for m in present
+    )
+    plan = message("alert.action_plan", lang) if len(present) == len(_ANTHONISEN) else ""
+    finding = message("alert.anthonisen", lang, n=len(present), names=names, plan=plan)
     evidence = list(present)
+    detail = ""
     if escalation is not None:
-        text += f"; with {escalation.text}"
+        # The escalating rule's title in the headline, its whole text on the second line.
+        title = escalation.text.split(":", 1)[0]
+        finding += "; " + message("alert.escalation", lang, text=title)
+        detail = escalation.text
         evidence_ids = ids(evidence) + escalation.evidence
     else:
         evidence_ids = ids(evidence)
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=Severity.RED if escalation is not None else Severity.ORANGE,
-        text=text,
+        text=headline(ctx, finding, at),
+        detail=detail,
         evidence=tuple(dict.fromkeys(evidence_ids)),
         triggered_at=at,
     )

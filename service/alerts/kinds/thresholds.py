@@ -16,11 +16,19 @@ from typing import Any
 from service.alerts.aggregation import mean_within, of_concept
 from service.alerts.baselines import reading_baseline
 from service.alerts.days import local_day
-from service.alerts.kinds.common import ids, need, num, symptom_phrase, symptoms_for
+from service.alerts.kinds.common import (
+    headline,
+    ids,
+    limit_of,
+    need,
+    symptom_phrase,
+    symptoms_for,
+)
 from service.alerts.measurements import Measurement
-from service.alerts.results import Baseline, RuleResult, Severity
+from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
 from service.concepts import BY_KEY
+from service.messages import concept_name, message, number, quantity
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -49,7 +57,7 @@ def threshold(params: Params, window: Sequence[Measurement], ctx: EvalContext) -
     if ctx.rule.options.get("skip_on_oxygen") and ctx.anchor.on_supplemental_oxygen:
         return None  # not comparable with room-air limits (§7.7)
     symptoms: list[Measurement] | None = None
-    best: tuple[Severity, str, list[Measurement]] | None = None
+    best: tuple[Severity, str, list[Measurement], Limit] | None = None
     for band in ctx.rule.options.get("bands", []):
         hit = _band(band, params, window, ctx)
         if hit is None:
@@ -58,12 +66,16 @@ def threshold(params: Params, window: Sequence[Measurement], ctx: EvalContext) -
             symptoms = symptoms_for(params, window, ctx) if symptoms is None else symptoms
             if not symptoms:
                 continue
-            hit = (hit[0], hit[1] + symptom_phrase(symptoms), hit[2] + symptoms)
+            phrase = symptom_phrase(symptoms, ctx.language)
+            hit = (hit[0], hit[1] + phrase, hit[2] + symptoms, hit[3])
         if best is None or hit[0] > best[0]:
             best = hit
     if best is not None:
-        severity, text, used = best
-        return RuleResult(ctx.rule.id, severity, text, ids(used), ctx.anchor.effective)
+        severity, finding, used, limit = best
+        text = headline(ctx, finding, ctx.anchor.effective)
+        return RuleResult(
+            ctx.rule.id, severity, text, ids(used), ctx.anchor.effective, limit=limit
+        )
     if params.get("baseline_rise_pct") is not None:
         return _baseline_rise(params, window, ctx)
     return None
@@ -71,19 +83,30 @@ def threshold(params: Params, window: Sequence[Measurement], ctx: EvalContext) -
 
 def _band(
     band: dict[str, Any], params: Params, window: Sequence[Measurement], ctx: EvalContext
-) -> tuple[Severity, str, list[Measurement]] | None:
-    limit = params.get(band["param"])
+) -> tuple[Severity, str, list[Measurement], Limit] | None:
+    """(severity, finding, readings used, limit) when the band matches."""
+    bound = params.get(band["param"])
     found = _value_at(window, band["concept"], ctx)
-    if limit is None or found is None:
+    if bound is None or found is None:
         return None
     value, used = found
-    if not _OPS[band["op"]](value, limit):
+    if not _OPS[band["op"]](value, bound):
         return None
     concept = band["concept"]
     unit = used[0].unit
-    mean = f" (mean of {len(used)})" if len(used) > 1 else ""
-    text = f"{BY_KEY[concept].label} {num(value)} {unit}{mean} ({band['op']} {num(limit)} {unit})"
-    return Severity.parse(band["severity"]), text, used
+    lang = ctx.language
+    personal = band["param"] in ctx.personal_params
+    limit = Limit(concept, band["op"], bound, unit, personal=personal)
+    mean = f", {message('alert.mean_of', lang, n=len(used))}" if len(used) > 1 else ""
+    finding = message(
+        "alert.threshold",
+        lang,
+        what=concept_name(concept, lang, BY_KEY[concept].label),
+        value=quantity(value, unit, lang),
+        limit=limit_of(limit, ctx),
+        mean=mean,
+    )
+    return Severity.parse(band["severity"]), finding, used, limit
 
 
 def _baseline_rise(
@@ -115,11 +138,28 @@ def _baseline_rise(
         run.append(that_day[-1])
     if any(m.value < limit for m in run):
         return None
-    values = ", ".join(num(m.value) for m in reversed(run))
-    text = (
-        f"{BY_KEY[concept].label} {values} {ctx.anchor.unit} on {len(run)} days in a row, "
-        f"≥ {num(need(params, 'baseline_rise_pct'))} % above baseline {baseline.describe()}"
+    lang = ctx.language
+    unit = ctx.anchor.unit
+    bound = Limit(concept, ">=", limit, unit, personal=True)
+    finding = message(
+        "alert.rise",
+        lang,
+        what=concept_name(concept, lang, BY_KEY[concept].label),
+        value=quantity(ctx.anchor.value, unit, lang),
+        days=len(run),
+        pct=quantity(need(params, "baseline_rise_pct"), "%", lang),
+        baseline=baseline.shown(lang),
+        limit=limit_of(bound, ctx),
     )
+    values = ", ".join(number(m.value, lang) for m in reversed(run))
+    detail = f"{baseline.describe(lang)}; {message('alert.rise_detail', lang, values=values)}"
     return RuleResult(
-        ctx.rule.id, Severity.INFO, text, ids(run), ctx.anchor.effective, baseline=baseline
+        ctx.rule.id,
+        Severity.INFO,
+        headline(ctx, finding, ctx.anchor.effective),
+        ids(run),
+        ctx.anchor.effective,
+        baseline=baseline,
+        detail=detail,
+        limit=bound,
     )

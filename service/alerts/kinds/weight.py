@@ -10,15 +10,17 @@ from service.alerts.baselines import daily_value_baseline
 from service.alerts.days import local_day
 from service.alerts.kinds.common import (
     end_of_local_day,
+    headline,
     ids,
+    limit_of,
     need,
-    signed,
     symptom_phrase,
     symptoms_for,
 )
 from service.alerts.measurements import Measurement
-from service.alerts.results import Baseline, RuleResult, Severity
+from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
+from service.messages import day_text, days_text, message, quantity
 
 
 def _today(
@@ -32,10 +34,6 @@ def _today(
     if today is None or today.observation_id != ctx.anchor.observation_id:
         return None
     return daily, day, today
-
-
-def _days_text(n: int) -> str:
-    return f"{n} day" if n == 1 else f"{n} days"
 
 
 def weight_gain_days(
@@ -52,20 +50,36 @@ def weight_gain_days(
         return None
     ref = min(earlier, key=lambda m: m.value)
     gain = today.value - ref.value
-    if gain <= need(params, "delta_kg"):
+    delta = need(params, "delta_kg")
+    if gain <= delta:
         return None
     symptoms = symptoms_for(params, window, ctx)
-    elapsed = (day - local_day(ref.effective, ctx.tz)).days
-    text = (
-        f"Weight {signed(gain)} kg in {_days_text(elapsed)} "
-        f"({ref.value:.1f} → {today.value:.1f} kg){symptom_phrase(symptoms)}"
+    lang = ctx.language
+    # The rule's span, not the days since the lowest weight: the title says "in 3 days" too.
+    limit = Limit("weight", ">", ref.value + delta, "kg", since=ref.effective)
+    finding = message(
+        "alert.weight_gain",
+        lang,
+        gain=quantity(gain, "kg", lang, sign=True),
+        limit=message("alert.limit", lang, op=">", value=quantity(delta, "kg", lang, sign=True)),
+        symptoms=symptom_phrase(symptoms, lang),
+    )
+    detail = message(
+        "alert.weight_gain_detail",
+        lang,
+        today=quantity(today.value, "kg", lang),
+        days=days_text(span, lang),
+        ref=quantity(ref.value, "kg", lang),
+        ref_day=day_text(ref.effective, ctx.tz, lang),
     )
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=Severity.RED if symptoms else Severity.ORANGE,
-        text=text,
+        text=headline(ctx, finding, today.effective),
         evidence=ids([today, ref, *symptoms]),
         triggered_at=today.effective,
+        detail=detail,
+        limit=limit,
     )
 
 
@@ -93,21 +107,31 @@ def weight_above_baseline(
     if baseline is None:  # a new patient: only the day-to-day rules run (§7.7)
         return None
     gain = today.value - baseline.value
-    if gain < need(params, "delta_kg"):
+    delta = need(params, "delta_kg")
+    if gain < delta:
         return None
     symptoms = symptoms_for(params, window, ctx)
     red = gain >= need(params, "red_delta_kg") or bool(symptoms)
-    text = (
-        f"Weight {today.value:.1f} kg, {signed(gain)} kg vs baseline "
-        f"{baseline.describe()}{symptom_phrase(symptoms)}"
+    lang = ctx.language
+    limit = Limit("weight", ">=", baseline.value + delta, "kg", personal=True)
+    finding = message(
+        "alert.weight_base",
+        lang,
+        value=quantity(today.value, "kg", lang),
+        gain=quantity(gain, "kg", lang, sign=True),
+        baseline=baseline.shown(lang),
+        limit=limit_of(limit, ctx),
+        symptoms=symptom_phrase(symptoms, lang),
     )
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=Severity.RED if red else Severity.ORANGE,
-        text=text,
+        text=headline(ctx, finding, today.effective),
         evidence=ids([today, *symptoms]),
         triggered_at=today.effective,
         baseline=baseline,
+        detail=baseline.describe(lang),
+        limit=limit,
     )
 
 
@@ -122,25 +146,50 @@ def weight_loss(
     if found is None:
         return None
     daily, day, today = found
-    reasons: list[str] = []
+    lang = ctx.language
+    findings: list[tuple[str, str, Limit]] = []  # (finding, detail, limit)
     evidence = [today]
+    value = quantity(today.value, "kg", lang)
     baseline = _weight_baseline(params, daily, day)
-    if baseline is not None and today.value <= baseline.value - need(params, "below_baseline_kg"):
-        reasons.append(
-            f"{signed(today.value - baseline.value)} kg vs baseline {baseline.describe()}"
+    below = need(params, "below_baseline_kg")
+    if baseline is not None and today.value <= baseline.value - below:
+        limit = Limit("weight", "<=", baseline.value - below, "kg", personal=True)
+        finding = message(
+            "alert.weight_loss_base",
+            lang,
+            value=value,
+            change=quantity(today.value - baseline.value, "kg", lang, sign=True),
+            baseline=baseline.shown(lang),
+            limit=limit_of(limit, ctx),
         )
+        findings.append((finding, baseline.describe(lang), limit))
     span = int(need(params, "fall_days"))
     earlier = [daily[d] for k in range(1, span + 1) if (d := day - timedelta(days=k)) in daily]
     if earlier:
         ref = max(earlier, key=lambda m: m.value)
-        if ref.value - today.value > need(params, "fall_kg"):
-            elapsed = (day - local_day(ref.effective, ctx.tz)).days
-            reasons.append(
-                f"{signed(today.value - ref.value)} kg in {_days_text(elapsed)} "
-                f"({ref.value:.1f} → {today.value:.1f} kg)"
+        fall = need(params, "fall_kg")
+        if ref.value - today.value > fall:
+            limit = Limit("weight", "<", ref.value - fall, "kg", since=ref.effective)
+            finding = message(
+                "alert.weight_loss_fall",
+                lang,
+                value=value,
+                change=quantity(today.value - ref.value, "kg", lang, sign=True),
+                days=days_text(span, lang),
+                limit=message(
+                    "alert.limit", lang, op="<", value=quantity(-fall, "kg", lang, sign=True)
+                ),
             )
+            detail = message(
+                "alert.weight_loss_fall_detail",
+                lang,
+                days=days_text(span, lang),
+                ref=quantity(ref.value, "kg", lang),
+                ref_day=day_text(ref.effective, ctx.tz, lang),
+            )
+            findings.append((finding, detail, limit))
             evidence.append(ref)
-    if not reasons:
+    if not findings:
         return None
     severity = Severity.INFO
     since, until = today.effective - timedelta(hours=24), end_of_local_day(today.effective, ctx)
@@ -154,16 +203,20 @@ def weight_loss(
     if low_sbp:
         severity = Severity.ORANGE
         evidence.extend(low_sbp)
-        extra = f"; SBP {min(m.value for m in low_sbp):.0f} mmHg"
+        lowest = quantity(min(m.value for m in low_sbp), "mmHg", lang)
+        extra = "; " + message("alert.low_sbp_same_day", lang, value=lowest)
     if dizzy:
         severity = Severity.ORANGE
         evidence.extend(dizzy)
-        extra += symptom_phrase(dizzy)
+        extra += symptom_phrase(dizzy, lang)
+    finding = "; ".join(f for f, _, _ in findings) + extra
     return RuleResult(
         rule_id=ctx.rule.id,
         severity=severity,
-        text=f"Weight loss: {'; '.join(reasons)}{extra}",
+        text=headline(ctx, finding, today.effective),
         evidence=ids(evidence),
         triggered_at=today.effective,
         baseline=baseline,
+        detail="; ".join(d for _, d, _ in findings),
+        limit=findings[0][2],
     )
