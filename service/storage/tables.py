@@ -133,6 +133,8 @@ alert_episodes = Table(
 )
 
 INDEX_TABLES = (sp_token, sp_reference, sp_date, sp_quantity, sp_string)
+#: The tables a load of resources writes (``telemon import`` analyzes them afterwards).
+RESOURCE_TABLES = (resources, resource_history, *INDEX_TABLES, alert_episodes)
 
 # -- authorization server (service/auth) -------------------------------------------------------
 # Times here are epoch seconds. Secrets, codes and refresh tokens are stored only as hashes.
