@@ -5,7 +5,8 @@ date) to the token rows (code). Without statistics (autovacuum off, a fresh load
 estimated one token row for the code and scanned every row of that code once per patient row
 (0.6–6 s). With type, patient and dates on the token row, the search is one range of
 (patient_id, res_type, param, code, system, sort_date, rid), newest first, whatever the
-statistics say.
+statistics say; (param, code, system) becomes (param, code, patient_id, res_type, system,
+sort_date, rid), so that the other index a planner may pick serves it the same way.
 
 Existing rows are filled from their resource row.
 
@@ -45,6 +46,7 @@ def upgrade() -> None:
             "FROM resources r WHERE r.rid = sp_token.rid)"
         )
     with op.batch_alter_table("sp_token", schema=None) as batch_op:
+        batch_op.drop_index("ix_sp_token_param_code_system")
         batch_op.alter_column("res_type", existing_type=sa.String(length=64), nullable=False)
         batch_op.alter_column("sort_date", existing_type=sa.BigInteger(), nullable=False)
         batch_op.create_index(
@@ -52,13 +54,19 @@ def upgrade() -> None:
             ["patient_id", "res_type", "param", "code", "system", "sort_date", "rid"],
             unique=False,
         )
-    # The new index was built over the existing rows, the old ones were built empty: without
-    # statistics the planner would favour the old (param, code, system) range.
-    op.execute("ANALYZE sp_token")
+        batch_op.create_index(
+            "ix_sp_token_param_code_patient_id_res_type_system_sort_date_rid",
+            ["param", "code", "patient_id", "res_type", "system", "sort_date", "rid"],
+            unique=False,
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sp_token", schema=None) as batch_op:
+        batch_op.drop_index("ix_sp_token_param_code_patient_id_res_type_system_sort_date_rid")
         batch_op.drop_index("ix_sp_token_patient_id_res_type_param_code_system_sort_date_rid")
+        batch_op.create_index(
+            "ix_sp_token_param_code_system", ["param", "code", "system"], unique=False
+        )
         for column in ("date_high", "sort_date", "patient_id", "res_type"):
             batch_op.drop_column(column)

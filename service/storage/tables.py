@@ -79,8 +79,10 @@ def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ..
 #: Token rows also carry their resource's type, patient, sort date (``coalesce(date_low,
 #: NULL_DATE)``) and date_high, so "this patient's <code>, newest first" (a patient's weights,
 #: $lastn, a patient's active Flags) is one range of one index whatever the planner's
-#: statistics say (0010). Joining the resource row to filter by patient let a planner
-#: without statistics scan every row of the code once per patient row.
+#: statistics say (0010): both indexes that start with the code or the patient continue
+#: with the other, then system, sort date and row id, so whichever the planner picks reads
+#: only that patient's rows, newest first. Joining the resource row to filter by patient let a
+#: planner without statistics scan every row of the code once per patient row.
 sp_token = _index_table(
     "sp_token",
     Column("system", String(255)),
@@ -91,7 +93,7 @@ sp_token = _index_table(
     Column("date_high", BigInteger),
     indexes=(
         ("rid", "param", "code"),
-        ("param", "code", "system"),
+        ("param", "code", "patient_id", "res_type", "system", "sort_date", "rid"),
         ("patient_id", "res_type", "param", "code", "system", "sort_date", "rid"),
     ),
 )
