@@ -234,8 +234,9 @@ def _on_token_rows(
         if isinstance(c, ReferenceCriterion) and c.on_patient_column:
             conds.append(T.patient_id.in_([i for _, i in c.values]))
         elif isinstance(c, DateCriterion) and c.column == "primary":
-            # A resource without a date matches no date condition (NULL on the row).
-            dated = T.sort_date != NULL_DATE
+            # A resource without a date matches no date condition (NULL on the row); its
+            # sort_date is NULL_DATE, as is that of a Period without a start, so ask date_high.
+            dated = T.date_high.is_not(None)
             conds.append(
                 and_(dated, or_(*(_range_condition(T.sort_date, T.date_high, v) for v in c.values)))
             )

@@ -131,3 +131,40 @@ def test_migration_fills_the_token_rows_of_existing_resources(empty_database: Da
     assert (rows[undated].res_type, rows[undated].patient_id, rows[undated].sort_date) == (
         "Practitioner", None, NULL_DATE
     )
+
+
+def test_dates_on_token_rows_match_as_on_the_resource_row(
+    client: TestClient, make_patient: Any
+) -> None:
+    """A Period without a start sorts first (with the undated) and still matches date
+    conditions; a resource without the date matches none (the token-row search and the
+    general one agree)."""
+    pid = make_patient()
+
+    def plan(period: dict[str, str] | None) -> str:
+        body: dict[str, Any] = {
+            "resourceType": "CarePlan", "status": "active", "intent": "plan",
+            "subject": {"reference": f"Patient/{pid}"},
+        }  # fmt: skip
+        if period is not None:
+            body["period"] = period
+        response = client.post("/fhir/CarePlan", json=body)
+        assert response.status_code == 201, response.text
+        created: str = response.json()["id"]
+        return created
+
+    open_start = plan({"end": "2025-06-01"})
+    dated = plan({"start": "2025-09-01", "end": "2025-12-01"})
+    undated = plan(None)
+    for extra, expected in (
+        ("date=le2025-07-01", [open_start]),
+        ("date=ge2025-01-01", [dated, open_start]),
+        ("date=ne2025-10-01", [dated, open_start]),
+        ("_sort=date", [open_start, undated, dated]),  # equal sort dates: by row id
+    ):
+        # status=active: the token-row search; status:not=x: the general one.
+        for token in ("status=active", "status:not=revoked"):
+            url = f"/fhir/CarePlan?patient={pid}&{token}&{extra}"
+            if not extra.startswith("_sort"):
+                url += "&_sort=-date"
+            assert match_ids(client.get(url).json()) == expected, url
