@@ -102,7 +102,14 @@ def is_loopback(host: str) -> bool:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes (default: one per CPU core this process may use; SQLite "
+            "too, it runs in WAL mode).",
+            min=1,
+        ),
+    ] = None,
     migrate_schema: Annotated[
         bool, typer.Option("--migrate", help="Apply pending migrations (PostgreSQL).")
     ] = False,
@@ -132,7 +139,7 @@ def serve(
     serving.serve(
         host,
         port,
-        workers=workers,
+        workers=workers or serving.default_workers(),
         log_format=log_format,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )

@@ -86,6 +86,7 @@ from service.import_summary import (
     Rejection,
     location,
 )
+from service.storage.tables import RESOURCE_TABLES
 from service.validation import BSN_SYSTEM, parse_json, validate_structure
 
 #: Resources written per database transaction.
@@ -303,6 +304,10 @@ def import_paths(
         run.summary.files.append(path)
         run.import_file(path)
     run.finish()
+    if any(c[CREATED] or c[UPDATED] for c in run.summary.counts.values()):
+        # Searches need no statistics, but the planner's other choices do; this server runs
+        # without autovacuum (and it would wake up late after a bulk load).
+        service.db.analyze([table.name for table in RESOURCE_TABLES])
     order = {path: index for index, path in enumerate(run.summary.files)}
     run.summary.rejections.sort(
         key=lambda r: (order.get(r.file, -1) if r.file else -1, r.line or r.entry or r.part or 0)

@@ -120,6 +120,14 @@ def _shared_metrics_dir() -> Iterator[None]:
         del os.environ[MULTIPROC_ENV]
 
 
+def default_workers() -> int:
+    """One worker per CPU core this process may run on (its CPU affinity: ``taskset``, a
+    container's ``--cpuset-cpus``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def serve(
     host: str,
     port: int,

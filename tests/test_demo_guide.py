@@ -146,7 +146,7 @@ def oauth_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthRun]:
     )
     assert demo.returncode == 0, demo.stderr
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -463,3 +463,44 @@ def test_a_transaction_that_deletes_is_not_imported(
     [rejection] = summary.rejections
     assert rejection.issues[0].expression == ("Bundle.entry[3].request.method",)
     assert "this entry is a DELETE" in rejection.issues[0].diagnostics
+
+
+def _planner_rows(service: FhirService, table: str) -> tuple[float, int]:
+    """The planner's row count for ``table`` (PostgreSQL reltuples; SQLite sqlite_stat1, -1
+    without statistics) and the table's real count."""
+    with service.db.read() as conn:
+        real = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+        if service.db.is_sqlite:
+            if not conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            ).first():
+                return -1, real
+            stat = conn.exec_driver_sql(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = ? ORDER BY idx LIMIT 1", (table,)
+            ).scalar()
+            return (float(stat.split()[0]) if stat else -1), real
+        estimate = conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE relname = %(t)s", {"t": table}
+        ).scalar_one()
+        return float(estimate), real
+
+
+def test_import_analyzes_the_tables_it_loaded(service: FhirService, tmp_path: Path) -> None:
+    if service.db.is_sqlite:
+        with service.db.write() as conn:  # forget earlier tests' statistics
+            if conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            ).first():
+                conn.exec_driver_sql("DELETE FROM sqlite_stat1")
+    before = {t: _planner_rows(service, t) for t in ("resources", "sp_token")}
+    pat = patient(bsn=BSNS[1]) | {"id": "p1"}
+    weights = [weight("p1", 80 + d / 10, when(d), ident=f"a{d}") for d in range(7)]
+    path = _ndjson(tmp_path / "data.ndjson", [pat, *weights])
+
+    assert importer.import_paths(service, [path]).created == 8
+
+    for table in ("resources", "sp_token"):
+        estimate, real = _planner_rows(service, table)
+        assert real > 0
+        assert estimate == real, (table, before[table], estimate, real)
+        assert before[table][0] != estimate  # changed by the import's ANALYZE

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ def test_serve_on_fresh_sqlite_migrates_and_answers(tmp_path: Path) -> None:
     env = {**os.environ, "TELEMON_DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite",
            "TELEMON_AUTH": "open"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -128,6 +129,40 @@ def test_several_workers_share_the_port_and_stop_together(tmp_path: Path) -> Non
     assert proc.returncode == 0, output
     with pytest.raises(httpx.ConnectError):  # no worker is left listening
         httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1)
+
+
+def test_workers_default_to_one_per_core(tmp_path: Path) -> None:
+    """Without --workers, `telemon serve` runs one worker per core it may use (SQLite too)."""
+    cores = len(os.sched_getaffinity(0))
+    assert serving.default_workers() == cores
+    help_text = _telemon("serve", "--help", env={"COLUMNS": "300"}).stdout
+    assert "default: one per CPU core" in " ".join(help_text.replace("│", " ").split())
+    port = _free_port()
+    env = {**os.environ, "TELEMON_DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite",
+           "TELEMON_AUTH": "open", "TELEMON_ALERT_SWEEP_INTERVAL_SECONDS": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if sum("Application startup complete" in line for line in lines) >= cores:
+                break
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=40)
+        reader.join(timeout=5)
+    output = "".join(lines)
+    started = output.count("Application startup complete")
+    assert started == cores, output
 
 
 def test_startup_heap_is_frozen_out_of_the_garbage_collector() -> None:

@@ -6,7 +6,7 @@ create, If-Match update) are serialised; PostgreSQL uses row and advisory locks 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -78,6 +78,21 @@ class Database:
             conn.info["telemon_write"] = False
             with conn.begin():
                 yield conn
+
+    def analyze(self, tables: Sequence[str]) -> None:
+        """Refresh the planner's statistics of ``tables`` after a bulk load.
+
+        PostgreSQL: ``ANALYZE`` (autovacuum may be off, or not yet awake). SQLite: ``ANALYZE``
+        of each table, then ``PRAGMA optimize``.
+        """
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                for table in tables:
+                    conn.exec_driver_sql(f'ANALYZE "{table}"')
+                conn.exec_driver_sql("PRAGMA optimize")
+            else:
+                conn.exec_driver_sql("ANALYZE " + ", ".join(f'"{t}"' for t in tables))
+            conn.commit()
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import Connection
 
+from service.storage.tables import NULL_DATE
+
 if TYPE_CHECKING:
     from service.storage.repository import NewVersion
 
-_INSERT = """
+_INSERT = f"""
 WITH doc AS (SELECT %(doc)s::jsonb AS d),
 new AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('resources', 'rid')) AS rid, x.ord,
@@ -35,8 +37,9 @@ new AS MATERIALIZED (
     SELECT rid, res_type, res_id, version_id, last_updated, false, patient_id, date_low,
            date_high, content FROM new
 ), ins_token AS (
-    INSERT INTO sp_token (rid, param, system, code)
-    SELECT new.rid, y.e->>1, y.e->>2, y.e->>3
+    INSERT INTO sp_token (rid, param, system, code, res_type, patient_id, sort_date, date_high)
+    SELECT new.rid, y.e->>1, y.e->>2, y.e->>3, new.res_type, new.patient_id,
+           coalesce(new.date_low, {NULL_DATE}), new.date_high
     FROM doc, jsonb_array_elements(doc.d->'t') AS y(e) JOIN new ON new.ord = (y.e->>0)::bigint
 ), ins_reference AS (
     INSERT INTO sp_reference (rid, param, target_type, target_id)

@@ -13,6 +13,7 @@ from service.fhir.indexing import IndexValues
 from service.storage import pg_bulk
 from service.storage.tables import (
     INDEX_TABLES,
+    NULL_DATE,
     resource_history,
     resources,
     sp_date,
@@ -108,18 +109,27 @@ def insert_resources_checked(
 def _insert_portable(conn: Connection, items: Sequence[NewVersion]) -> list[int]:
     stmt = insert(resources).returning(resources.c.rid, sort_by_parameter_order=True)
     rids = list(conn.execute(stmt, [_row_values(i) for i in items]).scalars())
-    _insert_index_rows(conn, zip(rids, (i.index for i in items), strict=True))
+    _insert_index_rows(
+        conn, [(rid, i.res_type, i.index) for rid, i in zip(rids, items, strict=True)]
+    )
     return rids
 
 
-def _insert_index_rows(conn: Connection, pairs: Iterable[tuple[int, IndexValues]]) -> None:
+def _insert_index_rows(conn: Connection, items: Iterable[tuple[int, str, IndexValues]]) -> None:
     tokens: list[dict[str, Any]] = []
     refs: list[dict[str, Any]] = []
     dates: list[dict[str, Any]] = []
     quantities: list[dict[str, Any]] = []
     strings: list[dict[str, Any]] = []
-    for rid, ix in pairs:
-        tokens.extend({"rid": rid, "param": p, "system": s, "code": c} for p, s, c in ix.tokens)
+    for rid, res_type, ix in items:
+        sort_date = NULL_DATE if ix.date_low is None else ix.date_low
+        tokens.extend(
+            {
+                "rid": rid, "param": p, "system": s, "code": c, "res_type": res_type,
+                "patient_id": ix.patient_id, "sort_date": sort_date, "date_high": ix.date_high,
+            }
+            for p, s, c in ix.tokens
+        )  # fmt: skip
         refs.extend(
             {"rid": rid, "param": p, "target_type": t, "target_id": i} for p, t, i in ix.references
         )
@@ -329,7 +339,7 @@ def replace_current(
         values = _row_values(new)
     conn.execute(update(resources).where(resources.c.rid == current.rid).values(**values))
     if new is not None:
-        _insert_index_rows(conn, [(current.rid, new.index)])
+        _insert_index_rows(conn, [(current.rid, new.res_type, new.index)])
 
 
 def instance_history(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
 )
 
 from service.fhir.criteria import (
@@ -42,6 +44,7 @@ from service.storage.repository import (
     fetch_many_current,
 )
 from service.storage.tables import (
+    NULL_DATE,
     resources,
     sp_date,
     sp_quantity,
@@ -50,7 +53,6 @@ from service.storage.tables import (
     sp_token,
 )
 
-_NULL_DATE = -(2**62)  # sorts resources without a date first (ascending)
 R = resources.c
 
 
@@ -126,15 +128,27 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _criterion(c: Criterion) -> ColumnElement[bool]:
+def _in_patients(column: Any, patients: tuple[str, ...] | None) -> list[ColumnElement[bool]]:
+    if not patients:
+        return []
+    return [column == patients[0] if len(patients) == 1 else column.in_(patients)]
+
+
+def _criterion(c: Criterion, patients: tuple[str, ...] | None) -> ColumnElement[bool]:
     if isinstance(c, IdCriterion):
         return R.res_id.in_(c.ids)
     if isinstance(c, TokenCriterion):
-        sub = exists().where(
+        probe = select(true()).where(
             sp_token.c.rid == R.rid,
             sp_token.c.param == c.param,
             or_(*(_token_match(sp_token, v) for v in c.values)),
         )
+        if patients:
+            # OFFSET 0 keeps PostgreSQL from turning it into a join: one index probe per row
+            # of the patient. Without statistics it hashed every row of the code once per
+            # patient row instead.
+            probe = probe.offset(0)
+        sub = probe.exists()
         return not_(sub) if c.negate else sub
     if isinstance(c, ReferenceCriterion):
         if c.on_patient_column:
@@ -184,18 +198,78 @@ def where_clause(q: SearchQuery) -> ColumnElement[bool]:
     conds: list[ColumnElement[bool]] = [R.res_type == q.res_type, R.deleted.is_(False)]
     if q.patient_ids is not None:
         conds.append(R.patient_id.in_(q.patient_ids) if q.patient_ids else false())
+    patients = _patients(q)
     conds.extend(
         _linked(c, q.res_type, q.patient_ids) if isinstance(c, ChainCriterion | HasCriterion)
-        else _criterion(c)
+        else _criterion(c, patients)
         for c in q.criteria
     )
     return and_(*conds)
 
 
+def _patients(q: SearchQuery) -> tuple[str, ...] | None:
+    """The patients ``q`` is confined to, by authorization or by its patient parameter."""
+    chosen = q.patient_ids
+    for c in q.criteria:
+        if isinstance(c, ReferenceCriterion) and c.on_patient_column:
+            ids = tuple(i for _, i in c.values)
+            if chosen is None or len(ids) < len(chosen):
+                chosen = ids
+    return chosen
+
+
+def _on_token_rows(
+    q: SearchQuery, token: Any, param: str, driving: TokenCriterion | None
+) -> list[ColumnElement[bool]] | None:
+    """``q`` as conditions on the token rows of ``param`` alone (they carry type, patient and
+    dates): a patient's search by one token criterion (``driving``), dates and nothing else;
+    None for any other search.
+
+    Single-table conditions leave the planner one way in, an index range of (patient, type,
+    param, code, sort date) — with or without statistics.
+    """
+    patients = _patients(q)
+    if not patients:
+        return None
+    T = token.c
+    conds: list[ColumnElement[bool]] = [
+        *_in_patients(T.patient_id, patients),
+        T.res_type == q.res_type,
+        T.param == param,
+    ]
+    if driving is not None:
+        conds.append(or_(*(_token_match(token, v) for v in driving.values)))
+    if q.patient_ids is not None:
+        conds.append(T.patient_id.in_(q.patient_ids))
+    for c in q.criteria:
+        if c is driving:
+            continue
+        if isinstance(c, ReferenceCriterion) and c.on_patient_column:
+            conds.append(T.patient_id.in_([i for _, i in c.values]))
+        elif isinstance(c, DateCriterion) and c.column == "primary":
+            # A resource without a date matches no date condition (NULL on the row); its
+            # sort_date is NULL_DATE, as is that of a Period without a start, so ask date_high.
+            dated = T.date_high.is_not(None)
+            conds.append(
+                and_(dated, or_(*(_range_condition(T.sort_date, T.date_high, v) for v in c.values)))
+            )
+        else:
+            return None
+    return conds
+
+
+def _one_value_token(q: SearchQuery) -> TokenCriterion | None:
+    """The search's only token criterion, when it asks for one code."""
+    tokens = [c for c in q.criteria if isinstance(c, TokenCriterion)]
+    if len(tokens) != 1 or tokens[0].negate or len(tokens[0].values) != 1:
+        return None
+    return tokens[0] if tokens[0].values[0].code is not None else None
+
+
 def _sort_column(q: SearchQuery) -> Any:
     key = q.sort[0]
     if key == "date":
-        return func.coalesce(R.date_low, _NULL_DATE)
+        return func.coalesce(R.date_low, NULL_DATE)
     if key == "_lastUpdated":
         return R.last_updated
     if key == "_id":
@@ -204,7 +278,17 @@ def _sort_column(q: SearchQuery) -> Any:
 
 
 def search(conn: Connection, q: SearchQuery) -> SearchPage:
-    """Run ``q``: one page of current resources, a keyset cursor for the next, the total."""
+    """Run ``q``: one page of current resources, a keyset cursor for the next, the total.
+
+    A patient's search by one token value and dates (their weights of the last 30 days, their
+    active Flags) is answered from the token rows alone (:func:`_on_token_rows`).
+    """
+    driving = _one_value_token(q)
+    on_tokens = None
+    if driving is not None and q.sort[0] in ("date", "rid"):
+        on_tokens = _on_token_rows(q, sp_token, driving.param, driving)
+    if on_tokens is not None:
+        return _search_token_rows(conn, q, on_tokens)
     where = where_clause(q)
     total = None
     if q.total or q.summary_count:
@@ -237,6 +321,50 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
     if q.sort[0] != "rid":
         order.insert(0, key.desc() if descending else key.asc())
     rows = conn.execute(stmt.order_by(*order).limit(q.count + 1)).all()
+    return _page(q, rows, total)
+
+
+def _search_token_rows(
+    conn: Connection, q: SearchQuery, conds: list[ColumnElement[bool]]
+) -> SearchPage:
+    """:func:`search` over the token rows: the page's row ids first (one index range, newest
+    first, deduplicated — a resource may carry the code in two systems), then their rows."""
+    T = sp_token.c
+    matches = select(T.sort_date, T.rid).where(*conds).distinct()
+    total = None
+    if q.total or q.summary_count:
+        total = conn.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
+    if q.summary_count or q.count == 0:
+        return SearchPage([], None, total)
+    by_date = q.sort[0] == "date"
+    descending = q.sort[1]
+    if q.cursor is not None:
+        v, rid = q.cursor.value, q.cursor.rid
+        if by_date:  # a row comparison: the index range starts at the cursor
+            pair, at = tuple_(T.sort_date, T.rid), tuple_(v, rid)
+            matches = matches.where(pair < at if descending else pair > at)
+        else:
+            matches = matches.where(T.rid < rid if descending else T.rid > rid)
+    order = [T.sort_date, T.rid] if by_date else [T.rid]
+    page_ids = (
+        matches.order_by(*(c.desc() if descending else c.asc() for c in order))
+        .limit(q.count + 1)
+        .subquery("page")
+    )
+    P = page_ids.c
+    sort_value = P.sort_date if by_date else P.rid
+    stmt = (
+        select(
+            R.rid, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.content,
+            R.patient_id, sort_value.label("sort_value"),
+        )
+        .select_from(page_ids.join(resources, R.rid == P.rid))
+        .order_by(*(c.desc() if descending else c.asc() for c in (sort_value, P.rid)))
+    )  # fmt: skip
+    return _page(q, conn.execute(stmt).all(), total)
+
+
+def _page(q: SearchQuery, rows: Sequence[Any], total: int | None) -> SearchPage:
     more = len(rows) > q.count
     rows = rows[: q.count]
     page = [
@@ -267,21 +395,33 @@ def included(
 
 
 def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVersion]:
-    """The newest ``max_per_code`` matches per patient and per code (``Observation/$lastn``)."""
+    """The newest ``max_per_code`` matches per patient and per code (``Observation/$lastn``).
+
+    A patient's ``$lastn`` (by code and dates) ranks the code rows alone: they carry patient and
+    sort date, so it reads one index range. Codes asked for select the code rows ranked.
+    """
     # An alias, so the code criteria's own EXISTS over sp_token still correlate correctly.
     code = sp_token.alias("lastn_code")
+    codes = [c for c in q.criteria if isinstance(c, TokenCriterion) and c.param == "code"]
+    conds = None
+    if len(codes) <= 1 and not any(c.negate for c in codes):
+        conds = _on_token_rows(q, code, "code", codes[0] if codes else None)
+    source: Any = code
+    if conds is None:
+        source = code.join(resources, code.c.rid == R.rid)
+        conds = [code.c.param == "code", where_clause(q)]
     ranked = (
         select(
-            R.rid.label("rid"),
+            code.c.rid.label("rid"),
             func.row_number()
             .over(
-                partition_by=(R.patient_id, code.c.system, code.c.code),
-                order_by=(R.date_low.desc(), R.rid.desc()),
+                partition_by=(code.c.patient_id, code.c.system, code.c.code),
+                order_by=(code.c.sort_date.desc(), code.c.rid.desc()),
             )
             .label("rn"),
         )
-        .join(code, and_(code.c.rid == R.rid, code.c.param == "code"))
-        .where(where_clause(q))
+        .select_from(source)
+        .where(*conds)
         .subquery()
     )
     chosen = select(ranked.c.rid).where(ranked.c.rn <= max_per_code).distinct()
@@ -291,7 +431,7 @@ def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVer
             R.patient_id,
         )
         .where(R.rid.in_(chosen))
-        .order_by(R.patient_id, R.date_low.desc(), R.rid.desc())
+        .order_by(R.patient_id, func.coalesce(R.date_low, NULL_DATE).desc(), R.rid.desc())
     )
     return [
         StoredVersion(
@@ -342,7 +482,7 @@ def _link_select(
     linked_type = c.target_type if isinstance(c, ChainCriterion) else c.source_type
     driven = _driven(c.inner)
     of_type = _checked_type(linked_type) if driven is not None else R.res_type == linked_type
-    inner = driven if driven is not None else _criterion(c.inner)
+    inner = driven if driven is not None else _criterion(c.inner, patient_ids)
     conds = [of_type, R.deleted.is_(False), inner, _compartment(patient_ids)]
     if isinstance(c, ChainCriterion):
         stmt = select(R.res_id).where(*conds)

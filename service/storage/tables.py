@@ -23,6 +23,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: The sort date of a resource without a date: it sorts first (ascending), last (descending).
+NULL_DATE = -(2**62)
+
 #: BIGINT on PostgreSQL; INTEGER on SQLite so that it aliases the rowid (autoincrement).
 RowId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -73,11 +76,26 @@ def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ..
     return table
 
 
+#: Token rows also carry their resource's type, patient, sort date (``coalesce(date_low,
+#: NULL_DATE)``) and date_high, so "this patient's <code>, newest first" (a patient's weights,
+#: $lastn, a patient's active Flags) is one range of one index whatever the planner's
+#: statistics say (0010): both indexes that start with the code or the patient continue
+#: with the other, then system, sort date and row id, so whichever the planner picks reads
+#: only that patient's rows, newest first. Joining the resource row to filter by patient let a
+#: planner without statistics scan every row of the code once per patient row.
 sp_token = _index_table(
     "sp_token",
     Column("system", String(255)),
     Column("code", String(255), nullable=False),
-    indexes=(("rid", "param", "code"), ("param", "code", "system")),
+    Column("res_type", String(64), nullable=False),
+    Column("patient_id", String(64)),
+    Column("sort_date", BigInteger, nullable=False),
+    Column("date_high", BigInteger),
+    indexes=(
+        ("rid", "param", "code"),
+        ("param", "code", "patient_id", "res_type", "system", "sort_date", "rid"),
+        ("patient_id", "res_type", "param", "code", "system", "sort_date", "rid"),
+    ),
 )
 sp_reference = _index_table(
     "sp_reference",
@@ -117,6 +135,8 @@ alert_episodes = Table(
 )
 
 INDEX_TABLES = (sp_token, sp_reference, sp_date, sp_quantity, sp_string)
+#: The tables a load of resources writes (``telemon import`` analyzes them afterwards).
+RESOURCE_TABLES = (resources, resource_history, *INDEX_TABLES, alert_episodes)
 
 # -- authorization server (service/auth) -------------------------------------------------------
 # Times here are epoch seconds. Secrets, codes and refresh tokens are stored only as hashes.

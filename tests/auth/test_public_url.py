@@ -42,7 +42,7 @@ def test_serve_refuses_oauth_mode_without_the_public_url(tmp_path: Path) -> None
         "TELEMON_BASE_URL": "",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--port", "1"],
+        [sys.executable, "-m", "service.cli", "serve", "--port", "1", "--workers", "1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
