@@ -109,3 +109,11 @@ def test_demo_prints_patients_and_what_to_try(cli_db: Path) -> None:
     assert "Observation/$lastn?patient=" in first.output
     assert again.exit_code == 0
     assert "0 resources created" in again.output
+
+
+def test_flags_show_no_value_placeholder_in_help() -> None:
+    """A flag takes no value, so ``--help`` must not print one after it (typer 0.29 did)."""
+    result = CliRunner().invoke(app, ["import", "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    assert "--skip-unsupported" in result.output
+    assert "<bool>" not in result.output
