@@ -88,6 +88,7 @@ def test_bad_line_in_a_chunk_does_not_roll_back_the_others(
     service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(importer, "CHUNK_SIZE", 3)
+    monkeypatch.setattr(importer, "PG_CHUNK_SIZE", 3)
     lines: list[Any] = [patient(bsn=BSNS[1]) | {"id": "p"}]
     for d in range(6):
         lines.append(weight("p", 70 + d, when(d), ident=f"c{d}"))
