@@ -162,7 +162,7 @@ class IdMap:
                 f"{ref} was not imported (rejected at {self.failed[ref]})",
                 (f"{item.rtype.name}.{path}",),
             )
-            for path, ref in reference_paths(item.data)
+            for path, ref in (reference_paths(item.data) if self.failed else ())
             if ref in self.failed and ref not in self.targets
         ]
         if issues:
