@@ -44,9 +44,14 @@ Idempotency
 
 Writing
     JSON parsing and structure validation run outside the database; the writes go
-    :data:`CHUNK_SIZE` resources per database transaction, each chunk through the one call
-    :func:`store_chunk`. A resource that fails in the database phase (profile, reference,
-    ambiguous match) is rolled back to a savepoint, so the rest of its chunk still commits. An
+    :data:`CHUNK_SIZE` resources per database transaction (:data:`PG_CHUNK_SIZE` on
+    PostgreSQL), each chunk through the one call :func:`store_chunk`. A chunk goes in as one
+    batch (:func:`store_batch`): per resource the same checks as one by one, then one
+    identifier lookup, one insert of all its new resources with their index rows and one
+    alert evaluation per patient, as for a Bundle. A resource rejected there (profile,
+    ambiguous match, a reference to a rejected resource) is simply left out of the insert. A
+    chunk the batch cannot take (a reference that does not resolve yet, a type with a content
+    hook) goes resource by resource, each in a savepoint, so the rest of it still commits. An
     unexpected database error rolls the chunk back and it is redone one resource per
     transaction.
 

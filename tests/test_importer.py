@@ -620,3 +620,22 @@ def test_batch_path_writes_what_the_one_by_one_path_writes(
     assert any('"Flag:' in row or "Flag" in row for row in tables["resources"])
     for name, rows in tables.items():
         assert rows == tables_each[name], name
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_an_identifier_matching_two_resources_rejects_only_that_line(
+    service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
+) -> None:
+    if one_by_one:
+        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+    pid = service.create(patient(bsn=BSNS[2])).res_id
+    for _ in range(2):  # plain creates: nothing stops two resources sharing an identifier
+        service.create(weight(pid, 80, when(2), ident="twice"))
+    lines = [weight(pid, 81, when(1), ident="twice"), weight(pid, 82, when(1), ident="new")]
+    summary = importer.import_paths(service, [_ndjson(tmp_path / "twice.ndjson", lines)])
+    assert (summary.created, summary.rejected) == (1, 1)
+    [rejection] = summary.rejections
+    assert (rejection.status, rejection.line) == (412, 1)
+    assert rejection.issues[0].expression == ("If-None-Exist",)
+    assert "match more than one Observation" in rejection.issues[0].diagnostics
+    assert len(_search(service, "Observation", identifier="urn:telemon:test|twice")) == 2
