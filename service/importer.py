@@ -667,12 +667,20 @@ def store_batch(
     per patient for all of them — what a Bundle or the API's group commit does. A resource
     matched by an earlier one of the chunk (the same identifier) is skipped as already
     present, as it would be one by one. The one-by-one path takes a chunk holding a type
-    with a content hook (Subscription), an identifier without a system or value, or a
-    reference that does not resolve (which may wait for the end of the run).
+    with a content hook (Subscription), an identifier without a system or value (or of a
+    type without the ``identifier`` search), or a reference that does not resolve (which
+    may wait for the end of the run).
     """
     if any(
         item.rtype.name in service.content_hooks
-        or (item.criteria is not None and (item.identifier is None or "" in item.identifier))
+        or (
+            item.criteria is not None
+            and (
+                item.identifier is None
+                or "" in item.identifier
+                or "identifier" not in item.rtype.params
+            )
+        )
         for item in chunk
     ):
         return None

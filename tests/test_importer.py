@@ -639,3 +639,20 @@ def test_an_identifier_matching_two_resources_rejects_only_that_line(
     assert rejection.issues[0].expression == ("If-None-Exist",)
     assert "match more than one Observation" in rejection.issues[0].diagnostics
     assert len(_search(service, "Observation", identifier="urn:telemon:test|twice")) == 2
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_a_long_identifier_is_matched_as_a_search_matches_it(
+    service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
+) -> None:
+    if one_by_one:
+        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+    long = "x" * 300  # longer than the index column: stored shortened and hashed
+    lines = [patient(bsn=BSNS[3]) | {"id": "p"}]
+    lines += [weight("p", 80, when(1), ident=long), weight("p", 80, when(1), ident=long)]
+    path = _ndjson(tmp_path / "long.ndjson", lines)
+    first = importer.import_paths(service, [path])
+    again = importer.import_paths(service, [path])
+    assert (first.created, first.skipped) == (2, 1)  # the second line matches the first
+    assert (again.created, again.skipped) == (0, 3)
+    assert len(_search(service, "Observation", identifier=f"urn:telemon:test|{long}")) == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, union_all, update
 
-from service.fhir.indexing import IndexValues
+from service.fhir.indexing import WIDE_KEY, IndexValues, index_key
 from service.storage import pg_bulk
 from service.storage.tables import (
     INDEX_TABLES,
@@ -455,15 +455,16 @@ def identifier_matches(
     What the conditional create ``identifier=<system>|<value>`` matches, for many identifiers
     in one query (an import's chunk); identifiers that match nothing are absent.
     """
-    wanted = set(pairs)
-    if not wanted:
+    # Keyed as the index keys them (long values shortened and hashed), as a search does.
+    keyed = {(index_key(s, WIDE_KEY), index_key(v, WIDE_KEY)): (s, v) for s, v in pairs}
+    if not keyed:
         return {}
     rows = conn.execute(
         select(sp_token.c.system, sp_token.c.code, resources.c.res_id)
         .join(resources, resources.c.rid == sp_token.c.rid)
         .where(
             sp_token.c.param == "identifier",
-            sp_token.c.code.in_(sorted({value for _, value in wanted})),
+            sp_token.c.code.in_(sorted({code for _, code in keyed})),
             sp_token.c.res_type == res_type,
             resources.c.res_type == res_type,
             resources.c.deleted.is_(False),
@@ -471,6 +472,7 @@ def identifier_matches(
     )
     found: dict[tuple[str, str], set[str]] = {}
     for system, code, res_id in rows:
-        if (system, code) in wanted:
-            found.setdefault((system, code), set()).add(res_id)
+        pair = keyed.get((system, code))
+        if pair is not None:
+            found.setdefault(pair, set()).add(res_id)
     return found
