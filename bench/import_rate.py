@@ -89,7 +89,7 @@ def main() -> None:
         flush=True,
     )
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats("service", 40)
     service.db.dispose()
 
 

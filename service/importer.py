@@ -76,7 +76,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.fhir import bundles
 from service.fhir.outcome import FhirError, Issue
-from service.fhir.references import BUNDLE_NAMES, is_reference_failure, reference_paths, rewritten
+from service.fhir.references import (
+    BUNDLE_NAMES,
+    is_reference_failure,
+    reference_paths,
+    remapped,
+    rewritten,
+)
 from service.fhir.registry import ResourceType
 from service.fhir.service import FhirService, event_of
 from service.import_summary import (
@@ -173,7 +179,7 @@ class IdMap:
         if issues:
             self.fail(item.keys, item.where)
             return item.rejection(422, issues)
-        return rewritten(item.data, self.targets) if self.targets else item.data
+        return remapped(item.data, self.targets) if self.targets else item.data
 
     def record(self, keys: Iterable[str], target: str) -> None:
         """Remember that ``keys`` now refer to ``target`` (``Type/id``)."""
