@@ -44,9 +44,14 @@ Idempotency
 
 Writing
     JSON parsing and structure validation run outside the database; the writes go
-    :data:`CHUNK_SIZE` resources per database transaction, each chunk through the one call
-    :func:`store_chunk`. A resource that fails in the database phase (profile, reference,
-    ambiguous match) is rolled back to a savepoint, so the rest of its chunk still commits. An
+    :data:`CHUNK_SIZE` resources per database transaction (:data:`PG_CHUNK_SIZE` on
+    PostgreSQL), each chunk through the one call :func:`store_chunk`. A chunk goes in as one
+    batch (:func:`store_batch`): per resource the same checks as one by one, then one
+    identifier lookup, one insert of all its new resources with their index rows and one
+    alert evaluation per patient, as for a Bundle. A resource rejected there (profile,
+    ambiguous match, a reference to a rejected resource) is simply left out of the insert. A
+    chunk the batch cannot take (a reference that does not resolve yet, a type with a content
+    hook) goes resource by resource, each in a savepoint, so the rest of it still commits. An
     unexpected database error rolls the chunk back and it is redone one resource per
     transaction.
 
@@ -63,7 +68,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from sqlalchemy import Connection
@@ -71,9 +76,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.fhir import bundles
 from service.fhir.outcome import FhirError, Issue
-from service.fhir.references import BUNDLE_NAMES, is_reference_failure, reference_paths, rewritten
+from service.fhir.references import (
+    BUNDLE_NAMES,
+    is_reference_failure,
+    reference_paths,
+    remapped,
+    rewritten,
+)
 from service.fhir.registry import ResourceType
-from service.fhir.service import FhirService
+from service.fhir.service import FhirService, event_of
 from service.import_summary import (
     ALREADY_PRESENT,
     CREATED,
@@ -86,11 +97,18 @@ from service.import_summary import (
     Rejection,
     location,
 )
+from service.storage import repository as repo
+from service.storage.repository import NewVersion
 from service.storage.tables import RESOURCE_TABLES
 from service.validation import BSN_SYSTEM, parse_json, validate_structure
 
-#: Resources written per database transaction.
+#: Resources written per database transaction (SQLite: short, so that API writes, which
+#: wait for the one writer, are not held up long).
 CHUNK_SIZE = 200
+
+#: Resources written per database transaction on PostgreSQL, where readers and other
+#: writers do not wait for it.
+PG_CHUNK_SIZE = 2000
 
 #: The order types are written in: each refers only to types before it (a Device to its
 #: Patient, an Observation to its Patient, Device and performer, a Flag to its Observations).
@@ -121,6 +139,7 @@ class Item:
     data: dict[str, Any]
     criteria: str | None
     keys: tuple[str, ...]  # how other resources in the run may refer to this one
+    identifier: tuple[str, str] | None = None  # (system, value) the criteria match on
 
     def rejection(self, status: int, issues: Iterable[Issue], *, waits: bool = False) -> Rejection:
         """A rejection of this item, its issues rooted in its Bundle entry."""
@@ -154,13 +173,13 @@ class IdMap:
                 f"{ref} was not imported (rejected at {self.failed[ref]})",
                 (f"{item.rtype.name}.{path}",),
             )
-            for path, ref in reference_paths(item.data)
+            for path, ref in (reference_paths(item.data) if self.failed else ())
             if ref in self.failed and ref not in self.targets
         ]
         if issues:
             self.fail(item.keys, item.where)
             return item.rejection(422, issues)
-        return rewritten(item.data, self.targets) if self.targets else item.data
+        return remapped(item.data, self.targets) if self.targets else item.data
 
     def record(self, keys: Iterable[str], target: str) -> None:
         """Remember that ``keys`` now refer to ``target`` (``Type/id``)."""
@@ -185,6 +204,16 @@ def identifier_criteria(resource: dict[str, Any]) -> str | None:
 
     Takes the first identifier with a system and a value (a Patient's BSN first).
     """
+    found = match_identifier(resource)
+    if found is None:
+        return None
+    # FHIR search escaping: a comma would otherwise separate alternatives.
+    system, value = (_escape(part) for part in found)
+    return "identifier=" + quote(f"{system}|{value}", safe="")
+
+
+def match_identifier(resource: dict[str, Any]) -> tuple[str, str] | None:
+    """The (system, value) of the identifier a conditional create matches on, or None."""
     usable = [
         i
         for i in resource.get("identifier") or ()
@@ -197,9 +226,7 @@ def identifier_criteria(resource: dict[str, Any]) -> str | None:
         return None
     if resource.get("resourceType") == "Patient":
         usable.sort(key=lambda i: i["system"] != BSN_SYSTEM)
-    # FHIR search escaping: a comma would otherwise separate alternatives.
-    system, value = (_escape(usable[0][k]) for k in ("system", "value"))
-    return "identifier=" + quote(f"{system}|{value}", safe="")
+    return usable[0]["system"], usable[0]["value"]
 
 
 def _escape(text: str) -> str:
@@ -388,7 +415,16 @@ class _Run:
             self.summary.reject(Rejection(exc.status, issues, line, entry, path, res_type))
             self.ids.fail(keys, location(path, line, entry))
             return None
-        return Item(path, line, entry, rtype, data, identifier_criteria(data), tuple(keys))
+        return Item(
+            path,
+            line,
+            entry,
+            rtype,
+            data,
+            identifier_criteria(data),
+            tuple(keys),
+            match_identifier(data),
+        )
 
     def importable(self, res_type: str) -> bool:
         """True for the types an import can write (stored by telemon, not read-only)."""
@@ -543,7 +579,8 @@ class _Run:
         not resolve yet waits for :meth:`finish`.
         """
         stored = 0
-        for chunk, seen in _chunks(items, CHUNK_SIZE):
+        postgres = self.service.db.engine.dialect.name == "postgresql"
+        for chunk, seen in _chunks(items, PG_CHUNK_SIZE if postgres else CHUNK_SIZE):
             saved = self.ids.copy()
             try:
                 with self.service.db.write() as conn:
@@ -612,7 +649,139 @@ def store_chunk(
     :class:`Rejection`; a rejected item leaves nothing behind, so the rest of the chunk still
     commits.
     An :class:`SQLAlchemyError` propagates: the caller rolls the chunk back.
+
+    The chunk goes in as one batch (:func:`store_batch`) when it can, else resource by
+    resource, each in its savepoint.
     """
+    saved = ids.copy()
+    outcomes = store_batch(service, conn, chunk, ids)
+    if outcomes is not None:
+        return outcomes
+    ids.targets, ids.failed = saved.targets, saved.failed
+    return store_each(service, conn, chunk, ids)
+
+
+def store_batch(
+    service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
+) -> list[int | Rejection] | None:
+    """Store a chunk as one batch: the outcomes of :func:`store_each`, or None (nothing
+    written, ``ids`` to be restored by the caller) when the chunk needs the one-by-one path.
+
+    The same checks in the same order per resource (references through the id map,
+    profiles, the identifier match) but one identifier lookup for the chunk, one insert
+    statement for all its new resources and their index rows, and one alert evaluation
+    per patient for all of them — what a Bundle or the API's group commit does. A resource
+    matched by an earlier one of the chunk (the same identifier) is skipped as already
+    present, as it would be one by one. The one-by-one path takes a chunk holding a type
+    with a content hook (Subscription), an identifier without a system or value (or of a
+    type without the ``identifier`` search), or a reference that does not resolve (which
+    may wait for the end of the run).
+    """
+    if any(
+        item.rtype.name in service.content_hooks
+        or (
+            item.criteria is not None
+            and (
+                item.identifier is None
+                or "" in item.identifier
+                or "identifier" not in item.rtype.params
+            )
+        )
+        for item in chunk
+    ):
+        return None
+    by_type: dict[str, set[tuple[str, str]]] = {}
+    for item in chunk:
+        if item.identifier is not None:
+            by_type.setdefault(item.rtype.name, set()).add(item.identifier)
+    try:
+        with conn.begin_nested():  # left by the exception when the chunk goes one by one
+            outcomes = _batch(service, conn, chunk, ids, by_type)
+    except _OneByOne:
+        return None
+    return outcomes
+
+
+class _OneByOne(Exception):
+    """A chunk needs the one-by-one path after all (rolls its batch back)."""
+
+
+def _batch(
+    service: FhirService,
+    conn: Connection,
+    chunk: Sequence[Item],
+    ids: IdMap,
+    by_type: dict[str, set[tuple[str, str]]],
+) -> list[int | Rejection]:
+    """The work of :func:`store_batch` in its savepoint."""
+    now = service.clock()
+    skew = service.settings.clock_skew_seconds
+    repo.lock_keys(conn, _lock_names(chunk))
+    existing = {
+        (res_type, *pair): found
+        for res_type, pairs in by_type.items()
+        for pair, found in repo.identifier_matches(conn, res_type, pairs).items()
+    }
+    outcomes: list[int | Rejection] = []
+    new: list[NewVersion] = []
+    for item in chunk:
+        data = ids.resolve(item)
+        if isinstance(data, Rejection):
+            outcomes.append(data)
+            continue
+        issues = service.profiles.validate(data, now=now, clock_skew_seconds=skew)
+        if issues:
+            ids.fail(item.keys, item.where)
+            outcomes.append(item.rejection(422, issues))
+            continue
+        key = None if item.identifier is None else (item.rtype.name, *item.identifier)
+        found = existing.get(key, set()) if key else set()
+        if len(found) > 1:
+            ids.fail(item.keys, item.where)
+            issue = Issue(
+                "duplicate",
+                f"If-None-Exist criteria '{item.criteria}' match more than one "
+                f"{item.rtype.name}",
+                ("If-None-Exist",),
+            )
+            outcomes.append(item.rejection(412, (issue,)))
+            continue
+        if found:
+            ids.record(item.keys, f"{item.rtype.name}/{next(iter(found))}")
+            outcomes.append(200)
+            continue
+        try:
+            version = service.new_version(item.rtype, data)
+        except FhirError as exc:  # e.g. an unresolved urn:uuid: reference
+            raise _OneByOne from exc
+        if key:
+            existing[key] = {version.res_id}
+        ids.record(item.keys, f"{version.res_type}/{version.res_id}")
+        new.append(version)
+        outcomes.append(201)
+    pending = {(version.res_type, version.res_id) for version in new}
+    try:
+        service.insert_new(conn, [(version, version.res_type) for version in new], pending)
+    except FhirError as exc:  # a missing reference: it may wait for the end of the run
+        raise _OneByOne from exc
+    service.notify(conn, [event_of(version) for version in new])
+    return outcomes
+
+
+def _lock_names(chunk: Sequence[Item]) -> list[str]:
+    """The keys :meth:`FhirService.conditional_match` serialises the chunk's creates on."""
+    names = []
+    for item in chunk:
+        if item.criteria is not None:
+            params = sorted(parse_qsl(item.criteria, keep_blank_values=False))
+            names.append(f"{item.rtype.name}?{params}")
+    return names
+
+
+def store_each(
+    service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
+) -> list[int | Rejection]:
+    """Store a chunk resource by resource, each in its savepoint (see :func:`store_chunk`)."""
     now = service.clock()
     outcomes: list[int | Rejection] = []
     for item in chunk:

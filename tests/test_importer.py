@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from service import import_summary, importer
 from service.bootstrap import build_service
 from service.fhir.service import FhirService
 from service.settings import Settings
-from tests.factories import BSN, BSNS, patient, post_entry, transaction, weight, when
+from service.storage.tables import RESOURCE_TABLES, resources
+from tests.clock import NOW, PinnedClock
+from tests.conftest import _truncate
+from tests.factories import (
+    BSN,
+    BSNS,
+    PROGRAMME,
+    care_plan,
+    patient,
+    post_entry,
+    transaction,
+    weight,
+    when,
+)
 
 
 @pytest.fixture
@@ -88,6 +104,7 @@ def test_bad_line_in_a_chunk_does_not_roll_back_the_others(
     service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(importer, "CHUNK_SIZE", 3)
+    monkeypatch.setattr(importer, "PG_CHUNK_SIZE", 3)
     lines: list[Any] = [patient(bsn=BSNS[1]) | {"id": "p"}]
     for d in range(6):
         lines.append(weight("p", 70 + d, when(d), ident=f"c{d}"))
@@ -504,3 +521,138 @@ def test_import_analyzes_the_tables_it_loaded(service: FhirService, tmp_path: Pa
         assert real > 0
         assert estimate == real, (table, before[table], estimate, real)
         assert before[table][0] != estimate  # changed by the import's ANALYZE
+
+
+# -- the batch path against the one-by-one path ------------------------------------------------
+
+_WRITTEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z")  # meta.lastUpdated
+_DIGEST = re.compile(r"-[0-9a-f]{32}\b")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _at(days_ago: float) -> str:
+    return (NOW - timedelta(days=days_ago)).isoformat(timespec="seconds")
+
+
+def _mixed_export(folder: Path) -> list[Path]:
+    """Two files referring across to each other; an enrolled patient whose weights raise an
+    alert; a bad resource, an orphan, a repeated identifier, one in the middle of a chunk."""
+    folder.mkdir()
+    people = [
+        patient(bsn=BSNS[0]) | {"id": "enrolled"},
+        patient(bsn=BSNS[1], family="de Vries") | {"id": "other"},
+        care_plan("enrolled")
+        | {
+            "identifier": [{"system": "urn:test:plan", "value": "cp"}],
+            "instantiatesCanonical": [PROGRAMME["HF"]],
+        },
+    ]
+    obs: list[Any] = []
+    for day in range(8):  # 80 kg rising to 83.5 kg: the 3-day weight rule fires
+        obs.append(weight("enrolled", 80 + day / 2, _at(8 - day), ident=f"e{day}"))
+        obs.append(weight("other", 70, _at(8 - day), ident=f"o{day}"))
+    obs.insert(3, weight("other", 700, _at(3), ident="implausible"))
+    obs.insert(5, weight("nobody", 70, _at(3), ident="orphan"))
+    obs.insert(7, weight("other", 70, _at(8), ident="o0"))  # the same identifier again
+    observations = _ndjson(folder / "Observation.000.ndjson", obs)
+    return [observations, _ndjson(folder / "Patient.ndjson", people)]
+
+
+def _tables(service: FhirService) -> dict[str, list[str]]:
+    """Every row the import wrote, server ids replaced by what the resources are (their
+    identifier), row ids by their resource's, so that two imports can be compared."""
+    label: dict[str, str] = {}
+    by_rid: dict[Any, str] = {}
+    with service.db.read() as conn:
+        for rid, res_type, res_id, content in conn.execute(
+            select(resources.c.rid, resources.c.res_type, resources.c.res_id, resources.c.content)
+        ):
+            idents = json.loads(content).get("identifier") or [{}]
+            label[res_id] = f"{res_type}:{idents[0].get('value', '?')}"
+            by_rid[rid] = label[res_id]
+
+        def text_of(row: dict[str, Any]) -> str:
+            if "rid" in row:
+                row["rid"] = by_rid.get(row["rid"], row["rid"])
+            for column in ("last_updated", "updated"):  # when it was written, not what
+                row.pop(column, None)
+            raw = _WRITTEN.sub("<written>", json.dumps(row, sort_keys=True, default=str))
+            raw = _DIGEST.sub("-<digest>", raw)  # alert ids: a digest of the patient's id
+            return _UUID.sub(lambda m: label.get(m.group(0), "<id>"), raw)
+
+        return {
+            table.name: sorted(text_of(dict(r._mapping)) for r in conn.execute(select(table)))
+            for table in RESOURCE_TABLES
+        }
+
+
+def test_batch_path_writes_what_the_one_by_one_path_writes(
+    settings: Settings, clock: PinnedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "CHUNK_SIZE", 4)  # the bad lines land inside chunks
+    monkeypatch.setattr(importer, "PG_CHUNK_SIZE", 4)
+    results = []
+    real = importer.store_batch
+    for one_by_one in (True, False):
+        _truncate(settings.database_url)
+        svc = build_service(settings, clock=clock)
+        batches: list[bool] = []
+
+        def counted(*args: Any, skip: bool = one_by_one, seen: list[bool] = batches) -> Any:
+            outcome = None if skip else real(*args)
+            seen.append(outcome is not None)
+            return outcome
+
+        monkeypatch.setattr(importer, "store_batch", counted)
+        summary = importer.import_paths(svc, _mixed_export(tmp_path / f"run{one_by_one}"))
+        reasons = {key: tally.count for key, tally in summary.reasons.items()}
+        results.append((summary.counts, reasons, _tables(svc)))
+        # The path under test was taken; the orphan's chunk went one by one (it may wait).
+        assert any(batches) != one_by_one and not all(batches)
+        svc.db.dispose()
+    (counts_each, reasons_each, tables_each), (counts, reasons, tables) = results
+    assert counts == counts_each
+    assert counts["Observation"][import_summary.CREATED] == 16
+    assert counts["Observation"][import_summary.SKIPPED] == 1  # the repeated identifier
+    assert counts["Observation"][import_summary.REJECTED] == 2  # implausible, orphan
+    assert reasons == reasons_each
+    assert tables["alert_episodes"], "the weight rule raised an alert"
+    assert any('"Flag:' in row or "Flag" in row for row in tables["resources"])
+    for name, rows in tables.items():
+        assert rows == tables_each[name], name
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_an_identifier_matching_two_resources_rejects_only_that_line(
+    service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
+) -> None:
+    if one_by_one:
+        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+    pid = service.create(patient(bsn=BSNS[2])).res_id
+    for _ in range(2):  # plain creates: nothing stops two resources sharing an identifier
+        service.create(weight(pid, 80, when(2), ident="twice"))
+    lines = [weight(pid, 81, when(1), ident="twice"), weight(pid, 82, when(1), ident="new")]
+    summary = importer.import_paths(service, [_ndjson(tmp_path / "twice.ndjson", lines)])
+    assert (summary.created, summary.rejected) == (1, 1)
+    [rejection] = summary.rejections
+    assert (rejection.status, rejection.line) == (412, 1)
+    assert rejection.issues[0].expression == ("If-None-Exist",)
+    assert "match more than one Observation" in rejection.issues[0].diagnostics
+    assert len(_search(service, "Observation", identifier="urn:telemon:test|twice")) == 2
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_a_long_identifier_is_matched_as_a_search_matches_it(
+    service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
+) -> None:
+    if one_by_one:
+        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+    long = "x" * 300  # longer than the index column: stored shortened and hashed
+    lines = [patient(bsn=BSNS[3]) | {"id": "p"}]
+    lines += [weight("p", 80, when(1), ident=long), weight("p", 80, when(1), ident=long)]
+    path = _ndjson(tmp_path / "long.ndjson", lines)
+    first = importer.import_paths(service, [path])
+    again = importer.import_paths(service, [path])
+    assert (first.created, first.skipped) == (2, 1)  # the second line matches the first
+    assert (again.created, again.skipped) == (0, 3)
+    assert len(_search(service, "Observation", identifier=f"urn:telemon:test|{long}")) == 1

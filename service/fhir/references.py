@@ -106,6 +106,28 @@ def rewritten(node: Any, mapping: Mapping[str, str]) -> Any:
     return node
 
 
+def remapped(node: Any, mapping: Mapping[str, str]) -> Any:
+    """``node`` with every reference that ``mapping`` names replaced: ``node`` itself when
+    none is, else a copy of the parts that change sharing the rest (cheaper than
+    :func:`rewritten` for a caller that does not change the result)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] | None = None
+        for key, value in node.items():
+            new = remapped(value, mapping)
+            if new is not value:
+                out = out if out is not None else dict(node)
+                out[key] = new
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in mapping:
+            out = out if out is not None else dict(node)
+            out["reference"] = mapping[ref]
+        return node if out is None else out
+    if isinstance(node, list):
+        items = [remapped(v, mapping) for v in node]
+        return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+    return node
+
+
 def reference_paths(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """``(path, reference)`` for every ``reference`` string below ``node``, in document order.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, union_all, update
 
-from service.fhir.indexing import IndexValues
+from service.fhir.indexing import WIDE_KEY, IndexValues, index_key
 from service.storage import pg_bulk
 from service.storage.tables import (
     INDEX_TABLES,
@@ -426,7 +426,53 @@ def lock_key(conn: Connection, key: str) -> None:
     PostgreSQL: a transaction-scoped advisory lock. SQLite needs nothing: its write transactions
     (``BEGIN IMMEDIATE``) are already serialised.
     """
+    lock_keys(conn, [key])
+
+
+def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """:func:`lock_key` for many keys in one statement (in a fixed order, so two writers
+    locking overlapping sets cannot deadlock)."""
     if conn.dialect.name != "postgresql":
         return
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+    numbers = sorted(
+        {
+            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True)
+            for k in keys
+        }
+    )
+    if len(numbers) == 1:
+        conn.execute(select(func.pg_advisory_xact_lock(numbers[0])))
+    elif numbers:
+        locks = select(func.unnest(numbers).column_valued("k")).subquery()
+        conn.execute(select(func.count(func.pg_advisory_xact_lock(locks.c.k))))
+
+
+def identifier_matches(
+    conn: Connection, res_type: str, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], set[str]]:
+    """The ids of the current ``res_type`` resources with each identifier (system, value).
+
+    What the conditional create ``identifier=<system>|<value>`` matches, for many identifiers
+    in one query (an import's chunk); identifiers that match nothing are absent.
+    """
+    # Keyed as the index keys them (long values shortened and hashed), as a search does.
+    keyed = {(index_key(s, WIDE_KEY), index_key(v, WIDE_KEY)): (s, v) for s, v in pairs}
+    if not keyed:
+        return {}
+    rows = conn.execute(
+        select(sp_token.c.system, sp_token.c.code, resources.c.res_id)
+        .join(resources, resources.c.rid == sp_token.c.rid)
+        .where(
+            sp_token.c.param == "identifier",
+            sp_token.c.code.in_(sorted({code for _, code in keyed})),
+            sp_token.c.res_type == res_type,
+            resources.c.res_type == res_type,
+            resources.c.deleted.is_(False),
+        )
+    )
+    found: dict[tuple[str, str], set[str]] = {}
+    for system, code, res_id in rows:
+        pair = keyed.get((system, code))
+        if pair is not None:
+            found.setdefault(pair, set()).add(res_id)
+    return found
