@@ -357,6 +357,36 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "ui.gender.female": ("vrouw", "female"),
     "ui.gender.other": ("anders", "other"),
     "ui.gender.unknown": ("onbekend", "unknown"),
+    # -- login and broker failures ---------------------------------------------------------------
+    "ui.msg.not_available": ("Niet beschikbaar", "Not available"),
+    "ui.msg.use_broker": (
+        "Log in via de identiteitsbroker.",
+        "Log in through the identity broker.",
+    ),
+    "ui.msg.no_broker": (
+        "Er is geen identiteitsbroker ingesteld.",
+        "No identity broker is configured.",
+    ),
+    "ui.msg.form_expired": ("Inlogformulier verlopen", "Login form expired"),
+    "ui.msg.form_expired_text": (
+        "Het inlogformulier is verlopen of niet vanaf deze pagina verstuurd.",
+        "The login form expired or was not sent from this page.",
+    ),
+    "ui.msg.too_many": ("Te veel mislukte inlogpogingen", "Too many failed logins"),
+    "ui.msg.too_many_text": (
+        "Te veel mislukte inlogpogingen. Probeer het over {minutes} minuten opnieuw.",
+        "Too many failed login attempts. Try again in {minutes} minutes.",
+    ),
+    "ui.msg.login_unavailable": ("Inloggen niet mogelijk", "Login unavailable"),
+    "ui.msg.login_failed": ("Inloggen mislukt", "Login failed"),
+    "ui.msg.broker_refused": (
+        "De identiteitsbroker heeft de login geweigerd.",
+        "The identity broker refused the login.",
+    ),
+    # the identity module's own message, already in Dutch and English
+    "ui.msg.detail": ("{detail}", "{detail}"),
+    "ui.msg.not_found": ("Niet gevonden", "Not found"),
+    "ui.msg.no_file": ("Dit bestand bestaat niet.", "No such file."),
 }
 
 

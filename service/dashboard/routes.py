@@ -171,22 +171,22 @@ def _clear(response: Response, name: str) -> None:
     response.delete_cookie(name, path=sessions.PATH)
 
 
-def _message_page(title: str, text: str, status: int, back: str = "/dashboard") -> HTMLResponse:
-    # These texts (login and broker failures) are not in the catalogue yet: English throughout.
-    page = views.page("message.html", lang="en", title=title, message=text, back=back)
-    return _html(page, status)
-
-
 def _translated_page(
-    state: DashboardState, title: str, text: str, status: int, back: str = "/dashboard"
+    state: DashboardState,
+    title: str,
+    text: str,
+    status: int,
+    back: str = "/dashboard",
+    **values: object,
 ) -> HTMLResponse:
-    """A message page whose title and text are catalogue keys, in the configured language."""
+    """A message page whose title and text are catalogue keys, in the configured language
+    (``values`` fill the text's placeholders)."""
     language = state.fhir.language
     page = views.page(
         "message.html",
         lang=language,
         title=message(title, language),
-        message=message(text, language),
+        message=message(text, language, **values),
         back=back,
     )
     return _html(page, status)
@@ -337,15 +337,12 @@ async def login(request: Request) -> Response:
     state = _state(request)
     identity = state.identity
     if not isinstance(identity, SimulatedDigiD):
-        return _message_page("Not available", "Log in through the identity broker.", 404)
+        return _translated_page(state, "ui.msg.not_available", "ui.msg.use_broker", 404)
     form = await _form(request)
     cookie = request.cookies.get(sessions.LOGIN_COOKIE)
     if form is None or not sessions.csrf_ok(cookie, form.get("csrf_token")):
-        return _message_page(
-            "Login form expired",
-            "The login form expired or was not sent from this page.",
-            403,
-            "/dashboard/login",
+        return _translated_page(
+            state, "ui.msg.form_expired", "ui.msg.form_expired_text", 403, "/dashboard/login"
         )
     next_path = _safe_next(form.get("next"))
     limits = state.limiter.clinician_login(client_address(request), form.get("uzi", ""))
@@ -375,11 +372,13 @@ async def _login_refused(
     """429: too many failed logins (audited in oauth mode; the UZI number is not looked at)."""
     record = _login_record("4", f"clinician login refused: {blocked.describe()}")
     await _audit(state, request, None, record)
-    response = _message_page(
-        "Too many failed logins",
-        f"Too many failed login attempts. Try again in {blocked.minutes} minutes.",
+    response = _translated_page(
+        state,
+        "ui.msg.too_many",
+        "ui.msg.too_many_text",
         429,
         "/dashboard/login",
+        minutes=blocked.minutes,
     )
     response.headers.update(blocked.header)
     return response
@@ -396,11 +395,13 @@ async def login_oidc(request: Request) -> Response:
     state = _state(request)
     identity = state.identity
     if not isinstance(identity, OidcDigiD):
-        return _message_page("Not available", "No identity broker is configured.", 404)
+        return _translated_page(state, "ui.msg.not_available", "ui.msg.no_broker", 404)
     try:
         started = await run_in_threadpool(identity.start, _callback_url(request))
     except LoginError as exc:
-        return _message_page("Login unavailable", str(exc), 502, "/dashboard/login")
+        return _translated_page(
+            state, "ui.msg.login_unavailable", "ui.msg.detail", 502, "/dashboard/login", detail=exc
+        )
     next_path = _safe_next(request.query_params.get("next"))
     pending = PendingLogin(
         [("next", next_path)],
@@ -428,7 +429,7 @@ async def oidc_callback(request: Request) -> Response:
     state = _state(request)
     identity = state.identity
     if not isinstance(identity, OidcDigiD):
-        return _message_page("Not available", "No identity broker is configured.", 404)
+        return _translated_page(state, "ui.msg.not_available", "ui.msg.no_broker", 404)
     query = request.query_params
     try:
         pending = consent.open_login(
@@ -437,12 +438,14 @@ async def oidc_callback(request: Request) -> Response:
             query.get("state", ""),
         )
     except ConsentError as exc:
-        return _message_page("Login failed", str(exc), 400, "/dashboard/login")
+        return _translated_page(
+            state, "ui.msg.login_failed", "ui.msg.detail", 400, "/dashboard/login", detail=exc
+        )
     if "error" in query or not query.get("code"):
         what = f"clinician login failed at the broker: {query.get('error', 'no code')[:100]}"
         await _audit(state, request, None, _login_record("4", what))
-        response = _message_page(
-            "Login failed", "The identity broker refused the login.", 400, "/dashboard/login"
+        response = _translated_page(
+            state, "ui.msg.login_failed", "ui.msg.broker_refused", 400, "/dashboard/login"
         )
         _clear(response, sessions.OIDC_COOKIE)
         return response
@@ -453,7 +456,9 @@ async def oidc_callback(request: Request) -> Response:
     except LoginError as exc:
         what = f"clinician login failed: {exc} ({exc.__cause__ or 'no detail'})"[:500]
         await _audit(state, request, None, _login_record("4", what))
-        response = _message_page("Login failed", str(exc), 400, "/dashboard/login")
+        response = _translated_page(
+            state, "ui.msg.login_failed", "ui.msg.detail", 400, "/dashboard/login", detail=exc
+        )
         _clear(response, sessions.OIDC_COOKIE)
         return response
     session = sessions.start(user, int(time.time()), state.session_seconds)
@@ -669,10 +674,10 @@ def _static(name: str) -> bytes:
 
 
 @router.get("/static/{name}")
-async def static(name: str) -> Response:
+async def static(request: Request, name: str) -> Response:
     """The stylesheet and icon (package data; no login needed, no patient data)."""
     media = _STATIC.get(name)
     if media is None:
-        return _message_page("Not found", "No such file.", 404)
+        return _translated_page(_state(request), "ui.msg.not_found", "ui.msg.no_file", 404)
     headers = {"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"}
     return Response(_static(name), media_type=media, headers=headers)

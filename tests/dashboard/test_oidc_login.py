@@ -119,3 +119,16 @@ def test_a_callback_without_the_login_cookie_or_with_another_state_is_refused(
     assert no_cookie.status_code == 400
     assert sessions.COOKIE not in oidc_dash.cookies
     assert fhir_of(oidc_dash).search("Practitioner", []).matches  # the clinician exists
+
+
+def test_login_failure_pages_are_dutch_by_default(oidc_dash: TestClient) -> None:
+    """The login and broker failure pages come from the catalogue, in TELEMON_LANGUAGE (nl)."""
+    refused = oidc_dash.get("/dashboard/oidc/callback", params={"error": "access_denied"})
+    assert refused.status_code == 400
+    assert "Inloggen mislukt" in refused.text and "Login failed" not in refused.text
+    assert '<html lang="nl"' in refused.text
+    simulated = form_post(oidc_dash, "/dashboard/login", uzi=CLINICIAN_UZI)
+    assert simulated.status_code == 404
+    assert "Log in via de identiteitsbroker." in simulated.text
+    missing = oidc_dash.get("/dashboard/static/nothing.css")
+    assert missing.status_code == 404 and "Dit bestand bestaat niet." in missing.text
