@@ -139,7 +139,7 @@ async def consents_callback(request: Request) -> Response:
     auth = auth_state(request)
     identity = auth.identity
     if isinstance(identity, SimulatedDigiD):
-        return _html(error_page("No DigiD broker is configured"), 404)
+        return _html(error_page("Geen DigiD-broker ingesteld / No DigiD broker is configured"), 404)
     query = request.query_params
     try:
         pending = consent.open_login(

@@ -305,7 +305,7 @@ async def oidc_callback(request: Request) -> Response:
     auth = auth_state(request)
     identity = auth.identity
     if isinstance(identity, SimulatedDigiD):
-        return _html(error_page("No DigiD broker is configured"), 404)
+        return _html(error_page("Geen DigiD-broker ingesteld / No DigiD broker is configured"), 404)
     query = request.query_params
     try:
         login_tx = consent.open_login(

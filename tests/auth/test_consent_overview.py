@@ -183,3 +183,14 @@ def test_changing_a_long_term_consent(
     events = fhir.search("AuditEvent", [("patient", world.a), ("_count", "500")]).matches
     texts = [orjson.loads(m.content).get("outcomeDesc", "") for m in events]
     assert sum("consent changed by the patient" in t for t in texts) == 1
+
+
+def test_the_broker_callbacks_say_in_dutch_and_english_that_no_broker_is_set(
+    oauth_client: TestClient,
+) -> None:
+    """With the simulated DigiD there is no broker to come back from (Dutch first, as every
+    page of the patient's flow)."""
+    for path in ("/oauth/consents/callback", "/oauth/oidc/callback"):
+        page = oauth_client.get(path, params={"code": "c", "state": "s"})
+        assert page.status_code == 404
+        assert "Geen DigiD-broker ingesteld / No DigiD broker is configured" in page.text

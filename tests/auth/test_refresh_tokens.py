@@ -186,13 +186,13 @@ def test_never_past_the_end_the_patient_picked(
 def test_an_end_date_in_the_past_is_refused(
     oauth_client: TestClient, pgo: tuple[str, str], world: World
 ) -> None:
-    yesterday = (date.today() - timedelta(days=2)).isoformat()
+    two_days_ago = (date.today() - timedelta(days=2)).isoformat()
     response = authorize(
         oauth_client,
         pgo[0],
         BSN_A,
         challenge=pkce()[1],
-        term={"term": "until", "until": yesterday},
+        term={"term": "until", "until": two_days_ago},
     )
     assert response.status_code == 400
     assert "verleden" in response.text and "passed" in response.text
