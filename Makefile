@@ -33,6 +33,7 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM) $(NODE_CLIENTS)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	$(BIN)/ruff check service tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider -n 2
 
@@ -53,6 +54,7 @@ $(CHROMIUM):
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
