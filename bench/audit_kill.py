@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.ingest import register_backend, reset_database
-from service.demo_clients import request_backend_token
+from service.demo.clients import request_backend_token
 from service.storage.db import normalize_url
 from service.storage.tables import resources
 

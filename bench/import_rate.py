@@ -1,4 +1,4 @@
-"""The rate of ``telemon import`` (in-process, :func:`service.importer.import_paths`).
+"""The rate of ``telemon import`` (in-process, :func:`service.bulk.importer.import_paths`).
 
 Writes a FHIR Bulk Data shaped export — ``Patient.000.ndjson`` and ``Observation.000.ndjson``
 whose Observations refer to the Patients by their ids in the file, so the run's id map is
@@ -27,7 +27,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import ingest
 from service.bootstrap import build_service
-from service.importer import import_paths
+from service.bulk.importer import import_paths
 from service.settings import Settings
 from service.storage import migrate
 

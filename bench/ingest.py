@@ -37,8 +37,8 @@ from sqlalchemy import create_engine, func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._http import Connection
 from service.auth import clients
-from service.demo_clients import request_backend_token
-from service.fhir.registry import default_registry
+from service.core.registry import default_registry
+from service.demo.clients import request_backend_token
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage import migrate

@@ -95,10 +95,10 @@ def main() -> None:
             )
         return
     metrics_dir = None
-    if args.variant == "multiprocess":  # before service.metrics imports prometheus_client
+    if args.variant == "multiprocess":  # before service.runtime.metrics imports prometheus_client
         metrics_dir = tempfile.mkdtemp(prefix="telemon-bench-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from service import logs
+    from service.runtime import logs
 
     if args.variant == "off":
         logging.getLogger("telemon.access").setLevel(logging.WARNING)

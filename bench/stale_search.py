@@ -31,7 +31,7 @@ from sqlalchemy import Connection, event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import ingest
-from service.fhir.registry import default_registry
+from service.core.registry import default_registry
 from service.fhir.search import parse_search
 from service.storage import search_sql
 from service.storage.db import Database

@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import __version__, logs, metrics
+from service import __version__
 from service.alerts.ingest import AlertService
 from service.api.bulk_routes import router as bulk_router
+from service.api.conformance import ConformanceStore
 from service.api.consent_routes import router as consent_router
 from service.api.create_path import CreatePath, create_route
 from service.api.deps import AppState, AuthState
@@ -40,12 +41,12 @@ from service.bootstrap import build_service, open_database
 from service.bulk.jobs import BulkExports
 from service.bulk.worker import ExportWorker
 from service.bulk.worker import runs_in_serve as exports_in_serve
-from service.clock import Clock, system_clock
+from service.core.clock import Clock, system_clock
+from service.core.outcome import FhirError, Issue, operation_outcome
 from service.dashboard.routes import build_dashboard
 from service.dashboard.routes import router as dashboard_router
-from service.fhir.conformance import ConformanceStore
-from service.fhir.outcome import FhirError, Issue, operation_outcome
 from service.fhir.service import FhirService
+from service.runtime import logs, metrics
 from service.settings import Settings, get_settings
 from service.storage.db import Database
 from service.subscriptions.worker import DeliveryWorker, runs_in_serve

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterable
 
 from service.alerts.ingest import AlertListener, AlertService
-from service.clock import Clock, system_clock
-from service.fhir.registry import default_registry
+from service.core.clock import Clock, system_clock
+from service.core.registry import default_registry
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage.db import Database

@@ -23,16 +23,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from service import logs, serving
 from service.alerts.ingest import AlertService
 from service.auth import clients, ocl
 from service.auth.clients import ClientError
 from service.auth.jwks import JwksError, check_url
 from service.bootstrap import build_service, open_database
+from service.bulk.import_summary import OUTCOMES, ImportSummary
+from service.bulk.importer import count_items, expand, import_paths
 from service.bulk.jobs import BulkExports
 from service.bulk.worker import ExportWorker
-from service.demo import load_demo
-from service.demo_clients import (
+from service.demo.clients import (
     BACKEND_CLIENT_ID,
     BACKEND_SCOPE,
     DemoClientError,
@@ -41,10 +41,10 @@ from service.demo_clients import (
     register_demo_clients,
     request_backend_token,
 )
-from service.demo_guide import DEFAULT_KEYS_DIR, Endpoints, guide
+from service.demo.data import load_demo
+from service.demo.guide import DEFAULT_KEYS_DIR, Endpoints, guide
 from service.fhir.service import FhirService
-from service.import_summary import OUTCOMES, ImportSummary
-from service.importer import count_items, expand, import_paths
+from service.runtime import logs, serving
 from service.settings import get_settings
 from service.storage import migrate
 from service.storage.db import Database

@@ -1,6 +1,6 @@
 """Pinned clocks for the tests that depend on the time of day (demo, alerts, dashboard).
 
-The service takes its "now" from a clock (:mod:`service.clock`); these tests hand it one pinned
+The service takes its "now" from a clock (:mod:`service.core.clock`); these tests hand it one pinned
 to a chosen instant, so that they pass whenever they run. :data:`NOW` is the instant most of them
 use; the tests of ``test_any_hour`` modules run again at every instant of :data:`ANY_HOUR`: just
 after and just before local midnight, around the demo's morning cut-off (08:30) and on both days

@@ -42,12 +42,12 @@ import pytest
 from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
 
-from service import demo
 from service.app import create_app
 from service.auth import clients
 from service.bulk.worker import ExportWorker
-from service.demo_clients import BACKEND_SCOPE, client_assertion
-from service.demo_guide import pkce_challenge
+from service.demo import data as demo
+from service.demo.clients import BACKEND_SCOPE, client_assertion
+from service.demo.guide import pkce_challenge
 from service.settings import Settings
 from service.storage.db import Database
 from tests.clock import NOW, PinnedClock

@@ -1,4 +1,4 @@
-"""The concept table (service/concepts.py): lookups, conversions, and docs/measurements.md."""
+"""The concept table (service/core/concepts.py): lookups, conversions, and docs/measurements.md."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service import concepts
+from service.core import concepts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "measurements.md"
 SYSTEM_NAMES = {

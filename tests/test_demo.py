@@ -1,4 +1,4 @@
-"""``service.demo``: demo patients with weeks of measurements and the scripted episodes."""
+"""``service.demo.data``: demo patients with weeks of measurements and the scripted episodes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service import demo
 from service.auth.identity import practitioner_by_uzi
 from service.bootstrap import build_service
-from service.clock import Clock
+from service.core.clock import Clock
+from service.demo import data as demo
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.validation import is_valid_bsn

@@ -1,4 +1,4 @@
-"""``service.demo_clients``: the demo's PGO and EHR registrations and their local credentials."""
+"""``service.demo.clients``: the demo's PGO and EHR registrations and their local credentials."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from service import demo_clients
 from service.auth import clients
-from service.demo_clients import DemoClientError, register_demo_clients
+from service.demo import clients as demo_clients
+from service.demo.clients import DemoClientError, register_demo_clients
 from service.storage.db import Database
 
 

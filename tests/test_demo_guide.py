@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
-from service.demo_guide import pkce_challenge
+from service.demo.guide import pkce_challenge
 from service.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""``service.importer``: NDJSON and Bundle files, idempotent re-import, rejections with reasons."""
+"""``service.bulk.importer``: NDJSON and Bundle files, idempotent re-import, rejections with
+reasons."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from service import import_summary, importer
 from service.bootstrap import build_service
+from service.bulk import import_summary, importer
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage.tables import RESOURCE_TABLES, resources

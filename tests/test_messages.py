@@ -8,7 +8,7 @@ import string
 import pytest
 
 from service.alerts.rules import default_rule_set
-from service.messages import (
+from service.core.messages import (
     _CATALOGUE,
     limit_text,
     message,

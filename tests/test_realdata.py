@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import import_summary, importer
 from service.bootstrap import build_service
+from service.bulk import import_summary, importer
 from service.fhir.service import FhirService
 from service.settings import Settings
 

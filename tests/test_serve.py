@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from service import serving
+from service.runtime import serving
 from service.storage import migrate
 from service.storage.db import Database
 from tests.conftest import PG_ADMIN_URL

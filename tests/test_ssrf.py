@@ -1,4 +1,4 @@
-"""The shared SSRF guard (service/ssrf.py): which addresses are internal, and what a check
+"""The shared SSRF guard (service/core/ssrf.py): which addresses are internal, and what a check
 refuses before any connection (JWKS and Subscription endpoints both use it)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service import ssrf
+from service.core import ssrf
 
 INTERNAL = [
     "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
@@ -24,7 +24,7 @@ PUBLIC = ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1"]
 
 
 #: Every block the IANA IPv4 and IPv6 Special-Purpose Address Registries mark "Globally
-#: Reachable: False" (as published; written out here independently of service/ssrf.py).
+#: Reachable: False" (as published; written out here independently of service/core/ssrf.py).
 NOT_GLOBALLY_REACHABLE = [
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
     "172.16.0.0/12", "192.0.0.0/29", "192.0.0.8/32", "192.0.0.170/32", "192.0.0.171/32",

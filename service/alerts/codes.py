@@ -1,7 +1,7 @@
 """Answer codes the rules read, and the alert-rule code system (§4).
 
 Which codes mean which measurement (weight, SpO2, the HF symptoms …) is the concept table's
-(:mod:`service.concepts`); this module holds the coded *answers* (severity, NYHA class) and
+(:mod:`service.core.concepts`); this module holds the coded *answers* (severity, NYHA class) and
 context codes.
 """
 

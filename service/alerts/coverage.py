@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service import concepts
 from service.alerts.kinds import KINDS
 from service.alerts.personalisation import PatientConfig, is_enabled
 from service.alerts.rules import RuleSet
-from service.fhir.outcome import Issue
+from service.core import concepts
+from service.core.outcome import Issue
 
 UNKNOWN_CODE = "unknown-code"
 NO_RULE = "no-rule"

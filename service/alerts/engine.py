@@ -34,7 +34,7 @@ from service.alerts.personalisation import (
 from service.alerts.preparation import Prepared, prepare
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, RuleDefinition, RuleSet, default_rule_set
-from service.messages import message, rule_title
+from service.core.messages import message, rule_title
 
 # The longest look-back of any default rule (14-day baselines) plus the day before.
 LOOKBACK = timedelta(days=16)

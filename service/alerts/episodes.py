@@ -17,7 +17,7 @@ from typing import Any
 from service.alerts.codes import ALERT_RULES
 from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import RuleDefinition
-from service.messages import DEFAULT_LANGUAGE, rule_title
+from service.core.messages import DEFAULT_LANGUAGE, rule_title
 
 AUTO_CLOSE_READINGS = 2  # [P] condition false on 2 consecutive evaluations
 AUTO_CLOSE_AFTER = timedelta(hours=72)  # [P] or false for 72 h

@@ -45,8 +45,8 @@ from service.alerts.personalisation import (
 )
 from service.alerts.rules import default_rule_set
 from service.alerts.state import dump_alert, load_alert
-from service.fhir.dates import DateFormatError, from_micros, parse_range, to_micros
-from service.fhir.indexing import split_reference
+from service.core.dates import DateFormatError, from_micros, parse_range, to_micros
+from service.core.indexing import split_reference
 from service.fhir.service import FhirService, WriteEvent
 from service.storage import alert_store, search_sql
 from service.storage import repository as repo

@@ -1,7 +1,7 @@
 """Canonical measurements mapped from FHIR R4 Observation JSON (§4, §7.1, §7.4-§7.7).
 
 Which code means which concept, and in which units, is the concept table's
-(:mod:`service.concepts`).
+(:mod:`service.core.concepts`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from service import concepts
 from service.alerts import codes
 from service.alerts.days import DEFAULT_TZ, day_start
 from service.alerts.units import UnsupportedUnit, implausibility, to_canonical
-from service.fhir.dates import shows_unset_clock
+from service.core import concepts
+from service.core.dates import shows_unset_clock
 
 EVALUABLE_STATUSES = frozenset({"final", "amended", "corrected"})
 # Stored and shown, but never alerted on (§7.5).

@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from service import concepts
 from service.alerts.days import DEFAULT_TZ
 from service.alerts.measurements import parse_instant
 from service.alerts.rules import RuleDefinition
 from service.alerts.units import UnsupportedUnit, to_canonical
-from service.messages import DEFAULT_LANGUAGE
+from service.core import concepts
+from service.core.messages import DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True, slots=True)

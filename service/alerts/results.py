@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-from service.messages import message, method_text, quantity
+from service.core.messages import message, method_text, quantity
 
 
 class Severity(IntEnum):

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from service.alerts.days import DEFAULT_TZ
 from service.alerts.measurements import Measurement
 from service.alerts.results import RuleResult, Severity
-from service.messages import DEFAULT_LANGUAGE
+from service.core.messages import DEFAULT_LANGUAGE
 
 RULES_DIR = Path(__file__).parent / "rules"
 

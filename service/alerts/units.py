@@ -1,11 +1,11 @@
 """Unit conversion to each concept's canonical unit (§7.1) and plausibility ranges (§7.4).
 
-The units, their conversions and the ranges are the concept table's (:mod:`service.concepts`).
+The units, their conversions and the ranges are the concept table's (:mod:`service.core.concepts`).
 """
 
 from __future__ import annotations
 
-from service.concepts import BY_KEY
+from service.core.concepts import BY_KEY
 
 
 class UnsupportedUnit(ValueError):

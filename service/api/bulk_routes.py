@@ -27,8 +27,8 @@ from service.bulk import groups
 from service.bulk.everything import everything
 from service.bulk.jobs import RETRY_AFTER_SECONDS, BulkExports, Manifest
 from service.bulk.request import Level, may_export, parse_kickoff
-from service.fhir.dates import format_instant, from_micros
-from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.core.dates import format_instant, from_micros
+from service.core.outcome import FhirError, Issue, operation_outcome
 
 router = APIRouter(prefix="/fhir")
 

@@ -30,7 +30,7 @@ from service.auth.consent_records import ConsentRecord
 from service.auth.grants import ConsentTerm, PatientUser
 from service.auth.identity import LoginError, SimulatedDigiD
 from service.auth.patient_session import PatientSession
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 
 router = APIRouter(include_in_schema=False)
 

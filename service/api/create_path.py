@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api import routes
 from service.api.deps import request_context
 from service.api.wire import outcome_response
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 
 _context = asynccontextmanager(request_context)
 _PREFIX = "/fhir/"

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection
 
+from service.api.conformance import ConformanceStore
 from service.api.group_commit import AuditLog, Create, GroupCommit, touched
 from service.api.wire import negotiate
 from service.audit.events import AccessRecord, Actor, Touched
@@ -21,8 +22,7 @@ from service.auth.revocations import RevocationUnavailable
 from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
-from service.fhir.conformance import ConformanceStore
-from service.fhir.outcome import FhirError, Issue
+from service.core.outcome import FhirError, Issue
 from service.fhir.service import FhirService, TransactionHook, VersionResult
 from service.settings import Settings
 from service.storage.db import after_commit

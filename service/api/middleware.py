@@ -15,7 +15,7 @@ from contextvars import Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import logs, metrics
+from service.runtime import logs, metrics
 
 access_log = logging.getLogger("telemon.access")
 

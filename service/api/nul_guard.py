@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.wire import outcome_response
-from service.fhir.outcome import FhirError, nul_error
+from service.core.outcome import FhirError, nul_error
 
 
 def _offence(scope: Scope) -> FhirError | None:

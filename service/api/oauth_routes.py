@@ -44,7 +44,7 @@ from service.auth.identity import LoginError, SimulatedDigiD
 from service.auth.rate_limits import Blocked
 from service.auth.server import FormRequest
 from service.auth.tokens import public_jwks
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 
 router = APIRouter(include_in_schema=False)
 

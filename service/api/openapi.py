@@ -15,8 +15,8 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from service.fhir.conformance import CONFORMANCE_TYPES
-from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
+from service.api.conformance import CONFORMANCE_TYPES
+from service.core.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
 from service.fhir.search import chain_target, revinclude_names
 
 FHIR_JSON = "application/fhir+json"

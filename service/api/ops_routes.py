@@ -1,4 +1,5 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics (:mod:`service.metrics`).
+"""Operations endpoints: liveness, readiness and Prometheus metrics
+(:mod:`service.runtime.metrics`).
 
 They sit outside ``/fhir`` on a router without the FHIR dependencies: no OAuth token, no
 content negotiation and no AuditEvents, since probes and scrapers call them every few seconds and
@@ -16,9 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from service import metrics
 from service.api.deps import get_state
-from service.fhir.outcome import FhirError, Issue
+from service.core.outcome import FhirError, Issue
+from service.runtime import metrics
 from service.settings import Settings
 from service.storage import migrate, subscription_store
 from service.storage.db import Database

@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
+from service.api.conformance import CONFORMANCE_TYPES, capability_statement
 from service.api.deps import (
     AppState,
     AuditScope,
@@ -35,10 +36,9 @@ from service.api.wire import (
 )
 from service.auth import policy
 from service.auth.policy import Interaction, Principal
+from service.core.dates import DateFormatError, parse_range
+from service.core.outcome import FhirError, Issue, operation_outcome
 from service.fhir import bundles
-from service.fhir.conformance import CONFORMANCE_TYPES, capability_statement
-from service.fhir.dates import DateFormatError, parse_range
-from service.fhir.outcome import FhirError, Issue, operation_outcome
 from service.fhir.patch import PATCH_MEDIA_TYPES, Patch, patch_of
 from service.fhir.service import SearchResult, VersionResult
 from service.storage.repository import StoredVersion

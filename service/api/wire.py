@@ -12,8 +12,8 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.fhir.dates import format_instant, from_micros
-from service.fhir.outcome import FhirError, Issue, nul_error, operation_outcome
+from service.core.dates import format_instant, from_micros
+from service.core.outcome import FhirError, Issue, nul_error, operation_outcome
 from service.fhir.service import VersionResult
 from service.validation import parse_json
 from service.validation.integers import parse_unsigned
@@ -183,7 +183,7 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     """The fields of an ``application/x-www-form-urlencoded`` body.
 
     400 when it is not UTF-8, or when a field holds a NUL character (which PostgreSQL cannot
-    store or compare, see :func:`~service.fhir.outcome.nul_error`): the error names the field.
+    store or compare, see :func:`~service.core.outcome.nul_error`): the error names the field.
     """
     try:
         fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True)

@@ -19,7 +19,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.fhir.indexing import IndexValues, split_reference
+from service.core.indexing import IndexValues, split_reference
 
 AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -279,7 +279,7 @@ def index_values(event: dict[str, Any], recorded_micros: int) -> IndexValues:
     """The search-index values of an event from :func:`build` (recorded at ``recorded_micros``,
     millisecond precision), computed from its known shape.
 
-    The same values as the registry-driven ``service.fhir.indexing.extract`` (a test compares
+    The same values as the registry-driven ``service.core.indexing.extract`` (a test compares
     the two) at a fraction of its cost: every access writes an event, so its indexing is on
     the path of every request. Repeated values are indexed once (a search's event names twenty
     resources of one entity type): an index row says only that the value occurs.

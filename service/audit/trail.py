@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import Connection
 
 from service.audit.events import AccessRecord, Actor, build, index_values
-from service.fhir.dates import format_instant
+from service.core.dates import format_instant
 from service.fhir.service import FhirService, now_micros
 from service.storage import repository as repo
 from service.storage.repository import NewVersion

@@ -1,6 +1,6 @@
 """Fetching a backend client's JWKS from its registered URL, guarded against SSRF.
 
-OWASP API7, with the shared guard of :mod:`service.ssrf`: https only; the host is resolved and
+OWASP API7, with the shared guard of :mod:`service.core.ssrf`: https only; the host is resolved and
 every loopback, private, link-local, CGNAT, multicast or reserved address is refused; the
 connection goes to the checked IP (pinned, with the host name kept for TLS and ``Host``);
 redirects are not followed; size and time are capped.
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from service import ssrf
+from service.core import ssrf
 
 MAX_JWKS_BYTES = 64 * 1024
 _MAX_AGE = re.compile(r"max-age=(\d+)")

@@ -13,7 +13,7 @@ from service.audit.events import AccessRecord, Actor
 from service.audit.trail import AuditTrail
 from service.auth import consent_records
 from service.auth.consent_records import ConsentRecord
-from service.clock import Clock
+from service.core.clock import Clock
 from service.storage.db import Database
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service.auth.scopes import Grants
+from service.core.outcome import FhirError
 from service.fhir.confinement import Confinement
-from service.fhir.outcome import FhirError
 
 Interaction = Literal[
     "read",

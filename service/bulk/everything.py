@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.fhir.criteria import Cursor
-from service.fhir.dates import DateFormatError, parse_range
-from service.fhir.outcome import FhirError
+from service.core.criteria import Cursor
+from service.core.dates import DateFormatError, parse_range
+from service.core.outcome import FhirError
 from service.fhir.search import decode_cursor, encode_cursor
 from service.fhir.service import FhirService
 from service.storage import bulk_store

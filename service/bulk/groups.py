@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, select
 
 from service.alerts.ingest import PLAN_BASE
-from service.fhir.dates import format_instant
+from service.core.dates import format_instant
 from service.fhir.service import FhirService
 from service.storage import bulk_store, search_sql
 from service.storage.tables import resources

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement
 
 from service.bulk.groups import PROGRAMMES
 from service.bulk.request import ExportParams
-from service.fhir.outcome import FhirError, Issue
+from service.core.outcome import FhirError, Issue
 from service.fhir.service import FhirService, now_micros
 from service.storage import bulk_store, search_sql
 from service.storage.bulk_store import JobRow

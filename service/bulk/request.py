@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from service.auth.policy import Principal, forbidden
-from service.fhir.dates import DateFormatError, parse_range
-from service.fhir.outcome import FhirError
-from service.fhir.registry import Registry
+from service.core.dates import DateFormatError, parse_range
+from service.core.outcome import FhirError
+from service.core.registry import Registry
 from service.fhir.search import split_values
 
 Level = Literal["system", "patient", "group"]

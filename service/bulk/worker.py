@@ -31,13 +31,13 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import Connection
 
-from service.background import stop_threads
 from service.bulk.groups import PROGRAMMES, members_query
 from service.bulk.jobs import BulkExports, FileItem, Manifest
 from service.bulk.request import ExportParams
-from service.fhir.dates import format_instant
-from service.fhir.outcome import Issue, operation_outcome
+from service.core.dates import format_instant
+from service.core.outcome import Issue, operation_outcome
 from service.fhir.service import now_micros
+from service.runtime.background import stop_threads
 from service.settings import Settings
 from service.storage import bulk_store
 from service.storage.bulk_store import Selection

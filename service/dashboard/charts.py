@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from markupsafe import Markup, escape
 
-from service.messages import month_name
+from service.core.messages import month_name
 
 WIDTH = 640
 HEIGHT = 240

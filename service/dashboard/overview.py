@@ -27,7 +27,9 @@ from service.alerts.measurements import (
 from service.alerts.personalisation import PatientConfig
 from service.alerts.rules import default_rule_set
 from service.audit.events import Touched
-from service.concepts import CHARTS
+from service.core.concepts import CHARTS
+from service.core.dates import from_micros
+from service.core.outcome import FhirError
 from service.dashboard.thresholds import ThresholdLine, patient_lines
 from service.dashboard.worklist import (
     AlertItem,
@@ -38,8 +40,6 @@ from service.dashboard.worklist import (
     sort_key,
     touched,
 )
-from service.fhir.dates import from_micros
-from service.fhir.outcome import FhirError
 from service.fhir.service import FhirService
 from service.storage.repository import StoredVersion
 

@@ -32,7 +32,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from joserfc.jwk import ECKey
 
-from service import logs
 from service.api.deps import AuthState, client_address, is_https, issuer_url
 from service.api.group_commit import AuditLog
 from service.api.wire import read_small_form
@@ -43,6 +42,8 @@ from service.auth.identity import LoginError, SimulatedDigiD, build_identity_pro
 from service.auth.oidc import OidcDigiD
 from service.auth.rate_limits import Blocked, RateLimiter
 from service.auth.tokens import load_or_create_key
+from service.core.messages import message
+from service.core.outcome import FhirError
 from service.dashboard import sessions, views, worklist
 from service.dashboard.overview import (
     latest_per_chart,
@@ -51,9 +52,8 @@ from service.dashboard.overview import (
     load_overview,
 )
 from service.dashboard.sessions import Session, SessionError
-from service.fhir.outcome import FhirError
 from service.fhir.service import MAX_VERSION, FhirService, check_id
-from service.messages import message
+from service.runtime import logs
 from service.settings import Settings
 from service.validation.integers import parse_unsigned
 

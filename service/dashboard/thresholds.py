@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from service import concepts
 from service.alerts.personalisation import (
     GOAL_TARGETS,
     Override,
@@ -22,7 +21,8 @@ from service.alerts.personalisation import (
     is_enabled,
 )
 from service.alerts.rules import RuleDefinition
-from service.messages import concept_name, has_message, message
+from service.core import concepts
+from service.core.messages import concept_name, has_message, message
 
 #: Line levels from least to most severe; "reference" is a personal value, not an alert limit.
 LEVELS = ("reference", "info", "orange", "red")

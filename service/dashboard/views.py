@@ -21,11 +21,8 @@ from jinja2 import (
 from jinja2.runtime import Context
 
 from service.alerts.rules import default_rule_set
-from service.concepts import BY_KEY, CHARTS
-from service.dashboard.charts import Chart, Line, Marker, Point, Series, render
-from service.dashboard.overview import Overview
-from service.dashboard.worklist import duration
-from service.messages import (
+from service.core.concepts import BY_KEY, CHARTS
+from service.core.messages import (
     DEFAULT_LANGUAGE,
     concept_name,
     has_message,
@@ -34,6 +31,9 @@ from service.messages import (
     month_name,
     rule_title,
 )
+from service.dashboard.charts import Chart, Line, Marker, Point, Series, render
+from service.dashboard.overview import Overview
+from service.dashboard.worklist import duration
 
 #: The periods a patient page offers, in days.
 PERIODS = (30, 90)

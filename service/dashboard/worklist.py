@@ -27,9 +27,9 @@ from service.alerts.episodes import (
     FLAG_PRIORITY,
 )
 from service.audit.events import Touched
-from service.fhir.outcome import FhirError
+from service.core.messages import message
+from service.core.outcome import FhirError
 from service.fhir.service import FhirService, TransactionHook, VersionResult
-from service.messages import message
 from service.storage.repository import StoredVersion
 
 #: Flag priority code → (severity level, rank for sorting: most urgent first).

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import Connection
 
-from service.fhir.dates import format_instant
-from service.fhir.outcome import FhirError, Issue, operation_outcome
+from service.core.dates import format_instant
+from service.core.outcome import FhirError, Issue, operation_outcome
 from service.fhir.patch import JSON_PATCH, MERGE_PATCH, Patch, patch_of
 from service.fhir.references import rewritten
 from service.fhir.service import (

@@ -16,7 +16,7 @@ from typing import Any
 
 from fhir.resources.R4B import FHIRAbstractModel
 
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.validation.structure import element_of, resource_model
 
 Model = type[FHIRAbstractModel] | None

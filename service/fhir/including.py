@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from service.fhir.criteria import SearchQuery
-from service.fhir.outcome import Issue
+from service.core.criteria import SearchQuery
+from service.core.outcome import Issue
 from service.storage import search_sql
 from service.storage.repository import StoredVersion
 

@@ -13,8 +13,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from service.core.outcome import FhirError
 from service.fhir import fhirpath_patch
-from service.fhir.outcome import FhirError
 
 PatchKind = Literal["json-patch", "merge-patch", "fhirpath-patch"]
 

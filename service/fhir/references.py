@@ -10,7 +10,7 @@ wherever it sits (extensions and contained resources included), is one of:
   transaction, and the importer, replace every one that names an entry's ``fullUrl``; one left
   over names nothing and is refused (422), never stored;
 * ``Type/id`` (also ``Type/id/_history/n``, or an absolute URL ending so) of a type telemon
-  stores (:class:`service.fhir.registry.Registry`): a *local* reference. It must resolve to a
+  stores (:class:`service.core.registry.Registry`): a *local* reference. It must resolve to a
   resource on this server, or one written in the same transaction; the caller checks that in
   the database (:meth:`FhirService.check_references`);
 * anything else, such as ``Encounter/123``, ``Procedure/ob`` or ``Organization/…`` (types
@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from service.fhir.indexing import split_reference
-from service.fhir.outcome import FhirError, Issue
+from service.core.indexing import split_reference
+from service.core.outcome import FhirError, Issue
 
 #: Prefixes of references that only name something inside a Bundle.
 BUNDLE_NAMES = ("urn:uuid:", "urn:oid:")

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from service.fhir.criteria import (
+from service.core.criteria import (
     ChainCriterion,
     Criterion,
     Cursor,
@@ -37,8 +37,8 @@ from service.fhir.criteria import (
     TokenCriterion,
     TokenValue,
 )
-from service.fhir.dates import DateFormatError, parse_range, to_micros
-from service.fhir.indexing import (
+from service.core.dates import DateFormatError, parse_range, to_micros
+from service.core.indexing import (
     NARROW_KEY,
     WIDE_KEY,
     index_key,
@@ -46,8 +46,8 @@ from service.fhir.indexing import (
     split_reference,
     string_key,
 )
-from service.fhir.outcome import FhirError, Issue, nul_error
-from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
+from service.core.outcome import FhirError, Issue, nul_error
+from service.core.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
 from service.validation.integers import parse_unsigned
 
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -80,7 +80,7 @@ def _split_prefix(value: str) -> tuple[Prefix, str]:
 
 
 def _token_value(raw: str) -> TokenValue:
-    """``[system|]code`` as the index keys them (:func:`~service.fhir.indexing.index_key`)."""
+    """``[system|]code`` as the index keys them (:func:`~service.core.indexing.index_key`)."""
     if "|" not in raw:
         return TokenValue(None, index_key(raw, WIDE_KEY))
     system, _, code = raw.partition("|")

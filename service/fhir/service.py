@@ -19,17 +19,17 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy import Connection
 
-from service.clock import Clock, system_clock
+from service.core.clock import Clock, system_clock
+from service.core.criteria import SearchQuery
+from service.core.dates import format_instant, to_micros
+from service.core.indexing import extract
+from service.core.outcome import FhirError, Issue
+from service.core.registry import Registry, ResourceType
 from service.fhir.confinement import Confinement
-from service.fhir.criteria import SearchQuery
-from service.fhir.dates import format_instant, to_micros
 from service.fhir.including import included_resources
-from service.fhir.indexing import extract
-from service.fhir.outcome import FhirError, Issue
 from service.fhir.patch import Patch
 from service.fhir.patch import apply as apply_patch
 from service.fhir.references import local_references, missing_issues
-from service.fhir.registry import Registry, ResourceType
 from service.fhir.search import encode_cursor, linked_types, parse_search
 from service.fhir.subsetting import subset
 from service.settings import Settings

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
 
-from service.fhir.criteria import SummaryMode
+from service.core.criteria import SummaryMode
 
 SUBSETTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",

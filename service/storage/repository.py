@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, union_all, update
 
-from service.fhir.indexing import WIDE_KEY, IndexValues, index_key
+from service.core.indexing import WIDE_KEY, IndexValues, index_key
 from service.storage import pg_bulk
 from service.storage.tables import (
     INDEX_TABLES,

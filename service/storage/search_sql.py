@@ -21,7 +21,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from service.fhir.criteria import (
+from service.core.criteria import (
     ChainCriterion,
     Criterion,
     Cursor,

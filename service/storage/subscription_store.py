@@ -34,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from service.fhir.criteria import SearchQuery
+from service.core.criteria import SearchQuery
 from service.storage import search_sql
 from service.storage.tables import (
     resource_history,

@@ -1,6 +1,6 @@
 """Sending one notification: SSRF-guarded, pinned, time-limited, no redirects.
 
-Every send resolves the endpoint's host again and checks every address (:mod:`service.ssrf`):
+Every send resolves the endpoint's host again and checks every address (:mod:`service.core.ssrf`):
 what a name resolves to can change after the Subscription was accepted. The request goes to the
 checked IP (the host name kept for ``Host`` and TLS SNI/certificate checks), redirects are not
 followed (a 3xx is a failure), connect, write and read each have the timeout, and only a 2xx
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from service import __version__, ssrf
+from service import __version__
+from service.core import ssrf
 
 #: At most this much of a receiver's answer is read (and then thrown away).
 MAX_RESPONSE_BYTES = 64 * 1024

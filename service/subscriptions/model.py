@@ -27,8 +27,8 @@ from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qsl
 
-from service.fhir.dates import DateFormatError, parse_range
-from service.fhir.outcome import FhirError, Issue
+from service.core.dates import DateFormatError, parse_range
+from service.core.outcome import FhirError, Issue
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 EXT_PAYLOAD_CONTENT = f"{BACKPORT}/backport-payload-content"

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from service.fhir.dates import format_instant
+from service.core.dates import format_instant
 from service.storage.subscription_store import Event
 
 SIGNATURE_HEADER = "X-Telemon-Signature"

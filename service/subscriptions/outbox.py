@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from sqlalchemy import Connection
 
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.fhir.service import FhirService, WriteEvent, now_micros
 from service.storage import subscription_store as store
 from service.storage.db import after_commit, before_commit

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from service import ssrf
-from service.fhir.criteria import IdCriterion, SearchQuery
-from service.fhir.outcome import FhirError, Issue
+from service.core import ssrf
+from service.core.criteria import IdCriterion, SearchQuery
+from service.core.outcome import FhirError, Issue
 from service.fhir.service import FhirService, WriteEvent, now_micros
 from service.storage import subscription_store as store
 from service.storage.db import after_commit

@@ -35,9 +35,9 @@ import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
-from service import metrics
-from service.background import stop_threads
 from service.fhir.service import FhirService, now_micros
+from service.runtime import metrics
+from service.runtime.background import stop_threads
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import subscription_store as store

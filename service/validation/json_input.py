@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from service.fhir.outcome import FhirError, Issue
+from service.core.outcome import FhirError, Issue
 
 _BOM = b"\xef\xbb\xbf"
 # A key is a string followed (after optional whitespace) by ':'; only keys can be, because a '"'

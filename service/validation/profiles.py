@@ -5,7 +5,7 @@ The StructureDefinitions and ValueSets in ``fhir_profiles/`` are the rules. At s
 (code patterns and code bindings, cardinalities, reference targets, allowed ``effective[x]``
 types, UCUM unit bindings, ``min/maxValueQuantity``, component slices and ``tm-*`` invariant keys)
 into small rule objects; a request then only does dictionary lookups and comparisons. Which codes
-mean which measurement, in which units, comes from the concept table (:mod:`service.concepts`):
+mean which measurement, in which units, comes from the concept table (:mod:`service.core.concepts`):
 the code and unit ValueSets are written from it (:mod:`service.validation.value_sets`) and the
 unit conversions are its own.
 
@@ -26,9 +26,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.concepts import CONVERSIONS
-from service.fhir.dates import UNSET_CLOCK_DAYS, possible_instants, unset_clock
-from service.fhir.outcome import Issue
+from service.core.concepts import CONVERSIONS
+from service.core.dates import UNSET_CLOCK_DAYS, possible_instants, unset_clock
+from service.core.outcome import Issue
 from service.validation.bsn import BSN_SYSTEM, is_valid_bsn
 
 CANONICAL_BASE = "http://telemon.example.org/fhir"

@@ -39,7 +39,7 @@ from fhir_core.types import FhirBase
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from service.fhir.outcome import FhirError, Issue
+from service.core.outcome import FhirError, Issue
 
 SUPPORTED_TYPES: frozenset[str] = frozenset(
     {

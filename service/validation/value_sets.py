@@ -2,8 +2,9 @@
 
 The profile validator reads which codes select a profile, and which units it accepts, from these
 ValueSets (as it reads everything else from the StructureDefinitions). They are written from
-:mod:`service.concepts`, so that the validator, the alert engine and the dashboard agree on what
-each code means; a test fails when the files and the table differ. After a change to the table::
+:mod:`service.core.concepts`, so that the validator, the alert engine and the dashboard agree on
+what each code means; a test fails when the files and the table differ. After a change to
+the table::
 
     .venv/bin/python -m service.validation.value_sets      # rewrites fhir_profiles/ValueSet-*
 """
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.concepts import BLOOD_PRESSURE, UCUM, Code, Concept, Panel, Unit, vital_signs
+from service.core.concepts import BLOOD_PRESSURE, UCUM, Code, Concept, Panel, Unit, vital_signs
 
 CANONICAL_BASE = "http://telemon.example.org/fhir"
 VERSION = "0.2.0"
@@ -67,7 +68,7 @@ def _codes(owner: Concept | Panel, what: str) -> dict[str, Any]:
     return _value_set(
         codes_id(owner),
         f"{owner.title} codes",
-        f"Codes telemon reads as {what} (written from the concept table, service/concepts.py; "
+        f"Codes telemon reads as {what} (written from the concept table, service/core/concepts.py; "
         "sources in docs/measurements.md).",
         systems.pop(),
         [_concept(c) for c in owner.codes],

@@ -12,7 +12,7 @@ from service.alerts.episodes import Alert, to_flag
 from service.alerts.measurements import Measurement
 from service.alerts.personalisation import Override, PatientConfig
 from service.alerts.results import Limit
-from service.messages import limit_text, message, rule_title
+from service.core.messages import limit_text, message, rule_title
 from tests.alerts.helpers import BOTH, COPD, HF, alerts, at, m, symptom, weights
 
 # rule id -> (config, measurements, the limit that fires, or None for rules without one)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from service import concepts
 from service.alerts.rules import default_rule_set
-from service.concepts import Code
+from service.core import concepts
+from service.core.concepts import Code
 from tests.alerts_api.conftest import (
     NYHA,
     SEVERITY,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from service import concepts
+from service.core import concepts
 from tests.alerts_api.conftest import Api, at, observation, qty
 
 VITAL = [{"coding": [{"system": concepts.OBSERVATION_CATEGORY, "code": "vital-signs"}]}]

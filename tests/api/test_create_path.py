@@ -12,7 +12,7 @@ from starlette.routing import Match
 from service.api.create_path import CreatePath, create_route
 from service.api.routes import router as fhir_router
 from service.app import create_app
-from service.fhir.registry import default_registry
+from service.core.registry import default_registry
 from service.settings import Settings
 from tests import factories
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.api.group_commit import Create, GroupCommit, create_batcher
 from service.bootstrap import build_service
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.fhir.service import FhirService, VersionResult, WriteEvent
 from service.settings import Settings
 from service.storage.db import Database

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.fhir.registry import default_registry
+from service.core.registry import default_registry
 
 
 def test_every_type_has_its_interactions_and_search_parameters(client: TestClient) -> None:

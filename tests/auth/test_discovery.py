@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.fhir.conformance import OAUTH_URIS, RESTFUL_SECURITY_SERVICE
+from service.api.conformance import OAUTH_URIS, RESTFUL_SECURITY_SERVICE
 
 
 def test_capability_statement_security_matches_smart_configuration(

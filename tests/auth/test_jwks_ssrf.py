@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from joserfc.jwk import ECKey
 from typer.testing import CliRunner
 
-from service import ssrf
 from service.app import create_app
 from service.auth import clients
 from service.auth.jwks import JwksError, JwksFetcher, check_url, resolve_target
 from service.cli import app
+from service.core import ssrf
 from service.settings import Settings, get_settings
 from service.storage.db import Database
 from tests.auth.conftest import Backend, backend_token, register

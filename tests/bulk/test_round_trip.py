@@ -2,7 +2,7 @@
 resources.
 
 The importer gives every resource a new id and rewrites the references between them (see
-``service/importer.py``), so resources are compared with ``id`` and ``meta`` left out and every
+``service/bulk/importer.py``), so resources are compared with ``id`` and ``meta`` left out and every
 reference replaced by the business identifier of what it points at. The files are imported in
 manifest order as one NDJSON file: the export writes referenced types first, which is the order
 the importer needs.

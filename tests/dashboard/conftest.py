@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth.identity import UZI_SYSTEM
-from service.clock import Clock
-from service.demo import CLINICIAN_UZI, DemoSummary, load_demo
+from service.core.clock import Clock
+from service.demo.data import CLINICIAN_UZI, DemoSummary, load_demo
 from service.fhir.service import FhirService
 from service.settings import Settings
 

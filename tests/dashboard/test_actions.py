@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.alerts.episodes import EXT_ACKNOWLEDGED
 from service.alerts.state import load_alert
-from service.demo import DemoSummary
+from service.demo.data import DemoSummary
 from service.storage import alert_store
 from tests.dashboard.conftest import csrf_of, fhir_of, form_post, login
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service.demo import DemoSummary
+from service.demo.data import DemoSummary
 from tests.clock import ANY_HOUR, PinnedClock
 from tests.dashboard.conftest import fhir_of
 

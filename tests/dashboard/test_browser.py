@@ -23,7 +23,7 @@ import uvicorn
 
 from service.alerts.ingest import AlertService
 from service.app import create_app
-from service.demo import CLINICIAN_UZI, DemoSummary, load_demo
+from service.demo.data import CLINICIAN_UZI, DemoSummary, load_demo
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage import migrate

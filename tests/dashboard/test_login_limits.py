@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi.testclient import TestClient
 
-from service.demo import CLINICIAN_UZI
+from service.demo.data import CLINICIAN_UZI
 from tests.auth.limits import ATTACKER, PATIENT, from_address, pin
 from tests.dashboard.conftest import add_clinician, fhir_of, login
 

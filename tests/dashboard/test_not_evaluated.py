@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service import concepts
-from service.demo import DemoSummary
+from service.core import concepts
+from service.demo.data import DemoSummary
 from tests.clock import PinnedClock
 from tests.dashboard.conftest import fhir_of
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from service.app import create_app
 from service.dashboard import sessions
-from service.demo import CLINICIAN_UZI
+from service.demo.data import CLINICIAN_UZI
 from service.settings import Settings
 from tests.auth.oidc_broker import CLIENT_ID, CLIENT_SECRET, FakeBroker, run_broker
 from tests.dashboard.conftest import PROFILES, add_clinician, fhir_of, form_post

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.alerts.rules import default_rule_set
 from service.dashboard.worklist import PRIORITIES
-from service.demo import DemoSummary
+from service.demo.data import DemoSummary
 from tests.alerts_api.conftest import goal_range
 from tests.dashboard.conftest import fhir_of
 

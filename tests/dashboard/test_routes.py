@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from service.auth import clients
 from service.auth.identity import UZI_SYSTEM
 from service.dashboard import sessions
-from service.demo import CLINICIAN_UZI, DemoSummary
+from service.demo.data import CLINICIAN_UZI, DemoSummary
 from tests.dashboard.conftest import csrf_of, fhir_of, form_post, login
 from tests.factories import patient
 

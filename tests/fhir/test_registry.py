@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.fhir.indexing import extract
-from service.fhir.registry import FLAG, FLAG_DETAIL_URL, FLAG_PRIORITY_URL, default_registry
+from service.core.indexing import extract
+from service.core.registry import FLAG, FLAG_DETAIL_URL, FLAG_PRIORITY_URL, default_registry
 
 PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
 

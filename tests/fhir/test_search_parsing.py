@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.fhir.criteria import (
+from service.core.criteria import (
     ChainCriterion,
     HasCriterion,
     IdCriterion,
@@ -18,8 +18,8 @@ from service.fhir.criteria import (
     TokenCriterion,
     TokenValue,
 )
-from service.fhir.outcome import FhirError, Issue
-from service.fhir.registry import default_registry
+from service.core.outcome import FhirError, Issue
+from service.core.registry import default_registry
 from service.fhir.search import linked_types, parse_search
 
 REGISTRY = default_registry()

@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service import logs
 from service.app import create_app
+from service.runtime import logs
 from service.settings import Settings
 
 

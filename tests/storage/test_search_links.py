@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 
-from service.fhir.criteria import IdCriterion, ReferenceCriterion, SearchQuery
-from service.fhir.registry import default_registry
+from service.core.criteria import IdCriterion, ReferenceCriterion, SearchQuery
+from service.core.registry import default_registry
 from service.fhir.search import parse_search
 from service.storage import search_sql
 from service.storage.db import Database

@@ -14,7 +14,7 @@ from service.app import create_app
 from service.auth import clients
 from service.auth.policy import Principal, require
 from service.auth.scopes import Grants
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.settings import Settings
 from service.storage.db import Database
 from tests.auth.conftest import BSN_A, REDIRECT, backend_token, make_backend, pgo_token, register

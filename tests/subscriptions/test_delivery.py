@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import ssrf
 from service.app import create_app
+from service.core import ssrf
 from service.fhir import bundles
 from service.settings import Settings
 from service.storage import subscription_store

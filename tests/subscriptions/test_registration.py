@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import ssrf
+from service.core import ssrf
 from service.settings import Settings
 from service.storage import subscription_store
 from service.storage.db import Database

@@ -1,4 +1,4 @@
-"""The profiles in fhir_profiles/ agree with the concept table (service/concepts.py).
+"""The profiles in fhir_profiles/ agree with the concept table (service/core/concepts.py).
 
 The code and unit ValueSets are the table's (written by ``python -m
 service.validation.value_sets``), the StructureDefinitions' plausibility ranges and canonical
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from service import concepts
-from service.concepts import Code, Concept
+from service.core import concepts
+from service.core.concepts import Code, Concept
 from service.validation import ProfileValidator
 from service.validation.value_sets import render, value_sets
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.validation import structure
 from service.validation.structure import validate_structure
 from tests import factories

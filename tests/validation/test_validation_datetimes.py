@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.fhir.dates import possible_instants as instant_bounds
+from service.core.dates import possible_instants as instant_bounds
 
 
 def test_full_datetime_is_one_instant() -> None:

@@ -7,7 +7,7 @@ import time
 import orjson
 import pytest
 
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.validation import WrittenDecimal, dumps_resource, parse_json
 
 OBS = (

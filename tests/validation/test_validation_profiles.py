@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.fhir.outcome import Issue
+from service.core.outcome import Issue
 from service.validation import BSN_SYSTEM, ProfileValidator
 from service.validation.profiles import CANONICAL_BASE, ProfileLoadError
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.fhir.outcome import FhirError
+from service.core.outcome import FhirError
 from service.validation import SUPPORTED_TYPES, validate_structure
 
 WEIGHT: dict[str, Any] = {

@@ -10,8 +10,8 @@ from service.alerts.days import day_start, local_day
 from service.alerts.measurements import Measurement
 from service.alerts.results import Limit
 from service.alerts.rules import EvalContext, Params
-from service.concepts import SYMPTOM_NAMES
-from service.messages import has_message, limit_text, message, rule_title, when_text
+from service.core.concepts import SYMPTOM_NAMES
+from service.core.messages import has_message, limit_text, message, rule_title, when_text
 
 
 class MissingParameter(KeyError):

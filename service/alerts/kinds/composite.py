@@ -11,7 +11,7 @@ from service.alerts.kinds.common import headline, ids, need
 from service.alerts.measurements import Measurement
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.messages import message, number, quantity
+from service.core.messages import message, number, quantity
 
 
 def composite(params: Params, window: Sequence[Measurement], ctx: EvalContext) -> RuleResult | None:

@@ -12,7 +12,7 @@ from service.alerts.kinds.common import headline, ids, limit_of, need
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.messages import concept_name, message, number, quantity
+from service.core.messages import concept_name, message, number, quantity
 
 
 def _spo2_baseline(

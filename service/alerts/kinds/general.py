@@ -8,7 +8,7 @@ from service.alerts.kinds.common import headline
 from service.alerts.measurements import Measurement
 from service.alerts.results import RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.messages import message
+from service.core.messages import message
 
 
 def implausible(

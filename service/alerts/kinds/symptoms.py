@@ -10,7 +10,7 @@ from service.alerts.kinds.common import headline, ids, need, symptom_name
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.messages import has_message, message, number
+from service.core.messages import has_message, message, number
 
 _SEVERITY_WORD = {1: "mild", 2: "moderate", 3: "severe"}
 _ANTHONISEN = ("increased-dyspnoea", "increased-sputum-volume", "increased-sputum-purulence")

@@ -27,8 +27,8 @@ from service.alerts.kinds.common import (
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.concepts import BY_KEY
-from service.messages import concept_name, message, number, quantity
+from service.core.concepts import BY_KEY
+from service.core.messages import concept_name, message, number, quantity
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,

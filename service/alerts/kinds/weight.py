@@ -20,7 +20,7 @@ from service.alerts.kinds.common import (
 from service.alerts.measurements import Measurement
 from service.alerts.results import Baseline, Limit, RuleResult, Severity
 from service.alerts.rules import EvalContext, Params
-from service.messages import day_text, days_text, message, quantity
+from service.core.messages import day_text, days_text, message, quantity
 
 
 def _today(

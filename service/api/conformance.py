@@ -7,7 +7,7 @@ from typing import Any
 
 from service import __version__
 from service.bulk.capabilities import add_bulk_capabilities
-from service.fhir.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
+from service.core.registry import COMMON_PARAMS, Registry, ResourceType, SearchParam
 from service.fhir.search import chain_target, revinclude_names
 
 #: Conformance resource types served read-only from ``fhir_profiles/``.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
-from service.fhir.outcome import Issue
+from service.core.outcome import Issue
 
 CREATED, UPDATED, SKIPPED, REJECTED = "created", "updated", "skipped", "rejected"
 OUTCOMES = (CREATED, UPDATED, SKIPPED, REJECTED)

@@ -11,8 +11,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from service.fhir.dates import DateFormatError, parse_range
-from service.fhir.registry import ResourceType, SearchParam
+from service.core.dates import DateFormatError, parse_range
+from service.core.registry import ResourceType, SearchParam
 
 
 @dataclass(slots=True)

@@ -28,8 +28,8 @@ from types import FrameType
 
 import uvicorn
 
-from service import logs
-from service.metrics import MULTIPROC_ENV
+from service.runtime import logs
+from service.runtime.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _exit_zero_after_shutdown() -> None:
 
 
 def _config(log_level: str, forwarded_allow_ips: str) -> uvicorn.Config:
-    # log_config=None: uvicorn's loggers propagate to the root handler of service.logs.
+    # log_config=None: uvicorn's loggers propagate to the root handler of service.runtime.logs.
     return uvicorn.Config(
         _APP,
         factory=True,
@@ -102,7 +102,7 @@ def _worker(
 @contextmanager
 def _shared_metrics_dir() -> Iterator[None]:
     """Point the workers' Prometheus multiprocess mode at an empty directory (see
-    :mod:`service.metrics`): the one in ``PROMETHEUS_MULTIPROC_DIR``, emptied, or a new
+    :mod:`service.runtime.metrics`): the one in ``PROMETHEUS_MULTIPROC_DIR``, emptied, or a new
     temporary one, removed afterwards."""
     configured = os.environ.get(MULTIPROC_ENV)
     if configured:
@@ -139,7 +139,7 @@ def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM; several workers share the port through SO_REUSEPORT.
 
-    The caller sets up this process's logging (:func:`service.logs.configure`); worker
+    The caller sets up this process's logging (:func:`service.runtime.logs.configure`); worker
     processes set up their own with ``log_format``. ``forwarded_allow_ips``: the proxies whose
     ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed (the client's address counts in
     the rate limits and the audit trail).
@@ -163,7 +163,7 @@ def serve(
     with _shared_metrics_dir():
         if hasattr(socket, "SO_REUSEPORT"):
             _serve_workers(host, port, workers, log_level, log_format, forwarded_allow_ips)
-        else:  # uvicorn's workers log in its own format (they do not run service.logs)
+        else:  # uvicorn's workers log in its own format (they do not run service.runtime.logs)
             uvicorn.run(
                 _APP,
                 factory=True,

@@ -56,7 +56,7 @@ Writing
     transaction.
 
 The summary counts created / updated / skipped / rejected per resource type, and every skip and
-rejection per reason (:class:`service.import_summary.ImportSummary`).
+rejection per reason (:class:`service.bulk.import_summary.ImportSummary`).
 """
 
 from __future__ import annotations
@@ -74,18 +74,7 @@ import orjson
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.fhir import bundles
-from service.fhir.outcome import FhirError, Issue
-from service.fhir.references import (
-    BUNDLE_NAMES,
-    is_reference_failure,
-    reference_paths,
-    remapped,
-    rewritten,
-)
-from service.fhir.registry import ResourceType
-from service.fhir.service import FhirService, event_of
-from service.import_summary import (
+from service.bulk.import_summary import (
     ALREADY_PRESENT,
     CREATED,
     NOT_DATA,
@@ -97,6 +86,17 @@ from service.import_summary import (
     Rejection,
     location,
 )
+from service.core.outcome import FhirError, Issue
+from service.core.registry import ResourceType
+from service.fhir import bundles
+from service.fhir.references import (
+    BUNDLE_NAMES,
+    is_reference_failure,
+    reference_paths,
+    remapped,
+    rewritten,
+)
+from service.fhir.service import FhirService, event_of
 from service.storage import repository as repo
 from service.storage.repository import NewVersion
 from service.storage.tables import RESOURCE_TABLES

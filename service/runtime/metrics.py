@@ -2,7 +2,7 @@
 
 With ``serve --workers N`` every worker process counts on its own, and a scrape reaches
 whichever worker the kernel hands the connection to. So the workers run in prometheus_client's
-multiprocess mode: :mod:`service.serving` points ``PROMETHEUS_MULTIPROC_DIR`` at an empty
+multiprocess mode: :mod:`service.runtime.serving` points ``PROMETHEUS_MULTIPROC_DIR`` at an empty
 directory before they start, each process writes its values to memory-mapped files there, and
 ``/metrics`` in any worker adds up the files of all of them (dead workers' counts included).
 That variable must be set before this module is first imported, which is why the parent sets

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from service.demo import LOINC_CODES, PROGRAMMES, DemoSummary
-from service.demo_clients import ASSERTION_TYPE, DemoClients
+from service.demo.clients import ASSERTION_TYPE, DemoClients
+from service.demo.data import LOINC_CODES, PROGRAMMES, DemoSummary
 from service.validation import BSN_SYSTEM
 
 DEFAULT_KEYS_DIR = Path("demo-keys")

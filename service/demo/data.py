@@ -33,12 +33,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from service import concepts
 from service.alerts.episodes import FLAG_PRIORITY
 from service.auth.identity import UZI_SYSTEM
+from service.bulk.importer import identifier_criteria
+from service.core import concepts
 from service.fhir import bundles
 from service.fhir.service import FhirService
-from service.importer import identifier_criteria
 from service.validation import BSN_SYSTEM
 
 DEVICE_SYSTEM = "urn:telemon:demo:device"
