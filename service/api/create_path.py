@@ -14,7 +14,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,7 +48,7 @@ class CreatePath:
     def _res_type(self, scope: Scope) -> str | None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
-        path = get_route_path(scope)
+        path = _route_path(scope)
         if not path.startswith(_PREFIX):
             return None
         name = path[len(_PREFIX) :]
@@ -70,3 +69,12 @@ class CreatePath:
         except FhirError as exc:
             response = outcome_response(exc)
         await response(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the app's mount point (``root_path``), as the routes see it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path

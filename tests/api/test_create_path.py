@@ -121,3 +121,27 @@ def test_other_requests_still_reach_fastapi(client: TestClient) -> None:
     searched = client.post("/fhir/Patient/_search", content=b"_count=1", headers=form)
     assert searched.status_code == 200
     assert searched.json()["type"] == "searchset"
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "res_type"),
+    [
+        ("/fhir/Observation", "", "Observation"),
+        ("/telemon/fhir/Observation", "/telemon", "Observation"),
+        ("/telemonfhir/Observation", "/telemon", None),
+        ("/telemon", "/telemon", None),
+        ("/other/fhir/Observation", "/telemon", None),
+    ],
+)
+def test_the_direct_path_reads_the_path_below_the_mount_point(
+    path: str, root_path: str, res_type: str | None
+) -> None:
+    """Behind a proxy that mounts the app under a prefix (ASGI ``root_path``), the direct path
+    sees the same route path as the router does, and takes nothing else."""
+    direct = CreatePath(_no_app, types=frozenset({"Observation"}), route=None)
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": root_path}
+    assert direct._res_type(scope) == res_type
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
