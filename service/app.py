@@ -37,7 +37,7 @@ from service.auth.identity import build_identity_provider
 from service.auth.rate_limits import RateLimiter
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenService, load_or_create_key
-from service.bootstrap import build_service, open_database
+from service.bootstrap import build_service, count_alert, instrument, open_database
 from service.bulk.jobs import BulkExports
 from service.bulk.worker import ExportWorker
 from service.bulk.worker import runs_in_serve as exports_in_serve
@@ -46,7 +46,7 @@ from service.core.outcome import FhirError, Issue, operation_outcome
 from service.dashboard.routes import build_dashboard
 from service.dashboard.routes import router as dashboard_router
 from service.fhir.service import FhirService
-from service.runtime import logs, metrics
+from service.runtime import logs
 from service.settings import Settings, get_settings
 from service.storage.db import Database
 from service.subscriptions.worker import DeliveryWorker, runs_in_serve
@@ -107,9 +107,9 @@ def create_app(
     db = db or open_database(settings)
     wakeup = threading.Event()
     fhir = build_service(
-        settings, db, alert_listeners=[metrics.count_alert], delivery_wakeup=wakeup, clock=clock
+        settings, db, alert_listeners=[count_alert], delivery_wakeup=wakeup, clock=clock
     )
-    metrics.instrument(fhir)
+    instrument(fhir)
     exports = BulkExports(fhir)
 
     @asynccontextmanager
@@ -125,7 +125,7 @@ def create_app(
         sweeper = None
         if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
             alerts = AlertService(fhir)
-            alerts.listeners.append(metrics.count_alert)
+            alerts.listeners.append(count_alert)
             sweeper = asyncio.create_task(
                 _sweep_forever(alerts, settings.alert_sweep_interval_seconds)
             )

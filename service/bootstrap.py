@@ -1,14 +1,21 @@
-"""Building the FHIR service from settings; shared by the web app and the CLI."""
+"""Building the FHIR service from settings; shared by the web app and the CLI. Also how the web
+app counts the service's writes and alerts in its Prometheus metrics."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
 
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import Engine
+
+from service.alerts.coverage import NotEvaluated
+from service.alerts.episodes import Alert
 from service.alerts.ingest import AlertListener, AlertService
 from service.core.clock import Clock, system_clock
 from service.core.registry import default_registry
-from service.fhir.service import FhirService
+from service.fhir.service import FhirService, WriteEvent
+from service.runtime import metrics
 from service.settings import Settings
 from service.storage.db import Database
 from service.subscriptions import Subscriptions
@@ -48,3 +55,60 @@ def build_service(
     if settings.alerts_enabled:
         AlertService(fhir).attach().listeners.extend(alert_listeners)
     return fhir
+
+
+_PENDING = "telemon_metrics_pending"
+
+
+def interaction_of(event: WriteEvent) -> str:
+    """``create``, ``update`` or ``delete``: what the write did (re-creating a deleted one
+    is a create)."""
+    if event.resource is None:
+        return "delete"
+    return "create" if event.previous is None else "update"
+
+
+def count_writes(_fhir: FhirService, conn: Connection, events: list[WriteEvent]) -> None:
+    """FhirService write listener: count the events, and the vital signs no alert rule
+    evaluates (the alert evaluation, an earlier listener, marked them), once their transaction
+    commits."""
+    pending = conn.info.setdefault(_PENDING, [])
+    pending.extend(metrics.RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)) for e in events)
+    pending.extend(
+        metrics.NOT_EVALUATED.labels(w.reason)
+        for e in events
+        for w in e.warnings
+        if isinstance(w, NotEvaluated)
+    )
+
+
+def count_alert(conn: Connection, alert: Alert) -> None:
+    """AlertService listener: count a notifying alert change once its transaction commits."""
+    conn.info.setdefault(_PENDING, []).append(
+        metrics.ALERT_NOTIFICATIONS.labels(alert.rule_id, alert.severity.label, alert.status.value)
+    )
+
+
+def _forget_pending(conn: Connection) -> None:
+    # ``conn.info`` belongs to the pooled DBAPI connection and outlives the transaction.
+    conn.info.pop(_PENDING, None)
+
+
+def _count_pending(conn: Connection) -> None:
+    for child in conn.info.pop(_PENDING, ()):
+        child.inc()
+
+
+def instrument(fhir: FhirService) -> None:
+    """Count ``fhir``'s writes; only committed transactions count (a failed transaction
+    Bundle or an aborted alert evaluation adds nothing)."""
+    if count_writes not in fhir.listeners:
+        fhir.listeners.append(count_writes)
+    engine: Engine = fhir.db.engine
+    for name, hook in (
+        ("begin", _forget_pending),
+        ("rollback", _forget_pending),
+        ("commit", _count_pending),
+    ):
+        if not event.contains(engine, name, hook):
+            event.listen(engine, name, hook)

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service.api.deps import RequestContext, request_context
-from service.api.routes import _allow, _bundle, _entry
+from service.api.interactions import allow, new_bundle, search_entry
 from service.api.wire import FhirResponse, prefer
 from service.audit.events import Touched
 from service.auth.policy import Principal, forbidden
@@ -50,7 +50,7 @@ async def patient_everything(patient_id: str, request: Request, ctx: Ctx) -> Fhi
     """The patient's record: the Patient and its compartment, paged (``_since``, ``_type``,
     ``start``, ``end``, ``_count``); another patient's, for a patient token, is a 404."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, "Patient", "read", query=request.url.query)
+    patient_ids = allow(state, who, audit, "Patient", "read", query=request.url.query)
     audit.begin("operation", "Patient", request.url.query)
     params = dict(request.query_params)
 
@@ -80,8 +80,8 @@ async def patient_everything(patient_id: str, request: Request, ctx: Ctx) -> Fhi
                 "url": f"{here}?{urlencode([*kept, ('_cursor', page.next_cursor)])}",
             }
         )
-    entries = [_entry(base, row, "match") for row in page.rows]
-    return FhirResponse(_bundle("searchset", entries, link=links))
+    entries = [search_entry(base, row, "match") for row in page.rows]
+    return FhirResponse(new_bundle("searchset", entries, link=links))
 
 
 # -- Group (programme cohorts) -----------------------------------------------------------------
@@ -137,7 +137,7 @@ async def search_group(request: Request, ctx: Ctx) -> FhirResponse:
         )
     self_url = f"{base}/Group" + (f"?{request.url.query}" if request.url.query else "")
     return FhirResponse(
-        _bundle(
+        new_bundle(
             "searchset", entries, total=len(entries), link=[{"relation": "self", "url": self_url}]
         )
     )

@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Connection
 
 from service.api.deps import AuthState, client_address, get_state, is_https, issuer_url
-from service.api.oauth_routes import MAX_FORM_BYTES, audit_login, auth_state
 from service.api.pages import HTML_HEADERS, ConsentRow, consents_page, error_page, login_page
+from service.api.patient_login import MAX_FORM_BYTES, audit_login, auth_state
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
 from service.auth import clients, consent, consent_records, patient_session

@@ -34,6 +34,8 @@ from service.api.deps import (
     token_url,
 )
 from service.api.pages import HTML_HEADERS, consent_page, error_page, html_headers, login_page
+from service.api.patient_login import MAX_FORM_BYTES, audit_login, auth_state
+from service.api.smart_configuration import smart_configuration_document
 from service.api.wire import read_small_form
 from service.audit.events import AccessRecord, Actor
 from service.auth import consent
@@ -48,59 +50,8 @@ from service.core.outcome import FhirError
 
 router = APIRouter(include_in_schema=False)
 
-MAX_FORM_BYTES = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
-
-def auth_state(request: Request) -> AuthState:
-    """The authorization server's state (404 in TELEMON_AUTH=open)."""
-    auth = get_state(request).auth
-    if auth is None:  # TELEMON_AUTH=open has no authorization server
-        raise FhirError.single(404, "not-found", "Authorization is off (TELEMON_AUTH=open)")
-    return auth
-
-
-def smart_configuration_document(request: Request) -> dict[str, Any]:
-    """The SMART App Launch discovery document (also used in the CapabilityStatement)."""
-    issuer = issuer_url(request)
-    return {
-        "issuer": issuer,
-        "jwks_uri": f"{issuer}/oauth/jwks",
-        "authorization_endpoint": f"{issuer}/oauth/authorize",
-        "token_endpoint": f"{issuer}/oauth/token",
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "revocation_endpoint": f"{issuer}/oauth/revoke",
-        "introspection_endpoint": f"{issuer}/oauth/introspect",
-        "management_endpoint": f"{issuer}/oauth/consents",
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "private_key_jwt",
-        ],
-        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-        "scopes_supported": [
-            "launch/patient",
-            "offline_access",
-            "patient/Patient.rs",
-            "patient/Observation.rs",
-            "patient/Flag.rs",
-            "patient/AuditEvent.rs",
-            "system/*.rs",
-            "system/*.cruds",
-            *get_state(request).settings.medmij_scopes,
-        ],
-        "response_types_supported": ["code"],
-        "code_challenge_methods_supported": ["S256"],
-        "capabilities": [
-            "launch-standalone",
-            "client-confidential-symmetric",
-            "client-confidential-asymmetric",
-            "context-standalone-patient",
-            "permission-patient",
-            "permission-offline",
-            "permission-v2",
-        ],
-    }
 
 
 @router.get("/fhir/.well-known/smart-configuration")
@@ -165,30 +116,6 @@ def _oidc_callback_url(request: Request) -> str:
     """Where the DigiD broker sends the browser back (register it at the broker)."""
     return issuer_url(request) + "/oauth/oidc/callback"
 
-
-async def audit_login(
-    auth: AuthState,
-    request: Request,
-    client_id: str | None,
-    what: str,
-    user: PatientUser | None,
-    outcome: str = "0",
-    interaction: str = "login",
-) -> None:
-    """A login or (``interaction="consent"``) consent AuditEvent, committed before the answer."""
-    actor = Actor(
-        client_id=client_id,
-        user=user.subject if user else None,
-        token_id=None,
-        address=request.client.host if request.client else None,
-    )
-    record = AccessRecord(
-        interaction,
-        outcome=outcome,
-        description=what,
-        patient_ids=[user.patient_id] if user else [],
-    )
-    await auth.audit.write(actor, record)
 
 
 @router.get("/oauth/authorize")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -16,7 +14,6 @@ from fastapi.concurrency import run_in_threadpool
 from service.api.conformance import CONFORMANCE_TYPES, capability_statement
 from service.api.deps import (
     AppState,
-    AuditScope,
     RequestContext,
     base_url_dependency,
     get_state,
@@ -24,7 +21,8 @@ from service.api.deps import (
     state_dependency,
 )
 from service.api.group_commit import Create
-from service.api.oauth_routes import smart_configuration_document
+from service.api.interactions import allow, new_bundle, search_entry
+from service.api.smart_configuration import smart_configuration_document
 from service.api.wire import (
     FhirResponse,
     instant,
@@ -35,7 +33,7 @@ from service.api.wire import (
     resource_response,
 )
 from service.auth import policy
-from service.auth.policy import Interaction, Principal
+from service.auth.policy import Interaction
 from service.core.dates import DateFormatError, parse_range
 from service.core.outcome import FhirError, Issue, operation_outcome
 from service.fhir import bundles
@@ -53,23 +51,6 @@ Base = Annotated[str, Depends(base_url_dependency)]
 Ctx = Annotated[RequestContext, Depends(request_context, scope="function")]
 
 
-def _allow(
-    state: AppState,
-    who: Principal,
-    audit: AuditScope,
-    res_type: str,
-    interaction: Interaction,
-    *,
-    query: str | None = None,
-    write: bool = False,
-) -> tuple[str, ...] | None:
-    """Authorise one interaction (404/405 type, 403 scope); returns the compartments to apply."""
-    audit_code = "search-type" if interaction == "search" else interaction
-    audit.begin(audit_code, res_type, query)
-    state.fhir.resource_type(res_type, for_write=write)
-    policy.require(who, res_type, interaction)
-    return policy.compartment(who)
-
 
 def _query_params(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format",)]
@@ -79,26 +60,6 @@ async def _body(request: Request, state: AppState) -> Any:
     s = state.settings
     return await read_json_body(request, max_bytes=s.max_body_bytes, max_depth=s.max_json_depth)
 
-
-def _bundle(kind: str, entries: list[Any], **extra: Any) -> dict[str, Any]:
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": instant(int(datetime.now(UTC).timestamp() * 1_000_000))},
-        "type": kind,
-    }
-    bundle.update(extra)
-    if entries:  # FHIR: no empty arrays; a Bundle without entries has no ``entry``
-        bundle["entry"] = entries
-    return bundle
-
-
-def _entry(base: str, row: StoredVersion, mode: str) -> dict[str, Any]:
-    return {
-        "fullUrl": f"{base}/{row.res_type}/{row.res_id}",
-        "resource": orjson.Fragment(row.content or "{}"),
-        "search": {"mode": mode},
-    }
 
 
 def _searchset(base: str, res_type: str, result: SearchResult) -> FhirResponse:
@@ -110,8 +71,8 @@ def _searchset(base: str, res_type: str, result: SearchResult) -> FhirResponse:
         params = [(k, v) for k, v in applied if k != "_cursor"]
         query = urlencode([*params, ("_cursor", result.next_cursor)])
         links.append({"relation": "next", "url": f"{base}/{res_type}?{query}"})
-    entries = [_entry(base, r, "match") for r in result.matches]
-    entries += [_entry(base, r, "include") for r in result.included]
+    entries = [search_entry(base, r, "match") for r in result.matches]
+    entries += [search_entry(base, r, "include") for r in result.included]
     if result.warnings:
         entries.append(
             {"resource": operation_outcome(result.warnings), "search": {"mode": "outcome"}}
@@ -119,7 +80,7 @@ def _searchset(base: str, res_type: str, result: SearchResult) -> FhirResponse:
     extra: dict[str, Any] = {"link": links}
     if result.total is not None:
         extra["total"] = result.total
-    return FhirResponse(_bundle("searchset", entries, **extra))
+    return FhirResponse(new_bundle("searchset", entries, **extra))
 
 
 def _strict(request: Request) -> bool:
@@ -171,7 +132,7 @@ async def lastn(
 ) -> FhirResponse:
     """The newest ``max`` Observations per patient and code."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, "Observation", "search", query=request.url.query)
+    patient_ids = allow(state, who, audit, "Observation", "search", query=request.url.query)
     audit.begin("operation", "Observation", request.url.query)
     rows, warnings = await run_in_threadpool(
         state.fhir.lastn,
@@ -181,10 +142,10 @@ async def lastn(
         permit=partial(policy.require, who, interaction="search"),
     )
     audit.rows(rows)
-    entries = [_entry(base, r, "match") for r in rows]
+    entries = [search_entry(base, r, "match") for r in rows]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
-    return FhirResponse(_bundle("searchset", entries, total=len(rows)))
+    return FhirResponse(new_bundle("searchset", entries, total=len(rows)))
 
 
 def _conformance_search(state: State, base: str, res_type: str, request: Request) -> FhirResponse:
@@ -196,7 +157,7 @@ def _conformance_search(state: State, base: str, res_type: str, request: Request
         {"fullUrl": f"{base}/{res_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
         for r in resources
     ]
-    return FhirResponse(_bundle("searchset", entries, total=len(entries)))
+    return FhirResponse(new_bundle("searchset", entries, total=len(entries)))
 
 
 @router.get("/{res_type}")
@@ -209,7 +170,7 @@ async def search(
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     if res_type in CONFORMANCE_TYPES:
         return _conformance_search(state, base, res_type, request)
-    patient_ids = _allow(state, who, audit, res_type, "search", query=request.url.query)
+    patient_ids = allow(state, who, audit, res_type, "search", query=request.url.query)
     result = await run_in_threadpool(
         partial(
             state.fhir.search,
@@ -232,7 +193,7 @@ async def search_post(
 ) -> FhirResponse:
     """Search with parameters in an ``application/x-www-form-urlencoded`` body."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "search")
+    patient_ids = allow(state, who, audit, res_type, "search")
     params = _query_params(request) + await _form_params(request, state)
     if audit.record is not None:
         audit.record.query = urlencode(params)
@@ -284,7 +245,7 @@ async def create(res_type: str, request: Request, ctx: Ctx) -> FhirResponse:
     """Create, or conditionally create with ``If-None-Exist``."""
     if_none_exist = request.headers.get("if-none-exist")
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "create", write=True)
+    patient_ids = allow(state, who, audit, res_type, "create", write=True)
     data = await _body(request, state)
     if if_none_exist is None and res_type not in state.fhir.content_hooks:
         # Group commit; types with a content hook (Subscription: a DNS check) keep their own.
@@ -315,7 +276,7 @@ async def type_history(
 ) -> FhirResponse:
     """Every version of every resource of a type, newest first."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "history-type", query=request.url.query)
+    patient_ids = allow(state, who, audit, res_type, "history-type", query=request.url.query)
     since, count = _history_params(request)
     versions = await run_in_threadpool(
         partial(
@@ -339,7 +300,7 @@ async def read(
         if found is None:
             raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
         return FhirResponse(found)
-    patient_ids = _allow(state, who, audit, res_type, "read")
+    patient_ids = allow(state, who, audit, res_type, "read")
     result = await run_in_threadpool(
         partial(state.fhir.read, res_type, res_id, patient_ids=patient_ids)
     )
@@ -357,7 +318,7 @@ async def update(
 ) -> FhirResponse:
     """Update (or create with this id); ``If-Match`` guards against lost updates."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "update", write=True)
+    patient_ids = allow(state, who, audit, res_type, "update", write=True)
     data = await _body(request, state)
     result = await run_in_threadpool(
         partial(
@@ -383,7 +344,7 @@ async def delete(
 ) -> FhirResponse:
     """Delete; later reads answer 410 Gone."""
     state, who, audit = ctx.state, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "delete", write=True)
+    patient_ids = allow(state, who, audit, res_type, "delete", write=True)
     result = await run_in_threadpool(
         partial(
             state.fhir.delete,
@@ -405,7 +366,7 @@ async def patch(
     if_match: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Patch: JSON Patch, FHIRPath Patch (Parameters) or merge patch; ``If-Match`` honoured."""
-    patient_ids = _allow(ctx.state, ctx.principal, ctx.audit, res_type, "patch", write=True)
+    patient_ids = allow(ctx.state, ctx.principal, ctx.audit, res_type, "patch", write=True)
     body = await _patch_body(request, ctx.state)
     result = await _write(
         ctx, patient_ids, ctx.state.fhir.patch, res_type, res_id, body, if_match=if_match
@@ -444,7 +405,7 @@ def _conditional(
 ) -> tuple[str, tuple[str, ...] | None]:
     """The criteria of a conditional write, authorised (the interaction and search)."""
     criteria = urlencode(_query_params(request))
-    patient_ids = _allow(
+    patient_ids = allow(
         ctx.state, ctx.principal, ctx.audit, res_type, interaction, query=criteria, write=True
     )
     policy.require(ctx.principal, res_type, "search")
@@ -518,7 +479,7 @@ async def instance_history(
 ) -> FhirResponse:
     """Every version of one resource, newest first."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "history-instance")
+    patient_ids = allow(state, who, audit, res_type, "history-instance")
     since, count = _history_params(request)
     versions = await run_in_threadpool(
         partial(
@@ -543,7 +504,7 @@ async def vread(
 ) -> FhirResponse:
     """Read one version."""
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
-    patient_ids = _allow(state, who, audit, res_type, "vread")
+    patient_ids = allow(state, who, audit, res_type, "vread")
     result = await run_in_threadpool(
         partial(state.fhir.vread, res_type, res_id, version, patient_ids=patient_ids)
     )
@@ -589,4 +550,4 @@ def _history_bundle(base: str, versions: list[StoredVersion]) -> dict[str, Any]:
                 "lastModified": instant(v.last_updated),
             }
         entries.append(entry)
-    return _bundle("history", entries, total=len(entries))
+    return new_bundle("history", entries, total=len(entries))
