@@ -3,7 +3,7 @@
 A reference to a type telemon stores must resolve (wherever it sits, not only in the elements
 search indexes); a reference to a type it does not store is kept as an external reference; an
 unresolved ``urn:uuid:`` is refused and never stored. ``telemon import`` is tested in
-tests/test_importer.py.
+tests/bulk/test_importer.py.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from service.storage import migrate
 from service.storage.db import Database
 from tests.conftest import PG_ADMIN_URL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _telemon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import pytest
 
 from service.core import concepts
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "measurements.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "measurements.md"
 SYSTEM_NAMES = {
     concepts.LOINC: "LOINC",
     concepts.SNOMED: "SNOMED CT",

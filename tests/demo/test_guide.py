@@ -29,7 +29,7 @@ from service.cli import app
 from service.demo.guide import pkce_challenge
 from service.settings import get_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: `telemon` as the printed commands call it (the virtualenv's script; PYTHONPATH is inherited).
 VENV_BIN = str(Path(sys.executable).parent)
 
