@@ -1,5 +1,8 @@
-"""Pure alert core: rules as data, baselines, personalisation, episodes and FHIR Flag rendering.
+"""Telemonitoring alerts: rules as data, baselines, personalisation, episodes, FHIR Flags.
 
-Nothing in this package touches a database, HTTP or FastAPI; the ingest and sweep wiring calls
-:func:`service.alerts.engine.evaluate` and :func:`service.alerts.engine.sweep_missing`.
+The core is pure: no module touches a database, HTTP or FastAPI, except :mod:`.ingest`, which
+loads a patient's enrolment, measurements and episodes from storage, calls
+:func:`service.alerts.engine.evaluate` (at every Observation write, in its transaction) and
+:func:`service.alerts.engine.sweep_missing` (the periodic sweep), and stores the resulting Flags.
+The rules are documented in docs/alerts/rules.md, their handling in docs/alerts/engine.md.
 """

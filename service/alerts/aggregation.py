@@ -1,4 +1,9 @@
-"""Per-rule aggregation of legitimate repeated readings (§7.3): first of day, mean in 10 min."""
+"""A patient's measurement window and the per-rule aggregations the rules read from it.
+
+Legitimate repeated readings are aggregated per rule: the first weight of the local day, the
+mean of BP readings within 10 min (docs/alerts/engine.md#duplicates-and-repeated-readings); and
+symptom answers present in a period (the "Sym" modifier).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +51,10 @@ def of_concept(window: Iterable[Measurement], concept: str) -> list[Measurement]
 def daily_first(
     window: Sequence[Measurement], concept: str, tz: ZoneInfo
 ) -> dict[date, Measurement]:
-    """The first reading of each patient-local day (the HF "daily weight", §6)."""
+    """The first reading of each patient-local day (the HF "daily weight").
+
+    See docs/alerts/rules.md#conventions.
+    """
     days: dict[date, Measurement] = {}
     for m in sorted(of_concept(window, concept), key=lambda m: m.effective):
         days.setdefault(local_day(m.effective, tz), m)
@@ -56,7 +64,7 @@ def daily_first(
 def mean_within(
     window: Sequence[Measurement], concept: str, until: datetime, span: timedelta
 ) -> tuple[float, list[Measurement]] | None:
-    """Mean of the readings in ``[until - span, until]`` and the readings used (BP, §7.3)."""
+    """Mean of the readings in ``[until - span, until]`` and the readings used (BP)."""
     if isinstance(window, Window):
         used = window.between(concept, until - span, until)
     else:

@@ -1,4 +1,7 @@
-"""Personal baselines (§3.5): clinician-set values first, otherwise medians of recent data."""
+"""Personal baselines: clinician-set values first, otherwise medians of recent data.
+
+See docs/alerts/engine.md#baselines.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def daily_value_baseline(
     min_values: int,
     unit: str,
 ) -> Baseline | None:
-    """Baseline for a first-of-day series (HF dry weight, §3.5).
+    """Baseline for a first-of-day series (HF dry weight).
 
     The clinician value (``streefgewicht``) wins; otherwise the median of the daily values in the
     window, or None when fewer than ``min_values`` exist.
@@ -57,7 +60,7 @@ def reading_baseline(
     unit: str,
     room_air_only: bool = False,
 ) -> Baseline | None:
-    """Baseline over individual readings (SpO2, HR, PEF), optionally room-air only (§7.7)."""
+    """Baseline over individual readings (SpO2, HR, SBP, PEF), optionally room-air only."""
     if clinician_value is not None:
         return Baseline(clinician_value, unit, "clinician-set")
     first, last = _window_days(local_day(at, tz), window_days, exclude_recent_days)

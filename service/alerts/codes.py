@@ -1,4 +1,4 @@
-"""Answer codes the rules read, and the alert-rule code system (§4).
+"""Answer codes the rules read, and the alert-rule code system (docs/alerts/engine.md#codes).
 
 Which codes mean which measurement (weight, SpO2, the HF symptoms …) is the concept table's
 (:mod:`service.core.concepts`); this module holds the coded *answers* (severity, NYHA class) and
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 ALERT_RULES = "http://telemon.example.org/fhir/CodeSystem/alert-rules"
 
-# The NL "extra oxygen" component of an SpO2 Observation (SNOMED, §7.7).
+# The NL "extra oxygen" component of an SpO2 Observation (SNOMED): such readings are not
+# comparable with room-air limits and baselines.
 SUPPLEMENTAL_OXYGEN = "266702001"
 
 # Symptom severity answers -> ordinal (absent, mild, moderate, severe).

@@ -1,4 +1,6 @@
-"""The alert engine: re-evaluate affected windows and run episodes (§3.2, §7.2-§7.7).
+"""The alert engine: re-evaluate affected windows and run episodes.
+
+Semantics: docs/alerts/engine.md#episodes and docs/alerts/engine.md#data-edge-cases.
 
 :func:`evaluate` is called after measurements of one patient were stored (new, late,
 corrected or entered-in-error); :func:`sweep_missing` periodically for GEN-MISSING.  Both are
@@ -179,7 +181,9 @@ def _merge_groups(
     rules: Sequence[RuleDefinition],
     open_rules: set[str],
 ) -> dict[str, RuleResult | None]:
-    """One measurement -> one alert per overlapping group (§3.2(6)).
+    """One measurement -> one alert per overlapping group.
+
+    See docs/alerts/engine.md#one-alert-per-measurement.
 
     The group's alert is the member with an open episode (so a group never has two open
     alerts), else the strongest result.  It takes the strongest severity and keeps its own
@@ -263,11 +267,11 @@ def evaluate(
     since = _since(measurements, changed, config)
     suspects = _prune_retracted(state, prepared.retracted, now)
     # A new version (amended/corrected) of a reading an open alert rests on: with its new value
-    # that evidence has to qualify again, exactly like retracted evidence (§7.5).
+    # that evidence has to qualify again, exactly like retracted evidence.
     corrected = frozenset(changed or ()) - prepared.retracted
     suspects.update(_prune_open(state, corrected))
     # A weight that an earlier one of the same local day (arriving late) displaced is no longer
-    # that day's weight: alerts of first-of-day rules resting on it must qualify again (§7.2).
+    # that day's weight: alerts of first-of-day rules resting on it must qualify again.
     displaced = frozenset(
         m.observation_id
         for m in prepared.usable

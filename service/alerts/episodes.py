@@ -1,4 +1,6 @@
-"""Alert episodes per (patient, rule) (§3.2) and their rendering as FHIR R4 Flags.
+"""Alert episodes per (patient, rule) and their rendering as FHIR R4 Flags.
+
+Semantics: docs/alerts/engine.md#episodes.
 
 The state machine is pure: :func:`decide` takes the open episode (if any), the last closed one
 and one evaluation outcome, and returns what changes.  Feeding the same outcome twice is a no-op,

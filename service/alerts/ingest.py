@@ -311,7 +311,8 @@ class AlertService:
         programmes (HF, COPD), which general rules' Flags carry.  An outcome that leaves an
         episode exactly as stored writes nothing: a reading suppressed in a cooldown comes back
         as the unchanged closed alert, and rewriting it would add a Flag version on every
-        re-evaluation and overwrite the EHR's own update of that Flag (§3.2(7)).
+        re-evaluation and overwrite the EHR's own update of that Flag (idempotent re-evaluation,
+        docs/alerts/engine.md#episodes).
         """
         stored = {alert.id: alert for alert in before}
         latest: dict[str, Alert] = {}

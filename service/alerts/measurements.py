@@ -1,4 +1,6 @@
-"""Canonical measurements mapped from FHIR R4 Observation JSON (§4, §7.1, §7.4-§7.7).
+"""Canonical measurements mapped from FHIR R4 Observation JSON.
+
+Units, implausible values, statuses and times: docs/alerts/engine.md#data-edge-cases.
 
 Which code means which concept, and in which units, is the concept table's
 (:mod:`service.core.concepts`).
@@ -18,7 +20,7 @@ from service.core import concepts
 from service.core.dates import shows_unset_clock
 
 EVALUABLE_STATUSES = frozenset({"final", "amended", "corrected"})
-# Stored and shown, but never alerted on (§7.5).
+# Stored and shown, but never alerted on.
 PRELIMINARY = "preliminary"
 ENTERED_IN_ERROR = "entered-in-error"
 
@@ -55,7 +57,7 @@ class Measurement:
 
     @property
     def evaluable(self) -> bool:
-        """True when rules may use this measurement (§7.4, §7.5)."""
+        """True when rules may use this measurement (plausible, and a status that is evaluated)."""
         return self.status in EVALUABLE_STATUSES and self.implausible is None
 
     @property
@@ -73,7 +75,7 @@ def parse_instant(text: str) -> tuple[datetime, timedelta | None]:
     """A FHIR dateTime/instant as (aware UTC datetime, original offset).
 
     A date without time is read as the start of that Europe/Amsterdam day (offset None); a time
-    without an offset is rejected because FHIR requires one (§7.6).
+    without an offset is rejected because FHIR requires one.
     """
     if _DATE_ONLY.match(text):
         return day_start(date.fromisoformat(text), DEFAULT_TZ), None
@@ -92,7 +94,7 @@ def _effective(resource: dict[str, Any]) -> tuple[datetime, timedelta | None]:
     if "effectiveInstant" in resource:
         return parse_instant(resource["effectiveInstant"])
     period = resource.get("effectivePeriod") or {}
-    # A period-measured value belongs to the moment it was complete (§7.2).
+    # A period-measured value belongs to the moment it was complete.
     point = period.get("end") or period.get("start")
     if point:
         return parse_instant(point)

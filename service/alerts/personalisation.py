@@ -1,8 +1,8 @@
 """Parameters in force at a moment: programme defaults, then programme and patient overrides.
 
 Every override has a validity period so that a threshold change applies from ``valid_from`` on
-and never re-fires history (§3.4).  Clinician Goals map to overrides (dry weight, usual SpO2,
-personal limits).
+and never re-fires history (docs/alerts/engine.md#personal-thresholds).  Clinician Goals map
+to overrides (dry weight, usual SpO2, personal limits).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cleaning a patient's measurements before rules see them (§7.2-§7.5).
+"""Cleaning a patient's measurements before rules see them (docs/alerts/engine.md#data-edge-cases).
 
 Entered-in-error readings are removed (and reported, so alerts built on them are retracted),
 non-final statuses are kept out of evaluation, retries and near-duplicates count once, and

@@ -1,4 +1,4 @@
-"""What a rule returns: severity, readable text, evidence and the baseline used."""
+"""What a rule returns: severity, readable text, evidence, the baseline and the limit used."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from service.core.messages import message, method_text, quantity
 
 
 class Severity(IntEnum):
-    """Alert severity, ordered: info < orange < red (§3.1)."""
+    """Alert severity, ordered: info < orange < red (docs/alerts/engine.md#severity)."""
 
     INFO = 1
     ORANGE = 2
@@ -29,7 +29,7 @@ class Severity(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Baseline:
-    """The baseline a rule compared against, stored with the alert (§3.5)."""
+    """The baseline a rule compared against, stored with the alert."""
 
     value: float
     unit: str
@@ -74,7 +74,7 @@ class RuleResult:
     evidence: tuple[str, ...]
     triggered_at: datetime
     baseline: Baseline | None = None
-    # Texts of weaker rules merged into this one (§3.2(6)).
+    # Texts of weaker rules merged into this one (one alert per merge group).
     reasons: tuple[str, ...] = field(default=())
     detail: str = ""  # how it was computed (baseline method, values), the Flag's second line
     limit: Limit | None = None

@@ -1,4 +1,6 @@
-"""The default rule set (§6) as versioned data, and the context rule functions receive.
+"""Rule sets as versioned data, and the context rule functions receive.
+
+The default rule set is documented per rule in docs/alerts/rules.md.
 
 Rule definitions live in ``rules/*.json`` next to this module; code never branches on a rule id.
 Each rule names a *kind*; :data:`service.alerts.kinds.KINDS` maps kinds to pure functions.

@@ -1,4 +1,4 @@
-"""Unit conversion to each concept's canonical unit (§7.1) and plausibility ranges (§7.4).
+"""Unit conversion to each concept's canonical unit and plausibility (docs/alerts/engine.md#units).
 
 The units, their conversions and the ranges are the concept table's (:mod:`service.core.concepts`).
 """
@@ -37,7 +37,7 @@ def to_canonical(concept: str, value: float, code: str) -> tuple[float, str | No
 
 
 def implausibility(concept: str, value: float, unit_code: str) -> str | None:
-    """Why a canonical value is implausible (§7.4), or None when it is plausible."""
+    """Why a canonical value is implausible (docs/alerts/engine.md#implausible-values), or None."""
     found = BY_KEY.get(concept)
     bounds = found.plausible if found is not None else None
     if bounds is None or bounds[0] <= value <= bounds[1]:

@@ -22,8 +22,8 @@ from typing import Any
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
-#: CAT, CCQ, dyspnoea VAS and the Anthonisen items have no confirmed LOINC code (alert-rules
-#: reference §4, §9.5): local codes.
+#: CAT, CCQ, dyspnoea VAS and the Anthonisen items have no confirmed LOINC code
+#: (docs/alerts/engine.md#codes): local codes.
 TELEMON_OBS = "http://telemon.example.org/fhir/CodeSystem/observation-codes"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
@@ -34,17 +34,19 @@ HL7_VALIDATOR = (
     "(hapifhir/org.hl7.fhir.core, BasePolicyAdvisorForFullValidation)"
 )
 R4_EXAMPLE = "FHIR R4 example"
-SYNTHEA = "Synthea R4 (../shared/realdata: every blood pressure, one oral temperature)"
+SYNTHEA = "Synthea R4 (SMART generated-sample-data: every blood pressure, one oral temperature)"
 NL_CORE = "Nictiz nl-core (zib2020) example"
 R6_HEART_RATE = "FHIR R6 ballot ValueSet observation-vitalsign-heartrate (tx.fhir.org, LOINC 2.81)"
 ISIK_TEMP = "ISiK core temperature LOINC ValueSet (tx.fhir.org expansion, LOINC 2.81)"
 ECQM = "eCQM value set (VSAC)"
 ECQM_TEMP = f"{ECQM} Body temperature"
-ALERT_REFERENCE = "alert-rules reference §4 (Belgian HF IG LOINC overview)"
-LOCAL = "telemon local code (no confirmed LOINC code, alert-rules reference §4, §9.5)"
-HF_SYMPTOMS = "Belgian HF IG ValueSet HeartFailureSymptoms (alert-rules reference §4)"
-NYHA_SOURCE = "LOINC 88020-3 NYHA functional capacity (alert-rules reference §4)"
-PEF_SOURCE = "LOINC 19935-6 (alert-rules reference §4: HealthKit → LOINC ConceptMap)"
+ALERT_REFERENCE = "Belgian HF IG LOINC overview (docs/alerts/sources.md#belgian-hf-care-path)"
+LOCAL = "telemon local code (no confirmed LOINC code, docs/alerts/engine.md#codes)"
+HF_SYMPTOMS = (
+    "Belgian HF IG ValueSet HeartFailureSymptoms (docs/alerts/sources.md#belgian-hf-care-path)"
+)
+NYHA_SOURCE = "LOINC 88020-3 NYHA functional capacity (docs/alerts/sources.md#codes-and-units)"
+PEF_SOURCE = "LOINC 19935-6 (HealthKit → LOINC ConceptMap, docs/alerts/sources.md#codes-and-units)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class Concept:
     codes: tuple[Code, ...]
     units: tuple[Unit, ...] = ()
     plausible: tuple[float, float] | None = None  # inclusive, in the canonical unit
-    #: Non-UCUM spellings read as a UCUM unit, with a warning (alert-rules reference §7.1).
+    #: Non-UCUM spellings read as a UCUM unit, with a warning (docs/alerts/engine.md#units).
     unit_aliases: tuple[tuple[str, str], ...] = ()
     value: str = "Quantity"  # Quantity, CodeableConcept or boolean
     #: The telemon StructureDefinition that validates it (vital signs only).

@@ -47,7 +47,7 @@ def end_of_local_day(at: datetime, ctx: EvalContext) -> datetime:
 def symptoms_for(
     params: Params, window: Sequence[Measurement], ctx: EvalContext
 ) -> list[Measurement]:
-    """Qualifying symptoms for the "Sym" modifier (§6).
+    """Qualifying symptoms for the "Sym" modifier (docs/alerts/rules.md#sym).
 
     Answers from the last ``symptom_hours`` or later on the same local day count: symptom
     questionnaires often arrive after the vitals and must be able to upgrade the alert.

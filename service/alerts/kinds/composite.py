@@ -1,4 +1,7 @@
-"""HF-COMBO: several independent signs of worsening heart failure within 72 h → red."""
+"""HF-COMBO: several signs of worsening heart failure within a window → red.
+
+See docs/alerts/rules.md#hf-combo.
+"""
 
 from __future__ import annotations
 

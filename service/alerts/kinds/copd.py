@@ -18,7 +18,7 @@ from service.core.messages import concept_name, message, number, quantity
 def _spo2_baseline(
     params: Params, window: Sequence[Measurement], ctx: EvalContext
 ) -> Baseline | None:
-    """Usual SpO2: clinician value, else the room-air median 14 d excluding the last 2 (§3.5)."""
+    """Usual SpO2: clinician value, else the room-air median 14 d excluding the last 2."""
     readings = [m for m in of_concept(window, "spo2") if m.effective <= ctx.anchor.effective]
     return reading_baseline(
         readings,
@@ -39,7 +39,7 @@ def baseline_drop(
     """SpO2 ≤ baseline - drop_pts → orange; red on 2 consecutive days or with Anthonisen ≥ 2."""
     anchor = ctx.anchor
     if anchor.concept != "spo2" or anchor.on_supplemental_oxygen:
-        return None  # on extra O2 the room-air baseline does not apply (§7.7)
+        return None  # on extra O2 the room-air baseline does not apply
     baseline = _spo2_baseline(params, window, ctx)
     if baseline is None:
         return None

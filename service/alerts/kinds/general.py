@@ -14,7 +14,7 @@ from service.core.messages import message
 def implausible(
     params: Params, window: Sequence[Measurement], ctx: EvalContext
 ) -> RuleResult | None:
-    """An implausible anchor → info "verify measurement" (never a clinical alert, §7.4)."""
+    """An implausible anchor → info "verify measurement" (never a clinical alert)."""
     anchor = ctx.anchor
     if anchor.implausible is None:
         return None

@@ -36,7 +36,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-# Repeated BP readings are averaged within 10 min (§7.3); other vitals count per reading.
+# Repeated BP readings are averaged within 10 min; other vitals count per reading.
 _SPANS = {"mean-10min": timedelta(minutes=10), "per-reading": timedelta(0)}
 
 
@@ -55,7 +55,7 @@ def _value_at(
 def threshold(params: Params, window: Sequence[Measurement], ctx: EvalContext) -> RuleResult | None:
     """The worst band matched by the reading (mean) at the anchor, else the baseline rise."""
     if ctx.rule.options.get("skip_on_oxygen") and ctx.anchor.on_supplemental_oxygen:
-        return None  # not comparable with room-air limits (§7.7)
+        return None  # not comparable with room-air limits
     symptoms: list[Measurement] | None = None
     best: tuple[Severity, str, list[Measurement], Limit] | None = None
     for band in ctx.rule.options.get("bands", []):

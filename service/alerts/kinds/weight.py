@@ -104,7 +104,7 @@ def weight_above_baseline(
         return None
     daily, day, today = found
     baseline = _weight_baseline(params, daily, day)
-    if baseline is None:  # a new patient: only the day-to-day rules run (§7.7)
+    if baseline is None:  # a new patient: only the day-to-day rules run
         return None
     gain = today.value - baseline.value
     delta = need(params, "delta_kg")
