@@ -32,7 +32,7 @@ class ParamSpec:
 
     default: float | None
     unit: str
-    mark: str  # C confirmed, R recalled, P proposal (reference marks)
+    mark: str  # C confirmed, R recalled, P proposal (docs/alerts/sources.md)
     source: str
 
 

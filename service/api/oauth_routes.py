@@ -343,7 +343,7 @@ async def consent_decision(request: Request) -> Response:
 
 @router.post("/oauth/token")
 async def token(request: Request) -> JSONResponse:
-    """The token endpoint (RFC 6749 §3.2; errors as RFC 6749 §5.2 JSON).
+    """The token endpoint (RFC 6749 section 3.2; errors as RFC 6749 section 5.2 JSON).
 
     Every request is audited, refused and failed ones too: a backend service's in the
     transaction that issues its token, the others before the answer is sent.

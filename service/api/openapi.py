@@ -110,7 +110,7 @@ _PRIMITIVES: dict[str, dict[str, Any]] = {
     "Boolean": {"type": "boolean"},
 }
 
-#: How each kind of search parameter is written (FHIR R4 §3.1.1.4).
+#: How each kind of search parameter is written (FHIR R4 search section 3.1.1.4).
 _PARAM_SYNTAX = {
     "token": "`[system]|[code]`, `code` or `system|`",
     "reference": "`[Type/]id` or an absolute URL",

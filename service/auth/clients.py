@@ -68,7 +68,7 @@ class Client(ClientMixin):
         return " ".join(sc.narrow(sc.split(scope), sc.split(self.scope)))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        """Exact string match against the registered URIs (RFC 9700 §2.1)."""
+        """Exact string match against the registered URIs (RFC 9700 section 2.1)."""
         return redirect_uri in self.redirect_uris
 
     def check_client_secret(self, client_secret: str) -> bool:
@@ -100,7 +100,7 @@ def hash_secret(secret: str) -> str:
 
 
 def _check_redirect_uri(uri: str) -> None:
-    """https only, except http on loopback for native apps (RFC 9700 §2.6)."""
+    """https only, except http on loopback for native apps (RFC 9700 section 2.6)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri)

@@ -8,7 +8,7 @@ patient picks or indefinitely. A long-term consent holds one family of refresh t
 - each exchange rotates it: the presented token is used up and a new one issued, valid
   :data:`REFRESH_SECONDS` from this exchange but never past the consent's end;
 - a used-up token presented again revokes the whole family and ends the consent (RFC 9700
-  §4.14.2): one of the two holders is not the PGO;
+  section 4.14.2): one of the two holders is not the PGO;
 - a long-term consent without an exchange for :data:`REFRESH_SECONDS` lapses (:func:`lapse`).
 
 Ending a consent (withdrawn by the patient, lapsed, revoked) kills its refresh tokens and, through

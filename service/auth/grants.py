@@ -1,4 +1,4 @@
-"""Authlib grant classes, closing the gaps Authlib leaves open (security.md §1).
+"""Authlib grant classes, closing the gaps Authlib leaves open (docs/security.md).
 
 - PKCE: only ``S256``, and mandatory (Authlib accepts ``plain`` and defaults to it).
 - Authorization codes: single use, ≤ 60 s, bound to client, redirect_uri and challenge; a second
@@ -7,7 +7,7 @@
   ``jti`` remembered in the database, ``jku`` only if it is the registered JWKS URL, exactly one
   matching key.
 - Refresh tokens only for a patient's long-term consent, rotated on every use; a reused one
-  revokes its family (service/auth/consent_records.py, RFC 9700 §4.14).
+  revokes its family (service/auth/consent_records.py, RFC 9700 section 4.14).
 """
 
 from __future__ import annotations

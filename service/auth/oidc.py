@@ -106,7 +106,7 @@ class OidcDigiD:
         )
 
     def _metadata(self) -> dict[str, Any]:
-        """The broker's discovery document, checked once (OIDC Discovery §4.3)."""
+        """The broker's discovery document, checked once (OIDC Discovery section 4.3)."""
         metadata: dict[str, Any] = self._broker.load_server_metadata()
         if metadata.get("issuer") != self.issuer:
             self._broker.server_metadata.pop("_loaded_at", None)  # read it again next time

@@ -258,7 +258,7 @@ class AuthServer(AuthorizationServer):
         code_hash: str | None = None,
         consent_id: str | None = None,
     ) -> dict[str, Any]:
-        """An access token response body (RFC 6749 §5.1, plus SMART's ``patient``); recorded
+        """An access token response body (RFC 6749 section 5.1, plus SMART's ``patient``); recorded
         in ``conn``'s transaction (else the request's)."""
         issued = self.tokens.issue(
             conn=conn or request.conn,

@@ -3,7 +3,7 @@
 - ``/oauth/revoke``: a client revokes an access or refresh token it holds (PGO: its secret;
   backend: ``private_key_jwt``). An access token joins the revocation set (refused on every
   worker within a second); a refresh token ends its consent: the whole family and the access
-  tokens issued under it (RFC 7009 §2.1). Unknown, expired or already revoked tokens are
+  tokens issued under it (RFC 7009 section 2.1). Unknown, expired or already revoked tokens are
   answered 200 as well; another client's token is refused.
 - ``/oauth/introspect``: registered backend clients ask whether a token is active and what it
   grants; anything not active (unknown, expired, revoked, withdrawn) is ``{"active": false}``.
@@ -67,7 +67,7 @@ class FoundToken:
 
 def check_params(request: Any) -> None:
     """A ``token`` is required; ``token_type_hint`` is only a hint, and an unknown one is
-    ignored (RFC 7009 §2.1, RFC 7662 §2.1): both kinds are always looked for."""
+    ignored (RFC 7009 section 2.1, RFC 7662 section 2.1): both kinds are always looked for."""
     if not request.form.get("token"):
         raise InvalidRequestError("Missing 'token'")
 
@@ -161,7 +161,7 @@ class TokenIntrospection(IntrospectionEndpoint):
         return isinstance(client, Client) and client.kind == "backend"
 
     def introspect_token(self, token: FoundToken) -> dict[str, Any]:
-        """What an active token grants (RFC 7662 §2.2, plus SMART's ``patient``)."""
+        """What an active token grants (RFC 7662 section 2.2, plus SMART's ``patient``)."""
         body: dict[str, Any]
         if token.kind == "access_token":
             claims = token.claims

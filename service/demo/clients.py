@@ -35,7 +35,7 @@ from service.auth import clients
 
 PGO_CLIENT_ID = "demo-pgo.localhost"
 PGO_NAME = "Demo PGO (telemon demo)"
-#: Loopback, so http is allowed (RFC 8252 §7.3); nothing needs to listen there for the demo.
+#: Loopback, so http is allowed (RFC 8252 section 7.3); nothing needs to listen there for the demo.
 PGO_REDIRECT_URI = "http://127.0.0.1:8765/callback"
 BACKEND_CLIENT_ID = "demo-ehr"
 BACKEND_NAME = "Demo EHR (telemon demo)"

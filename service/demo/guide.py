@@ -69,7 +69,7 @@ class Endpoints:
 
 
 def pkce_challenge(verifier: str) -> str:
-    """The PKCE ``S256`` challenge of ``verifier`` (RFC 7636 §4.2)."""
+    """The PKCE ``S256`` challenge of ``verifier`` (RFC 7636 section 4.2)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 

@@ -1,4 +1,4 @@
-"""Subsetted resources for ``_elements`` and ``_summary`` (FHIR R4 search §3.1.1.5.8-9).
+"""Subsetted resources for ``_elements`` and ``_summary`` (FHIR R4 search 3.1.1.5.8-9).
 
 The element lists come from the fhir.resources R4B models: ``summary_element_property`` marks
 the summary elements (``isSummary`` in the specification), required fields the mandatory ones.
