@@ -3,7 +3,7 @@
 Code comments and docstrings cite documentation as ``docs/<page>.md#<anchor>`` (the anchor
 convention is in docs/alerts/rules.md#anchors); Markdown pages link each other with relative
 links. Every such link must name an existing page and, with ``#anchor``, an existing heading of
-it under GitHub's anchor rules. The alert rules were once cited by the sections (``§``) of a
+it under GitHub's anchor rules. The alert rules were once cited by numbered sections of a
 reference file outside the repository; the repository's own docs carry that content now.
 """
 

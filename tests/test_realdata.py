@@ -1,7 +1,8 @@
 """Real FHIR data nobody here wrote goes in: a Synthea transaction Bundle and a Synthea bulk
 export through ``telemon import``, the HL7 R4 vital-sign examples through the API.
 
-The data is ``../shared/realdata`` beside the repository (see its README.md for the sources).
+The data is ``../shared/realdata`` beside the repository; where it comes from is in
+docs/import.md#real-data-this-is-tested-with.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Episode semantics (§3.2): attach, upgrade, acknowledge, resolve, cooldown, idempotency."""
+"""Episode semantics: attach, upgrade, acknowledge, resolve, cooldown, idempotency.
+
+See docs/alerts/engine.md#episodes.
+"""
 
 from __future__ import annotations
 

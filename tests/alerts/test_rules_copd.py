@@ -1,4 +1,4 @@
-"""COPD rules: fire/no-fire boundaries, baselines and severity levels (§6)."""
+"""COPD rules: fire/no-fire boundaries, baselines and severity levels (docs/alerts/rules.md)."""
 
 from __future__ import annotations
 

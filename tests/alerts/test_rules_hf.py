@@ -1,4 +1,4 @@
-"""Heart-failure rules: fire/no-fire boundaries and severity levels (§6)."""
+"""Heart-failure rules: fire/no-fire boundaries and severity levels (docs/alerts/rules.md)."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ class Api:
         """A Goal for the patient with the given targets; its id.
 
         Without ``start`` the Goal is in force from when it was stored, so it would not apply
-        to readings taken before that (thresholds in force at the effective time, §3.4).
+        to readings taken before that (thresholds in force at the effective time).
         """
         body: dict[str, Any] = {
             "resourceType": "Goal",

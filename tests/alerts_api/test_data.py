@@ -1,5 +1,5 @@
 """Real-world data through the API: late and out-of-order readings, retractions, corrections,
-units, implausible values and DST days (§7.1-§7.6 of the alert-rules reference)."""
+units, implausible values and DST days (docs/alerts/engine.md#data-edge-cases)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _weight_flags(api: Api, pid: str) -> list[dict[str, Any]]:
     return [f for f in api.flags(pid) if rule_of(f) in WEIGHT_RULES]
 
 
-# -- late and out-of-order data (§7.2, GEN-LATE) ---------------------------------------------
+# -- late and out-of-order data (GEN-LATE) ----------------------------------------------------
 
 
 def test_late_weight_from_yesterday_creates_an_alert(api: Api) -> None:
@@ -101,7 +101,7 @@ def test_backfill_makes_one_episode_per_rule(api: Api) -> None:
     assert len(details(flags[0])) >= 4
 
 
-# -- entered-in-error, deletion, correction (§7.5) ---------------------------------------------
+# -- entered-in-error, deletion, correction --------------------------------------------------
 
 
 def test_entered_in_error_retracts_the_alert(api: Api) -> None:
@@ -169,7 +169,7 @@ def test_correction_keeps_an_alert_that_still_qualifies(api: Api) -> None:
     assert details(again) == [reading["id"]]
 
 
-# -- units and implausible values (§7.1, §7.4) ---------------------------------------------------
+# -- units and implausible values -------------------------------------------------------------
 
 
 def test_unit_conversions(api: Api) -> None:
@@ -223,7 +223,7 @@ def test_implausible_values_are_rejected_and_never_alert(api: Api) -> None:
     assert not api.client.get("/fhir/Observation", params={"patient": hf}).json().get("entry")
 
 
-# -- DST days (§7.6): "yesterday" is a local calendar day ----------------------------------------
+# -- DST days: "yesterday" is a local calendar day ----------------------------------------------
 
 
 def test_weight_days_are_local_calendar_days_around_dst(api: Api) -> None:
@@ -252,7 +252,7 @@ def test_weight_days_are_local_calendar_days_around_dst(api: Api) -> None:
     assert priority(flag) == "PL" and has_ext(flag, LATE)
 
 
-# -- code variants and statuses (§7.5, §7.7) -----------------------------------------------------
+# -- code variants and statuses ---------------------------------------------------------------
 
 
 def test_vendor_code_variants_and_stand_alone_components(api: Api) -> None:

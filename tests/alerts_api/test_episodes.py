@@ -1,4 +1,5 @@
-"""Alert episodes through the API (§3.2): attach, upgrade, acknowledge, resolve, cooldown, retries.
+"""Alert episodes through the API: attach, upgrade, acknowledge, resolve, cooldown, retries
+(docs/alerts/engine.md#episodes).
 
 The EHR acknowledges and resolves by ``PUT /fhir/Flag/{id}``. Cooldowns run on processing time
 (when the resolve was received), so "a day later" is simulated by moving the alert service's

@@ -1,4 +1,4 @@
-"""Who gets which rules: enrolment, multimorbidity, personal Goals, rule toggles (§3.4, §7.7)."""
+"""Who gets which rules: enrolment, multimorbidity, personal Goals, rule toggles."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_not_enrolled_patients_never_get_a_flag(api: Api) -> None:
 
 
 def test_multimorbid_patient_gets_both_rule_sets_and_one_spo2_alert(api: Api) -> None:
-    """HF + COPD: HF and COPD rules both run; overlapping SpO2 and HR rules merge (§3.2(6))."""
+    """HF + COPD: HF and COPD rules both run; overlapping SpO2 and HR rules merge."""
     pid = api.enrol(programmes=("HF", "COPD"))
     reading, = api.post(spo2(pid, 89, at(minutes=60)))
     merged = [f for f in api.flags(pid) if rule_of(f) in SPO2_RULES]

@@ -1,5 +1,5 @@
 """SMART Backend Services: client_credentials with private_key_jwt (RS384/ES384), and its
-negative cases (security.md §1, INFERNO backend tests)."""
+negative cases (docs/security.md, INFERNO backend tests)."""
 
 from __future__ import annotations
 

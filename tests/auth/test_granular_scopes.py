@@ -138,7 +138,7 @@ def test_a_refresh_can_narrow_to_a_granular_scope(
     assert body["scope"] == f"patient/Observation.rs?code={WEIGHT}"
     bearer = {"Authorization": f"Bearer {body['access_token']}"}
     assert _all_pages(oauth_client, "/fhir/Observation", bearer) == set(more["weight"])
-    # and back to the whole granted scope with the next refresh token: allowed (RFC 6749 §6)
+    # and back to the whole granted scope with the next refresh token: allowed (RFC 6749 section 6)
     wider = oauth_client.post(
         "/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},

@@ -104,6 +104,6 @@ def test_client_assertion_with_nul_in_a_claim_is_a_400(
         else {"jti": "a\x00b"}
     )
     response = backend_token(oauth_client, backend, scope, **overrides)
-    # invalid_client is a 400 without an Authorization header (RFC 6749 §5.2)
+    # invalid_client is a 400 without an Authorization header (RFC 6749 section 5.2)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_client"

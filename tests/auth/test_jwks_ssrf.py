@@ -1,4 +1,4 @@
-"""JWKS URLs are guarded against SSRF (security.md §1, OWASP API7): https only, no loopback,
+"""JWKS URLs are guarded against SSRF (docs/security.md, OWASP API7): https only, no loopback,
 private, link-local (cloud metadata) or other non-public targets unless
 ``TELEMON_JWKS_ALLOW_PRIVATE`` is on (development). Only a loopback server is ever contacted."""
 

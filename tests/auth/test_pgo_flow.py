@@ -1,5 +1,5 @@
 """The PGO flow (MedMij-style authorization code + PKCE S256) and its negative cases
-(security.md §1; ONC (g)(10) invalid-PKCE and invalid-aud cases)."""
+(docs/security.md; ONC (g)(10) invalid-PKCE and invalid-aud cases)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Long-term consent (MedMij 2.x): refresh tokens only for it, rotated on every use, a reused
-one revoking its family (RFC 9700 §4.14, audited), the scope only narrowing, never past the
+one revoking its family (RFC 9700 section 4.14, audited), the scope only narrowing, never past the
 consent's end; of two concurrent refreshes with the same token exactly one wins."""
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_the_scope_only_narrows(
         f"/fhir/Patient/{world.a}", headers={"Authorization": f"Bearer {body['access_token']}"}
     )
     assert patient_read.status_code == 403
-    # the new refresh token keeps the granted scope (RFC 6749 §6)
+    # the new refresh token keeps the granted scope (RFC 6749 section 6)
     again = _refresh(oauth_client, pgo, body["refresh_token"])
     assert set(again.json()["scope"].split()) >= {"patient/Patient.rs", "patient/Observation.rs"}
 
@@ -224,7 +224,7 @@ def test_two_concurrent_refreshes_exactly_one_wins(
     assert statuses == [200, 400], [r.text for r in results]
     loser = next(r for r in results if r.status_code == 400)
     assert loser.json()["error"] == "invalid_grant"
-    # the loser presented a used-up token: the family is revoked (RFC 9700 §4.14.2)
+    # the loser presented a used-up token: the family is revoked (RFC 9700 section 4.14.2)
     winner = next(r for r in results if r.status_code == 200).json()
     assert _refresh(oauth_client, pgo, winner["refresh_token"]).status_code == 400
 

@@ -179,6 +179,6 @@ def test_bad_requests_get_rfc_errors_never_500(
     missing = oauth_client.post(path, data={"token_type_hint": "access_token"}, auth=pgo)
     assert missing.status_code in (400, 401)  # no token (or, introspecting, not a backend)
     assert "error" in missing.json()
-    # an unknown hint is only ignored (RFC 7009 §2.1): revoking an unknown token is no error
+    # an unknown hint is only ignored (RFC 7009 section 2.1): revoking an unknown token is no error
     hint = oauth_client.post(path, data={"token": "x", "token_type_hint": "id_token"}, auth=pgo)
     assert hint.status_code == (200 if path == "/oauth/revoke" else 400), hint.text
