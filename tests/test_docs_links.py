@@ -18,7 +18,7 @@ import pytest
 from service.alerts.rules import default_rule_set
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ("service", "docs")
+SCANNED = ("service", "docs", "README.md")
 #: ``docs/alerts/rules.md#hf-wt-3d`` in code, comments and pages, relative to the repository root.
 DOCS_REFERENCE = re.compile(r"(?<![\w/.-])(docs/[\w./-]+?\.md)(?:#([\w-]+))?")
 #: ``[text](target)`` in Markdown.
@@ -56,10 +56,12 @@ def anchors(page: Path) -> set[str]:
 
 
 def text_files() -> list[Path]:
-    """The text files of service/ and docs/ (binary files such as screenshots are skipped)."""
+    """The text files of service/, docs/ and the README (binary files such as screenshots are
+    skipped)."""
     files = []
     for top in SCANNED:
-        for path in sorted((ROOT / top).rglob("*")):
+        found = [ROOT / top] if (ROOT / top).is_file() else sorted((ROOT / top).rglob("*"))
+        for path in found:
             if not path.is_file() or "__pycache__" in path.parts:
                 continue
             try:
