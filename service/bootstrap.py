@@ -14,7 +14,8 @@ from service.alerts.episodes import Alert
 from service.alerts.ingest import AlertListener, AlertService
 from service.core.clock import Clock, system_clock
 from service.core.registry import default_registry
-from service.fhir.service import FhirService, WriteEvent
+from service.fhir.hooks import WriteEvent
+from service.fhir.service import FhirService
 from service.runtime import metrics
 from service.settings import Settings
 from service.storage.db import Database

@@ -47,7 +47,8 @@ from service.alerts.rules import default_rule_set
 from service.alerts.state import dump_alert, load_alert
 from service.core.dates import DateFormatError, from_micros, parse_range, to_micros
 from service.core.indexing import split_reference
-from service.fhir.service import FhirService, WriteEvent
+from service.fhir.hooks import WriteEvent
+from service.fhir.service import FhirService
 from service.storage import alert_store, search_sql
 from service.storage import repository as repo
 from service.storage.repository import StoredVersion

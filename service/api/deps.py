@@ -23,7 +23,9 @@ from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
 from service.core.outcome import FhirError, Issue
-from service.fhir.service import FhirService, TransactionHook, VersionResult
+from service.fhir.reads import VersionResult
+from service.fhir.service import FhirService
+from service.fhir.writes import TransactionHook
 from service.settings import Settings
 from service.storage.db import after_commit
 from service.storage.repository import NewVersion, StoredVersion

@@ -25,7 +25,9 @@ from sqlalchemy import Connection
 
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
-from service.fhir.service import FhirService, TransactionHook, VersionResult
+from service.fhir.reads import VersionResult
+from service.fhir.service import FhirService
+from service.fhir.writes import TransactionHook
 from service.storage.repository import NewVersion
 
 T = TypeVar("T")

@@ -38,7 +38,7 @@ from service.core.dates import DateFormatError, parse_range
 from service.core.outcome import FhirError, Issue, operation_outcome
 from service.fhir import bundles
 from service.fhir.patch import PATCH_MEDIA_TYPES, Patch, patch_of
-from service.fhir.service import SearchResult, VersionResult
+from service.fhir.reads import SearchResult, VersionResult
 from service.storage.repository import StoredVersion
 from service.validation.integers import parse_unsigned
 from service.validation.json_input import parse_patch_json

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.core.dates import format_instant, from_micros
 from service.core.outcome import FhirError, Issue, nul_error, operation_outcome
-from service.fhir.service import VersionResult
+from service.fhir.reads import VersionResult
 from service.validation import parse_json
 from service.validation.integers import parse_unsigned
 

@@ -89,6 +89,7 @@ from service.bulk.import_summary import (
 from service.core.outcome import FhirError, Issue
 from service.core.registry import ResourceType
 from service.fhir import bundles
+from service.fhir.hooks import event_of
 from service.fhir.references import (
     BUNDLE_NAMES,
     is_reference_failure,
@@ -96,7 +97,7 @@ from service.fhir.references import (
     remapped,
     rewritten,
 )
-from service.fhir.service import FhirService, event_of
+from service.fhir.service import FhirService
 from service.storage import repository as repo
 from service.storage.repository import NewVersion
 from service.storage.tables import RESOURCE_TABLES

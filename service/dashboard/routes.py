@@ -52,7 +52,9 @@ from service.dashboard.overview import (
     load_overview,
 )
 from service.dashboard.sessions import Session, SessionError
-from service.fhir.service import MAX_VERSION, FhirService, check_id
+from service.fhir.reads import MAX_VERSION
+from service.fhir.service import FhirService
+from service.fhir.writes import check_id
 from service.runtime import logs
 from service.settings import Settings
 from service.validation.integers import parse_unsigned

@@ -29,7 +29,9 @@ from service.alerts.episodes import (
 from service.audit.events import Touched
 from service.core.messages import message
 from service.core.outcome import FhirError
-from service.fhir.service import FhirService, TransactionHook, VersionResult
+from service.fhir.reads import VersionResult
+from service.fhir.service import FhirService
+from service.fhir.writes import TransactionHook
 from service.storage.repository import StoredVersion
 
 #: Flag priority code → (severity level, rank for sorting: most urgent first).

@@ -22,16 +22,12 @@ from sqlalchemy import Connection
 
 from service.core.dates import format_instant
 from service.core.outcome import FhirError, Issue, operation_outcome
+from service.fhir.hooks import event_of
 from service.fhir.patch import JSON_PATCH, MERGE_PATCH, Patch, patch_of
+from service.fhir.reads import VersionResult
 from service.fhir.references import rewritten
-from service.fhir.service import (
-    FhirService,
-    TransactionHook,
-    VersionResult,
-    check_id,
-    event_of,
-    outside_compartment,
-)
+from service.fhir.service import FhirService
+from service.fhir.writes import TransactionHook, check_id, outside_compartment
 from service.storage import repository as repo
 from service.validation import validate_structure
 from service.validation.json_input import parse_patch_json

@@ -1,204 +1,39 @@
 """The FHIR resource service: create, read, update, delete, history and search.
 
-Plain operations over typed values; the API layer maps HTTP onto them. Every write runs in one
-database transaction that either commits completely or not at all.
+Plain operations over typed values; the API layer maps HTTP onto them. :class:`FhirService` is
+the facade: reads (:mod:`.reads`), writes (:mod:`.writes`) and the hooks other packages
+register (:mod:`.hooks`) live in their own modules. Every write runs in one database
+transaction that either commits completely or not at all.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from sqlalchemy import Connection
 
 from service.core.clock import Clock, system_clock
 from service.core.criteria import SearchQuery
-from service.core.dates import format_instant, to_micros
-from service.core.indexing import extract
-from service.core.outcome import FhirError, Issue
+from service.core.dates import to_micros
+from service.core.outcome import Issue
 from service.core.registry import Registry, ResourceType
-from service.fhir.confinement import Confinement
-from service.fhir.including import included_resources
+from service.fhir.hooks import ContentHook, Hooks, WriteEvent, WriteListener
 from service.fhir.patch import Patch
-from service.fhir.patch import apply as apply_patch
-from service.fhir.references import local_references, missing_issues
-from service.fhir.search import encode_cursor, linked_types, parse_search
-from service.fhir.subsetting import subset
+from service.fhir.reads import Reads, SearchResult, VersionResult
+from service.fhir.writes import TransactionHook, Writes
 from service.settings import Settings
-from service.storage import repository as repo
-from service.storage import search_sql
 from service.storage.db import Database
 from service.storage.repository import NewVersion, StoredVersion
-from service.validation import ProfileValidator, dumps_resource, validate_structure
-from service.validation.integers import MAX_INT, parse_unsigned
-from service.validation.json_input import check_resource_json, parse_stored
-
-#: Version ids are stored as INTEGER: a larger one names no version.
-MAX_VERSION = MAX_INT
-_ETAG = re.compile(r'^(?:W/)?"([^"]*)"$')
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-@dataclass(slots=True)
-class VersionResult:
-    """The outcome of a write or read: which version, and its JSON (None when deleted)."""
-
-    status: int
-    res_type: str
-    res_id: str
-    version_id: int
-    last_updated: int
-    content: str | None
-    issues: list[Issue] = field(default_factory=list)
-    patient_id: str | None = None  # the patient compartment (authorization, audit)
-
-    @classmethod
-    def of(
-        cls,
-        status: int,
-        stored: StoredVersion | NewVersion,
-        patient_id: str | None = None,
-        warnings: Sequence[Issue] = (),
-    ) -> VersionResult:
-        """A result for a stored or just-written version (with the write's warnings)."""
-        if isinstance(stored, NewVersion):
-            patient_id = stored.index.patient_id
-        return cls(
-            status,
-            stored.res_type,
-            stored.res_id,
-            stored.version_id,
-            stored.last_updated,
-            stored.content,
-            list(warnings),
-            patient_id=patient_id,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class WriteEvent:
-    """A resource version written in the current transaction (``resource`` None: deleted).
-
-    Listeners may add ``warnings`` (an Observation no alert rule evaluates): the write still
-    succeeds, and the warnings reach its client in the write's OperationOutcome.
-    """
-
-    res_type: str
-    res_id: str
-    version_id: int
-    resource: dict[str, Any] | None
-    patient_id: str | None  # the patient compartment (before deletion, for a delete)
-    previous: str | None = None  # JSON of the version this one replaced, if any
-    warnings: list[Issue] = field(default_factory=list)
-
-
-#: Called inside the write transaction, after the writes, with what was written. Listeners
-#: (alert evaluation, notifications) may write more in the same transaction or raise to abort it.
-WriteListener = Callable[["FhirService", Connection, list[WriteEvent]], None]
-
-#: The caller's part of one write transaction: called inside it, after its writes, with the
-#: results (written, or matched by a conditional create), e.g. to write the request's AuditEvent
-#: so that it commits with the data or not at all. It may raise to abort the transaction.
-TransactionHook = Callable[[Connection, Sequence["VersionResult"]], None]
-
-
-class ContentHook(Protocol):
-    """Type-specific handling of client-supplied content (e.g. Subscriptions' secrets).
-
-    ``check`` runs before the write transaction opens (it may be slow: a DNS lookup) and raises
-    a FhirError for content it refuses; ``apply`` runs inside the write transaction, just
-    before the version is stamped, and returns the content to store (it may keep parts of it
-    elsewhere in the same transaction). Content the server writes itself
-    (:meth:`FhirService.store_many_in`) passes neither.
-    """
-
-    def check(self, data: dict[str, Any]) -> None:
-        """Refuse content (FhirError, 4xx) that the type's rules do not allow."""
-
-    def apply(
-        self,
-        conn: Connection,
-        res_id: str,
-        data: dict[str, Any],
-        current: StoredVersion | None,
-    ) -> dict[str, Any]:
-        """The content to store for ``res_id`` (``current``: its current version, if any)."""
-
-
-@dataclass(slots=True)
-class SearchResult:
-    """A page of matches, the included resources, and what is needed to build the Bundle."""
-
-    query: SearchQuery
-    matches: list[StoredVersion]
-    included: list[StoredVersion]
-    next_cursor: str | None
-    total: int | None
-    warnings: list[Issue]
-
-
-class _MissingReferences(Exception):
-    """Some versions of a shared transaction reference what does not exist."""
-
-    def __init__(self, missing: set[tuple[str, str]]) -> None:
-        super().__init__(f"{len(missing)} missing references")
-        self.missing = missing
-
-
-def event_of(item: NewVersion, previous: StoredVersion | None = None) -> WriteEvent:
-    """The write event for a version just stored."""
-    return WriteEvent(
-        item.res_type,
-        item.res_id,
-        item.version_id,
-        item.resource,
-        item.index.patient_id,
-        previous.content if previous is not None else None,
-    )
+from service.validation import ProfileValidator
 
 
 def now_micros() -> int:
     """The current time in microseconds since the epoch."""
     return to_micros(datetime.now(UTC))
-
-
-def parse_etag(value: str) -> int:
-    """The version number in an ``If-Match`` ETag such as ``W/"3"``; malformed → 400."""
-    match = _ETAG.match(value.strip())
-    # A version beyond any stored one is well-formed; it just never matches (412).
-    version = parse_unsigned(match.group(1), maximum=MAX_VERSION, clamp=True) if match else None
-    if version is None:
-        raise FhirError.single(400, "invalid", f"Malformed If-Match ETag '{value}'", "If-Match")
-    return version
-
-
-def outside_compartment(res_type: str) -> FhirError:
-    """The 403 for a write outside the caller's patient compartment."""
-    return FhirError.single(
-        403, "forbidden", f"This {res_type} is outside the patient compartment of the token"
-    )
-
-
-def _permits(permit: Callable[[str], None], res_type: str) -> bool:
-    try:
-        permit(res_type)
-    except FhirError:
-        return False
-    return True
-
-
-def check_id(res_id: str) -> None:
-    """Reject ids that are not FHIR ids (``[A-Za-z0-9-.]{1,64}``)."""
-    if not _ID.match(res_id):
-        raise FhirError.single(400, "invalid", f"'{res_id}' is not a valid FHIR id", "id")
 
 
 class FhirService:
@@ -220,23 +55,35 @@ class FhirService:
         self.settings = settings
         self.zone = ZoneInfo(settings.timezone)
         self.language = settings.language
-        self.listeners: list[WriteListener] = []
-        #: Told about the versions the server writes itself (:meth:`store_many_in`: alerts'
-        #: Flags, Subscription status changes), which :attr:`listeners` never see.
-        self.authored_listeners: list[WriteListener] = []
-        self.content_hooks: dict[str, ContentHook] = {}
+        self.hooks = Hooks()
+        self.reads = Reads(db, registry, settings, self.zone)
+        self.writes = Writes(self.reads, self.hooks, profiles, clock, self)
+
+    # -- the registered hooks ----------------------------------------------------------------
+
+    @property
+    def listeners(self) -> list[WriteListener]:
+        """Told, inside the write transaction, about every version clients write."""
+        return self.hooks.listeners
+
+    @property
+    def authored_listeners(self) -> list[WriteListener]:
+        """Told about the versions the server writes itself (:meth:`store_many_in`: alerts'
+        Flags, Subscription status changes), which :attr:`listeners` never see."""
+        return self.hooks.authored_listeners
+
+    @property
+    def content_hooks(self) -> dict[str, ContentHook]:
+        """Type name → its handling of client-supplied content."""
+        return self.hooks.content_hooks
 
     def notify(self, conn: Connection, events: list[WriteEvent]) -> None:
         """Tell every listener what was just written (inside the same transaction)."""
-        if events:
-            for listener in self.listeners:
-                listener(self, conn, events)
+        self.hooks.notify(self, conn, events)
 
     def check_content(self, rtype: ResourceType, data: dict[str, Any]) -> None:
         """The type's content hook check (before the write transaction), if it has one."""
-        hook = self.content_hooks.get(rtype.name)
-        if hook is not None:
-            hook.check(data)
+        self.hooks.check_content(rtype.name, data)
 
     def apply_content(
         self,
@@ -247,132 +94,45 @@ class FhirService:
         current: StoredVersion | None = None,
     ) -> dict[str, Any]:
         """The content to store after the type's content hook (inside the transaction)."""
-        hook = self.content_hooks.get(rtype.name)
-        return data if hook is None else hook.apply(conn, res_id, data, current)
+        return self.hooks.apply_content(conn, rtype.name, res_id, data, current)
 
-    # -- validation and stamping ------------------------------------------------------------
+    # -- reads and writes ----------------------------------------------------------------------
 
     def resource_type(self, name: str, *, for_write: bool = False) -> ResourceType:
         """The registered type ``name``; unknown → 404, write to a read-only type → 405."""
-        rtype = self.registry.get(name)
-        if rtype is None:
-            raise FhirError.single(
-                404, "not-supported", f"Resource type '{name}' is not supported", "resourceType"
-            )
-        if for_write and rtype.read_only:
-            raise FhirError.single(405, "not-supported", f"{name} is read-only on this server")
-        return rtype
+        return self.reads.resource_type(name, for_write=for_write)
 
     def compartment_of(self, res_type: str, content: str | None) -> str | None:
         """The patient compartment of a version's JSON (None: none, or deleted)."""
-        rtype = self.registry.get(res_type)
-        if content is None or rtype is None or rtype.compartment is None:
-            return None
-        return extract(orjson.loads(content), rtype, self.zone).patient_id
+        return self.reads.compartment_of(res_type, content)
 
     def compartment(self, stored: StoredVersion) -> str | None:
-        """The patient compartment of a stored version.
-
-        Current versions carry it from their row; only superseded versions (history), which do
-        not, are read from their JSON.
-        """
-        if stored.patient_id is not None or stored.content is None:
-            return stored.patient_id
-        return self.compartment_of(stored.res_type, stored.content)
+        """The patient compartment of a stored version."""
+        return self.reads.compartment(stored)
 
     def visible(self, patient_ids: tuple[str, ...] | None, stored: StoredVersion) -> bool:
         """True when a version lies in one of ``patient_ids`` (None: no confinement) and, for
         a :class:`Confinement`, passes its granular-scope filters."""
-        if patient_ids is None:
-            return True
-        if self.compartment(stored) not in patient_ids:
-            return False
-        if not isinstance(patient_ids, Confinement) or not patient_ids.filtered(stored.res_type):
-            return True
-        rtype = self.registry.get(stored.res_type)
-        if rtype is None or stored.content is None:
-            return False
-        tokens = extract(orjson.loads(stored.content), rtype, self.zone).tokens
-        return patient_ids.admits(stored.res_type, tokens)
-
-    def _narrowed(
-        self, res_type: str, params: Sequence[tuple[str, str]], patient_ids: tuple[str, ...] | None
-    ) -> list[tuple[str, str]]:
-        """``params`` plus a Confinement's filters for ``res_type`` where a search can say them."""
-        if isinstance(patient_ids, Confinement):
-            return [*params, *patient_ids.search_params(res_type)]
-        return list(params)
+        return self.reads.visible(patient_ids, stored)
 
     def prepare(self, data: Any, expected_type: str | None = None) -> ResourceType:
         """Validate ``data`` structurally (400), against the profiles (422) and its type's
         content hook."""
-        rtype = self.validate(data, expected_type)
-        self.check_content(rtype, data)
-        return rtype
+        return self.writes.prepare(data, expected_type)
 
     def validate(self, data: Any, expected_type: str | None = None) -> ResourceType:
         """Validate ``data`` structurally (400) and against the profiles (422)."""
-        type_name = validate_structure(data, expected_type)
-        rtype = self.resource_type(type_name, for_write=True)
-        issues = self.profiles.validate(
-            data, now=self.clock(), clock_skew_seconds=self.settings.clock_skew_seconds
-        )
-        if issues:
-            raise FhirError(422, issues)
-        return rtype
+        return self.writes.validate(data, expected_type)
 
     def now_micros(self) -> int:
         """The service clock's current time in microseconds since the epoch."""
-        return to_micros(self.clock())
+        return self.writes.now_micros()
 
     def stamp(
         self, rtype: ResourceType, data: dict[str, Any], res_id: str, version: int, now: int
     ) -> NewVersion:
         """Set id and meta on ``data`` and compute what storage needs for it."""
-        meta = dict(data.get("meta") or {})
-        meta["versionId"] = str(version)
-        meta["lastUpdated"] = format_instant(now)
-        body = {k: v for k, v in data.items() if k not in ("resourceType", "id", "meta")}
-        resource = {"resourceType": rtype.name, "id": res_id, "meta": meta, **body}
-        content, exact_decimals = dumps_resource(resource)
-        links = local_references(resource, content, self.registry)
-        if exact_decimals:  # the digits live on in the JSON; the rest of the code sees floats
-            resource = orjson.loads(content)
-        return NewVersion(
-            rtype.name,
-            res_id,
-            version,
-            now,
-            content.decode(),
-            extract(resource, rtype, self.zone),
-            resource,
-            links,
-        )
-
-    @staticmethod
-    def _required_references(
-        items: Sequence[tuple[NewVersion, str]], pending: AbstractSet[tuple[str, str]]
-    ) -> dict[str, set[str]]:
-        """Type → ids that the versions' local references need (see :mod:`.references`)."""
-        wanted: dict[str, set[str]] = {}
-        for item, _ in items:
-            for t, i in item.links:
-                if (t, i) not in pending:
-                    wanted.setdefault(t, set()).add(i)
-        return wanted
-
-    @staticmethod
-    def _reference_error(
-        items: Sequence[tuple[NewVersion, str]], missing: AbstractSet[tuple[str, str]]
-    ) -> FhirError:
-        issues: list[Issue] = []
-        for item, prefix in items:
-            if missing.isdisjoint(item.links):
-                continue
-            for issue in missing_issues(item.resource, missing):
-                if issue.prefixed(prefix) not in issues:
-                    issues.append(issue.prefixed(prefix))
-        return FhirError(422, issues)
+        return self.writes.stamp(rtype, data, res_id, version, now)
 
     def check_references(
         self,
@@ -380,16 +140,8 @@ class FhirService:
         items: Sequence[tuple[NewVersion, str]],
         pending: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> None:
-        """Every reference to a stored type must resolve (or be written in the same Bundle).
-
-        ``items`` pairs each version with the expression prefix for its errors.
-        """
-        wanted = self._required_references(items, pending)
-        missing = {
-            (t, i) for t, ids in wanted.items() for i in ids - repo.existing_ids(conn, t, ids)
-        }
-        if missing:
-            raise self._reference_error(items, missing)
+        """Every reference to a stored type must resolve (or be written in the same Bundle)."""
+        self.writes.check_references(conn, items, pending)
 
     def insert_new(
         self,
@@ -397,16 +149,8 @@ class FhirService:
         items: Sequence[tuple[NewVersion, str]],
         pending: AbstractSet[tuple[str, str]] = frozenset(),
     ) -> None:
-        """Insert new versions after checking their references (one round trip on PostgreSQL).
-
-        A missing reference raises the 422; the caller's transaction then rolls back.
-        """
-        wanted = self._required_references(items, pending)
-        _, missing = repo.insert_resources_checked(conn, [item for item, _ in items], wanted)
-        if missing:
-            raise self._reference_error(items, missing)
-
-    # -- create ----------------------------------------------------------------------------
+        """Insert new versions after checking their references (one round trip on PostgreSQL)."""
+        self.writes.insert_new(conn, items, pending)
 
     def create(
         self,
@@ -417,20 +161,14 @@ class FhirService:
         expected_type: str | None = None,
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
-        """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set.
-
-        ``patient_ids`` confines the write to those compartments (403 outside them);
-        ``expected_type`` is the type the URL names (400 when the resource is another);
-        ``in_transaction`` runs in the write transaction with the result.
-        """
-        rtype = self.prepare(data, expected_type)
-        with self.db.write() as conn:
-            result = self.create_in(
-                conn, rtype, data, if_none_exist=if_none_exist, patient_ids=patient_ids
-            )
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
+        """Create a resource (server-assigned id); conditional when ``if_none_exist`` is set."""
+        return self.writes.create(
+            data,
+            if_none_exist=if_none_exist,
+            patient_ids=patient_ids,
+            expected_type=expected_type,
+            in_transaction=in_transaction,
+        )
 
     def create_in(
         self,
@@ -445,17 +183,16 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
         """Create inside an open write transaction (used by single creates and Bundles)."""
-        if if_none_exist is not None:
-            match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
-            if match is not None:
-                return VersionResult.of(200, match, self.compartment(match))
-        res_id = res_id or str(uuid.uuid4())
-        data = self.apply_content(conn, rtype, res_id, data)
-        item = self.new_version(rtype, data, patient_ids, res_id)
-        self.insert_new(conn, [(item, prefix or rtype.name)], pending)
-        event = event_of(item)
-        self.notify(conn, [event])
-        return VersionResult.of(201, item, warnings=event.warnings)
+        return self.writes.create_in(
+            conn,
+            rtype,
+            data,
+            if_none_exist=if_none_exist,
+            res_id=res_id,
+            pending=pending,
+            prefix=prefix,
+            patient_ids=patient_ids,
+        )
 
     def new_version(
         self,
@@ -465,72 +202,15 @@ class FhirService:
         res_id: str | None = None,
     ) -> NewVersion:
         """Stamp validated ``data`` as version 1 of a new resource (403 outside ``patient_ids``)."""
-        item = self.stamp(rtype, data, res_id or str(uuid.uuid4()), 1, self.now_micros())
-        if patient_ids is not None and item.index.patient_id not in patient_ids:
-            raise outside_compartment(rtype.name)
-        return item
+        return self.writes.new_version(rtype, data, patient_ids, res_id)
 
     def store_new(
         self,
         items: Sequence[NewVersion],
         companions: Sequence[Sequence[NewVersion]] | None = None,
     ) -> list[VersionResult | Exception]:
-        """Store independent new versions (from :meth:`new_version`), sharing one transaction.
-
-        Group commit for concurrent single creates: one transaction, one insert statement and
-        one alert evaluation for all of them. Each still succeeds or fails on its own, as if
-        stored alone: versions whose references are missing get their 422 and the rest are
-        stored without them; any other failure stores every version in its own transaction.
-        The result for each version is in the same position: a 201 or the exception.
-
-        ``companions[i]`` are versions stored with ``items[i]``, in its transaction, and only
-        if it is stored (its AuditEvents); they are not checked and no listener hears of them.
-        """
-        extra = companions or [()] * len(items)
-        failed: dict[int, Exception] = {}
-        warnings: dict[int, list[Issue]] = {}
-        todo = list(range(len(items)))
-        while todo:
-            try:
-                events = self._store_together(
-                    [items[i] for i in todo], [v for i in todo for v in extra[i]]
-                )
-                warnings = {i: event.warnings for i, event in zip(todo, events, strict=True)}
-                break
-            except _MissingReferences as exc:
-                for i in todo:
-                    gone = exc.missing.intersection(items[i].links)
-                    if gone:
-                        failed[i] = self._reference_error([(items[i], items[i].res_type)], gone)
-                # Every missing reference is some version's: each round drops at least one.
-                todo = [i for i in todo if i not in failed]
-            except Exception as exc:
-                if len(todo) == 1:
-                    failed[todo[0]] = exc
-                    break
-                for i in todo:  # isolate the failure: each on its own
-                    (result,) = self.store_new([items[i]], [extra[i]])
-                    if isinstance(result, Exception):
-                        failed[i] = result
-                    else:
-                        warnings[i] = result.issues
-                break
-        return [
-            failed[i] if i in failed else VersionResult.of(201, item, warnings=warnings.get(i, ()))
-            for i, item in enumerate(items)
-        ]
-
-    def _store_together(
-        self, items: Sequence[NewVersion], companions: Sequence[NewVersion]
-    ) -> list[WriteEvent]:
-        wanted = self._required_references([(item, item.res_type) for item in items], frozenset())
-        with self.db.write() as conn:
-            _, missing = repo.insert_resources_checked(conn, [*items, *companions], wanted)
-            if missing:
-                raise _MissingReferences(missing)  # rolls the transaction back
-            events = [event_of(item) for item in items]
-            self.notify(conn, events)
-        return events
+        """Store independent new versions (from :meth:`new_version`), sharing one transaction."""
+        return self.writes.store_new(items, companions)
 
     def conditional_match(
         self,
@@ -540,62 +220,14 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
         element: str = "If-None-Exist",
     ) -> StoredVersion | None:
-        """The single existing match of a conditional write's criteria (0 → None, 2+ → 412).
-
-        Writers with the same criteria are serialised (conditional creates, updates, patches
-        and deletes alike), so parallel identical conditional creates or updates leave exactly
-        one resource. ``element`` names where the criteria came from, for errors.
-        """
-        params = [
-            (k, v)
-            for k, v in parse_qsl(criteria.lstrip("?"), keep_blank_values=False)
-            if k != "_format"
-        ]
-        if not params:
-            raise FhirError.single(400, "invalid", f"{element} needs search criteria", element)
-        query, _ = parse_search(
-            rtype,
-            params,
-            registry=self.registry,
-            zone=self.zone,
-            default_count=2,
-            max_count=2,
-            strict=True,
-        )
-        query.count = 2
-        query.patient_ids = patient_ids
-        repo.lock_key(conn, f"{rtype.name}?{sorted(params)}")
-        page = search_sql.search(conn, query)
-        if len(page.rows) > 1:
-            raise FhirError.single(
-                412,
-                "duplicate",
-                f"{element} criteria '{criteria}' match more than one {rtype.name}",
-                element,
-            )
-        return page.rows[0] if page.rows else None
-
-    # -- read --------------------------------------------------------------------------------
+        """The single existing match of a conditional write's criteria (0 → None, 2+ → 412)."""
+        return self.writes.conditional_match(conn, rtype, criteria, patient_ids, element)
 
     def read(
         self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None
     ) -> VersionResult:
-        """The current version; 404 if it never existed, 410 if deleted.
-
-        Outside ``patient_ids`` (also when deleted) the answer is the never-existed 404.
-        """
-        self.resource_type(res_type)
-        with self.db.read() as conn:
-            current = repo.fetch_current(conn, res_type, res_id)
-        if current is None or not self.visible(patient_ids, current):
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
-        if current.deleted:
-            raise FhirError(
-                410,
-                [Issue("deleted", f"{res_type}/{res_id} has been deleted")],
-                {"ETag": f'W/"{current.version_id}"'},
-            )
-        return VersionResult.of(200, current, self.compartment(current))
+        """The current version; 404 if it never existed, 410 if deleted."""
+        return self.reads.read(res_type, res_id, patient_ids=patient_ids)
 
     def vread(
         self,
@@ -606,21 +238,7 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
         """A specific version; 404 if unknown (or outside ``patient_ids``), 410 if a deletion."""
-        self.resource_type(res_type)
-        number = parse_unsigned(version, maximum=MAX_VERSION)
-        if number is None:
-            raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
-        with self.db.read() as conn:
-            stored = repo.fetch_version(conn, res_type, res_id, number)
-        if stored is None or not self.visible(patient_ids, stored):
-            raise FhirError.single(
-                404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
-            )
-        if stored.deleted:
-            raise FhirError.single(410, "deleted", f"Version {version} is a deletion")
-        return VersionResult.of(200, stored, self.compartment(stored))
-
-    # -- update and delete -------------------------------------------------------------------
+        return self.reads.vread(res_type, res_id, version, patient_ids=patient_ids)
 
     def update(
         self,
@@ -632,26 +250,15 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
-        """Replace the resource (or create it with this id); If-Match guards the version.
-
-        ``in_transaction`` runs in the write transaction with the result.
-        """
-        check_id(res_id)
-        rtype = self.prepare(data, res_type)
-        if data.get("id") != res_id:
-            raise FhirError.single(
-                400,
-                "invalid",
-                f"The resource id ('{data.get('id')}') must equal the id in the URL ('{res_id}')",
-                f"{res_type}.id",
-            )
-        with self.db.write() as conn:
-            result = self.update_in(
-                conn, rtype, res_id, data, if_match=if_match, patient_ids=patient_ids
-            )
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
+        """Replace the resource (or create it with this id); If-Match guards the version."""
+        return self.writes.update(
+            res_type,
+            res_id,
+            data,
+            if_match=if_match,
+            patient_ids=patient_ids,
+            in_transaction=in_transaction,
+        )
 
     def update_in(
         self,
@@ -666,40 +273,16 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
         """Update inside an open write transaction (403 outside ``patient_ids``)."""
-        expected = parse_etag(if_match) if if_match is not None else None
-        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
-        if (
-            patient_ids is not None
-            and current is not None
-            and not current.deleted
-            and not self.visible(patient_ids, current)
-        ):
-            raise outside_compartment(rtype.name)
-        if expected is not None and (current is None or current.version_id != expected):
-            have = f"version {current.version_id}" if current else "no version"
-            raise FhirError.single(
-                412,
-                "conflict",
-                f"If-Match expects version {expected} of {rtype.name}/{res_id}; it has {have}",
-                "If-Match",
-            )
-        now = self.now_micros()
-        if current is not None:
-            now = max(now, current.last_updated + 1)
-        version = current.version_id + 1 if current else 1
-        data = self.apply_content(conn, rtype, res_id, data, current)
-        item = self.stamp(rtype, data, res_id, version, now)
-        if patient_ids is not None and item.index.patient_id not in patient_ids:
-            raise outside_compartment(rtype.name)
-        self.check_references(conn, [(item, prefix or rtype.name)], pending)
-        if current is None:
-            repo.insert_resources(conn, [item])
-        else:
-            repo.replace_current(conn, current, item, now=now)
-        event = event_of(item, current)
-        self.notify(conn, [event])
-        status = 201 if current is None or current.deleted else 200
-        return VersionResult.of(status, item, warnings=event.warnings)
+        return self.writes.update_in(
+            conn,
+            rtype,
+            res_id,
+            data,
+            if_match=if_match,
+            pending=pending,
+            prefix=prefix,
+            patient_ids=patient_ids,
+        )
 
     def store_many_in(
         self,
@@ -707,35 +290,8 @@ class FhirService:
         rtype: ResourceType,
         resources: Sequence[tuple[str, dict[str, Any]]],
     ) -> None:
-        """Write resources the server itself authored (e.g. alerts' Flags), keyed by id.
-
-        No profile or reference checks, no content hooks and none of :attr:`listeners`: the
-        content comes from telemon's own code, and the caller is often the listener reacting to
-        a write. :attr:`authored_listeners` are told. New ones are inserted in one statement.
-        """
-        current = {
-            v.res_id: v
-            for v in repo.fetch_all_versions_current(
-                conn, rtype.name, [i for i, _ in resources], for_update=True
-            )
-        }
-        now = self.now_micros()
-        fresh = []
-        events = []
-        for res_id, data in resources:
-            old = current.get(res_id)
-            if old is None:
-                item = self.stamp(rtype, data, res_id, 1, now)
-                fresh.append(item)
-            else:
-                at = max(now, old.last_updated + 1)
-                item = self.stamp(rtype, data, res_id, old.version_id + 1, at)
-                repo.replace_current(conn, old, item, now=at)
-            events.append(event_of(item, old))
-        repo.insert_resources(conn, fresh)
-        if events:
-            for listener in self.authored_listeners:
-                listener(self, conn, events)
+        """Write resources the server itself authored (e.g. alerts' Flags), keyed by id."""
+        self.writes.store_many_in(conn, rtype, resources)
 
     def delete(
         self,
@@ -745,16 +301,10 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
-        """Delete (a new version marking deletion); deleting twice is harmless.
-
-        ``in_transaction`` runs in the write transaction with the result.
-        """
-        rtype = self.resource_type(res_type, for_write=True)
-        with self.db.write() as conn:
-            result = self.delete_in(conn, rtype, res_id, patient_ids=patient_ids)
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
+        """Delete (a new version marking deletion); deleting twice is harmless."""
+        return self.writes.delete(
+            res_type, res_id, patient_ids=patient_ids, in_transaction=in_transaction
+        )
 
     def delete_in(
         self,
@@ -765,48 +315,7 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
     ) -> VersionResult:
         """Delete inside an open write transaction (403 outside ``patient_ids``)."""
-        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
-        if current is None:
-            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
-        if not self.visible(patient_ids, current):
-            raise outside_compartment(rtype.name)
-        if current.deleted:
-            return VersionResult(
-                200,
-                rtype.name,
-                res_id,
-                current.version_id,
-                current.last_updated,
-                None,
-                [Issue("deleted", f"{rtype.name}/{res_id} was already deleted", (), "information")],
-            )
-        now = max(self.now_micros(), current.last_updated + 1)
-        repo.replace_current(conn, current, None, now=now)
-        self.notify(
-            conn,
-            [
-                WriteEvent(
-                    rtype.name,
-                    res_id,
-                    current.version_id + 1,
-                    None,
-                    current.patient_id,
-                    current.content,
-                )
-            ],
-        )
-        return VersionResult(
-            200,
-            rtype.name,
-            res_id,
-            current.version_id + 1,
-            now,
-            None,
-            [Issue("informational", f"Deleted {rtype.name}/{res_id}", (), "information")],
-            patient_id=self.compartment(current),
-        )
-
-    # -- patch and conditional writes ------------------------------------------------------------
+        return self.writes.delete_in(conn, rtype, res_id, patient_ids=patient_ids)
 
     def patch(
         self,
@@ -819,22 +328,14 @@ class FhirService:
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
         """Apply ``patch`` to the current version and store the result as an update."""
-        check_id(res_id)
-        rtype = self.resource_type(res_type, for_write=True)
-        checked = self._checked_patch(rtype, res_id, patch)
-        with self.db.write() as conn:
-            result = self.patch_in(
-                conn,
-                rtype,
-                res_id,
-                patch,
-                if_match=if_match,
-                patient_ids=patient_ids,
-                checked=checked,
-            )
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
+        return self.writes.patch(
+            res_type,
+            res_id,
+            patch,
+            if_match=if_match,
+            patient_ids=patient_ids,
+            in_transaction=in_transaction,
+        )
 
     def patch_in(
         self,
@@ -849,65 +350,18 @@ class FhirService:
         patient_ids: tuple[str, ...] | None = None,
         checked: dict[str, Any] | None = None,
     ) -> VersionResult:
-        """Patch inside an open write transaction.
-
-        The patched resource is validated like an update (400/422, nothing stored) and stored
-        through :meth:`update_in`, so listeners (an EHR acknowledging an alert's Flag) see it
-        as any update. Outside ``patient_ids`` the resource is the never-existed 404.
-        ``checked``: a result whose content hook check passed already (:meth:`_checked_patch`).
-        """
-        expected = parse_etag(if_match) if if_match is not None else None
-        current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
-        if current is None or not self.visible(patient_ids, current):
-            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
-        if current.deleted or current.content is None:
-            raise FhirError.single(410, "deleted", f"{rtype.name}/{res_id} has been deleted")
-        if expected is not None and current.version_id != expected:
-            raise FhirError.single(
-                412,
-                "conflict",
-                f"If-Match expects version {expected} of {rtype.name}/{res_id}; "
-                f"it has version {current.version_id}",
-                "If-Match",
-            )
-        data = apply_patch(patch, parse_stored(current.content))
-        check_resource_json(data, max_depth=self.settings.max_json_depth)
-        if data.get("resourceType") != rtype.name or data.get("id") != res_id:
-            raise FhirError.single(
-                400,
-                "invalid",
-                f"A patch may not change the resource's type or id ({rtype.name}/{res_id})",
-                f"{rtype.name}.id",
-            )
-        if checked is not None and data == checked:
-            self.validate(data, rtype.name)
-        else:
-            self.prepare(data, rtype.name)
-        return self.update_in(
-            conn, rtype, res_id, data, pending=pending, prefix=prefix, patient_ids=patient_ids
+        """Patch inside an open write transaction."""
+        return self.writes.patch_in(
+            conn,
+            rtype,
+            res_id,
+            patch,
+            if_match=if_match,
+            pending=pending,
+            prefix=prefix,
+            patient_ids=patient_ids,
+            checked=checked,
         )
-
-    def _checked_patch(
-        self, rtype: ResourceType, res_id: str, patch: Patch
-    ) -> dict[str, Any] | None:
-        """For a type with a content hook (a slow DNS check): the patched resource, checked
-        before the write transaction opens, so that the check holds no lock.
-
-        None when there is nothing to check or it fails: the transaction then decides (and
-        reports) everything itself, the compartment first.
-        """
-        if rtype.name not in self.content_hooks:
-            return None
-        with self.db.read() as conn:
-            current = repo.fetch_current(conn, rtype.name, res_id)
-        if current is None or current.content is None:
-            return None
-        try:
-            data = apply_patch(patch, parse_stored(current.content))
-            self.prepare(data, rtype.name)
-        except FhirError:
-            return None
-        return data
 
     def conditional_update(
         self,
@@ -921,20 +375,15 @@ class FhirService:
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
         """``PUT [type]?criteria``: create (none), update (one) or 412 (several)."""
-        rtype = self.prepare(data, res_type)
-        with self.db.write() as conn:
-            result = self.conditional_update_in(
-                conn,
-                rtype,
-                criteria,
-                data,
-                if_match=if_match,
-                patient_ids=patient_ids,
-                may_create=may_create,
-            )
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
+        return self.writes.conditional_update(
+            res_type,
+            criteria,
+            data,
+            if_match=if_match,
+            patient_ids=patient_ids,
+            may_create=may_create,
+            in_transaction=in_transaction,
+        )
 
     def conditional_update_in(
         self,
@@ -950,20 +399,18 @@ class FhirService:
         may_create: bool = True,
         element: str = "url",
     ) -> VersionResult:
-        """Conditional update inside an open write transaction (serialised on the criteria).
-
-        ``may_create`` False refuses (403) the create a caller lacks the scope for.
-        """
-        res_id, creates = self.conditional_target(
-            conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
-        )
-        if creates and not may_create:
-            raise FhirError.single(
-                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
-            )
-        return self.update_in(
-            conn, rtype, res_id, {**data, "id": res_id}, if_match=if_match, pending=pending,
-            prefix=prefix, patient_ids=patient_ids,
+        """Conditional update inside an open write transaction (serialised on the criteria)."""
+        return self.writes.conditional_update_in(
+            conn,
+            rtype,
+            criteria,
+            data,
+            if_match=if_match,
+            pending=pending,
+            prefix=prefix,
+            patient_ids=patient_ids,
+            may_create=may_create,
+            element=element,
         )
 
     def conditional_target(
@@ -977,35 +424,10 @@ class FhirService:
         element: str = "url",
         prefix: str | None = None,
     ) -> tuple[str, bool]:
-        """The id a conditional update writes, and whether that creates a resource.
-
-        One match: its id (a body id must be the same, 400 otherwise). No match: the body's id,
-        if it has one and no other resource holds it (409), else a new one.
-        """
-        match = self.conditional_match(conn, rtype, criteria, patient_ids, element)
-        given = data.get("id")
-        where = prefix or rtype.name
-        if match is not None:
-            if given is not None and given != match.res_id:
-                raise FhirError.single(
-                    400,
-                    "invalid",
-                    f"The resource id ('{given}') is not the id of the match ('{match.res_id}')",
-                    f"{where}.id",
-                )
-            return match.res_id, False
-        if given is None:
-            return str(uuid.uuid4()), True
-        check_id(str(given))
-        holder = repo.fetch_current(conn, rtype.name, str(given), for_update=True)
-        if holder is not None and not holder.deleted:
-            raise FhirError.single(
-                409,
-                "conflict",
-                f"{rtype.name}/{given} exists but does not match the criteria",
-                f"{where}.id",
-            )
-        return str(given), True
+        """The id a conditional update writes, and whether that creates a resource."""
+        return self.writes.conditional_target(
+            conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
+        )
 
     def conditional_patch(
         self,
@@ -1018,19 +440,14 @@ class FhirService:
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult:
         """``PATCH [type]?criteria``: patch the one match (none → 404, several → 412)."""
-        rtype = self.resource_type(res_type, for_write=True)
-        with self.db.write() as conn:
-            match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
-            if match is None:
-                raise FhirError.single(
-                    404, "not-found", f"No {rtype.name} matches '{criteria}'", "url"
-                )
-            result = self.patch_in(
-                conn, rtype, match.res_id, patch, if_match=if_match, patient_ids=patient_ids
-            )
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
+        return self.writes.conditional_patch(
+            res_type,
+            criteria,
+            patch,
+            if_match=if_match,
+            patient_ids=patient_ids,
+            in_transaction=in_transaction,
+        )
 
     def conditional_delete(
         self,
@@ -1041,17 +458,9 @@ class FhirService:
         in_transaction: TransactionHook | None = None,
     ) -> VersionResult | None:
         """``DELETE [type]?criteria``: delete the one match (several → 412; none → None)."""
-        rtype = self.resource_type(res_type, for_write=True)
-        with self.db.write() as conn:
-            match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
-            if match is None:
-                return None
-            result = self.delete_in(conn, rtype, match.res_id, patient_ids=patient_ids)
-            if in_transaction is not None:
-                in_transaction(conn, [result])
-            return result
-
-    # -- history and search --------------------------------------------------------------------
+        return self.writes.conditional_delete(
+            res_type, criteria, patient_ids=patient_ids, in_transaction=in_transaction
+        )
 
     def history(
         self,
@@ -1062,39 +471,16 @@ class FhirService:
         count: int | None = None,
         patient_ids: tuple[str, ...] | None = None,
     ) -> list[StoredVersion]:
-        """Versions newest first: of one resource, or of every resource of the type.
-
-        With ``patient_ids`` only versions inside those compartments are returned (no delete
-        markers); an instance with none of them answers the never-existed 404.
-        """
-        self.resource_type(res_type)
-        limit = min(count or self.settings.default_page_size, self.settings.max_page_size)
-        with self.db.read() as conn:
-            if res_id is None:
-                versions = repo.type_history(conn, res_type, since=since, count=limit)
-            else:
-                versions = repo.instance_history(conn, res_type, res_id, since=since, count=limit)
-        if patient_ids is not None:
-            versions = [v for v in versions if self.visible(patient_ids, v)]
-        if res_id is None:
-            return versions
-        if not versions:
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
-        return versions
+        """Versions newest first: of one resource, or of every resource of the type."""
+        return self.reads.history(
+            res_type, res_id, since=since, count=count, patient_ids=patient_ids
+        )
 
     def parse_query(
         self, rtype: ResourceType, params: Sequence[tuple[str, str]], *, strict: bool
     ) -> tuple[SearchQuery, list[Issue]]:
         """Parse search parameters with this server's limits."""
-        return parse_search(
-            rtype,
-            params,
-            registry=self.registry,
-            zone=self.zone,
-            default_count=self.settings.default_page_size,
-            max_count=self.settings.max_page_size,
-            strict=strict,
-        )
+        return self.reads.parse_query(rtype, params, strict=strict)
 
     def search(
         self,
@@ -1106,42 +492,10 @@ class FhirService:
         permit: Callable[[str], None] = lambda _type: None,
     ) -> SearchResult:
         """Run a type-level search; ``patient_ids`` confines it to those compartments (and a
-        :class:`Confinement`'s filters: in the query where it can say them, and on the rows).
-
-        ``permit`` (the caller's scopes) is asked about every other type the search reads:
-        chain targets, ``_has`` sources, ``_include`` and ``_revinclude`` types; it raises to
-        refuse. Included resources of a type it refuses are left out.
-        """
-        rtype = self.resource_type(res_type)
-        query, warnings = self.parse_query(
-            rtype, self._narrowed(res_type, params, patient_ids), strict=strict
+        :class:`Confinement`'s filters: in the query where it can say them, and on the rows)."""
+        return self.reads.search(
+            res_type, params, strict=strict, patient_ids=patient_ids, permit=permit
         )
-        query.patient_ids = patient_ids
-        for linked in sorted(linked_types(query, self.registry)):
-            permit(linked)
-        with self.db.read() as conn:
-            page = search_sql.search(conn, search_sql.resolve_links(conn, query))
-            if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):
-                page.rows = [r for r in page.rows if self.visible(patient_ids, r)]
-            included = included_resources(
-                conn,
-                query,
-                page.rows,
-                # an _include must not reach outside the compartment or the scopes
-                admit=lambda row: self.visible(patient_ids, row)
-                and _permits(permit, row.res_type),
-                budget=self.settings.max_revinclude,
-                warnings=warnings,
-            )
-        matches = page.rows
-        if query.elements is not None or query.summary is not None:
-            matches = [
-                replace(m, content=subset(m.content or "{}", m.res_type, query.elements,
-                                          query.summary))
-                for m in matches
-            ]
-        cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
-        return SearchResult(query, matches, included, cursor, page.total, warnings)
 
     def lastn(
         self,
@@ -1152,23 +506,4 @@ class FhirService:
         permit: Callable[[str], None] = lambda _type: None,
     ) -> tuple[list[StoredVersion], list[Issue]]:
         """``Observation/$lastn``: the newest ``max`` Observations per patient and code."""
-        rtype = self.resource_type("Observation")
-        max_n = 1
-        rest = []
-        for name, value in params:
-            if name == "max":
-                wanted = parse_unsigned(value, maximum=self.settings.max_page_size, clamp=True)
-                if not wanted:
-                    raise FhirError.single(400, "invalid", "max must be a positive integer", "max")
-                max_n = wanted
-            else:
-                rest.append((name, value))
-        query, warnings = self.parse_query(
-            rtype, self._narrowed("Observation", rest, patient_ids), strict=strict
-        )
-        query.patient_ids = patient_ids
-        for linked in sorted(linked_types(query, self.registry)):
-            permit(linked)
-        with self.db.read() as conn:
-            rows = search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n)
-        return [r for r in rows if self.visible(patient_ids, r)], warnings
+        return self.reads.lastn(params, strict=strict, patient_ids=patient_ids, permit=permit)

@@ -23,7 +23,8 @@ from functools import lru_cache
 from sqlalchemy import Connection
 
 from service.core.outcome import FhirError
-from service.fhir.service import FhirService, WriteEvent, now_micros
+from service.fhir.hooks import WriteEvent
+from service.fhir.service import FhirService, now_micros
 from service.storage import subscription_store as store
 from service.storage.db import after_commit, before_commit
 from service.subscriptions.model import criteria_params

@@ -16,7 +16,8 @@ from sqlalchemy import Connection
 from service.core import ssrf
 from service.core.criteria import IdCriterion, SearchQuery
 from service.core.outcome import FhirError, Issue
-from service.fhir.service import FhirService, WriteEvent, now_micros
+from service.fhir.hooks import WriteEvent
+from service.fhir.service import FhirService, now_micros
 from service.storage import subscription_store as store
 from service.storage.db import after_commit
 from service.storage.repository import StoredVersion

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from service.api.group_commit import Create, GroupCommit, create_batcher
 from service.bootstrap import build_service
 from service.core.outcome import FhirError
-from service.fhir.service import FhirService, VersionResult, WriteEvent
+from service.fhir.hooks import WriteEvent
+from service.fhir.reads import VersionResult
+from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage.db import Database
 from service.storage.repository import NewVersion

@@ -13,7 +13,7 @@ import pytest
 
 from service.core.outcome import Issue
 from service.validation import BSN_SYSTEM, ProfileValidator
-from service.validation.profiles import CANONICAL_BASE, ProfileLoadError
+from service.validation.profile_compiler import CANONICAL_BASE, ProfileLoadError
 
 SD = f"{CANONICAL_BASE}/StructureDefinition/"
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "fhir_profiles"
