@@ -794,7 +794,7 @@ def store_each(
                 data, now=now, clock_skew_seconds=service.settings.clock_skew_seconds
             )
             if issues:
-                raise FhirError(422, issues)
+                raise FhirError.rejected(issues)
             # A create that fails leaves nothing behind in the chunk's transaction (PostgreSQL
             # inserts and checks the references in one statement).
             with conn.begin_nested():

@@ -59,7 +59,7 @@ async def negotiate(request: Request) -> None:
     """Refuse (406) an ``Accept`` header or ``_format`` that allows no JSON."""
     fmt = request.query_params.get("_format")
     if fmt is not None and fmt not in _FORMAT_PARAMS:
-        raise FhirError.single(406, "not-supported", f"_format={fmt} is not supported", "_format")
+        raise FhirError.not_acceptable(f"_format={fmt} is not supported", "_format")
     accept = request.headers.get("accept")
     if not accept:
         return
@@ -67,8 +67,8 @@ async def negotiate(request: Request) -> None:
         media = part.split(";")[0].strip().lower()
         if media in _ACCEPTABLE:
             return
-    raise FhirError.single(
-        406, "not-supported", f"Cannot produce '{accept}'; this server speaks {FHIR_JSON}", "Accept"
+    raise FhirError.not_acceptable(
+        f"Cannot produce '{accept}'; this server speaks {FHIR_JSON}", "Accept"
     )
 
 
@@ -89,9 +89,7 @@ async def read_json_body(
     media = content_type.split(";")[0].strip().lower()
     if media not in media_types:
         wanted = FHIR_JSON if media_types is _JSON_TYPES else " or ".join(media_types)
-        raise FhirError.single(
-            415,
-            "not-supported",
+        raise FhirError.unsupported_media_type(
             f"Content-Type '{content_type or '(none)'}' is not supported; send {wanted}",
             "Content-Type",
         )
@@ -108,12 +106,12 @@ async def read_json_body(
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
-        raise FhirError.single(400, "required", "The request body is empty")
+        raise FhirError.required("The request body is empty")
     return parser(body, max_depth=max_depth)
 
 
 def _too_large(max_bytes: int) -> FhirError:
-    return FhirError.single(413, "too-costly", f"The request body exceeds {max_bytes} bytes")
+    return FhirError.too_large(f"The request body exceeds {max_bytes} bytes")
 
 
 def prefer(request: Request, key: str) -> str | None:
@@ -188,7 +186,7 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     try:
         fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError as exc:
-        raise FhirError.single(400, "invalid", "The form body is not valid UTF-8") from exc
+        raise FhirError.invalid("The form body is not valid UTF-8") from exc
     for name, value in fields:
         if "\x00" in name or "\x00" in value:
             raise nul_error(f"form field '{name}'", name)

@@ -176,15 +176,13 @@ def parse_etag(value: str) -> int:
     # A version beyond any stored one is well-formed; it just never matches (412).
     version = parse_unsigned(match.group(1), maximum=MAX_VERSION, clamp=True) if match else None
     if version is None:
-        raise FhirError.single(400, "invalid", f"Malformed If-Match ETag '{value}'", "If-Match")
+        raise FhirError.invalid(f"Malformed If-Match ETag '{value}'", "If-Match")
     return version
 
 
 def outside_compartment(res_type: str) -> FhirError:
     """The 403 for a write outside the caller's patient compartment."""
-    return FhirError.single(
-        403, "forbidden", f"This {res_type} is outside the patient compartment of the token"
-    )
+    return FhirError.forbidden(f"This {res_type} is outside the patient compartment of the token")
 
 
 def _permits(permit: Callable[[str], None], res_type: str) -> bool:
@@ -198,7 +196,7 @@ def _permits(permit: Callable[[str], None], res_type: str) -> bool:
 def check_id(res_id: str) -> None:
     """Reject ids that are not FHIR ids (``[A-Za-z0-9-.]{1,64}``)."""
     if not _ID.match(res_id):
-        raise FhirError.single(400, "invalid", f"'{res_id}' is not a valid FHIR id", "id")
+        raise FhirError.invalid(f"'{res_id}' is not a valid FHIR id", "id")
 
 
 class FhirService:
@@ -256,11 +254,9 @@ class FhirService:
         """The registered type ``name``; unknown → 404, write to a read-only type → 405."""
         rtype = self.registry.get(name)
         if rtype is None:
-            raise FhirError.single(
-                404, "not-supported", f"Resource type '{name}' is not supported", "resourceType"
-            )
+            raise FhirError.unknown_type(f"Resource type '{name}' is not supported", "resourceType")
         if for_write and rtype.read_only:
-            raise FhirError.single(405, "not-supported", f"{name} is read-only on this server")
+            raise FhirError.method_not_allowed(f"{name} is read-only on this server")
         return rtype
 
     def compartment_of(self, res_type: str, content: str | None) -> str | None:
@@ -318,7 +314,7 @@ class FhirService:
             data, now=self.clock(), clock_skew_seconds=self.settings.clock_skew_seconds
         )
         if issues:
-            raise FhirError(422, issues)
+            raise FhirError.rejected(issues)
         return rtype
 
     def now_micros(self) -> int:
@@ -372,7 +368,7 @@ class FhirService:
             for issue in missing_issues(item.resource, missing):
                 if issue.prefixed(prefix) not in issues:
                     issues.append(issue.prefixed(prefix))
-        return FhirError(422, issues)
+        return FhirError.rejected(issues)
 
     def check_references(
         self,
@@ -552,7 +548,7 @@ class FhirService:
             if k != "_format"
         ]
         if not params:
-            raise FhirError.single(400, "invalid", f"{element} needs search criteria", element)
+            raise FhirError.invalid(f"{element} needs search criteria", element)
         query, _ = parse_search(
             rtype,
             params,
@@ -567,9 +563,7 @@ class FhirService:
         repo.lock_key(conn, f"{rtype.name}?{sorted(params)}")
         page = search_sql.search(conn, query)
         if len(page.rows) > 1:
-            raise FhirError.single(
-                412,
-                "duplicate",
+            raise FhirError.ambiguous_match(
                 f"{element} criteria '{criteria}' match more than one {rtype.name}",
                 element,
             )
@@ -588,12 +582,10 @@ class FhirService:
         with self.db.read() as conn:
             current = repo.fetch_current(conn, res_type, res_id)
         if current is None or not self.visible(patient_ids, current):
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+            raise FhirError.not_found(f"{res_type}/{res_id} is not known")
         if current.deleted:
-            raise FhirError(
-                410,
-                [Issue("deleted", f"{res_type}/{res_id} has been deleted")],
-                {"ETag": f'W/"{current.version_id}"'},
+            raise FhirError.gone(
+                f"{res_type}/{res_id} has been deleted", etag=f'W/"{current.version_id}"'
             )
         return VersionResult.of(200, current, self.compartment(current))
 
@@ -609,15 +601,13 @@ class FhirService:
         self.resource_type(res_type)
         number = parse_unsigned(version, maximum=MAX_VERSION)
         if number is None:
-            raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
+            raise FhirError.not_found(f"Version '{version}' is not known")
         with self.db.read() as conn:
             stored = repo.fetch_version(conn, res_type, res_id, number)
         if stored is None or not self.visible(patient_ids, stored):
-            raise FhirError.single(
-                404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
-            )
+            raise FhirError.not_found(f"{res_type}/{res_id}/_history/{version} is not known")
         if stored.deleted:
-            raise FhirError.single(410, "deleted", f"Version {version} is a deletion")
+            raise FhirError.gone(f"Version {version} is a deletion")
         return VersionResult.of(200, stored, self.compartment(stored))
 
     # -- update and delete -------------------------------------------------------------------
@@ -639,9 +629,7 @@ class FhirService:
         check_id(res_id)
         rtype = self.prepare(data, res_type)
         if data.get("id") != res_id:
-            raise FhirError.single(
-                400,
-                "invalid",
+            raise FhirError.invalid(
                 f"The resource id ('{data.get('id')}') must equal the id in the URL ('{res_id}')",
                 f"{res_type}.id",
             )
@@ -677,9 +665,7 @@ class FhirService:
             raise outside_compartment(rtype.name)
         if expected is not None and (current is None or current.version_id != expected):
             have = f"version {current.version_id}" if current else "no version"
-            raise FhirError.single(
-                412,
-                "conflict",
+            raise FhirError.precondition_failed(
                 f"If-Match expects version {expected} of {rtype.name}/{res_id}; it has {have}",
                 "If-Match",
             )
@@ -767,7 +753,7 @@ class FhirService:
         """Delete inside an open write transaction (403 outside ``patient_ids``)."""
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
         if current is None:
-            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+            raise FhirError.not_found(f"{rtype.name}/{res_id} is not known")
         if not self.visible(patient_ids, current):
             raise outside_compartment(rtype.name)
         if current.deleted:
@@ -859,13 +845,11 @@ class FhirService:
         expected = parse_etag(if_match) if if_match is not None else None
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
         if current is None or not self.visible(patient_ids, current):
-            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+            raise FhirError.not_found(f"{rtype.name}/{res_id} is not known")
         if current.deleted or current.content is None:
-            raise FhirError.single(410, "deleted", f"{rtype.name}/{res_id} has been deleted")
+            raise FhirError.gone(f"{rtype.name}/{res_id} has been deleted")
         if expected is not None and current.version_id != expected:
-            raise FhirError.single(
-                412,
-                "conflict",
+            raise FhirError.precondition_failed(
                 f"If-Match expects version {expected} of {rtype.name}/{res_id}; "
                 f"it has version {current.version_id}",
                 "If-Match",
@@ -873,9 +857,7 @@ class FhirService:
         data = apply_patch(patch, parse_stored(current.content))
         check_resource_json(data, max_depth=self.settings.max_json_depth)
         if data.get("resourceType") != rtype.name or data.get("id") != res_id:
-            raise FhirError.single(
-                400,
-                "invalid",
+            raise FhirError.invalid(
                 f"A patch may not change the resource's type or id ({rtype.name}/{res_id})",
                 f"{rtype.name}.id",
             )
@@ -958,12 +940,16 @@ class FhirService:
             conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
         )
         if creates and not may_create:
-            raise FhirError.single(
-                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
-            )
+            raise FhirError.forbidden(f"Nothing matches, and the token may not create {rtype.name}")
         return self.update_in(
-            conn, rtype, res_id, {**data, "id": res_id}, if_match=if_match, pending=pending,
-            prefix=prefix, patient_ids=patient_ids,
+            conn,
+            rtype,
+            res_id,
+            {**data, "id": res_id},
+            if_match=if_match,
+            pending=pending,
+            prefix=prefix,
+            patient_ids=patient_ids,
         )
 
     def conditional_target(
@@ -987,9 +973,7 @@ class FhirService:
         where = prefix or rtype.name
         if match is not None:
             if given is not None and given != match.res_id:
-                raise FhirError.single(
-                    400,
-                    "invalid",
+                raise FhirError.invalid(
                     f"The resource id ('{given}') is not the id of the match ('{match.res_id}')",
                     f"{where}.id",
                 )
@@ -999,9 +983,7 @@ class FhirService:
         check_id(str(given))
         holder = repo.fetch_current(conn, rtype.name, str(given), for_update=True)
         if holder is not None and not holder.deleted:
-            raise FhirError.single(
-                409,
-                "conflict",
+            raise FhirError.conflict(
                 f"{rtype.name}/{given} exists but does not match the criteria",
                 f"{where}.id",
             )
@@ -1022,9 +1004,7 @@ class FhirService:
         with self.db.write() as conn:
             match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
             if match is None:
-                raise FhirError.single(
-                    404, "not-found", f"No {rtype.name} matches '{criteria}'", "url"
-                )
+                raise FhirError.not_found(f"No {rtype.name} matches '{criteria}'", "url")
             result = self.patch_in(
                 conn, rtype, match.res_id, patch, if_match=if_match, patient_ids=patient_ids
             )
@@ -1079,7 +1059,7 @@ class FhirService:
         if res_id is None:
             return versions
         if not versions:
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+            raise FhirError.not_found(f"{res_type}/{res_id} is not known")
         return versions
 
     def parse_query(
@@ -1159,7 +1139,7 @@ class FhirService:
             if name == "max":
                 wanted = parse_unsigned(value, maximum=self.settings.max_page_size, clamp=True)
                 if not wanted:
-                    raise FhirError.single(400, "invalid", "max must be a positive integer", "max")
+                    raise FhirError.invalid("max must be a positive integer", "max")
                 max_n = wanted
             else:
                 rest.append((name, value))
