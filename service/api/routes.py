@@ -369,7 +369,7 @@ async def update(
         )
     )
     return resource_response(
-        result, base, return_pref=prefer(request, "return"), location=result.status == 201
+        result, base, return_pref=prefer(request, "return"), location=result.created
     )
 
 
@@ -465,7 +465,7 @@ async def conditional_update(
         if_match=if_match, may_create=may_create,
     )
     return resource_response(
-        result, ctx.base, return_pref=prefer(request, "return"), location=result.status == 201
+        result, ctx.base, return_pref=prefer(request, "return"), location=result.created
     )
 
 

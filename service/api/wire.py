@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from email.utils import format_datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -125,35 +126,33 @@ def prefer(request: Request, key: str) -> str | None:
 
 
 def version_headers(result: VersionResult, base: str) -> dict[str, str]:
-    """ETag, Last-Modified and (for writes) Location of a version."""
-    headers = {
+    """ETag, Last-Modified and Location (for a write's response) of a version."""
+    return {
         "ETag": f'W/"{result.version_id}"',
         "Last-Modified": format_datetime(from_micros(result.last_updated), usegmt=True),
+        "Location": f"{base}/{result.res_type}/{result.res_id}/_history/{result.version_id}",
     }
-    if result.status in (200, 201):
-        headers["Location"] = (
-            f"{base}/{result.res_type}/{result.res_id}/_history/{result.version_id}"
-        )
-    return headers
 
 
 def resource_response(
     result: VersionResult, base: str, *, return_pref: str | None = None, location: bool = False
 ) -> FhirResponse:
-    """The response to a read or a write, honouring ``Prefer: return=``."""
+    """The response to a read or a write (201 when it created the resource), honouring
+    ``Prefer: return=``."""
+    status = HTTPStatus.CREATED if result.created else HTTPStatus.OK
     headers = version_headers(result, base)
     if not location:
         headers.pop("Location", None)
     if return_pref == "minimal":
-        return FhirResponse(b"", status_code=result.status, headers=headers)
+        return FhirResponse(b"", status_code=status, headers=headers)
     if return_pref == "operationoutcome":
         issue = Issue(
             "informational", f"{result.res_type}/{result.res_id} stored", (), "information"
         )
         outcome = operation_outcome([issue, *result.issues])  # and the write's warnings
-        return FhirResponse(outcome, status_code=result.status, headers=headers)
+        return FhirResponse(outcome, status_code=status, headers=headers)
     body = result.content if result.content is not None else operation_outcome(result.issues)
-    return FhirResponse(body, status_code=result.status, headers=headers)
+    return FhirResponse(body, status_code=status, headers=headers)
 
 
 def instant(micros: int) -> str:

@@ -201,11 +201,11 @@ def _permit(access: Access, entry: Entry, *, may_create_needed: bool) -> None:
 def _no_match(service: FhirService, entry: Entry) -> VersionResult:
     """The result of a conditional delete that matched nothing (no resource, no version)."""
     issue = Issue("not-found", f"No {entry.res_type} matches '{entry.query}'", (), "information")
-    return VersionResult(200, entry.res_type, "", 0, service.now_micros(), None, [issue])
+    return VersionResult(entry.res_type, "", 0, service.now_micros(), None, [issue])
 
 
 def _response(result: VersionResult, representation: bool) -> dict[str, Any]:
-    status = HTTPStatus(result.status)
+    status = HTTPStatus.CREATED if result.created else HTTPStatus.OK
     out: dict[str, Any] = {"status": f"{status.value} {status.phrase}"}
     if result.res_id:
         out["etag"] = f'W/"{result.version_id}"'
@@ -367,7 +367,7 @@ def _transaction(
                         "transaction may write each resource once",
                     )
                 matched.add(target)
-                results[entry.index] = VersionResult.of(200, match)
+                results[entry.index] = VersionResult.of(match)
             else:
                 new_ids[entry.index] = str(uuid.uuid4())
                 target = f"{entry.res_type}/{new_ids[entry.index]}"
@@ -405,7 +405,7 @@ def _transaction(
         events = [event_of(item) for _, item in creates]
         service.notify(conn, events)
         for (entry, item), event in zip(creates, events, strict=True):
-            results[entry.index] = VersionResult.of(201, item, warnings=event.warnings)
+            results[entry.index] = VersionResult.of(item, warnings=event.warnings, created=True)
     for entry in ordered:
         if entry.method == "PUT":
             rtype = service.resource_type(entry.res_type)
@@ -541,7 +541,7 @@ def _get(
         or not service.visible(patient_ids, stored)
     ):
         raise FhirError.not_found(f"{entry.res_type}/{entry.res_id} is not known")
-    return VersionResult.of(200, stored, service.compartment(stored))
+    return VersionResult.of(stored, service.compartment(stored))
 
 
 def _batch(

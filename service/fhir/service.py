@@ -49,9 +49,12 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 @dataclass(slots=True)
 class VersionResult:
-    """The outcome of a write or read: which version, and its JSON (None when deleted)."""
+    """The outcome of a write or read: which version, and its JSON (None when deleted).
 
-    status: int
+    ``created``: the write made the resource (new, or a deleted one written again); False for
+    reads, updates, deletes and conditional creates that matched an existing resource.
+    """
+
     res_type: str
     res_id: str
     version_id: int
@@ -59,20 +62,21 @@ class VersionResult:
     content: str | None
     issues: list[Issue] = field(default_factory=list)
     patient_id: str | None = None  # the patient compartment (authorization, audit)
+    created: bool = False
 
     @classmethod
     def of(
         cls,
-        status: int,
         stored: StoredVersion | NewVersion,
         patient_id: str | None = None,
         warnings: Sequence[Issue] = (),
+        *,
+        created: bool = False,
     ) -> VersionResult:
         """A result for a stored or just-written version (with the write's warnings)."""
         if isinstance(stored, NewVersion):
             patient_id = stored.index.patient_id
         return cls(
-            status,
             stored.res_type,
             stored.res_id,
             stored.version_id,
@@ -80,6 +84,7 @@ class VersionResult:
             stored.content,
             list(warnings),
             patient_id=patient_id,
+            created=created,
         )
 
 
@@ -444,14 +449,14 @@ class FhirService:
         if if_none_exist is not None:
             match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
             if match is not None:
-                return VersionResult.of(200, match, self.compartment(match))
+                return VersionResult.of(match, self.compartment(match))
         res_id = res_id or str(uuid.uuid4())
         data = self.apply_content(conn, rtype, res_id, data)
         item = self.new_version(rtype, data, patient_ids, res_id)
         self.insert_new(conn, [(item, prefix or rtype.name)], pending)
         event = event_of(item)
         self.notify(conn, [event])
-        return VersionResult.of(201, item, warnings=event.warnings)
+        return VersionResult.of(item, warnings=event.warnings, created=True)
 
     def new_version(
         self,
@@ -512,7 +517,9 @@ class FhirService:
                         warnings[i] = result.issues
                 break
         return [
-            failed[i] if i in failed else VersionResult.of(201, item, warnings=warnings.get(i, ()))
+            failed[i]
+            if i in failed
+            else VersionResult.of(item, warnings=warnings.get(i, ()), created=True)
             for i, item in enumerate(items)
         ]
 
@@ -587,7 +594,7 @@ class FhirService:
             raise FhirError.gone(
                 f"{res_type}/{res_id} has been deleted", etag=f'W/"{current.version_id}"'
             )
-        return VersionResult.of(200, current, self.compartment(current))
+        return VersionResult.of(current, self.compartment(current))
 
     def vread(
         self,
@@ -608,7 +615,7 @@ class FhirService:
             raise FhirError.not_found(f"{res_type}/{res_id}/_history/{version} is not known")
         if stored.deleted:
             raise FhirError.gone(f"Version {version} is a deletion")
-        return VersionResult.of(200, stored, self.compartment(stored))
+        return VersionResult.of(stored, self.compartment(stored))
 
     # -- update and delete -------------------------------------------------------------------
 
@@ -684,8 +691,8 @@ class FhirService:
             repo.replace_current(conn, current, item, now=now)
         event = event_of(item, current)
         self.notify(conn, [event])
-        status = 201 if current is None or current.deleted else 200
-        return VersionResult.of(status, item, warnings=event.warnings)
+        created = current is None or current.deleted
+        return VersionResult.of(item, warnings=event.warnings, created=created)
 
     def store_many_in(
         self,
@@ -758,7 +765,6 @@ class FhirService:
             raise outside_compartment(rtype.name)
         if current.deleted:
             return VersionResult(
-                200,
                 rtype.name,
                 res_id,
                 current.version_id,
@@ -782,7 +788,6 @@ class FhirService:
             ],
         )
         return VersionResult(
-            200,
             rtype.name,
             res_id,
             current.version_id + 1,
