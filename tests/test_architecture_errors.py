@@ -104,6 +104,7 @@ NAMED: list[tuple[Callable[[str], FhirError], int, str]] = [
     (FhirError.precondition_failed, 412, "conflict"),
     (FhirError.ambiguous_match, 412, "duplicate"),
     (FhirError.too_large, 413, "too-costly"),
+    (FhirError.uri_too_long, 414, "too-long"),
     (FhirError.unsupported_media_type, 415, "not-supported"),
     (FhirError.unprocessable, 422, "processing"),
     (FhirError.invalid_value, 422, "value"),

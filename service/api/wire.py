@@ -205,10 +205,9 @@ class UrlLimit:
         if scope["type"] == "http":
             path = scope.get("raw_path") or scope["path"].encode()
             if len(path) + len(scope.get("query_string", b"")) > self.max_bytes:
-                issue = Issue(
-                    "too-long", f"The URL exceeds {self.max_bytes} bytes; use POST _search"
+                error = FhirError.uri_too_long(
+                    f"The URL exceeds {self.max_bytes} bytes; use POST _search"
                 )
-                response = FhirResponse(operation_outcome([issue]), status_code=414)
-                await response(scope, receive, send)
+                await outcome_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -204,6 +204,11 @@ class FhirError(Exception):
         return cls._single(413, "too-costly", diagnostics, expression)
 
     @classmethod
+    def uri_too_long(cls, diagnostics: str, expression: Where = None) -> FhirError:
+        """414 ``too-long``: a request URL longer than the server reads (use ``POST _search``)."""
+        return cls._single(414, "too-long", diagnostics, expression)
+
+    @classmethod
     def unsupported_media_type(cls, diagnostics: str, expression: Where = None) -> FhirError:
         """415 ``not-supported``: a body in a format the server does not read."""
         return cls._single(415, "not-supported", diagnostics, expression)
