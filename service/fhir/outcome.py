@@ -125,7 +125,7 @@ class FhirError(Exception):
 
     @classmethod
     def malformed(cls, issues: list[Issue]) -> FhirError:
-        """400 with ``issues``: every structural fault found in the content."""
+        """400 with ``issues``: every fault found in the request's content or parameters."""
         return cls(400, issues)
 
     # -- 401, 403: who is asking ---------------------------------------------------------------
