@@ -17,6 +17,7 @@ from service.fhir.outcome import FhirError, Issue
 SERVICE = Path(__file__).resolve().parent.parent / "service"
 OUTCOME = SERVICE / "fhir" / "outcome.py"
 ERROR_TYPES = ("FhirError", "HTTPException")
+STATUS_KEYWORDS = ("status", "status_code")
 
 
 def _error_call(node: ast.Call) -> str | None:
@@ -44,12 +45,12 @@ def _literal_int(node: ast.expr) -> bool:
 
 def offences(source: str, filename: str) -> list[str]:
     """``file:line`` of each error construction in ``source`` that passes an integer literal
-    (positional, or any keyword such as ``status=``) or builds a ``FhirError`` directly."""
+    (positional, or as ``status=``/``status_code=``) or builds a ``FhirError`` directly."""
     found = []
     for node in ast.walk(ast.parse(source, filename)):
         if not isinstance(node, ast.Call) or (name := _error_call(node)) is None:
             continue
-        values = [*node.args, *(k.value for k in node.keywords)]
+        values = [*node.args, *(k.value for k in node.keywords if k.arg in STATUS_KEYWORDS)]
         if any(_literal_int(v) for v in values):
             found.append(f"{filename}:{node.lineno}: {name}(...) passes a literal status")
         elif name in ("FhirError", "FhirError._single"):
@@ -75,6 +76,7 @@ def test_no_literal_status_in_raised_errors() -> None:
         "raise HTTPException(status_code=404)",
         'raise fastapi.HTTPException(403, "no")',
         "raise FhirError(status, [])",
+        'raise FhirError.invalid(status=400, diagnostics="x")',
     ],
 )
 def test_the_check_catches(source: str) -> None:
@@ -82,7 +84,11 @@ def test_the_check_catches(source: str) -> None:
 
 
 def test_the_check_lets_named_failures_pass() -> None:
-    source = 'raise FhirError.not_found("gone", "id")\nraise exc.with_issues([])'
+    source = (
+        'raise FhirError.not_found("gone", "id")\n'
+        'raise FhirError.rate_limited("slow", retry_after=30)\n'
+        "raise exc.with_issues([])"
+    )
     assert offences(source, "x.py") == []
 
 
