@@ -7,6 +7,7 @@ pairs a kind with its HTTP status and FHIR issue code.
 from __future__ import annotations
 
 import ast
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from service.fhir.outcome import FhirError, Issue
 
 SERVICE = Path(__file__).resolve().parent.parent / "service"
-OUTCOME = SERVICE / "fhir" / "outcome.py"
+OUTCOME = Path(inspect.getfile(FhirError)).resolve()  # the one place statuses are written
 ERROR_TYPES = ("FhirError", "HTTPException")
 STATUS_KEYWORDS = ("status", "status_code")
 
