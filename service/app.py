@@ -211,7 +211,7 @@ def create_app(
             Issue("invalid", str(e.get("msg")), (".".join(str(p) for p in e.get("loc", ())),))
             for e in exc.errors()
         ]
-        return FhirResponse(operation_outcome(issues), status_code=400)
+        return outcome_response(FhirError.malformed(issues))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> FhirResponse:
@@ -222,9 +222,10 @@ def create_app(
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> FhirResponse:
         log.exception("unhandled error", exc_info=exc)
-        issue = Issue("exception", "Internal server error; the request was not processed")
+        error = FhirError.server_error("Internal server error; the request was not processed")
         # Answered outside the request middleware: give the client the id to report.
-        headers = {"X-Request-ID": rid} if (rid := logs.request_id.get()) else None
-        return FhirResponse(operation_outcome([issue]), status_code=500, headers=headers)
+        if rid := logs.request_id.get():
+            error.headers["X-Request-ID"] = rid
+        return outcome_response(error)
 
     return app

@@ -105,7 +105,7 @@ async def read_group(group_id: str, ctx: Ctx) -> FhirResponse:
     _group_access(state, who, "r")
     programme = groups.PROGRAMMES.get(group_id)
     if programme is None:
-        raise FhirError.single(404, "not-found", f"Group/{group_id} is not known")
+        raise FhirError.not_found(f"Group/{group_id} is not known")
     group = await run_in_threadpool(_group, state.fhir, programme, base)
     _audit_members(audit, group)
     return FhirResponse(group)
@@ -121,9 +121,7 @@ async def search_group(request: Request, ctx: Ctx) -> FhirResponse:
     found = groups.matching(params)
     if found is None:
         names = ", ".join(sorted({k for k, _ in params}))
-        raise FhirError.single(
-            400, "not-supported", f"Group supports _id, identifier and name (got {names})"
-        )
+        raise FhirError.unsupported(f"Group supports _id, identifier and name (got {names})")
     entries = []
     for programme in found:
         group = await run_in_threadpool(_group, state.fhir, programme, base)
@@ -147,9 +145,7 @@ async def search_group(request: Request, ctx: Ctx) -> FhirResponse:
 @router.api_route("/Group/{group_id}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def write_group() -> None:
     """The cohorts follow the CarePlans: they cannot be written (405)."""
-    raise FhirError.single(
-        405,
-        "not-supported",
+    raise FhirError.method_not_allowed(
         "Group is read-only: a cohort is the patients enrolled by an active CarePlan",
     )
 
@@ -250,7 +246,7 @@ async def export_status(job_id: str, request: Request, ctx: Ctx) -> Response:
             },
         )
     if row.status == "failed":
-        raise FhirError.single(500, "exception", row.error or "The export failed")
+        raise FhirError.server_error(row.error or "The export failed")
     manifest = Manifest.from_json(row.manifest or '{"output": [], "deleted": [], "error": []}')
     files = f"{base}/$export-files/{job_id}"
 
@@ -291,7 +287,7 @@ async def download_context(request: Request) -> AsyncIterator[RequestContext]:
     if accept and not any(
         part.split(";")[0].strip().lower() in _NDJSON_ACCEPT for part in accept.split(",")
     ):
-        raise FhirError.single(406, "not-supported", f"Export files are {NDJSON}", "Accept")
+        raise FhirError.not_acceptable(f"Export files are {NDJSON}", "Accept")
     scope = dict(request.scope)
     scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"accept"]
     async with asynccontextmanager(request_context)(Request(scope, request.receive)) as ctx:

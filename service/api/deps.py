@@ -22,7 +22,7 @@ from service.auth.revocations import RevocationUnavailable
 from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
-from service.core.outcome import FhirError, Issue
+from service.core.outcome import FhirError
 from service.fhir.reads import VersionResult
 from service.fhir.service import FhirService
 from service.fhir.writes import TransactionHook
@@ -156,7 +156,7 @@ def _unauthorized(error: str | None, message: str) -> FhirError:
     challenge = 'Bearer realm="telemon"'
     if error:
         challenge += f', error="{error}", error_description="{message}"'
-    return FhirError(401, [Issue("login", message)], {"WWW-Authenticate": challenge})
+    return FhirError.unauthorized(message, challenge)
 
 
 async def current_principal(request: Request) -> Principal:
@@ -182,8 +182,8 @@ async def current_principal(request: Request) -> Principal:
             try:
                 await run_in_threadpool(auth.tokens.revoked.sync)
             except RevocationUnavailable as exc:
-                raise FhirError.single(
-                    503, "transient", "Cannot check token revocations now; try again"
+                raise FhirError.unavailable(
+                    "Cannot check token revocations now; try again"
                 ) from exc
         try:
             claims = auth.tokens.verify(

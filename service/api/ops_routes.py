@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from service.api.deps import get_state
-from service.core.outcome import FhirError, Issue
+from service.core.outcome import FhirError
 from service.runtime import metrics
 from service.settings import Settings
 from service.storage import migrate, subscription_store
@@ -55,14 +55,12 @@ def _metrics_allowed(request: Request, settings: Settings) -> None:
         return
     token = settings.metrics_token
     if token is None:
-        raise FhirError.single(404, "not-found", "Not found")
+        raise FhirError.not_found("Not found")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise FhirError(
-            401,
-            [Issue("login", "/metrics needs the metrics token")],
-            {"WWW-Authenticate": 'Bearer realm="telemon-metrics"'},
+        raise FhirError.unauthorized(
+            "/metrics needs the metrics token", 'Bearer realm="telemon-metrics"'
         )
 
 

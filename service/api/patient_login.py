@@ -18,7 +18,7 @@ def auth_state(request: Request) -> AuthState:
     """The authorization server's state (404 in TELEMON_AUTH=open)."""
     auth = get_state(request).auth
     if auth is None:  # TELEMON_AUTH=open has no authorization server
-        raise FhirError.single(404, "not-found", "Authorization is off (TELEMON_AUTH=open)")
+        raise FhirError.not_found("Authorization is off (TELEMON_AUTH=open)")
     return auth
 
 

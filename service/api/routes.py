@@ -215,9 +215,7 @@ async def _form_params(request: Request, state: AppState) -> list[tuple[str, str
     """The parameters of an ``application/x-www-form-urlencoded`` body (415 for other types)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("", "application/x-www-form-urlencoded"):
-        raise FhirError.single(
-            415,
-            "not-supported",
+        raise FhirError.unsupported_media_type(
             "POST _search needs an application/x-www-form-urlencoded body",
             "Content-Type",
         )
@@ -225,7 +223,7 @@ async def _form_params(request: Request, state: AppState) -> list[tuple[str, str
     async for chunk in request.stream():
         body += chunk
         if len(body) > state.settings.max_body_bytes:
-            raise FhirError.single(413, "too-costly", "The search parameters are too long")
+            raise FhirError.too_large("The search parameters are too long")
     return [(k, v) for k, v in parse_form(body) if k != "_format"]
 
 
@@ -298,7 +296,7 @@ async def read(
     if res_type in CONFORMANCE_TYPES:
         found = state.conformance.get(res_type, res_id)
         if found is None:
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+            raise FhirError.not_found(f"{res_type}/{res_id} is not known")
         return FhirResponse(found)
     patient_ids = allow(state, who, audit, res_type, "read")
     result = await run_in_threadpool(
@@ -332,7 +330,7 @@ async def update(
         )
     )
     return resource_response(
-        result, base, return_pref=prefer(request, "return"), location=result.status == 201
+        result, base, return_pref=prefer(request, "return"), location=result.created
     )
 
 
@@ -428,7 +426,7 @@ async def conditional_update(
         if_match=if_match, may_create=may_create,
     )
     return resource_response(
-        result, ctx.base, return_pref=prefer(request, "return"), location=result.status == 201
+        result, ctx.base, return_pref=prefer(request, "return"), location=result.created
     )
 
 
@@ -520,10 +518,10 @@ def _history_params(request: Request) -> tuple[int | None, int | None]:
         try:
             since = parse_range(since_raw, state_zone(request))[0]
         except DateFormatError as exc:
-            raise FhirError.single(400, "invalid", str(exc), "_since") from exc
+            raise FhirError.invalid(str(exc), "_since") from exc
     count = parse_unsigned(count_raw, maximum=get_state(request).settings.max_page_size, clamp=True)
     if count_raw is not None and count is None:
-        raise FhirError.single(400, "invalid", "_count must be a non-negative integer", "_count")
+        raise FhirError.invalid("_count must be a non-negative integer", "_count")
     return since, count
 
 

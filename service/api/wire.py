@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from email.utils import format_datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -59,7 +60,7 @@ async def negotiate(request: Request) -> None:
     """Refuse (406) an ``Accept`` header or ``_format`` that allows no JSON."""
     fmt = request.query_params.get("_format")
     if fmt is not None and fmt not in _FORMAT_PARAMS:
-        raise FhirError.single(406, "not-supported", f"_format={fmt} is not supported", "_format")
+        raise FhirError.not_acceptable(f"_format={fmt} is not supported", "_format")
     accept = request.headers.get("accept")
     if not accept:
         return
@@ -67,8 +68,8 @@ async def negotiate(request: Request) -> None:
         media = part.split(";")[0].strip().lower()
         if media in _ACCEPTABLE:
             return
-    raise FhirError.single(
-        406, "not-supported", f"Cannot produce '{accept}'; this server speaks {FHIR_JSON}", "Accept"
+    raise FhirError.not_acceptable(
+        f"Cannot produce '{accept}'; this server speaks {FHIR_JSON}", "Accept"
     )
 
 
@@ -89,9 +90,7 @@ async def read_json_body(
     media = content_type.split(";")[0].strip().lower()
     if media not in media_types:
         wanted = FHIR_JSON if media_types is _JSON_TYPES else " or ".join(media_types)
-        raise FhirError.single(
-            415,
-            "not-supported",
+        raise FhirError.unsupported_media_type(
             f"Content-Type '{content_type or '(none)'}' is not supported; send {wanted}",
             "Content-Type",
         )
@@ -108,12 +107,12 @@ async def read_json_body(
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
-        raise FhirError.single(400, "required", "The request body is empty")
+        raise FhirError.required("The request body is empty")
     return parser(body, max_depth=max_depth)
 
 
 def _too_large(max_bytes: int) -> FhirError:
-    return FhirError.single(413, "too-costly", f"The request body exceeds {max_bytes} bytes")
+    return FhirError.too_large(f"The request body exceeds {max_bytes} bytes")
 
 
 def prefer(request: Request, key: str) -> str | None:
@@ -127,35 +126,33 @@ def prefer(request: Request, key: str) -> str | None:
 
 
 def version_headers(result: VersionResult, base: str) -> dict[str, str]:
-    """ETag, Last-Modified and (for writes) Location of a version."""
-    headers = {
+    """ETag, Last-Modified and Location (for a write's response) of a version."""
+    return {
         "ETag": f'W/"{result.version_id}"',
         "Last-Modified": format_datetime(from_micros(result.last_updated), usegmt=True),
+        "Location": f"{base}/{result.res_type}/{result.res_id}/_history/{result.version_id}",
     }
-    if result.status in (200, 201):
-        headers["Location"] = (
-            f"{base}/{result.res_type}/{result.res_id}/_history/{result.version_id}"
-        )
-    return headers
 
 
 def resource_response(
     result: VersionResult, base: str, *, return_pref: str | None = None, location: bool = False
 ) -> FhirResponse:
-    """The response to a read or a write, honouring ``Prefer: return=``."""
+    """The response to a read or a write (201 when it created the resource), honouring
+    ``Prefer: return=``."""
+    status = HTTPStatus.CREATED if result.created else HTTPStatus.OK
     headers = version_headers(result, base)
     if not location:
         headers.pop("Location", None)
     if return_pref == "minimal":
-        return FhirResponse(b"", status_code=result.status, headers=headers)
+        return FhirResponse(b"", status_code=status, headers=headers)
     if return_pref == "operationoutcome":
         issue = Issue(
             "informational", f"{result.res_type}/{result.res_id} stored", (), "information"
         )
         outcome = operation_outcome([issue, *result.issues])  # and the write's warnings
-        return FhirResponse(outcome, status_code=result.status, headers=headers)
+        return FhirResponse(outcome, status_code=status, headers=headers)
     body = result.content if result.content is not None else operation_outcome(result.issues)
-    return FhirResponse(body, status_code=result.status, headers=headers)
+    return FhirResponse(body, status_code=status, headers=headers)
 
 
 def instant(micros: int) -> str:
@@ -188,7 +185,7 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     try:
         fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError as exc:
-        raise FhirError.single(400, "invalid", "The form body is not valid UTF-8") from exc
+        raise FhirError.invalid("The form body is not valid UTF-8") from exc
     for name, value in fields:
         if "\x00" in name or "\x00" in value:
             raise nul_error(f"form field '{name}'", name)
@@ -208,10 +205,9 @@ class UrlLimit:
         if scope["type"] == "http":
             path = scope.get("raw_path") or scope["path"].encode()
             if len(path) + len(scope.get("query_string", b"")) > self.max_bytes:
-                issue = Issue(
-                    "too-long", f"The URL exceeds {self.max_bytes} bytes; use POST _search"
+                error = FhirError.uri_too_long(
+                    f"The URL exceeds {self.max_bytes} bytes; use POST _search"
                 )
-                response = FhirResponse(operation_outcome([issue]), status_code=414)
-                await response(scope, receive, send)
+                await outcome_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

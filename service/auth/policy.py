@@ -73,7 +73,7 @@ DISCLOSES = {"Subscription": "Flag"}
 
 def forbidden(message: str) -> FhirError:
     """The 403 for a denied interaction."""
-    return FhirError.single(403, "forbidden", message)
+    return FhirError.forbidden(message)
 
 
 def require(principal: Principal, res_type: str, interaction: Interaction | str) -> None:

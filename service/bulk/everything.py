@@ -45,7 +45,7 @@ def _instant(fhir: FhirService, name: str, value: str | None, *, high: bool = Fa
     try:
         low, top = parse_range(value, fhir.zone)
     except DateFormatError as exc:
-        raise FhirError.single(400, "invalid", f"{name}: {exc}", name) from exc
+        raise FhirError.invalid(f"{name}: {exc}", name) from exc
     return top if high else low
 
 
@@ -64,15 +64,13 @@ def everything(
         types = [t.strip() for t in params["_type"].split(",") if t.strip()]
         for t in types:
             if t not in known:
-                raise FhirError.single(
-                    400, "invalid", f"{t} is not in a patient's compartment", "_type"
-                )
+                raise FhirError.invalid(f"{t} is not in a patient's compartment", "_type")
         types = [t for t in types if may_search(t)]
     else:
         types = [t for t in known if t not in ON_REQUEST_ONLY and may_search(t)]
     count_raw = params.get("_count")
     if count_raw is not None and not count_raw.isdigit():
-        raise FhirError.single(400, "invalid", "_count must be a non-negative integer", "_count")
+        raise FhirError.invalid("_count must be a non-negative integer", "_count")
     count = min(
         int(count_raw) if count_raw else fhir.settings.default_page_size,
         fhir.settings.max_page_size,

@@ -601,7 +601,7 @@ class _Run:
                     self.summary.reject(outcome)
                 else:
                     stored += 1
-                    if outcome == 201:
+                    if outcome:  # created, not matched
                         self.summary.add(item.rtype.name, CREATED)
                     else:
                         self.summary.add(
@@ -611,7 +611,7 @@ class _Run:
                 self.report(finished)
         return stored
 
-    def store_alone(self, item: Item) -> int | Rejection:
+    def store_alone(self, item: Item) -> bool | Rejection:
         """Store one item in its own transaction (after a chunk failed unexpectedly)."""
         try:
             with self.service.db.write() as conn:
@@ -639,14 +639,14 @@ class _Run:
 
 def store_chunk(
     service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
-) -> list[int | Rejection]:
+) -> list[bool | Rejection]:
     """Store one chunk of items in the open write transaction ``conn``; per item its outcome.
 
     The one call every write of an import goes through (a faster path for a backend belongs
     beneath it). Items come in dependency order and may refer to earlier items of the same
     chunk: each item's references are rewritten through ``ids`` before it is checked against
     the profiles and created (or matched by its identifier criteria), and where it went is
-    recorded in ``ids`` at once. The outcome is 201 (created), 200 (matched) or the
+    recorded in ``ids`` at once. The outcome is True (created), False (matched) or the
     :class:`Rejection`; a rejected item leaves nothing behind, so the rest of the chunk still
     commits.
     An :class:`SQLAlchemyError` propagates: the caller rolls the chunk back.
@@ -664,7 +664,7 @@ def store_chunk(
 
 def store_batch(
     service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
-) -> list[int | Rejection] | None:
+) -> list[bool | Rejection] | None:
     """Store a chunk as one batch: the outcomes of :func:`store_each`, or None (nothing
     written, ``ids`` to be restored by the caller) when the chunk needs the one-by-one path.
 
@@ -713,7 +713,7 @@ def _batch(
     chunk: Sequence[Item],
     ids: IdMap,
     by_type: dict[str, set[tuple[str, str]]],
-) -> list[int | Rejection]:
+) -> list[bool | Rejection]:
     """The work of :func:`store_batch` in its savepoint."""
     now = service.clock()
     skew = service.settings.clock_skew_seconds
@@ -723,7 +723,7 @@ def _batch(
         for res_type, pairs in by_type.items()
         for pair, found in repo.identifier_matches(conn, res_type, pairs).items()
     }
-    outcomes: list[int | Rejection] = []
+    outcomes: list[bool | Rejection] = []
     new: list[NewVersion] = []
     for item in chunk:
         data = ids.resolve(item)
@@ -741,15 +741,14 @@ def _batch(
             ids.fail(item.keys, item.where)
             issue = Issue(
                 "duplicate",
-                f"If-None-Exist criteria '{item.criteria}' match more than one "
-                f"{item.rtype.name}",
+                f"If-None-Exist criteria '{item.criteria}' match more than one {item.rtype.name}",
                 ("If-None-Exist",),
             )
             outcomes.append(item.rejection(412, (issue,)))
             continue
         if found:
             ids.record(item.keys, f"{item.rtype.name}/{next(iter(found))}")
-            outcomes.append(200)
+            outcomes.append(False)
             continue
         try:
             version = service.new_version(item.rtype, data)
@@ -759,7 +758,7 @@ def _batch(
             existing[key] = {version.res_id}
         ids.record(item.keys, f"{version.res_type}/{version.res_id}")
         new.append(version)
-        outcomes.append(201)
+        outcomes.append(True)
     pending = {(version.res_type, version.res_id) for version in new}
     try:
         service.insert_new(conn, [(version, version.res_type) for version in new], pending)
@@ -781,10 +780,10 @@ def _lock_names(chunk: Sequence[Item]) -> list[str]:
 
 def store_each(
     service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
-) -> list[int | Rejection]:
+) -> list[bool | Rejection]:
     """Store a chunk resource by resource, each in its savepoint (see :func:`store_chunk`)."""
     now = service.clock()
-    outcomes: list[int | Rejection] = []
+    outcomes: list[bool | Rejection] = []
     for item in chunk:
         data = ids.resolve(item)
         if isinstance(data, Rejection):
@@ -795,7 +794,7 @@ def store_each(
                 data, now=now, clock_skew_seconds=service.settings.clock_skew_seconds
             )
             if issues:
-                raise FhirError(422, issues)
+                raise FhirError.rejected(issues)
             # A create that fails leaves nothing behind in the chunk's transaction (PostgreSQL
             # inserts and checks the references in one statement).
             with conn.begin_nested():
@@ -807,7 +806,7 @@ def store_each(
             outcomes.append(item.rejection(exc.status, exc.issues, waits=waits))
             continue
         ids.record(item.keys, f"{result.res_type}/{result.res_id}")
-        outcomes.append(result.status)
+        outcomes.append(result.created)
     return outcomes
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement
 
 from service.bulk.groups import PROGRAMMES
 from service.bulk.request import ExportParams
-from service.core.outcome import FhirError, Issue
+from service.core.outcome import FhirError
 from service.fhir.service import FhirService, now_micros
 from service.storage import bulk_store, search_sql
 from service.storage.bulk_store import JobRow
@@ -33,7 +33,7 @@ RETRY_AFTER_SECONDS = 2
 
 def not_found(job_id: str) -> FhirError:
     """The 404 for an unknown, cancelled or another client's job."""
-    return FhirError.single(404, "not-found", f"Export job '{job_id}' is not known")
+    return FhirError.not_found(f"Export job '{job_id}' is not known")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ class BulkExports:
     ) -> str:
         """Check and queue an export; its job id. 404 unknown Group, 429 too many running."""
         if params.level == "group" and params.group not in PROGRAMMES:
-            raise FhirError.single(404, "not-found", f"Group/{params.group} is not known")
+            raise FhirError.not_found(f"Group/{params.group} is not known")
         warnings = list(params.warnings)
         for res_type in params.types:
             warnings += self.filters(params, res_type, strict=not lenient)[1]
@@ -137,16 +137,10 @@ class BulkExports:
         job_id = uuid.uuid4().hex
         with self.db.write() as conn:
             if bulk_store.active_jobs_of(conn, client_id) >= MAX_ACTIVE_PER_CLIENT:
-                raise FhirError(
-                    429,
-                    [
-                        Issue(
-                            "throttled",
-                            f"At most {MAX_ACTIVE_PER_CLIENT} exports may run at once; wait "
-                            "for one to finish or cancel one",
-                        )
-                    ],
-                    {"Retry-After": str(RETRY_AFTER_SECONDS * 5)},
+                raise FhirError.rate_limited(
+                    f"At most {MAX_ACTIVE_PER_CLIENT} exports may run at once; wait "
+                    "for one to finish or cancel one",
+                    retry_after=RETRY_AFTER_SECONDS * 5,
                 )
             bulk_store.insert_job(
                 conn, job_id, client_id, request_url, params.to_json(), now_micros()
@@ -161,7 +155,7 @@ class BulkExports:
         if row is None or row.client_id != client_id or row.status == "cancelled":
             raise not_found(job_id)
         if row.expires_at is not None and row.expires_at < now_micros():
-            raise FhirError.single(404, "not-found", f"Export job '{job_id}' has expired")
+            raise FhirError.not_found(f"Export job '{job_id}' has expired")
         return row
 
     def cancel(self, job_id: str, client_id: str | None) -> None:
@@ -182,7 +176,7 @@ class BulkExports:
         item = Manifest.from_json(row.manifest).find(name) if row.manifest else None
         path = self.job_dir(job_id) / name
         if row.status != "completed" or item is None or not path.is_file():
-            raise FhirError.single(404, "not-found", f"Export file '{name}' is not known")
+            raise FhirError.not_found(f"Export file '{name}' is not known")
         return path, item
 
     def sweep(self) -> int:

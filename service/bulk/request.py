@@ -142,7 +142,7 @@ def parse_kickoff(
 
     def refuse(param: str, message: str) -> None:
         if not lenient:
-            raise FhirError.single(400, "not-supported", message, param)
+            raise FhirError.unsupported(message, param)
         warnings.append(f"{message} (ignored: Prefer: handling=lenient)")
 
     params = parse_qsl(raw_query, keep_blank_values=True)
@@ -153,9 +153,7 @@ def parse_kickoff(
         elif name not in known:
             refuse(name, f"Unknown $export parameter '{name}'")
         elif name == "_outputFormat" and value not in OUTPUT_FORMATS:
-            raise FhirError.single(
-                400,
-                "not-supported",
+            raise FhirError.unsupported(
                 f"_outputFormat '{value}' is not supported; use application/fhir+ndjson",
                 "_outputFormat",
             )
@@ -183,7 +181,7 @@ def parse_kickoff(
         try:
             since = parse_range(since_values[-1], zone)[0]
         except DateFormatError as exc:
-            raise FhirError.single(400, "invalid", f"_since: {exc}", "_since") from exc
+            raise FhirError.invalid(f"_since: {exc}", "_since") from exc
     filters = _type_filters(raw_query, types, registry, refuse)
     return ExportParams(level, group, tuple(types), since, tuple(filters), tuple(warnings))
 
@@ -197,17 +195,13 @@ def _type_filters(
     for value in _raw_values(raw_query, "_typeFilter"):
         res_type, mark, query = value.partition("?")
         if not mark or not query:
-            raise FhirError.single(
-                400, "invalid", f"_typeFilter '{value}' is not 'Type?search'", "_typeFilter"
-            )
+            raise FhirError.invalid(f"_typeFilter '{value}' is not 'Type?search'", "_typeFilter")
         if res_type not in types:
             refuse("_typeFilter", f"_typeFilter on {res_type}, which this export does not hold")
             continue
         shaping = [k for k, _ in parse_qsl(query) if k.split(":")[0] in _RESULT_PARAMS]
         if shaping:
-            raise FhirError.single(
-                400,
-                "invalid",
+            raise FhirError.invalid(
                 f"_typeFilter '{value}' uses {shaping[0]}, which a filter cannot",
                 "_typeFilter",
             )

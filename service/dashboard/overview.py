@@ -138,7 +138,7 @@ def load_overview(fhir: FhirService, patient_id: str, since: datetime, until: da
     """The patient's data from ``since`` to ``until`` (404 FhirError for an unknown patient)."""
     found = fhir.search("Patient", [("_id", patient_id)], strict=True).matches
     if not found:
-        raise FhirError.single(404, "not-found", f"Patient/{patient_id} is not known")
+        raise FhirError.not_found(f"Patient/{patient_id} is not known")
     stored_patient = found[0]
     start = since.strftime("%Y-%m-%dT%H:%M:%SZ")
     observations, _, more_obs = search_all(

@@ -91,8 +91,8 @@ class Entry:
         return f"Bundle.entry[{self.index}]"
 
 
-def _fail(index: int, element: str, message: str, status: int = 400) -> FhirError:
-    return FhirError.single(status, "invalid", message, f"Bundle.entry[{index}].{element}")
+def _fail(index: int, element: str, message: str) -> FhirError:
+    return FhirError.invalid(message, f"Bundle.entry[{index}].{element}")
 
 
 def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
@@ -118,8 +118,8 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
         if res_id is not None:
             check_id(res_id)
     except FhirError as exc:
-        raise FhirError(
-            exc.status, [i.prefixed(f"Bundle.entry[{index}].request.url") for i in exc.issues]
+        raise exc.with_issues(
+            [i.prefixed(f"Bundle.entry[{index}].request.url") for i in exc.issues]
         ) from exc
     resource = raw.get("resource")
     if method in ("PUT", "PATCH", "DELETE") and res_id is None and not query:
@@ -134,8 +134,8 @@ def _parse_entry(service: FhirService, index: int, raw: Any) -> Entry:
         try:
             validate_structure(resource, res_type)
         except FhirError as exc:
-            raise FhirError(
-                exc.status, [i.prefixed(f"Bundle.entry[{index}].resource") for i in exc.issues]
+            raise exc.with_issues(
+                [i.prefixed(f"Bundle.entry[{index}].resource") for i in exc.issues]
             ) from exc
         if method == "PUT" and res_id is not None and resource.get("id") != res_id:
             raise _fail(index, "resource.id", "A PUT entry's resource id must match its url")
@@ -179,8 +179,8 @@ def _patch_of(service: FhirService, index: int, resource: Any) -> Patch:
     except binascii.Error as exc:
         raise _fail(index, "resource.data", "Binary.data is not base64") from exc
     except FhirError as exc:
-        raise FhirError(
-            exc.status, [i.prefixed(f"Bundle.entry[{index}].resource.data") for i in exc.issues]
+        raise exc.with_issues(
+            [i.prefixed(f"Bundle.entry[{index}].resource.data") for i in exc.issues]
         ) from exc
 
 
@@ -197,11 +197,11 @@ def _permit(access: Access, entry: Entry, *, may_create_needed: bool) -> None:
 def _no_match(service: FhirService, entry: Entry) -> VersionResult:
     """The result of a conditional delete that matched nothing (no resource, no version)."""
     issue = Issue("not-found", f"No {entry.res_type} matches '{entry.query}'", (), "information")
-    return VersionResult(200, entry.res_type, "", 0, service.now_micros(), None, [issue])
+    return VersionResult(entry.res_type, "", 0, service.now_micros(), None, [issue])
 
 
 def _response(result: VersionResult, representation: bool) -> dict[str, Any]:
-    status = HTTPStatus(result.status)
+    status = HTTPStatus.CREATED if result.created else HTTPStatus.OK
     out: dict[str, Any] = {"status": f"{status.value} {status.phrase}"}
     if result.res_id:
         out["etag"] = f'W/"{result.version_id}"'
@@ -226,19 +226,17 @@ def process(
     """Process a transaction or batch Bundle; returns the response Bundle (as JSON data)."""
     access = access or Access()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        raise FhirError.single(400, "invalid", "POST to the base needs a Bundle", "resourceType")
+        raise FhirError.invalid("POST to the base needs a Bundle", "resourceType")
     kind = bundle.get("type")
     if kind not in ("transaction", "batch"):
-        raise FhirError.single(
-            400, "invalid", "Only transaction and batch Bundles can be processed", "Bundle.type"
+        raise FhirError.invalid(
+            "Only transaction and batch Bundles can be processed", "Bundle.type"
         )
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
-        raise FhirError.single(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
+        raise FhirError.structure("Bundle.entry must be an array", "Bundle.entry")
     if len(entries) > service.settings.bundle_max_entries:
-        raise FhirError.single(
-            413,
-            "too-costly",
+        raise FhirError.too_large(
             f"At most {service.settings.bundle_max_entries} entries per Bundle",
             "Bundle.entry",
         )
@@ -365,7 +363,7 @@ def _transaction(
                         "transaction may write each resource once",
                     )
                 matched.add(target)
-                results[entry.index] = VersionResult.of(200, match)
+                results[entry.index] = VersionResult.of(match)
             else:
                 new_ids[entry.index] = str(uuid.uuid4())
                 target = f"{entry.res_type}/{new_ids[entry.index]}"
@@ -403,7 +401,7 @@ def _transaction(
         events = [event_of(item) for _, item in creates]
         service.notify(conn, events)
         for (entry, item), event in zip(creates, events, strict=True):
-            results[entry.index] = VersionResult.of(201, item, warnings=event.warnings)
+            results[entry.index] = VersionResult.of(item, warnings=event.warnings, created=True)
     for entry in ordered:
         if entry.method == "PUT":
             rtype = service.resource_type(entry.res_type)
@@ -482,7 +480,9 @@ def _resolve(
         if match is None:
             if entry.method == "DELETE":
                 return False
-            raise _fail(entry.index, "request.url", f"No {rtype.name} matches '{criteria}'", 404)
+            raise FhirError.no_match(
+                f"No {rtype.name} matches '{criteria}'", f"{entry.where}.request.url"
+            )
         res_id = match.res_id
     if (entry.res_type, res_id) in claimed:
         raise _fail(
@@ -503,7 +503,7 @@ def _profile(service: FhirService, entry: Entry) -> None:
         clock_skew_seconds=service.settings.clock_skew_seconds,
     )
     if issues:
-        raise FhirError(422, issues)
+        raise FhirError.rejected(issues)
 
 
 def _in_entry(entry: Entry, action: Callable[[], T]) -> T:
@@ -516,7 +516,7 @@ def _in_entry(entry: Entry, action: Callable[[], T]) -> T:
             i.prefixed(prefix) if not any(e.startswith("Bundle.") for e in i.expression) else i
             for i in exc.issues
         ]
-        raise FhirError(exc.status, issues, exc.headers) from exc
+        raise exc.with_issues(issues) from exc
 
 
 def _get(
@@ -526,9 +526,7 @@ def _get(
     patient_ids: tuple[str, ...] | None = None,
 ) -> VersionResult:
     if entry.res_id is None:
-        raise FhirError.single(
-            400,
-            "not-supported",
+        raise FhirError.unsupported(
             "Searches inside a transaction are not supported; use a batch",
             f"{entry.where}.request.url",
         )
@@ -538,8 +536,8 @@ def _get(
         or stored.deleted
         or not service.visible(patient_ids, stored)
     ):
-        raise FhirError.single(404, "not-found", f"{entry.res_type}/{entry.res_id} is not known")
-    return VersionResult.of(200, stored, service.compartment(stored))
+        raise FhirError.not_found(f"{entry.res_type}/{entry.res_id} is not known")
+    return VersionResult.of(stored, service.compartment(stored))
 
 
 def _batch(
@@ -604,9 +602,7 @@ def _single(service: FhirService, entry: Entry, access: Access) -> VersionResult
                 entry.res_type, entry.res_id or "", patient_ids=patient_ids, in_transaction=hook
             )
         if entry.res_id is None:
-            raise FhirError.single(
-                400,
-                "not-supported",
+            raise FhirError.unsupported(
                 "Searches inside a batch are not supported",
                 f"{entry.where}.request.url",
             )

@@ -150,9 +150,7 @@ class _Parser:
 
 
 def _unsupported(text: str, where: str) -> FhirError:
-    return FhirError.single(
-        400,
-        "not-supported",
+    return FhirError.unsupported(
         f"Cannot read the path '{text}': FHIRPath Patch paths here are element names, [index], "
         "first(), last(), where(a.b = 'literal' and ...) and extension('url')",
         where,
@@ -205,8 +203,8 @@ def _holds(node: Any, conditions: tuple[tuple[tuple[str, ...], str, Any], ...]) 
 
 def _evaluate(doc: dict[str, Any], root: str, steps: list[_Step], where: str) -> list[_Loc]:
     if root != doc.get("resourceType"):
-        raise FhirError.single(
-            422, "processing", f"The path starts at {root}, not at {doc.get('resourceType')}", where
+        raise FhirError.unprocessable(
+            f"The path starts at {root}, not at {doc.get('resourceType')}", where
         )
     locs = [_Loc({"": doc}, "", resource_model(root))]
     for step in steps:
@@ -240,15 +238,13 @@ def apply(doc: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     """Apply every ``operation`` of a FHIRPath Patch ``Parameters`` to ``doc`` (in place)."""
     params = parameters.get("parameter")
     if not isinstance(params, list) or not params:
-        raise FhirError.single(
-            400, "required", "A FHIRPath Patch needs at least one operation", "Parameters.parameter"
+        raise FhirError.required(
+            "A FHIRPath Patch needs at least one operation", "Parameters.parameter"
         )
     for index, param in enumerate(params):
         where = f"Parameters.parameter[{index}]"
         if not isinstance(param, dict) or param.get("name") != "operation":
-            raise FhirError.single(
-                400, "invalid", "Each parameter of a FHIRPath Patch is an 'operation'", where
-            )
+            raise FhirError.invalid("Each parameter of a FHIRPath Patch is an 'operation'", where)
         _operation(doc, _parts(param, where), where)
     return doc
 
@@ -258,7 +254,7 @@ def _parts(param: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     for part in param.get("part") or []:
         name = part.get("name") if isinstance(part, dict) else None
         if not isinstance(name, str) or name in parts:
-            raise FhirError.single(400, "invalid", "Each part of an operation is named once", where)
+            raise FhirError.invalid("Each part of an operation is named once", where)
         parts[name] = part
     return parts
 
@@ -268,34 +264,30 @@ def _primitive(parts: dict[str, dict[str, Any]], name: str, kind: str, where: st
     value = part.get(f"value{kind}") if part is not None else None
     python_type = int if kind == "Integer" else str
     if not isinstance(value, python_type) or isinstance(value, bool):
-        raise FhirError.single(
-            400, "required", f"This operation needs the part '{name}' (value{kind})", where
-        )
+        raise FhirError.required(f"This operation needs the part '{name}' (value{kind})", where)
     return value
 
 
 def _value(part: dict[str, Any] | None, model: Model, where: str) -> Any:
     """The value of a ``value`` part: its ``value[x]``, or an object built from its parts."""
     if part is None:
-        raise FhirError.single(400, "required", "This operation needs a 'value' part", where)
+        raise FhirError.required("This operation needs a 'value' part", where)
     values = [v for k, v in part.items() if k.startswith("value")]
     if len(values) == 1 and "part" not in part:
         return values[0]
     if values or not isinstance(part.get("part"), list):
-        raise FhirError.single(
-            400, "invalid", "A value is one value[x] or a list of parts", f"{where}.part"
-        )
+        raise FhirError.invalid("A value is one value[x] or a list of parts", f"{where}.part")
     out: dict[str, Any] = {}
     for sub in part["part"]:
         name = sub.get("name") if isinstance(sub, dict) else None
         if not isinstance(name, str):
-            raise FhirError.single(400, "invalid", "Each part of a value has a name", where)
+            raise FhirError.invalid("Each part of a value has a name", where)
         info = element_of(model, name) if model is not None else None
         value = _value(sub, info[1] if info else None, where)
         if info is not None and info[0]:
             out.setdefault(name, []).append(value)
         elif name in out:
-            raise FhirError.single(400, "invalid", f"'{name}' does not repeat", where)
+            raise FhirError.invalid(f"'{name}' does not repeat", where)
         else:
             out[name] = value
     return out
@@ -303,9 +295,7 @@ def _value(part: dict[str, Any] | None, model: Model, where: str) -> Any:
 
 def _single(locs: list[_Loc], path: str, where: str) -> _Loc:
     if len(locs) != 1:
-        raise FhirError.single(
-            422,
-            "processing",
+        raise FhirError.unprocessable(
             f"The path '{path}' must select exactly one element; it selects {len(locs)}",
             where,
         )
@@ -317,25 +307,21 @@ def _list(doc: dict[str, Any], root: str, steps: list[_Step], path: str, where: 
 ]:
     """The object, name and list a path to a repeating element names (insert, move)."""
     if not steps or not isinstance(steps[-1], _Name):
-        raise FhirError.single(
-            400, "invalid", f"'{path}' must end in the name of a repeating element", where
-        )
+        raise FhirError.invalid(f"'{path}' must end in the name of a repeating element", where)
     name = steps[-1].name
     holder = _single(_evaluate(doc, root, steps[:-1], where), path, where)
     node = holder.value
     info = element_of(holder.model, name) if holder.model is not None else None
     current = node.get(name, []) if isinstance(node, dict) else None
     if not isinstance(current, list) or (info is not None and not info[0]):
-        raise FhirError.single(422, "processing", f"'{path}' is not a repeating element", where)
+        raise FhirError.unprocessable(f"'{path}' is not a repeating element", where)
     return node, name, current
 
 
 def _position(parts: dict[str, dict[str, Any]], name: str, size: int, where: str) -> int:
     index = _primitive(parts, name, "Integer", where)
     if not 0 <= index <= size:
-        raise FhirError.single(
-            422, "processing", f"{name} {index} is outside the list (0..{size})", where
-        )
+        raise FhirError.unprocessable(f"{name} {index} is outside the list (0..{size})", where)
     return int(index)
 
 
@@ -348,16 +334,14 @@ def _operation(doc: dict[str, Any], parts: dict[str, dict[str, Any]], where: str
         target = _single(_evaluate(doc, root, steps, where), path, where)
         node = target.value
         if not isinstance(node, dict):
-            raise FhirError.single(422, "processing", f"Cannot add to '{path}'", where)
+            raise FhirError.unprocessable(f"Cannot add to '{path}'", where)
         info = element_of(target.model, name) if target.model is not None else None
         value = _value(parts.get("value"), info[1] if info else None, where)
         existing = node.get(name)
         if (info is not None and info[0]) or isinstance(existing, list):
             node.setdefault(name, []).append(value)
         elif existing is not None:
-            raise FhirError.single(
-                422, "processing", f"{path}.{name} already has a value: use replace", where
-            )
+            raise FhirError.unprocessable(f"{path}.{name} already has a value: use replace", where)
         else:
             node[name] = value
     elif kind == "insert":
@@ -373,7 +357,7 @@ def _operation(doc: dict[str, Any], parts: dict[str, dict[str, Any]], where: str
     elif kind == "replace":
         target = _single(_evaluate(doc, root, steps, where), path, where)
         if not steps:
-            raise FhirError.single(422, "processing", "Cannot replace the resource", where)
+            raise FhirError.unprocessable("Cannot replace the resource", where)
         target.holder[target.key] = _value(parts.get("value"), target.model, where)
     elif kind == "delete":
         locs = _evaluate(doc, root, steps, where)
@@ -381,7 +365,7 @@ def _operation(doc: dict[str, Any], parts: dict[str, dict[str, Any]], where: str
             return  # deleting what is not there is no error
         target = _single(locs, path, where)
         if not steps:
-            raise FhirError.single(422, "processing", "Cannot delete the resource", where)
+            raise FhirError.unprocessable("Cannot delete the resource", where)
         if target.owner is None:
             del target.holder[target.key]
         else:
@@ -390,9 +374,7 @@ def _operation(doc: dict[str, Any], parts: dict[str, dict[str, Any]], where: str
             if not target.holder:
                 del owner[name]  # FHIR has no empty arrays
     else:
-        raise FhirError.single(
-            400,
-            "not-supported",
+        raise FhirError.unsupported(
             f"Unknown operation type '{kind}' (add, insert, delete, replace, move)",
             where,
         )

@@ -76,11 +76,11 @@ def apply(patch: Patch, resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bad(message: str, expression: str) -> FhirError:
-    return FhirError.single(400, "invalid", message, expression)
+    return FhirError.invalid(message, expression)
 
 
 def _unprocessable(message: str, expression: str) -> FhirError:
-    return FhirError.single(422, "processing", message, expression)
+    return FhirError.unprocessable(message, expression)
 
 
 def _merge(target: Any, patch: Any) -> Any:
@@ -171,9 +171,7 @@ def _spend(value: Any, budget: list[int], where: str) -> None:
     while stack:
         budget[0] -= 1
         if budget[0] < 0:
-            raise FhirError.single(
-                413,
-                "too-costly",
+            raise FhirError.too_large(
                 f"The copies of this patch exceed {MAX_COPIED_VALUES} values",
                 where,
             )

@@ -33,9 +33,12 @@ MAX_VERSION = MAX_INT
 
 @dataclass(slots=True)
 class VersionResult:
-    """The outcome of a write or read: which version, and its JSON (None when deleted)."""
+    """The outcome of a write or read: which version, and its JSON (None when deleted).
 
-    status: int
+    ``created``: the write made the resource (new, or a deleted one written again); False for
+    reads, updates, deletes and conditional creates that matched an existing resource.
+    """
+
     res_type: str
     res_id: str
     version_id: int
@@ -43,20 +46,21 @@ class VersionResult:
     content: str | None
     issues: list[Issue] = field(default_factory=list)
     patient_id: str | None = None  # the patient compartment (authorization, audit)
+    created: bool = False
 
     @classmethod
     def of(
         cls,
-        status: int,
         stored: StoredVersion | NewVersion,
         patient_id: str | None = None,
         warnings: Sequence[Issue] = (),
+        *,
+        created: bool = False,
     ) -> VersionResult:
         """A result for a stored or just-written version (with the write's warnings)."""
         if isinstance(stored, NewVersion):
             patient_id = stored.index.patient_id
         return cls(
-            status,
             stored.res_type,
             stored.res_id,
             stored.version_id,
@@ -64,6 +68,7 @@ class VersionResult:
             stored.content,
             list(warnings),
             patient_id=patient_id,
+            created=created,
         )
 
 
@@ -102,11 +107,10 @@ class Reads:
         """The registered type ``name``; unknown → 404, write to a read-only type → 405."""
         rtype = self.registry.get(name)
         if rtype is None:
-            raise FhirError.single(
-                404, "not-supported", f"Resource type '{name}' is not supported", "resourceType"
+            raise FhirError.unknown_type(f"Resource type '{name}' is not supported", "resourceType"
             )
         if for_write and rtype.read_only:
-            raise FhirError.single(405, "not-supported", f"{name} is read-only on this server")
+            raise FhirError.method_not_allowed(f"{name} is read-only on this server")
         return rtype
 
     def compartment_of(self, res_type: str, content: str | None) -> str | None:
@@ -160,14 +164,12 @@ class Reads:
         with self.db.read() as conn:
             current = repo.fetch_current(conn, res_type, res_id)
         if current is None or not self.visible(patient_ids, current):
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+            raise FhirError.not_found(f"{res_type}/{res_id} is not known")
         if current.deleted:
-            raise FhirError(
-                410,
-                [Issue("deleted", f"{res_type}/{res_id} has been deleted")],
-                {"ETag": f'W/"{current.version_id}"'},
+            raise FhirError.gone(
+                f"{res_type}/{res_id} has been deleted", etag=f'W/"{current.version_id}"'
             )
-        return VersionResult.of(200, current, self.compartment(current))
+        return VersionResult.of(current, self.compartment(current))
 
     def vread(
         self,
@@ -181,16 +183,15 @@ class Reads:
         self.resource_type(res_type)
         number = parse_unsigned(version, maximum=MAX_VERSION)
         if number is None:
-            raise FhirError.single(404, "not-found", f"Version '{version}' is not known")
+            raise FhirError.not_found(f"Version '{version}' is not known")
         with self.db.read() as conn:
             stored = repo.fetch_version(conn, res_type, res_id, number)
         if stored is None or not self.visible(patient_ids, stored):
-            raise FhirError.single(
-                404, "not-found", f"{res_type}/{res_id}/_history/{version} is not known"
+            raise FhirError.not_found(f"{res_type}/{res_id}/_history/{version} is not known"
             )
         if stored.deleted:
-            raise FhirError.single(410, "deleted", f"Version {version} is a deletion")
-        return VersionResult.of(200, stored, self.compartment(stored))
+            raise FhirError.gone(f"Version {version} is a deletion")
+        return VersionResult.of(stored, self.compartment(stored))
 
     def history(
         self,
@@ -218,7 +219,7 @@ class Reads:
         if res_id is None:
             return versions
         if not versions:
-            raise FhirError.single(404, "not-found", f"{res_type}/{res_id} is not known")
+            raise FhirError.not_found(f"{res_type}/{res_id} is not known")
         return versions
 
     def parse_query(
@@ -298,7 +299,7 @@ class Reads:
             if name == "max":
                 wanted = parse_unsigned(value, maximum=self.settings.max_page_size, clamp=True)
                 if not wanted:
-                    raise FhirError.single(400, "invalid", "max must be a positive integer", "max")
+                    raise FhirError.invalid("max must be a positive integer", "max")
                 max_n = wanted
             else:
                 rest.append((name, value))

@@ -61,8 +61,7 @@ def local_references(
 
 def _unresolved(resource: dict[str, Any]) -> FhirError:
     rtype = resource.get("resourceType", "Resource")
-    return FhirError(
-        422,
+    return FhirError.rejected(
         [
             Issue(
                 "not-found",

@@ -70,7 +70,7 @@ def split_values(raw: str) -> list[str]:
 
 
 def _bad(param: str, message: str) -> FhirError:
-    return FhirError.single(400, "invalid", message, param)
+    return FhirError.invalid(message, param)
 
 
 def _split_prefix(value: str) -> tuple[Prefix, str]:
@@ -158,22 +158,18 @@ def parse_search(
 
     def unsupported(name: str, message: str) -> None:
         if strict:
-            raise FhirError.single(400, "not-supported", message, name)
+            raise FhirError.unsupported(message, name)
         warnings.append(Issue("not-supported", message, (name,), "warning"))
 
     if len(params) > MAX_PARAMS:
-        raise FhirError.single(
-            400, "too-costly", f"At most {MAX_PARAMS} search parameters per request"
-        )
+        raise FhirError.too_costly(f"At most {MAX_PARAMS} search parameters per request")
     for name, raw in params:
         # Parameters also come from inside bodies (If-None-Exist, Bundle entry URLs,
         # Subscription criteria), past the HTTP layer's own check.
         if "\x00" in name or "\x00" in raw:
             raise nul_error(f"search parameter '{name}'", name)
         if raw.count(",") >= MAX_VALUES:
-            raise FhirError.single(
-                400, "too-costly", f"At most {MAX_VALUES} values per search parameter", name
-            )
+            raise FhirError.too_costly(f"At most {MAX_VALUES} values per search parameter", name)
         if name in _CONTROL:
             used = _control(query, rtype, registry, name, raw, max_count, unsupported)
             if used is not None:
@@ -221,7 +217,7 @@ def _strictly(name: str, context: str) -> Any:
     would silently widen the result, so it is a 400 even with lenient handling."""
 
     def refuse(_part: str, message: str) -> None:
-        raise FhirError.single(400, "not-supported", f"{message} (in {context})", name)
+        raise FhirError.unsupported(f"{message} (in {context})", name)
 
     return refuse
 
@@ -277,8 +273,8 @@ def parse_chain(
     ref_name, _, explicit = head.partition(":")
     param = _reference_param(rtype, ref_name, name)
     if "." in tail:
-        raise FhirError.single(
-            400, "not-supported", f"Chains of more than one level are not supported: '{name}'",
+        raise FhirError.unsupported(
+            f"Chains of more than one level are not supported: '{name}'",
             name,
         )
     target = explicit or chain_target(rtype, param)

@@ -62,21 +62,20 @@ def parse_etag(value: str) -> int:
     # A version beyond any stored one is well-formed; it just never matches (412).
     version = parse_unsigned(match.group(1), maximum=MAX_VERSION, clamp=True) if match else None
     if version is None:
-        raise FhirError.single(400, "invalid", f"Malformed If-Match ETag '{value}'", "If-Match")
+        raise FhirError.invalid(f"Malformed If-Match ETag '{value}'", "If-Match")
     return version
 
 
 def outside_compartment(res_type: str) -> FhirError:
     """The 403 for a write outside the caller's patient compartment."""
-    return FhirError.single(
-        403, "forbidden", f"This {res_type} is outside the patient compartment of the token"
+    return FhirError.forbidden(f"This {res_type} is outside the patient compartment of the token"
     )
 
 
 def check_id(res_id: str) -> None:
     """Reject ids that are not FHIR ids (``[A-Za-z0-9-.]{1,64}``)."""
     if not _ID.match(res_id):
-        raise FhirError.single(400, "invalid", f"'{res_id}' is not a valid FHIR id", "id")
+        raise FhirError.invalid(f"'{res_id}' is not a valid FHIR id", "id")
 
 
 def _required_references(
@@ -102,7 +101,7 @@ def _reference_error(
         for issue in missing_issues(item.resource, missing):
             if issue.prefixed(prefix) not in issues:
                 issues.append(issue.prefixed(prefix))
-    return FhirError(422, issues)
+    return FhirError.rejected(issues)
 
 
 class Writes:
@@ -138,7 +137,7 @@ class Writes:
             data, now=self.clock(), clock_skew_seconds=self.reads.settings.clock_skew_seconds
         )
         if issues:
-            raise FhirError(422, issues)
+            raise FhirError.rejected(issues)
         return rtype
 
     def now_micros(self) -> int:
@@ -243,14 +242,14 @@ class Writes:
         if if_none_exist is not None:
             match = self.conditional_match(conn, rtype, if_none_exist, patient_ids)
             if match is not None:
-                return VersionResult.of(200, match, self.reads.compartment(match))
+                return VersionResult.of(match, self.reads.compartment(match))
         res_id = res_id or str(uuid.uuid4())
         data = self.hooks.apply_content(conn, rtype.name, res_id, data)
         item = self.new_version(rtype, data, patient_ids, res_id)
         self.insert_new(conn, [(item, prefix or rtype.name)], pending)
         event = event_of(item)
         self.hooks.notify(self.fhir, conn, [event])
-        return VersionResult.of(201, item, warnings=event.warnings)
+        return VersionResult.of(item, warnings=event.warnings, created=True)
 
     def new_version(
         self,
@@ -311,7 +310,9 @@ class Writes:
                         warnings[i] = result.issues
                 break
         return [
-            failed[i] if i in failed else VersionResult.of(201, item, warnings=warnings.get(i, ()))
+            failed[i]
+            if i in failed
+            else VersionResult.of(item, warnings=warnings.get(i, ()), created=True)
             for i, item in enumerate(items)
         ]
 
@@ -347,7 +348,7 @@ class Writes:
             if k != "_format"
         ]
         if not params:
-            raise FhirError.single(400, "invalid", f"{element} needs search criteria", element)
+            raise FhirError.invalid(f"{element} needs search criteria", element)
         query, _ = parse_search(
             rtype,
             params,
@@ -362,9 +363,7 @@ class Writes:
         repo.lock_key(conn, f"{rtype.name}?{sorted(params)}")
         page = search_sql.search(conn, query)
         if len(page.rows) > 1:
-            raise FhirError.single(
-                412,
-                "duplicate",
+            raise FhirError.ambiguous_match(
                 f"{element} criteria '{criteria}' match more than one {rtype.name}",
                 element,
             )
@@ -389,9 +388,7 @@ class Writes:
         check_id(res_id)
         rtype = self.prepare(data, res_type)
         if data.get("id") != res_id:
-            raise FhirError.single(
-                400,
-                "invalid",
+            raise FhirError.invalid(
                 f"The resource id ('{data.get('id')}') must equal the id in the URL ('{res_id}')",
                 f"{res_type}.id",
             )
@@ -427,9 +424,7 @@ class Writes:
             raise outside_compartment(rtype.name)
         if expected is not None and (current is None or current.version_id != expected):
             have = f"version {current.version_id}" if current else "no version"
-            raise FhirError.single(
-                412,
-                "conflict",
+            raise FhirError.precondition_failed(
                 f"If-Match expects version {expected} of {rtype.name}/{res_id}; it has {have}",
                 "If-Match",
             )
@@ -448,8 +443,8 @@ class Writes:
             repo.replace_current(conn, current, item, now=now)
         event = event_of(item, current)
         self.hooks.notify(self.fhir, conn, [event])
-        status = 201 if current is None or current.deleted else 200
-        return VersionResult.of(status, item, warnings=event.warnings)
+        created = current is None or current.deleted
+        return VersionResult.of(item, warnings=event.warnings, created=created)
 
     def store_many_in(
         self,
@@ -515,12 +510,11 @@ class Writes:
         """Delete inside an open write transaction (403 outside ``patient_ids``)."""
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
         if current is None:
-            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+            raise FhirError.not_found(f"{rtype.name}/{res_id} is not known")
         if not self.reads.visible(patient_ids, current):
             raise outside_compartment(rtype.name)
         if current.deleted:
             return VersionResult(
-                200,
                 rtype.name,
                 res_id,
                 current.version_id,
@@ -545,7 +539,6 @@ class Writes:
             ],
         )
         return VersionResult(
-            200,
             rtype.name,
             res_id,
             current.version_id + 1,
@@ -608,13 +601,11 @@ class Writes:
         expected = parse_etag(if_match) if if_match is not None else None
         current = repo.fetch_current(conn, rtype.name, res_id, for_update=True)
         if current is None or not self.reads.visible(patient_ids, current):
-            raise FhirError.single(404, "not-found", f"{rtype.name}/{res_id} is not known")
+            raise FhirError.not_found(f"{rtype.name}/{res_id} is not known")
         if current.deleted or current.content is None:
-            raise FhirError.single(410, "deleted", f"{rtype.name}/{res_id} has been deleted")
+            raise FhirError.gone(f"{rtype.name}/{res_id} has been deleted")
         if expected is not None and current.version_id != expected:
-            raise FhirError.single(
-                412,
-                "conflict",
+            raise FhirError.precondition_failed(
                 f"If-Match expects version {expected} of {rtype.name}/{res_id}; "
                 f"it has version {current.version_id}",
                 "If-Match",
@@ -622,9 +613,7 @@ class Writes:
         data = apply_patch(patch, parse_stored(current.content))
         check_resource_json(data, max_depth=self.reads.settings.max_json_depth)
         if data.get("resourceType") != rtype.name or data.get("id") != res_id:
-            raise FhirError.single(
-                400,
-                "invalid",
+            raise FhirError.invalid(
                 f"A patch may not change the resource's type or id ({rtype.name}/{res_id})",
                 f"{rtype.name}.id",
             )
@@ -707,8 +696,7 @@ class Writes:
             conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
         )
         if creates and not may_create:
-            raise FhirError.single(
-                403, "forbidden", f"Nothing matches, and the token may not create {rtype.name}"
+            raise FhirError.forbidden(f"Nothing matches, and the token may not create {rtype.name}"
             )
         return self.update_in(
             conn, rtype, res_id, {**data, "id": res_id}, if_match=if_match, pending=pending,
@@ -736,9 +724,7 @@ class Writes:
         where = prefix or rtype.name
         if match is not None:
             if given is not None and given != match.res_id:
-                raise FhirError.single(
-                    400,
-                    "invalid",
+                raise FhirError.invalid(
                     f"The resource id ('{given}') is not the id of the match ('{match.res_id}')",
                     f"{where}.id",
                 )
@@ -748,10 +734,7 @@ class Writes:
         check_id(str(given))
         holder = repo.fetch_current(conn, rtype.name, str(given), for_update=True)
         if holder is not None and not holder.deleted:
-            raise FhirError.single(
-                409,
-                "conflict",
-                f"{rtype.name}/{given} exists but does not match the criteria",
+            raise FhirError.conflict(f"{rtype.name}/{given} exists but does not match the criteria",
                 f"{where}.id",
             )
         return str(given), True
@@ -771,8 +754,7 @@ class Writes:
         with self.reads.db.write() as conn:
             match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
             if match is None:
-                raise FhirError.single(
-                    404, "not-found", f"No {rtype.name} matches '{criteria}'", "url"
+                raise FhirError.not_found(f"No {rtype.name} matches '{criteria}'", "url"
                 )
             result = self.patch_in(
                 conn, rtype, match.res_id, patch, if_match=if_match, patient_ids=patient_ids

@@ -90,9 +90,7 @@ def criteria_params(criteria: str) -> tuple[tuple[str, str], ...]:
     where = f"{_EXPR}.criteria"
     res_type, _, query = criteria.strip().partition("?")
     if res_type != CRITERIA_TYPE:
-        raise FhirError.single(
-            422,
-            "not-supported",
+        raise FhirError.unsupported_content(
             f"Subscriptions are supported on {CRITERIA_TYPE} only: criteria must be "
             f"'{CRITERIA_TYPE}' or '{CRITERIA_TYPE}?…', not '{criteria}'",
             where,
@@ -100,8 +98,8 @@ def criteria_params(criteria: str) -> tuple[tuple[str, str], ...]:
     params = tuple(parse_qsl(query, keep_blank_values=True))
     for name, _ in params:
         if name.partition(":")[0] in CONTROL_PARAMS:
-            raise FhirError.single(
-                422, "not-supported", f"'{name}' has no meaning in Subscription criteria", where
+            raise FhirError.unsupported_content(
+                f"'{name}' has no meaning in Subscription criteria", where
             )
     return params
 
@@ -172,7 +170,7 @@ def read_spec(data: dict[str, Any]) -> SubscriptionSpec:
             "required",
         )
     if issues:
-        raise FhirError(422, issues)
+        raise FhirError.rejected(issues)
     return spec
 
 
@@ -248,9 +246,7 @@ def unredact(
     for index, (name, value) in enumerate(spec.headers):
         if value == REDACTED:
             if name.lower() not in stored:
-                raise FhirError.single(
-                    422,
-                    "value",
+                raise FhirError.invalid_value(
                     f"'{name}: {REDACTED}' keeps a stored value, but there is none",
                     f"{_EXPR}.channel.header[{index}]",
                 )
@@ -259,9 +255,7 @@ def unredact(
     secret = spec.secret
     if secret == REDACTED:
         if stored_secret is None:
-            raise FhirError.single(
-                422,
-                "value",
+            raise FhirError.invalid_value(
                 f"A signing secret of '{REDACTED}' keeps the stored one, but there is none",
                 f"{_EXPR}.channel.extension",
             )

@@ -46,7 +46,7 @@ class SubscriptionRegistration:
             )
         except FhirError as exc:
             issues = [Issue(i.code, i.diagnostics, (CRITERIA,)) for i in exc.issues]
-            raise FhirError(422, issues) from exc
+            raise FhirError.rejected(issues) from exc
         if ids:
             query.criteria.append(IdCriterion(ids))
         return query
@@ -62,9 +62,7 @@ class SubscriptionRegistration:
                 noun="endpoint",
             )
         except ssrf.UnsafeTarget as exc:
-            raise FhirError.single(
-                422, "value", str(exc), "Subscription.channel.endpoint"
-            ) from exc
+            raise FhirError.invalid_value(str(exc), "Subscription.channel.endpoint") from exc
 
     def apply(
         self,

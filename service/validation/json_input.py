@@ -46,9 +46,9 @@ def parse_json(raw: bytes, *, max_depth: int = 64) -> Any:
     a placeholder inside a primitive array that has a ``_name`` sibling carrying extensions.
     """
     if raw.startswith(_BOM):
-        raise FhirError.single(400, "structure", "A UTF-8 byte order mark (BOM) is not allowed")
+        raise FhirError.structure("A UTF-8 byte order mark (BOM) is not allowed")
     if b"\x00" in raw:
-        raise FhirError.single(400, "structure", "NUL characters are not allowed")
+        raise FhirError.structure("NUL characters are not allowed")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -56,7 +56,7 @@ def parse_json(raw: bytes, *, max_depth: int = 64) -> Any:
 
     key_count = _fast_scan(data, max_depth, check_nul=b"\\u0000" in raw)
     if key_count < 0:
-        raise FhirError(400, _describe(data, max_depth))
+        raise FhirError.malformed(_describe(data, max_depth))
     if _SPACED_COLON.search(raw) or raw.count(b'":') != key_count:
         _check_duplicates(raw)
     if _loses_precision(raw):
@@ -110,19 +110,17 @@ def dumps_resource(resource: Any) -> tuple[bytes, bool]:
 def _decode_error(raw: bytes, exc: orjson.JSONDecodeError, max_depth: int) -> FhirError:
     message = exc.msg
     if message.startswith("depth limit"):
-        return FhirError.single(400, "structure", f"JSON nesting is deeper than {max_depth} levels")
+        return FhirError.structure(f"JSON nesting is deeper than {max_depth} levels")
     if "UTF-8" in message:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            return FhirError.single(400, "invalid", f"Body is not valid UTF-8 (byte {err.start})")
+            return FhirError.invalid(f"Body is not valid UTF-8 (byte {err.start})")
         # Valid UTF-8 by Python's rules but not orjson's: encoded surrogate code points.
-        return FhirError.single(400, "invalid", "Body contains an encoded surrogate code point")
+        return FhirError.invalid("Body contains an encoded surrogate code point")
     if "surrogate" in message:
         message = f"lone surrogate escape ({message})"
-    return FhirError.single(
-        400, "structure", f"Malformed JSON at line {exc.lineno} column {exc.colno}: {message}"
-    )
+    return FhirError.structure(f"Malformed JSON at line {exc.lineno} column {exc.colno}: {message}")
 
 
 def _fast_scan(root: Any, max_depth: int, *, check_nul: bool) -> int:
@@ -232,7 +230,7 @@ def _check_duplicates(raw: bytes) -> None:
     json.loads(raw, object_pairs_hook=pairs_hook)
     if duplicates:
         names = ", ".join(sorted(set(duplicates)))
-        raise FhirError.single(400, "structure", f"Duplicate JSON object keys: {names}")
+        raise FhirError.structure(f"Duplicate JSON object keys: {names}")
 
 
 def parse_patch_json(raw: bytes, *, max_depth: int = 64) -> Any:
@@ -242,9 +240,9 @@ def parse_patch_json(raw: bytes, *, max_depth: int = 64) -> Any:
     patched resource is held to the FHIR JSON rules again by :func:`check_resource_json`.
     """
     if raw.startswith(_BOM):
-        raise FhirError.single(400, "structure", "A UTF-8 byte order mark (BOM) is not allowed")
+        raise FhirError.structure("A UTF-8 byte order mark (BOM) is not allowed")
     if b"\x00" in raw or b"\\u0000" in raw:
-        raise FhirError.single(400, "structure", "NUL characters are not allowed")
+        raise FhirError.structure("NUL characters are not allowed")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -253,9 +251,7 @@ def parse_patch_json(raw: bytes, *, max_depth: int = 64) -> Any:
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
-            raise FhirError.single(
-                400, "structure", f"JSON nesting is deeper than {max_depth} levels"
-            )
+            raise FhirError.structure(f"JSON nesting is deeper than {max_depth} levels")
         children = node.values() if type(node) is dict else node if type(node) is list else ()
         stack.extend((child, depth + 1) for child in children)
     _check_duplicates(raw)
@@ -273,4 +269,4 @@ def parse_stored(content: str | bytes) -> Any:
 def check_resource_json(data: Any, *, max_depth: int = 64) -> None:
     """400 for what FHIR JSON forbids (empty values, NUL, nesting), e.g. in a patched resource."""
     if _fast_scan(data, max_depth, check_nul=True) < 0:
-        raise FhirError(400, _describe(data, max_depth))
+        raise FhirError.malformed(_describe(data, max_depth))

@@ -133,23 +133,17 @@ def validate_structure(data: Any, expected_type: str | None = None) -> str:
     FHIRPath expression (``Observation.component[1].valueQuantity.value``).
     """
     if type(data) is not dict:
-        raise FhirError.single(400, "structure", "The body must be a JSON object (a FHIR resource)")
+        raise FhirError.structure("The body must be a JSON object (a FHIR resource)")
     resource_type = data.get("resourceType")
     if type(resource_type) is not str:
-        raise FhirError.single(
-            400, "structure", "resourceType is missing or not a string", "resourceType"
-        )
+        raise FhirError.structure("resourceType is missing or not a string", "resourceType")
     if resource_type not in SUPPORTED_TYPES:
-        raise FhirError.single(
-            400,
-            "not-supported",
+        raise FhirError.unsupported(
             f"Resource type '{resource_type}' is not supported",
             "resourceType",
         )
     if expected_type is not None and resource_type != expected_type:
-        raise FhirError.single(
-            400,
-            "invalid",
+        raise FhirError.invalid(
             f"resourceType '{resource_type}' does not match the expected type '{expected_type}'",
             "resourceType",
         )
@@ -158,7 +152,7 @@ def validate_structure(data: Any, expected_type: str | None = None) -> str:
     walker.resource(data, model)
     if walker.blocking:
         # A nested resource without a usable resourceType crashes or fools the model: stop here.
-        raise FhirError(400, walker.issues)
+        raise FhirError.malformed(walker.issues)
     shape = tuple(walker.shape) if walker.shape is not None else None
     if (
         shape is not None
@@ -177,7 +171,7 @@ def validate_structure(data: Any, expected_type: str | None = None) -> str:
                 seen.add(issue.expression[0])
                 walker.issues.append(issue)
     if walker.issues:
-        raise FhirError(400, walker.issues)
+        raise FhirError.malformed(walker.issues)
     if shape is not None:
         _remember(shape)
     return resource_type

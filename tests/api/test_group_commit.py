@@ -45,7 +45,7 @@ def test_store_new_stores_all_in_one_transaction(fhir: FhirService) -> None:
     fhir.listeners.append(lambda _f, _c, events: transactions.append(len(events)))
     items = [_new(fhir, heart_rate(pid.res_id, 60 + i)) for i in range(5)]
     results = fhir.store_new(items)
-    assert [r.status for r in results if isinstance(r, VersionResult)] == [201] * 5
+    assert [r.created for r in results if isinstance(r, VersionResult)] == [True] * 5
     assert [r.res_id for r in results if isinstance(r, VersionResult)] == [i.res_id for i in items]
     assert transactions == [5]  # one transaction told about all five
     assert _count(fhir, "Observation", patient=pid.res_id) == 5
@@ -60,7 +60,7 @@ def test_missing_reference_fails_only_its_own_create(fhir: FhirService) -> None:
     error = results[1]
     assert isinstance(error, FhirError) and error.status == 422
     assert "Observation.subject" in error.issues[0].expression[0]
-    assert [r.status for r in results if isinstance(r, VersionResult)] == [201] * 3
+    assert [r.created for r in results if isinstance(r, VersionResult)] == [True] * 3
     assert _count(fhir, "Observation", patient=pid.res_id) == 3
     assert _count(fhir, "Observation", _id=orphan.res_id) == 0
 
@@ -151,7 +151,7 @@ def test_batcher_raises_each_creates_own_error(fhir: FhirService) -> None:
         )
 
     ok, error = asyncio.run(scenario())
-    assert isinstance(ok, VersionResult) and ok.status == 201
+    assert isinstance(ok, VersionResult) and ok.created
     assert isinstance(error, FhirError) and error.status == 422
 
 
