@@ -25,12 +25,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from sqlalchemy import Connection, event
-from sqlalchemy.engine import Engine
 
 from service.alerts.coverage import NotEvaluated
 from service.alerts.episodes import Alert
 from service.fhir.service import FhirService, WriteEvent
+from service.storage.db import Connection, on_commit
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -98,7 +97,6 @@ DELIVERY_LATENCY = Histogram(
 #: Methods kept as label values; anything else a client sends is counted as "other", so that
 #: made-up methods cannot create unbounded numbers of series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_PENDING = "telemon_metrics_pending"
 
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -131,31 +129,20 @@ def count_writes(_fhir: FhirService, conn: Connection, events: list[WriteEvent])
     """FhirService write listener: count the events, and the vital signs no alert rule
     evaluates (the alert evaluation, an earlier listener, marked them), once their transaction
     commits."""
-    pending = conn.info.setdefault(_PENDING, [])
-    pending.extend(RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)) for e in events)
-    pending.extend(
-        NOT_EVALUATED.labels(w.reason)
-        for e in events
-        for w in e.warnings
-        if isinstance(w, NotEvaluated)
-    )
+    for e in events:
+        on_commit(conn, RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)).inc)
+    for e in events:
+        for w in e.warnings:
+            if isinstance(w, NotEvaluated):
+                on_commit(conn, NOT_EVALUATED.labels(w.reason).inc)
 
 
 def count_alert(conn: Connection, alert: Alert) -> None:
     """AlertService listener: count a notifying alert change once its transaction commits."""
-    conn.info.setdefault(_PENDING, []).append(
-        ALERT_NOTIFICATIONS.labels(alert.rule_id, alert.severity.label, alert.status.value)
+    on_commit(
+        conn,
+        ALERT_NOTIFICATIONS.labels(alert.rule_id, alert.severity.label, alert.status.value).inc,
     )
-
-
-def _forget_pending(conn: Connection) -> None:
-    # ``conn.info`` belongs to the pooled DBAPI connection and outlives the transaction.
-    conn.info.pop(_PENDING, None)
-
-
-def _count_pending(conn: Connection) -> None:
-    for child in conn.info.pop(_PENDING, ()):
-        child.inc()
 
 
 def instrument(fhir: FhirService) -> None:
@@ -163,14 +150,7 @@ def instrument(fhir: FhirService) -> None:
     Bundle or an aborted alert evaluation adds nothing)."""
     if count_writes not in fhir.listeners:
         fhir.listeners.append(count_writes)
-    engine: Engine = fhir.db.engine
-    for name, hook in (
-        ("begin", _forget_pending),
-        ("rollback", _forget_pending),
-        ("commit", _count_pending),
-    ):
-        if not event.contains(engine, name, hook):
-            event.listen(engine, name, hook)
+    fhir.db.track_commits()
 
 
 def exposition() -> tuple[bytes, str]:

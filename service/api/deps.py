@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection
 
 from service.api.group_commit import AuditLog, Create, GroupCommit, touched
 from service.api.wire import negotiate
@@ -25,7 +24,7 @@ from service.fhir.conformance import ConformanceStore
 from service.fhir.outcome import FhirError, Issue
 from service.fhir.service import FhirService, TransactionHook, VersionResult
 from service.settings import Settings
-from service.storage.db import after_commit
+from service.storage.db import Connection, after_commit
 from service.storage.repository import NewVersion, StoredVersion
 
 if TYPE_CHECKING:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection
 
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.fhir.service import FhirService, TransactionHook, VersionResult
+from service.storage.db import Connection
 from service.storage.repository import NewVersion
 
 T = TypeVar("T")

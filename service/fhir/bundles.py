@@ -18,7 +18,6 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection
 
 from service.fhir.dates import format_instant
 from service.fhir.outcome import FhirError, Issue, operation_outcome
@@ -33,6 +32,7 @@ from service.fhir.service import (
     outside_compartment,
 )
 from service.storage import repository as repo
+from service.storage.db import Connection
 from service.validation import validate_structure
 from service.validation.json_input import parse_patch_json
 

@@ -17,7 +17,6 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection
 
 from service.clock import Clock, system_clock
 from service.fhir.confinement import Confinement
@@ -35,7 +34,7 @@ from service.fhir.subsetting import subset
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import search_sql
-from service.storage.db import Database
+from service.storage.db import Connection, Database
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation import ProfileValidator, dumps_resource, validate_structure
 from service.validation.integers import MAX_INT, parse_unsigned

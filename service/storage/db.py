@@ -141,8 +141,9 @@ class Database:
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """A read transaction that sees one snapshot for all its statements, however long it
-        runs (REPEATABLE READ on PostgreSQL; a SQLite transaction is one already)."""
-        with self.engine.connect() as conn:
+        runs (REPEATABLE READ on PostgreSQL; a SQLite transaction is one already); the
+        database's errors arrive as :class:`StorageError`."""
+        with _translated(), self.engine.connect() as conn:
             if not self.is_sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():

@@ -20,12 +20,10 @@ import logging
 import threading
 from functools import lru_cache
 
-from sqlalchemy import Connection
-
 from service.fhir.outcome import FhirError
 from service.fhir.service import FhirService, WriteEvent, now_micros
 from service.storage import subscription_store as store
-from service.storage.db import after_commit, before_commit
+from service.storage.db import Connection, after_commit, before_commit
 from service.subscriptions.model import criteria_params
 from service.subscriptions.registration import WAKE, SubscriptionRegistration
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import Connection
-
 from service import ssrf
 from service.fhir.criteria import IdCriterion, SearchQuery
 from service.fhir.outcome import FhirError, Issue
 from service.fhir.service import FhirService, WriteEvent, now_micros
 from service.storage import subscription_store as store
-from service.storage.db import after_commit
+from service.storage.db import Connection, after_commit
 from service.storage.repository import StoredVersion
 from service.subscriptions.model import read_spec, stored_form, unredact
 
