@@ -55,10 +55,10 @@ POLL_SECONDS = 2.0
 SWEEP_SECONDS = 60.0
 
 
-def runs_in_serve(settings: Settings, *, sqlite: bool) -> bool:
+def runs_in_serve(settings: Settings, *, embedded: bool) -> bool:
     """Whether ``telemon serve`` writes exports itself: ``TELEMON_EXPORT_WORKER`` on, or auto
-    on SQLite (on PostgreSQL ``telemon worker`` processes write them)."""
-    return settings.export_worker == "on" or (settings.export_worker == "auto" and sqlite)
+    on an embedded database (SQLite; on PostgreSQL ``telemon worker`` processes write them)."""
+    return settings.export_worker == "on" or (settings.export_worker == "auto" and embedded)
 
 
 class Cancelled(Exception):

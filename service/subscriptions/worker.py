@@ -59,10 +59,10 @@ class Batch:
         return "event-notification" if self.events else "heartbeat"
 
 
-def runs_in_serve(settings: Settings, *, sqlite: bool) -> bool:
+def runs_in_serve(settings: Settings, *, embedded: bool) -> bool:
     """Whether ``telemon serve`` delivers itself: ``TELEMON_DELIVERY_WORKER`` on, or auto on
-    SQLite (on PostgreSQL ``telemon worker`` processes deliver)."""
-    return settings.delivery_worker == "on" or (settings.delivery_worker == "auto" and sqlite)
+    an embedded database (SQLite; on PostgreSQL ``telemon worker`` processes deliver)."""
+    return settings.delivery_worker == "on" or (settings.delivery_worker == "auto" and embedded)
 
 
 def retry_delay(failures: int, base: float, cap: float, rng: random.Random) -> float:
