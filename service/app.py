@@ -130,11 +130,11 @@ def create_app(
                 _sweep_forever(alerts, settings.alert_sweep_interval_seconds)
             )
         worker = None
-        if runs_in_serve(settings, sqlite=db.is_sqlite):
+        if runs_in_serve(settings, embedded=db.embedded):
             worker = DeliveryWorker(fhir, wakeup)
             worker.start()
         exporter = None
-        if exports_in_serve(settings, sqlite=db.is_sqlite):
+        if exports_in_serve(settings, embedded=db.embedded):
             exporter = ExportWorker(exports)
             exporter.start()
         yield

@@ -6,9 +6,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, event
-from sqlalchemy.engine import Engine
-
 from service.alerts.coverage import NotEvaluated
 from service.alerts.episodes import Alert
 from service.alerts.ingest import AlertListener, AlertService
@@ -18,7 +15,7 @@ from service.fhir.hooks import WriteEvent
 from service.fhir.service import FhirService
 from service.runtime import metrics
 from service.settings import Settings
-from service.storage.db import Database
+from service.storage.db import Connection, Database, on_commit
 from service.subscriptions import Subscriptions
 from service.validation import ProfileValidator
 
@@ -58,9 +55,6 @@ def build_service(
     return fhir
 
 
-_PENDING = "telemon_metrics_pending"
-
-
 def interaction_of(event: WriteEvent) -> str:
     """``create``, ``update`` or ``delete``: what the write did (re-creating a deleted one
     is a create)."""
@@ -73,31 +67,18 @@ def count_writes(_fhir: FhirService, conn: Connection, events: list[WriteEvent])
     """FhirService write listener: count the events, and the vital signs no alert rule
     evaluates (the alert evaluation, an earlier listener, marked them), once their transaction
     commits."""
-    pending = conn.info.setdefault(_PENDING, [])
-    pending.extend(metrics.RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)) for e in events)
-    pending.extend(
-        metrics.NOT_EVALUATED.labels(w.reason)
-        for e in events
-        for w in e.warnings
-        if isinstance(w, NotEvaluated)
-    )
+    for e in events:
+        on_commit(conn, metrics.RESOURCES_WRITTEN.labels(e.res_type, interaction_of(e)).inc)
+    for e in events:
+        for w in e.warnings:
+            if isinstance(w, NotEvaluated):
+                on_commit(conn, metrics.NOT_EVALUATED.labels(w.reason).inc)
 
 
 def count_alert(conn: Connection, alert: Alert) -> None:
     """AlertService listener: count a notifying alert change once its transaction commits."""
-    conn.info.setdefault(_PENDING, []).append(
-        metrics.ALERT_NOTIFICATIONS.labels(alert.rule_id, alert.severity.label, alert.status.value)
-    )
-
-
-def _forget_pending(conn: Connection) -> None:
-    # ``conn.info`` belongs to the pooled DBAPI connection and outlives the transaction.
-    conn.info.pop(_PENDING, None)
-
-
-def _count_pending(conn: Connection) -> None:
-    for child in conn.info.pop(_PENDING, ()):
-        child.inc()
+    labels = (alert.rule_id, alert.severity.label, alert.status.value)
+    on_commit(conn, metrics.ALERT_NOTIFICATIONS.labels(*labels).inc)
 
 
 def instrument(fhir: FhirService) -> None:
@@ -105,11 +86,4 @@ def instrument(fhir: FhirService) -> None:
     Bundle or an aborted alert evaluation adds nothing)."""
     if count_writes not in fhir.listeners:
         fhir.listeners.append(count_writes)
-    engine: Engine = fhir.db.engine
-    for name, hook in (
-        ("begin", _forget_pending),
-        ("rollback", _forget_pending),
-        ("commit", _count_pending),
-    ):
-        if not event.contains(engine, name, hook):
-            event.listen(engine, name, hook)
+    fhir.db.track_commits()

@@ -72,7 +72,7 @@ def _database() -> Database:
 
 def _ensure_schema(db: Database, *, migrate_schema: bool = False) -> None:
     """Migrate SQLite (or on request); refuse (exit 3) a PostgreSQL schema that is not current."""
-    if db.is_sqlite or migrate_schema:
+    if db.embedded or migrate_schema:
         migrate.upgrade(db)
     elif not migrate.is_current(db):
         typer.echo(

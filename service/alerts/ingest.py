@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection
 
 from service.alerts.codes import ALERT_RULES
 from service.alerts.coverage import not_evaluated
@@ -51,6 +50,7 @@ from service.fhir.hooks import WriteEvent
 from service.fhir.service import FhirService
 from service.storage import alert_store, search_sql
 from service.storage import repository as repo
+from service.storage.db import Connection
 from service.storage.repository import StoredVersion
 
 log = logging.getLogger(__name__)

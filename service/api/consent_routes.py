@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import Connection
 
 from service.api.deps import AuthState, client_address, get_state, is_https, issuer_url
 from service.api.pages import HTML_HEADERS, ConsentRow, consents_page, error_page, login_page
@@ -26,11 +25,13 @@ from service.audit.events import AccessRecord, Actor
 from service.auth import clients, consent, consent_records, patient_session
 from service.auth.compare import secrets_equal
 from service.auth.consent import ConsentError, PendingLogin
-from service.auth.consent_records import ConsentRecord
 from service.auth.grants import ConsentTerm, PatientUser
 from service.auth.identity import LoginError, SimulatedDigiD
 from service.auth.patient_session import PatientSession
 from service.core.outcome import FhirError
+from service.storage import consent_store
+from service.storage.consent_store import ConsentRecord
+from service.storage.db import Connection
 
 router = APIRouter(include_in_schema=False)
 
@@ -168,7 +169,7 @@ async def consents_callback(request: Request) -> Response:
 def _rows(auth: AuthState, patient_id: str) -> list[ConsentRow]:
     zone = ZoneInfo(auth.server.settings.timezone)
     with auth.server.db.read() as conn:
-        records = consent_records.for_patient(conn, patient_id, int(time.time()))
+        records = consent_store.live_for_patient(conn, patient_id, int(time.time()))
         names = {}
         for r in records:
             client = clients.get(conn, r.client_id, include_inactive=True)

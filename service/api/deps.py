@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection
 
 from service.api.conformance import ConformanceStore
 from service.api.group_commit import AuditLog, Create, GroupCommit, touched
@@ -27,7 +26,7 @@ from service.fhir.reads import VersionResult
 from service.fhir.service import FhirService
 from service.fhir.writes import TransactionHook
 from service.settings import Settings
-from service.storage.db import after_commit
+from service.storage.db import Connection, after_commit
 from service.storage.repository import NewVersion, StoredVersion
 
 if TYPE_CHECKING:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection
 
 from service.audit.events import AccessRecord, Actor, Touched
 from service.audit.trail import AuditTrail
 from service.fhir.reads import VersionResult
 from service.fhir.service import FhirService
 from service.fhir.writes import TransactionHook
+from service.storage.db import Connection
 from service.storage.repository import NewVersion
 
 T = TypeVar("T")

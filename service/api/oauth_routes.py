@@ -22,7 +22,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from joserfc import jws
 from joserfc.errors import JoseError
-from sqlalchemy import Connection
 
 from service.api.deps import (
     AuthState,
@@ -47,6 +46,7 @@ from service.auth.rate_limits import Blocked
 from service.auth.server import FormRequest
 from service.auth.tokens import public_jwks
 from service.core.outcome import FhirError
+from service.storage.db import Connection
 
 router = APIRouter(include_in_schema=False)
 

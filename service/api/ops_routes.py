@@ -15,14 +15,13 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 
 from service.api.deps import get_state
 from service.core.outcome import FhirError
 from service.runtime import metrics
 from service.settings import Settings
 from service.storage import migrate, subscription_store
-from service.storage.db import Database
+from service.storage.db import Database, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,12 @@ def refresh_backlog(db: Database) -> None:
 def readiness_checks(db: Database) -> dict[str, str]:
     """``database`` and ``migrations``: each ``"ok"`` or a short description of the problem."""
     try:
-        with db.read() as conn:
-            conn.execute(text("SELECT 1"))
+        db.ping()
     except Exception as exc:  # any failure means "not ready"; the details go to the log only
         log.warning("readiness: database unreachable: %s", exc)
         # The exception text can name hosts and users; the probe answers without credentials.
-        return {"database": f"unreachable ({type(exc).__name__})", "migrations": "unknown"}
+        kind = exc.kind if isinstance(exc, StorageError) else type(exc).__name__
+        return {"database": f"unreachable ({kind})", "migrations": "unknown"}
     try:
         if migrate.is_current(db):
             return {"database": "ok", "migrations": "ok"}

@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Sequence
 
 import orjson
-from sqlalchemy import Connection
 
 from service.audit.events import AccessRecord, Actor, build, index_values
 from service.core.dates import format_instant
 from service.fhir.service import FhirService, now_micros
 from service.storage import repository as repo
+from service.storage.db import Connection
 from service.storage.repository import NewVersion
 
 

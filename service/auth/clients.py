@@ -11,23 +11,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-import orjson
 from authlib.oauth2.rfc6749 import ClientMixin
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Connection, delete, insert, select, update
 
 from service.auth import revocations
 from service.auth import scopes as sc
-from service.storage.tables import oauth_clients
+from service.storage import client_store
+from service.storage.client_store import ClientRecord
+from service.storage.db import Connection
 
-ClientKind = Literal["pgo", "backend"]
 #: Default scopes a PGO may ask for (its patient's data, and who looked at it).
 PGO_SCOPES = (
     "launch/patient offline_access patient/Patient.rs patient/Observation.rs patient/Flag.rs "
@@ -40,18 +38,8 @@ class ClientError(ValueError):
 
 
 @dataclass(slots=True)
-class Client(ClientMixin):
+class Client(ClientRecord, ClientMixin):
     """A registered client, as Authlib's ``ClientMixin`` wants it."""
-
-    client_id: str
-    kind: ClientKind
-    name: str
-    scope: str
-    redirect_uris: list[str] = field(default_factory=list)
-    secret_hash: str | None = None
-    jwks: dict[str, Any] | None = None
-    jwks_url: str | None = None
-    active: bool = True
 
     def get_client_id(self) -> str:
         """The client id."""
@@ -113,60 +101,24 @@ def _check_redirect_uri(uri: str) -> None:
     raise ClientError(f"Redirect URI '{uri}' must use https (http only on loopback)")
 
 
-def _row(client: Client) -> dict[str, Any]:
-    return {
-        "client_id": client.client_id,
-        "kind": client.kind,
-        "name": client.name,
-        "secret_hash": client.secret_hash,
-        "redirect_uris": orjson.dumps(client.redirect_uris).decode(),
-        "scope": client.scope,
-        "jwks": orjson.dumps(client.jwks).decode() if client.jwks is not None else None,
-        "jwks_url": client.jwks_url,
-        "active": client.active,
-        "created": int(time.time()),
-    }
-
-
-def _from_row(row: Any) -> Client:
-    return Client(
-        client_id=row.client_id,
-        kind=row.kind,
-        name=row.name,
-        scope=row.scope,
-        redirect_uris=orjson.loads(row.redirect_uris),
-        secret_hash=row.secret_hash,
-        jwks=orjson.loads(row.jwks) if row.jwks else None,
-        jwks_url=row.jwks_url,
-        active=bool(row.active),
-    )
-
-
 def save(conn: Connection, client: Client) -> None:
     """Insert or replace a client registration."""
-    conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id == client.client_id))
-    conn.execute(insert(oauth_clients).values(**_row(client)))
+    client_store.save(conn, client)
 
 
 def get(conn: Connection, client_id: str, *, include_inactive: bool = False) -> Client | None:
     """A client by id (only an active one unless ``include_inactive``), or None."""
-    query = select(oauth_clients).where(oauth_clients.c.client_id == client_id)
-    if not include_inactive:
-        query = query.where(oauth_clients.c.active.is_(True))
-    row = conn.execute(query).first()
-    return _from_row(row) if row else None
+    return client_store.get(conn, client_id, Client, include_inactive=include_inactive)
 
 
 def all_clients(conn: Connection) -> list[Client]:
     """Every registered client, by id."""
-    rows = conn.execute(select(oauth_clients).order_by(oauth_clients.c.client_id))
-    return [_from_row(r) for r in rows]
+    return client_store.all_clients(conn, Client)
 
 
 def remove(conn: Connection, client_id: str) -> bool:
     """Delete a registration and revoke its tokens; True when it existed."""
-    result = conn.execute(delete(oauth_clients).where(oauth_clients.c.client_id == client_id))
-    if not result.rowcount:
+    if not client_store.remove(conn, client_id):
         return False
     revocations.revoke_client(conn, client_id)
     return True
@@ -178,10 +130,7 @@ def set_active(conn: Connection, client_id: str, active: bool) -> bool:
     A disabled client gets no tokens, and the tokens it holds stop working on every worker
     within a second of the commit (the revocation set).
     """
-    result = conn.execute(
-        update(oauth_clients).where(oauth_clients.c.client_id == client_id).values(active=active)
-    )
-    if not result.rowcount:
+    if not client_store.set_active(conn, client_id, active):
         return False
     if not active:
         revocations.revoke_client(conn, client_id)

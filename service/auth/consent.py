@@ -23,12 +23,12 @@ from zoneinfo import ZoneInfo
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import Connection
 
 from service.auth import replay
 from service.auth import scopes as sc
 from service.auth.compare import secrets_equal
 from service.auth.grants import ONCE, ConsentTerm
+from service.storage.db import Connection
 
 TX_SECONDS = 600
 CSRF_COOKIE = "telemon_csrf"

@@ -29,13 +29,14 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import insert, select, update
 
 from service.auth import consent_records, replay
 from service.auth import scopes as sc
 from service.auth.clients import Client
 from service.auth.jwks import JwksError
-from service.storage.tables import oauth_codes
+from service.storage import code_store
+from service.storage.code_store import CodeRecord
+from service.storage.consent_store import ConsentRecord
 
 if TYPE_CHECKING:
     from service.auth.server import AuthServer, FormRequest
@@ -57,18 +58,8 @@ class PatientUser:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredCode:
+class StoredCode(CodeRecord):
     """An authorization code as stored (Authlib's AuthorizationCodeMixin surface)."""
-
-    code_hash: str
-    client_id: str
-    redirect_uri: str
-    scope: str
-    patient_id: str
-    subject: str
-    code_challenge: str
-    long_term: bool = False
-    consent_ends_at: int | None = None
 
     def get_redirect_uri(self) -> str:
         """The redirect URI the code was issued for."""
@@ -138,56 +129,38 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Store the code's hash with everything it is bound to."""
         user: PatientUser = request.user
         term: ConsentTerm = request.consent_term
+        stored = CodeRecord(
+            code_hash=hash_code(code),
+            client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri,
+            scope=request.scope,
+            patient_id=user.patient_id,
+            subject=user.subject,
+            code_challenge=request.payload.data["code_challenge"],
+            long_term=term.long_term,
+            consent_ends_at=term.ends_at,
+            expires_at=int(time.time()) + self.server.settings.auth_code_seconds,
+        )
         with self.server.db.write() as conn:
-            conn.execute(
-                insert(oauth_codes).values(
-                    code_hash=hash_code(code),
-                    client_id=request.client.client_id,
-                    redirect_uri=request.payload.redirect_uri,
-                    scope=request.scope,
-                    patient_id=user.patient_id,
-                    subject=user.subject,
-                    code_challenge=request.payload.data["code_challenge"],
-                    expires_at=int(time.time()) + self.server.settings.auth_code_seconds,
-                    used=False,
-                    long_term=term.long_term,
-                    consent_ends_at=term.ends_at,
-                )
-            )
+            code_store.add(conn, stored)
 
     def query_authorization_code(self, code: str, client: Client) -> StoredCode | None:
         """Claim the code atomically; a replayed code revokes what it issued."""
         code_hash = hash_code(code)
         now = int(time.time())
         with self.server.db.write() as conn:
-            row = conn.execute(
-                select(oauth_codes).where(oauth_codes.c.code_hash == code_hash)
-            ).first()
-            if row is None:
-                return None
-            claimed = conn.execute(
-                update(oauth_codes)
-                .where(oauth_codes.c.code_hash == code_hash, oauth_codes.c.used.is_(False))
-                .values(used=True)
-            ).rowcount
+            found = code_store.claim(conn, code_hash, StoredCode)
+        if found is None:
+            return None
+        stored, claimed = found
         if not claimed:
             with self.server.db.write() as conn:  # its consent's refresh tokens too
                 consent_records.end_granted_with(conn, code_hash, now)
             self.server.tokens.revoke_issued_from(code_hash)
             return None
-        if row.client_id != client.client_id or row.expires_at < now:
+        if stored.client_id != client.client_id or stored.expires_at < now:
             return None
-        return StoredCode(
-            code_hash,
-            row.client_id,
-            row.redirect_uri,
-            row.scope,
-            row.patient_id,
-            row.subject,
-            row.code_challenge,
-            bool(row.long_term),
-            row.consent_ends_at,
-        )
+        return stored
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         """Nothing to do: the code was marked used when it was claimed."""
@@ -287,7 +260,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def _validate_token_scope(self, token: Any) -> None:
         """Checked before the token is used up (:meth:`authenticate_refresh_token`)."""
 
-    def authenticate_user(self, refresh_token: consent_records.ConsentRecord) -> PatientUser:
+    def authenticate_user(self, refresh_token: ConsentRecord) -> PatientUser:
         """The patient of the consent."""
         return PatientUser(refresh_token.patient_id, refresh_token.subject)
 
@@ -304,7 +277,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     ) -> dict[str, Any]:
         """A new access token (the scope as asked, within the consent's) and refresh token."""
         assert user is not None
-        consent: consent_records.ConsentRecord = self.request.refresh_token
+        consent: ConsentRecord = self.request.refresh_token
         client: Client = self.request.client
         now = int(time.time())
         with self.request.write() as conn:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from service.audit.events import AccessRecord, Actor
 from service.audit.trail import AuditTrail
 from service.auth import consent_records
-from service.auth.consent_records import ConsentRecord
 from service.core.clock import Clock
+from service.storage.consent_store import ConsentRecord
 from service.storage.db import Database
 
 

@@ -30,10 +30,10 @@ from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
-from sqlalchemy import Connection
 
 from service.auth import clients
 from service.auth.clients import ClientError
+from service.storage.db import Connection
 
 MAX_OCL_BYTES = 5 * 1024 * 1024
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"

@@ -26,22 +26,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import psycopg
-from sqlalchemy import Connection, delete, insert, select, text
-from sqlalchemy.engine import make_url
-
-from service.storage import repository as repo
-from service.storage.db import Database
-from service.storage.tables import oauth_revocations
+from service.storage import revocation_store
+from service.storage.db import Connection, Database
+from service.storage.notifications import listen_for_notifications
+from service.storage.revocation_store import Revocation
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["token", "client", "consent"]
-#: The PostgreSQL NOTIFY channel of committed revocations.
-CHANNEL = "telemon_revocations"
 #: The longest a revocation may take to reach every worker (seconds); see the module text.
 MAX_STALENESS = 1.0
 #: How often the listening thread reads new revocations even without a notification.
@@ -55,37 +49,9 @@ class RevocationUnavailable(Exception):
     """The revocation set could not be brought up to date (the database is unreachable)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Revocation:
-    """One revoked token, client or consent, from ``revoked_at`` (Unix seconds) on."""
-
-    kind: Kind
-    value: str
-    revoked_at: int
-    expires_at: int
-
-
 def revoke(conn: Connection, revocations: Iterable[Revocation]) -> None:
     """Append revocations in ``conn``'s transaction; every worker hears of them at commit."""
-    rows = [
-        {
-            "kind": r.kind,
-            "value": r.value[:255],
-            "revoked_at": r.revoked_at,
-            "expires_at": r.expires_at,
-        }
-        for r in revocations
-    ]
-    if not rows:
-        return
-    # Held until commit: sequence numbers then commit in their order, so readers that have
-    # seen number n have seen every number below it (see the module text).
-    repo.lock_key(conn, CHANNEL)
-    now = int(time.time())
-    conn.execute(delete(oauth_revocations).where(oauth_revocations.c.expires_at < now - 60))
-    conn.execute(insert(oauth_revocations), rows)
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    revocation_store.append(conn, list(revocations))
 
 
 def revoke_tokens(conn: Connection, tokens: Mapping[str, int]) -> None:
@@ -159,21 +125,16 @@ class RevocationSet:
             self._synced_at = started
 
     def _read(self, conn: Connection) -> None:
-        r = oauth_revocations.c
-        rows = conn.execute(
-            select(r.seq, r.kind, r.value, r.revoked_at, r.expires_at)
-            .where(r.seq > self._last_seq)
-            .order_by(r.seq)
-        ).all()
+        rows = revocation_store.after(conn, self._last_seq)
         now = int(time.time())
-        for row in rows:
-            self._last_seq = max(self._last_seq, row.seq)
+        for seq, row in rows:
+            self._last_seq = max(self._last_seq, seq)
             entries = self._by_kind.get(row.kind)
             if entries is None or row.expires_at < now:
                 continue
             known = entries.get(row.value)
             if known is None or known.revoked_at < row.revoked_at:
-                entries[row.value] = Revocation(row.kind, row.value, row.revoked_at, row.expires_at)
+                entries[row.value] = row
         for entries in self._by_kind.values():  # forget what can no longer refuse a token
             for value in [v for v, e in entries.items() if e.expires_at < now]:
                 del entries[value]
@@ -202,10 +163,10 @@ class RevocationSet:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                if self.db.is_sqlite:
-                    self._poll()
-                else:
+                if self.db.notifications_supported:
                     self._listen()
+                else:
+                    self._poll()
             except Exception:  # the database restarted: try again after a pause
                 log.warning("revocation set: database unreachable", exc_info=True)
                 self._stopping.wait(POLL_SECONDS)
@@ -216,10 +177,8 @@ class RevocationSet:
             self._stopping.wait(POLL_SECONDS)
 
     def _listen(self) -> None:
-        url = make_url(self.db.url).set(drivername="postgresql")
-        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+        with listen_for_notifications(self.db, revocation_store.CHANNEL) as listener:
             while not self._stopping.is_set():
                 self.sync()  # after LISTEN: nothing committed from here on can be missed
-                for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                for _ in listener.notifications(timeout=POLL_SECONDS, stop_after=1):
                     pass

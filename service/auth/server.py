@@ -13,7 +13,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, InvalidRequestError, OAuth2Request
-from sqlalchemy import Connection
 
 from service.auth import clients
 from service.auth.clients import Client
@@ -30,7 +29,7 @@ from service.auth.jwks import JwksFetcher
 from service.auth.token_endpoints import TokenIntrospection, TokenRevocation
 from service.auth.tokens import TokenService
 from service.settings import Settings
-from service.storage.db import Database, fits_key
+from service.storage.db import Connection, Database, fits_key
 
 # The syntax of the parameters (RFC 6749 Appendix A; URIs in RFC 3986's characters). Authlib
 # quotes some of them (redirect_uri, response_type) in error descriptions, which must not hold
@@ -159,7 +158,7 @@ class AuthServer(AuthorizationServer):
         # SQLite: token requests queue on this lock rather than in SQLite's busy handler, whose
         # sleeps (up to 100 ms each) made the slowest 1 % of concurrent token requests wait.
         self._write_turn: AbstractContextManager[Any] = (
-            threading.Lock() if db.is_sqlite else nullcontext()
+            threading.Lock() if db.serializes_writes else nullcontext()
         )
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True)])
         self.register_grant(ClientCredentialsGrant)

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import Connection, select, update
 
 from service.auth import consent_records, revocations
 from service.auth.clients import Client
-from service.auth.consent_records import ConsentRecord
 from service.auth.tokens import TokenError
-from service.storage.tables import oauth_refresh_tokens, oauth_tokens
+from service.storage import consent_store, token_store
+from service.storage.consent_store import ConsentRecord
+from service.storage.db import Connection
 
 if TYPE_CHECKING:
     from service.auth.server import AuthServer, FormRequest
@@ -91,15 +91,10 @@ def _access(server: AuthServer, request: FormRequest, token: str) -> FoundToken 
 
 
 def _refresh(server: AuthServer, token: str) -> FoundToken | None:
-    rt = oauth_refresh_tokens.c
     now = int(time.time())
     with server.db.read() as conn:
-        row = conn.execute(
-            select(rt.consent_id, rt.client_id, rt.status, rt.expires_at).where(
-                rt.token_hash == consent_records.hash_token(token)
-            )
-        ).first()
-        consent = consent_records.get(conn, row.consent_id) if row is not None else None
+        row = consent_store.refresh_token(conn, consent_records.hash_token(token))
+        consent = consent_store.get(conn, row.consent_id) if row is not None else None
     if row is None or consent is None:
         return None
     active = row.status == "active" and row.expires_at > now and consent.live(now)
@@ -115,7 +110,7 @@ def revoke(conn: Connection, found: FoundToken) -> None:
         consent_records.end(conn, found.consent.consent_id, "revoked", int(time.time()))
         return
     jti, exp = str(found.claims["jti"]), int(found.claims["exp"])
-    conn.execute(update(oauth_tokens).where(oauth_tokens.c.jti == jti).values(revoked=True))
+    token_store.mark_revoked(conn, jti)
     revocations.revoke_tokens(conn, {jti: exp})
 
 

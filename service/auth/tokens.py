@@ -17,17 +17,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from service.auth import revocations
 from service.auth.revocations import RevocationSet
-from service.storage.db import Database
-from service.storage.tables import oauth_tokens, server_keys
+from service.storage import token_store
+from service.storage.db import Connection, Database, DuplicateKey
+from service.storage.token_store import TokenRecord
 
 ALGORITHM = "ES256"
 #: Verified tokens remembered per worker (a few KiB each); beyond it the memory starts afresh.
@@ -52,21 +50,15 @@ class IssuedToken:
 def load_or_create_key(db: Database) -> ECKey:
     """The server signing key: the stored one, or a new one stored now (first start)."""
     with db.read() as conn:
-        row = conn.execute(select(server_keys).order_by(server_keys.c.created).limit(1)).first()
-    if row is not None:
-        return ECKey.import_key(orjson.loads(row.private_jwk))
+        stored = token_store.oldest_key(conn)
+    if stored is not None:
+        return ECKey.import_key(stored)
     key = ECKey.generate_key("P-256", private=True)
     key.ensure_kid()
     try:
         with db.write() as conn:
-            conn.execute(
-                insert(server_keys).values(
-                    kid=key.kid,
-                    private_jwk=orjson.dumps(key.as_dict(private=True)).decode(),
-                    created=int(time.time()),
-                )
-            )
-    except IntegrityError:  # pragma: no cover - another worker won the race; use its key
+            token_store.add_key(conn, key.as_dict(private=True), int(time.time()))
+    except DuplicateKey:  # pragma: no cover - another worker won the race; use its key
         return load_or_create_key(db)
     return load_or_create_key(db)  # re-read: a concurrent first start may have stored one first
 
@@ -127,20 +119,12 @@ class TokenService:
             claims["consent"] = consent_id
         header = {"alg": ALGORITHM, "kid": self.key.kid, "typ": "at+jwt"}
         token = jwt.encode(header, claims, self.key)
-        record = insert(oauth_tokens).values(
-            jti=jti,
-            client_id=client_id,
-            code_hash=code_hash,
-            scope=scope,
-            patient_id=patient_id,
-            expires_at=now + lifetime,
-            revoked=False,
-        )
+        record = TokenRecord(jti, client_id, scope, now + lifetime, patient_id, code_hash)
         if conn is not None:
-            conn.execute(record)
+            token_store.record(conn, record)
         else:
             with self.db.write() as own:
-                own.execute(record)
+                token_store.record(own, record)
         return IssuedToken(token, jti, lifetime, scope, patient_id)
 
     def verify(self, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
@@ -190,19 +174,8 @@ class TokenService:
     def revoke_issued_from(self, code_hash: str) -> int:
         """Revoke every token issued from an authorization code; how many were revoked."""
         now = int(time.time())
-        t = oauth_tokens.c
         with self.db.write() as conn:
-            rows = conn.execute(
-                select(t.jti, t.expires_at).where(
-                    t.code_hash == code_hash, t.revoked.is_(False), t.expires_at >= now
-                )
-            )
-            live = {row.jti: row.expires_at for row in rows}
-            conn.execute(
-                update(oauth_tokens)
-                .where(t.code_hash == code_hash, t.revoked.is_(False))
-                .values(revoked=True)
-            )
+            live = token_store.revoke_issued_from(conn, code_hash, now)
             revocations.revoke_tokens(conn, live)
         self.revoked.sync()  # this worker refuses them at once; the others within a second
         return len(live)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
-
 from service.alerts.ingest import PLAN_BASE
+from service.core.criteria import SearchQuery
 from service.core.dates import format_instant
 from service.fhir.service import FhirService
-from service.storage import bulk_store, search_sql
-from service.storage.tables import resources
+from service.storage import bulk_store
+from service.storage.db import Connection
 
 #: The identifier system of the cohort Groups (``identifier=…|heart-failure`` finds one).
 GROUP_IDENTIFIER_SYSTEM = "http://telemon.example.org/fhir/NamingSystem/programme"
@@ -45,22 +44,21 @@ PROGRAMMES = {
 }
 
 
-def members_query(fhir: FhirService, programme: Programme) -> Select[Any]:
-    """The ids of the patients enrolled in ``programme`` (a subquery for export reads)."""
+def members_query(fhir: FhirService, programme: Programme) -> SearchQuery:
+    """The search for the active CarePlans of ``programme``: their patients are its members
+    (a :class:`~service.storage.bulk_store.Selection`'s ``patients`` for export reads)."""
     rtype = fhir.resource_type("CarePlan")
     query, _ = fhir.parse_query(
         rtype,
         [("status", "active"), ("instantiates-canonical", programme.plan_url)],
         strict=True,
     )
-    where = search_sql.where_clause(query)
-    return select(resources.c.patient_id).where(where, resources.c.patient_id.is_not(None))
+    return query
 
 
 def members(fhir: FhirService, conn: Connection, programme: Programme) -> list[str]:
     """The enrolled patients' ids, sorted."""
-    rows = conn.execute(members_query(fhir, programme).distinct())
-    return sorted(rows.scalars())
+    return bulk_store.patients_of(conn, members_query(fhir, programme))
 
 
 def group_resource(

@@ -71,8 +71,6 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import orjson
-from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from service.bulk.import_summary import (
     ALREADY_PRESENT,
@@ -99,6 +97,7 @@ from service.fhir.references import (
 )
 from service.fhir.service import FhirService
 from service.storage import repository as repo
+from service.storage.db import Connection, StorageError
 from service.storage.repository import NewVersion
 from service.storage.tables import RESOURCE_TABLES
 from service.validation import BSN_SYSTEM, parse_json, validate_structure
@@ -580,13 +579,13 @@ class _Run:
         not resolve yet waits for :meth:`finish`.
         """
         stored = 0
-        postgres = self.service.db.engine.dialect.name == "postgresql"
-        for chunk, seen in _chunks(items, PG_CHUNK_SIZE if postgres else CHUNK_SIZE):
+        serial = self.service.db.serializes_writes
+        for chunk, seen in _chunks(items, CHUNK_SIZE if serial else PG_CHUNK_SIZE):
             saved = self.ids.copy()
             try:
                 with self.service.db.write() as conn:
                     outcomes = store_chunk(self.service, conn, chunk, self.ids)
-            except SQLAlchemyError:
+            except StorageError:
                 # Something the domain checks did not foresee; isolate it one resource at a time.
                 self.ids = saved
                 outcomes = [self.store_alone(item) for item in chunk]
@@ -617,9 +616,9 @@ class _Run:
             with self.service.db.write() as conn:
                 [outcome] = store_chunk(self.service, conn, [item], self.ids)
                 return outcome
-        except SQLAlchemyError as exc:
+        except StorageError as exc:
             self.ids.fail(item.keys, item.where)
-            issue = Issue("exception", f"Database error: {type(exc).__name__}")
+            issue = Issue("exception", f"Database error: {exc.kind}")
             return item.rejection(500, (issue,))
 
     def finish(self) -> None:
@@ -649,7 +648,8 @@ def store_chunk(
     recorded in ``ids`` at once. The outcome is True (created), False (matched) or the
     :class:`Rejection`; a rejected item leaves nothing behind, so the rest of the chunk still
     commits.
-    An :class:`SQLAlchemyError` propagates: the caller rolls the chunk back.
+    A database error propagates: the caller rolls the chunk back (it leaves
+    :meth:`Database.write <service.storage.db.Database.write>` as a :class:`StorageError`).
 
     The chunk goes in as one batch (:func:`store_batch`) when it can, else resource by
     resource, each in its savepoint.

@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import ColumnElement
 
 from service.bulk.groups import PROGRAMMES
 from service.bulk.request import ExportParams
+from service.core.criteria import SearchQuery
 from service.core.outcome import FhirError
 from service.fhir.service import FhirService, now_micros
-from service.storage import bulk_store, search_sql
+from service.storage import bulk_store
 from service.storage.bulk_store import JobRow
 
 #: Queued or running exports one client may have at once (more: 429, per the IG's advice).
@@ -102,10 +102,10 @@ class BulkExports:
 
     def filters(
         self, params: ExportParams, res_type: str, *, strict: bool
-    ) -> tuple[tuple[ColumnElement[bool], ...], list[str]]:
-        """The ``_typeFilter`` conditions on ``res_type`` and the warnings of a lenient parse."""
+    ) -> tuple[tuple[SearchQuery, ...], list[str]]:
+        """The ``_typeFilter`` searches of ``res_type`` and the warnings of a lenient parse."""
         rtype = self.fhir.resource_type(res_type)
-        conditions: list[ColumnElement[bool]] = []
+        conditions: list[SearchQuery] = []
         warnings: list[str] = []
         for filter_type, query in params.type_filters:
             if filter_type != res_type:
@@ -114,7 +114,7 @@ class BulkExports:
                 rtype, parse_qsl(query, keep_blank_values=True), strict=strict
             )
             warnings.extend(f"_typeFilter {res_type}?{query}: {i.diagnostics}" for i in issues)
-            conditions.append(search_sql.where_clause(parsed))
+            conditions.append(parsed)
         return tuple(conditions), warnings
 
     def kickoff(

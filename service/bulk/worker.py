@@ -23,17 +23,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Literal
 
 import orjson
-from sqlalchemy import Connection
 
 from service.bulk.groups import PROGRAMMES, members_query
 from service.bulk.jobs import BulkExports, FileItem, Manifest
 from service.bulk.request import ExportParams
+from service.core.criteria import SearchQuery
 from service.core.dates import format_instant
 from service.core.outcome import Issue, operation_outcome
 from service.fhir.service import now_micros
@@ -41,6 +39,7 @@ from service.runtime.background import stop_threads
 from service.settings import Settings
 from service.storage import bulk_store
 from service.storage.bulk_store import Selection
+from service.storage.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,10 @@ POLL_SECONDS = 2.0
 SWEEP_SECONDS = 60.0
 
 
-def runs_in_serve(settings: Settings, *, sqlite: bool) -> bool:
+def runs_in_serve(settings: Settings, *, embedded: bool) -> bool:
     """Whether ``telemon serve`` writes exports itself: ``TELEMON_EXPORT_WORKER`` on, or auto
-    on SQLite (on PostgreSQL ``telemon worker`` processes write them)."""
-    return settings.export_worker == "on" or (settings.export_worker == "auto" and sqlite)
+    on an embedded database (SQLite; on PostgreSQL ``telemon worker`` processes write them)."""
+    return settings.export_worker == "on" or (settings.export_worker == "auto" and embedded)
 
 
 class Cancelled(Exception):
@@ -271,16 +270,16 @@ class ExportWorker:
         folder = self.exports.job_dir(job_id)
         self.exports.remove_files(job_id)  # a restarted job begins again
         folder.mkdir(mode=0o700, parents=True)
-        patients: Any = None
+        patients: Literal["any"] | SearchQuery | None = None
         if params.level == "patient":
             patients = "any"
         elif params.level == "group":
-            patients = members_query(self.fhir, PROGRAMMES[str(params.group)]).correlate(None)
+            patients = members_query(self.fhir, PROGRAMMES[str(params.group)])
         renew = _Renewal(self, job_id, owner)
         output: list[FileItem] = []
         deleted: list[FileItem] = []
         total = 0
-        with self._snapshot() as conn:
+        with self.db.snapshot() as conn:
             transaction_time = now_micros()
             for res_type in params.types:
                 filters, _ = self.exports.filters(params, res_type, strict=False)
@@ -297,15 +296,6 @@ class ExportWorker:
                     deleted += self._deleted(conn, folder, res_type, params.since, renew)
         errors = self._errors(folder, params)
         return transaction_time, Manifest(tuple(output), tuple(deleted), tuple(errors)), total
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[Connection]:
-        """A read transaction that sees one snapshot for all its statements."""
-        with self.db.engine.connect() as conn:
-            if not self.db.is_sqlite:
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
 
     def _deleted(
         self, conn: Connection, folder: Path, res_type: str, since: int, renew: _Renewal

@@ -17,12 +17,13 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from sqlalchemy import Connection
 
 from service.auth import replay
 from service.auth.compare import secrets_equal
 from service.auth.consent import unseal
 from service.auth.identity import ClinicianUser
+from service.storage import replay_store
+from service.storage.db import Connection
 
 COOKIE = "telemon_dashboard"
 LOGIN_COOKIE = "telemon_dashboard_login"  # the login form's CSRF token, before a session exists
@@ -133,4 +134,4 @@ def end(conn: Connection, session: Session, now: int) -> None:
 
 def is_ended(conn: Connection, session: Session, now: int) -> bool:
     """Whether the session was logged out."""
-    return replay.is_remembered(conn, _LOGGED_OUT, session.sid, now)
+    return replay_store.is_remembered(conn, _LOGGED_OUT, session.sid, now)

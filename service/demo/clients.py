@@ -29,9 +29,9 @@ import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy import Connection
 
 from service.auth import clients
+from service.storage.db import Connection
 
 PGO_CLIENT_ID = "demo-pgo.localhost"
 PGO_NAME = "Demo PGO (telemon demo)"

@@ -18,7 +18,6 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection
 
 from service.core.dates import format_instant
 from service.core.outcome import FhirError, Issue, operation_outcome
@@ -29,6 +28,7 @@ from service.fhir.references import rewritten
 from service.fhir.service import FhirService
 from service.fhir.writes import TransactionHook, check_id, outside_compartment
 from service.storage import repository as repo
+from service.storage.db import Connection
 from service.validation import validate_structure
 from service.validation.json_input import parse_patch_json
 

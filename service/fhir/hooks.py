@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection
-
 from service.core.outcome import Issue
+from service.storage.db import Connection
 from service.storage.repository import NewVersion, StoredVersion
 
 if TYPE_CHECKING:

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from service.core.criteria import SearchQuery
 from service.core.outcome import Issue
 from service.storage import search_sql
+from service.storage.db import Connection
 from service.storage.repository import StoredVersion
 
 #: ``:iterate`` rounds after the first (FHIR leaves the depth to the server).

@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
-
 from service.core.clock import Clock, system_clock
 from service.core.criteria import SearchQuery
 from service.core.dates import to_micros
@@ -26,7 +24,7 @@ from service.fhir.patch import Patch
 from service.fhir.reads import Reads, SearchResult, VersionResult
 from service.fhir.writes import TransactionHook, Writes
 from service.settings import Settings
-from service.storage.db import Database
+from service.storage.db import Connection, Database
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation import ProfileValidator
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import Connection
 
 from service.core.clock import Clock
 from service.core.dates import format_instant, to_micros
@@ -31,6 +30,7 @@ from service.fhir.references import local_references, missing_issues
 from service.fhir.search import parse_search
 from service.storage import repository as repo
 from service.storage import search_sql
+from service.storage.db import Connection
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation import ProfileValidator, dumps_resource, validate_structure
 from service.validation.integers import parse_unsigned

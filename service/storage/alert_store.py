@@ -7,9 +7,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from service.storage.db import dialect_insert
 from service.storage.tables import alert_episodes
 
 A = alert_episodes.c
@@ -35,8 +34,7 @@ def save(conn: Connection, states: Sequence[dict[str, Any]], *, now: int) -> Non
     """Insert or replace episode states (one statement for all of them)."""
     if not states:
         return
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(alert_episodes)
+    stmt = dialect_insert(conn, alert_episodes)
     stmt = stmt.on_conflict_do_update(
         index_elements=[A.alert_id],
         set_={

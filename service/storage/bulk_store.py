@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     LargeBinary,
+    Select,
     and_,
     cast,
     delete,
@@ -26,6 +27,8 @@ from sqlalchemy import (
     update,
 )
 
+from service.core.criteria import SearchQuery
+from service.storage import search_sql
 from service.storage.repository import StoredVersion
 from service.storage.tables import export_jobs, resources
 
@@ -38,15 +41,27 @@ STREAM_BATCH = 5_000
 class Selection:
     """Which current resources of one type an export or ``$everything`` reads.
 
-    ``filters`` are WHERE conditions on ``resources`` (one per ``_typeFilter`` query), OR-ed;
-    ``patients`` confines to patient compartments: a subquery or list of patient ids, or
-    ``"any"`` for every resource that lies in some patient's compartment.
+    ``filters`` are searches of ``res_type`` (one per ``_typeFilter`` query), OR-ed;
+    ``patients`` confines to patient compartments: a list of patient ids, the patients of the
+    resources a search finds (e.g. a cohort's CarePlans), or ``"any"`` for every resource that
+    lies in some patient's compartment.
     """
 
     res_type: str
     since: int | None = None
-    filters: tuple[ColumnElement[bool], ...] = ()
-    patients: Any = None
+    filters: tuple[SearchQuery, ...] = ()
+    patients: Literal["any"] | Sequence[str] | SearchQuery | None = None
+
+
+def _patients_of(query: SearchQuery) -> Select[Any]:
+    """The ids of the patients of the resources ``query`` finds (a subquery)."""
+    where = search_sql.where_clause(query)
+    return select(R.patient_id).where(where, R.patient_id.is_not(None))
+
+
+def patients_of(conn: Connection, query: SearchQuery) -> list[str]:
+    """The ids of the patients of the resources ``query`` finds, sorted."""
+    return sorted(conn.execute(_patients_of(query).distinct()).scalars())
 
 
 def _where(sel: Selection) -> ColumnElement[bool]:
@@ -54,13 +69,13 @@ def _where(sel: Selection) -> ColumnElement[bool]:
     if sel.since is not None:
         conds.append(R.last_updated > sel.since)
     if sel.filters:
-        conds.append(or_(*sel.filters))
+        conds.append(or_(*(search_sql.where_clause(f) for f in sel.filters)))
     if isinstance(sel.patients, str) and sel.patients == "any":
         conds.append(R.patient_id.is_not(None))
-    elif isinstance(sel.patients, list | tuple):
-        conds.append(R.patient_id.in_(sel.patients) if sel.patients else false())
+    elif isinstance(sel.patients, SearchQuery):
+        conds.append(R.patient_id.in_(_patients_of(sel.patients).correlate(None)))
     elif sel.patients is not None:
-        conds.append(R.patient_id.in_(sel.patients))
+        conds.append(R.patient_id.in_(sel.patients) if sel.patients else false())
     return and_(*conds)
 
 

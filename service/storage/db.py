@@ -2,6 +2,11 @@
 
 SQLite writes start with ``BEGIN IMMEDIATE`` so that check-then-write sequences (conditional
 create, If-Match update) are serialised; PostgreSQL uses row and advisory locks for the same.
+
+This package is the one home of SQL (an import-linter contract keeps SQLAlchemy out of the rest):
+code outside it names a transaction's connection by :data:`Connection` from here and sees the
+database's failures as :class:`StorageError`, and asks the :class:`Database` what the backend
+can do (its capabilities) rather than which backend it is.
 """
 
 from __future__ import annotations
@@ -10,10 +15,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event
+# ``Connection`` is also the type of an open transaction's connection for the rest of telemon
+# (the one SQLAlchemy name used outside this package; it is only ever passed back in here).
+from sqlalchemy import Connection, Table, create_engine, event, text
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 _BEFORE_COMMIT = "telemon_before_commit"
+_ON_COMMIT = "telemon_on_commit"
 _AFTER_COMMIT = "telemon_after_commit"
 C = TypeVar("C", bound=Callable[[], None])
 
@@ -33,6 +46,31 @@ def fits_key(text: str, width: int) -> bool:
     return len(text) <= width and "\x00" not in text
 
 
+class StorageError(Exception):
+    """The database refused a statement or a transaction, or could not be reached."""
+
+    def __init__(self, cause: SQLAlchemyError) -> None:
+        super().__init__(str(cause))
+        #: The name of the driver's error (e.g. ``OperationalError``), safe to show: the
+        #: message itself can name hosts and users.
+        self.kind = type(cause).__name__
+
+
+class DuplicateKey(StorageError):
+    """An insert met a row with the same unique key (e.g. another worker's, a moment ago)."""
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """SQLAlchemy's errors as :class:`StorageError` (and :class:`DuplicateKey`)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise DuplicateKey(exc) from exc
+    except SQLAlchemyError as exc:
+        raise StorageError(exc) from exc
+
+
 class Database:
     """Holds the engine; hands out connections inside a transaction."""
 
@@ -46,15 +84,35 @@ class Database:
         """True on the embedded SQLite backend."""
         return self.dialect == "sqlite"
 
+    @property
+    def embedded(self) -> bool:
+        """True when the database is a file this host opens itself (SQLite) rather than a
+        server that several processes and hosts share: then ``serve`` does the background
+        work and migrates the schema itself."""
+        return self.is_sqlite
+
+    @property
+    def serializes_writes(self) -> bool:
+        """True when one write transaction runs at a time (SQLite's ``BEGIN IMMEDIATE``), so
+        write transactions must stay short, and a writer waits for the one before it."""
+        return self.is_sqlite
+
+    @property
+    def notifications_supported(self) -> bool:
+        """True when committing transactions can wake listeners (PostgreSQL's NOTIFY; see
+        :mod:`service.storage.notifications`); otherwise listeners poll."""
+        return not self.is_sqlite
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction; commits on success, rolls back on error.
 
         Just before the commit it runs the callbacks registered with :func:`before_commit`
         (still inside the transaction: one that raises rolls everything back), after it those
-        registered with :func:`after_commit`.
+        registered with :func:`after_commit`. The database's errors arrive as
+        :class:`StorageError`.
         """
-        with self.engine.connect() as conn:
+        with _translated(), self.engine.connect() as conn:
             conn.info["telemon_write"] = True
             conn.info.pop(_BEFORE_COMMIT, None)
             conn.info.pop(_AFTER_COMMIT, None)
@@ -73,11 +131,39 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection in a read-only transaction (a consistent snapshot)."""
-        with self.engine.connect() as conn:
+        """A connection in a read-only transaction (a consistent snapshot); the database's
+        errors arrive as :class:`StorageError`."""
+        with _translated(), self.engine.connect() as conn:
             conn.info["telemon_write"] = False
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees one snapshot for all its statements, however long it
+        runs (REPEATABLE READ on PostgreSQL; a SQLite transaction is one already); the
+        database's errors arrive as :class:`StorageError`."""
+        with _translated(), self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> None:
+        """Ask the database for a trivial answer; :class:`StorageError` when it gives none."""
+        with self.read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def track_commits(self) -> None:
+        """Make :func:`on_commit` work on every connection of this database, however its
+        transaction was opened (idempotent)."""
+        for name, hook in (
+            ("begin", _forget_on_commit),
+            ("rollback", _forget_on_commit),
+            ("commit", _run_on_commit),
+        ):
+            if not event.contains(self.engine, name, hook):
+                event.listen(self.engine, name, hook)
 
     def analyze(self, tables: Sequence[str]) -> None:
         """Refresh the planner's statistics of ``tables`` after a bulk load.
@@ -111,6 +197,29 @@ def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> No
     """Run ``callback`` once the write transaction of ``conn`` has committed (never after a
     rollback); registering the same ``key`` again in one transaction keeps one callback."""
     conn.info.setdefault(_AFTER_COMMIT, {})[key] = callback
+
+
+def on_commit(conn: Connection, action: Callable[[], None]) -> None:
+    """Run ``action`` when the transaction of ``conn`` commits, dropped when it rolls back
+    (e.g. count what it wrote); needs :meth:`Database.track_commits`."""
+    conn.info.setdefault(_ON_COMMIT, []).append(action)
+
+
+def _forget_on_commit(conn: Connection) -> None:
+    # ``conn.info`` belongs to the pooled DBAPI connection and outlives the transaction.
+    conn.info.pop(_ON_COMMIT, None)
+
+
+def _run_on_commit(conn: Connection) -> None:
+    for action in conn.info.pop(_ON_COMMIT, ()):
+        action()
+
+
+def dialect_insert(conn: Connection, table: Table) -> PgInsert | SqliteInsert:
+    """An INSERT into ``table`` in the backend's own dialect (for ``ON CONFLICT``)."""
+    if conn.dialect.name == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)
 
 
 #: psycopg's prepare_threshold: executions before it prepares a statement by itself.

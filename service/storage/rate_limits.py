@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, case, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from service.storage.db import dialect_insert
 from service.storage.tables import rate_limits
 
 
@@ -28,10 +27,9 @@ def count_failure(conn: Connection, key: str, now: int, window: int) -> tuple[in
     One atomic statement (an upsert): concurrent failures in other workers each count. A
     window starts at the first failure after the previous one ended.
     """
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     ended = rate_limits.c.window_end <= now
     statement = (
-        insert(rate_limits)
+        dialect_insert(conn, rate_limits)
         .values(key=key, failures=1, window_end=now + window)
         .on_conflict_do_update(
             index_elements=[rate_limits.c.key],

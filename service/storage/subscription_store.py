@@ -30,12 +30,12 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 
 from service.core.criteria import SearchQuery
 from service.storage import search_sql
+from service.storage.notifications import notify
 from service.storage.tables import (
     resource_history,
     resources,
@@ -219,8 +219,7 @@ def enqueue(
 
 def notify_workers(conn: Connection) -> None:
     """PostgreSQL: wake the listening delivery workers when this transaction commits."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    notify(conn, CHANNEL)
 
 
 def _due(now: int) -> ColumnElement[bool]:

@@ -20,13 +20,11 @@ import logging
 import threading
 from functools import lru_cache
 
-from sqlalchemy import Connection
-
 from service.core.outcome import FhirError
 from service.fhir.hooks import WriteEvent
 from service.fhir.service import FhirService, now_micros
 from service.storage import subscription_store as store
-from service.storage.db import after_commit, before_commit
+from service.storage.db import Connection, after_commit, before_commit
 from service.subscriptions.model import criteria_params
 from service.subscriptions.registration import WAKE, SubscriptionRegistration
 

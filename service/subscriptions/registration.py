@@ -11,15 +11,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import Connection
-
 from service.core import ssrf
 from service.core.criteria import IdCriterion, SearchQuery
 from service.core.outcome import FhirError, Issue
 from service.fhir.hooks import WriteEvent
 from service.fhir.service import FhirService, now_micros
 from service.storage import subscription_store as store
-from service.storage.db import after_commit
+from service.storage.db import Connection, after_commit
 from service.storage.repository import StoredVersion
 from service.subscriptions.model import read_spec, stored_form, unredact
 

@@ -31,9 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-import psycopg
-from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
 
 from service.fhir.service import FhirService, now_micros
 from service.runtime import metrics
@@ -41,6 +38,8 @@ from service.runtime.background import stop_threads
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import subscription_store as store
+from service.storage.db import Connection
+from service.storage.notifications import listen_for_notifications
 from service.subscriptions.delivery import Outcome, Sender
 from service.subscriptions.notification import SIGNATURE_HEADER, notification_bundle, signature
 
@@ -60,10 +59,10 @@ class Batch:
         return "event-notification" if self.events else "heartbeat"
 
 
-def runs_in_serve(settings: Settings, *, sqlite: bool) -> bool:
+def runs_in_serve(settings: Settings, *, embedded: bool) -> bool:
     """Whether ``telemon serve`` delivers itself: ``TELEMON_DELIVERY_WORKER`` on, or auto on
-    SQLite (on PostgreSQL ``telemon worker`` processes deliver)."""
-    return settings.delivery_worker == "on" or (settings.delivery_worker == "auto" and sqlite)
+    an embedded database (SQLite; on PostgreSQL ``telemon worker`` processes deliver)."""
+    return settings.delivery_worker == "on" or (settings.delivery_worker == "auto" and embedded)
 
 
 def retry_delay(failures: int, base: float, cap: float, rng: random.Random) -> float:
@@ -104,7 +103,7 @@ class DeliveryWorker:
         self.stopping.clear()
         for index in range(self.threads):
             self._spawn(self._loop, f"telemon-delivery-{index}", f"{self._owner}:{index}")
-        if not self.db.is_sqlite:
+        if self.db.notifications_supported:
             self._spawn(self._listen, "telemon-delivery-listen")
 
     def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
@@ -132,7 +131,7 @@ class DeliveryWorker:
                     self.wakeup.wait(self._idle_seconds())
         finally:
             sender.close()
-            if self.db.is_sqlite:
+            if self.db.serializes_writes:  # the leases of the SQLite path (deliver_once)
                 self._release(owner)
 
     def _release(self, owner: str) -> None:
@@ -159,15 +158,12 @@ class DeliveryWorker:
 
     def _listen(self) -> None:
         """PostgreSQL: turn NOTIFYs from committing alert transactions into wake-ups."""
-        url = make_url(self.db.url).set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
         while not self.stopping.is_set():
             try:
-                with psycopg.connect(conninfo, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {store.CHANNEL}")
+                with listen_for_notifications(self.db, store.CHANNEL) as listener:
                     self.wakeup.set()  # catch up with what was queued while not listening
                     while not self.stopping.is_set():
-                        for _ in conn.notifies(timeout=0.25):
+                        for _ in listener.notifications(timeout=0.25):
                             self.wakeup.set()
             except Exception:  # the database restarted: listen again after a pause
                 log.warning("delivery LISTEN connection lost", exc_info=True)
@@ -178,7 +174,8 @@ class DeliveryWorker:
     def deliver_once(self, sender: Sender, owner: str) -> bool:
         """Claim one subscription with due work and make one attempt; False when none is due."""
         now = now_micros()
-        if not self.db.is_sqlite:
+        if not self.db.serializes_writes:
+            # The row stays locked while the notification is sent: other writers go on.
             with self.db.write() as conn:
                 claim = store.claim_locked(conn, now)
                 if claim is None:

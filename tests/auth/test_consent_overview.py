@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.app import create_app
-from service.auth import consent_records
 from service.settings import Settings
+from service.storage import consent_store
 from service.storage.db import Database
 from service.storage.tables import oauth_refresh_tokens
 from tests.auth.conftest import BSN_A, BSN_B, World, pgo_token
@@ -160,7 +160,7 @@ def test_changing_a_long_term_consent(
     assert changed.status_code == 200 and "gewijzigd" in changed.text
     assert f"t/m {last_day.isoformat()}" in changed.text
     with oauth_db.read() as conn:
-        record = consent_records.get(conn, consent_id)
+        record = consent_store.get(conn, consent_id)
         expiry = conn.execute(select(oauth_refresh_tokens.c.expires_at)).scalar_one()
     assert record is not None and record.ends_at is not None
     assert expiry == record.ends_at  # the refresh token no longer outlives the consent

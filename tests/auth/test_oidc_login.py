@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.auth import consent_records
 from service.settings import Settings
+from service.storage import consent_store
 from tests.auth.conftest import BSN_A, FHIR, REDIRECT, World, code_of, form_fields, pkce
 from tests.auth.oidc_broker import CLIENT_ID, CLIENT_SECRET, FakeBroker, forged_key, run_broker
 
@@ -270,7 +271,7 @@ def test_the_consent_overview_logs_in_through_the_broker(
     )
     assert withdrawn.status_code == 200 and "ingetrokken" in withdrawn.text
     with oauth_db.read() as conn:
-        record = consent_records.get(conn, granted.consent_id)
+        record = consent_store.get(conn, granted.consent_id)
     assert record is not None and record.status == "withdrawn"
     # a replayed callback (its login cookie is gone) is refused
     again = oidc_client.get(f"{back.path}?{back.query}", follow_redirects=False)
