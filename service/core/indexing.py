@@ -117,11 +117,14 @@ def resolve_path(resource: dict[str, Any], path: str) -> Iterator[tuple[str, Any
 
 
 def split_reference(reference: str) -> tuple[str, str] | None:
-    """``"Patient/123"`` (or an absolute URL ending so) → ``("Patient", "123")``; else None."""
+    """``"Patient/123"`` (or an absolute URL ending so, or a versioned reference
+    ``Patient/123/_history/2``) → ``("Patient", "123")``; else None."""
     parts = reference.split("/")
-    if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1] and "#" not in reference:
-        if len(parts) >= 4 and parts[-2] == "_history":
-            return parts[-4], parts[-3]
+    if "#" in reference:
+        return None
+    if len(parts) >= 4 and parts[-2] == "_history" and parts[-1]:  # a versioned reference
+        parts = parts[:-2]
+    if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-1]:
         return parts[-2], parts[-1]
     return None
 

@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from service.core.dates import to_micros
-from service.core.indexing import WIDE_KEY, IndexValues, extract, index_key
+from service.core.indexing import WIDE_KEY, IndexValues, extract, index_key, split_reference
 from service.core.registry import default_registry
 from tests.factories import (
     BSN,
@@ -130,6 +130,22 @@ def test_references_keep_type_and_id_and_respect_the_targets() -> None:
     obs["subject"] = {"reference": "#contained"}
     obs["device"] = {"display": "a scale, no reference"}
     assert _index(obs).references == []
+
+
+def test_a_versioned_reference_names_its_resource_and_its_compartment() -> None:
+    """``Patient/p1/_history/2`` (a reference to one version) is still Patient p1: indexed,
+    searchable and in p1's compartment. (The telemonitoring profiles refuse a versioned
+    ``subject`` with a 422; other references and profile-free types may carry one.)"""
+    obs = weight("p1")
+    obs["subject"] = {"reference": "Patient/p1/_history/2"}
+    index = _index(obs)
+    assert index.references == [("patient", "Patient", "p1"), ("subject", "Patient", "p1")]
+    assert index.patient_id == "p1"
+    obs["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p9/_history/1"}
+    assert _index(obs).patient_id == "p9"
+    assert split_reference("Patient/p1/_history/") is None
+    assert split_reference("_history/2") is None
+    assert split_reference("Patient/p1/_history/2#x") is None
 
 
 def test_a_device_is_in_its_patients_compartment() -> None:
