@@ -63,10 +63,17 @@ _CONTROL = {
 _ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9]*(\[x\])?$", re.ASCII)
 
 
-def split_values(raw: str) -> list[str]:
-    """Split a parameter value on unescaped commas (``\\,`` stays a comma)."""
-    parts = re.split(r"(?<!\\),", raw)
-    return [p.replace("\\,", ",").replace("\\|", "|") for p in parts]
+def split_values(raw: str, *, keep_escaped_bars: bool = False) -> list[str]:
+    """Split a parameter value on unescaped commas (``\\,`` stays a comma). ``\\|`` becomes a
+    bar, unless the caller still splits the value on bars (``keep_escaped_bars``)."""
+    parts = [p.replace("\\,", ",") for p in re.split(r"(?<!\\),", raw)]
+    return parts if keep_escaped_bars else [p.replace("\\|", "|") for p in parts]
+
+
+def _split_bars(value: str, limit: int) -> list[str]:
+    """``value`` split on its first ``limit`` unescaped bars, each ``\\|`` then a literal bar
+    (FHIR search escaping: ``urn:x|a\\|b`` is system ``urn:x``, code ``a|b``)."""
+    return [p.replace("\\|", "|") for p in re.split(r"(?<!\\)\|", value, maxsplit=limit)]
 
 
 def _bad(param: str, message: str) -> FhirError:
@@ -81,9 +88,10 @@ def _split_prefix(value: str) -> tuple[Prefix, str]:
 
 def _token_value(raw: str) -> TokenValue:
     """``[system|]code`` as the index keys them (:func:`~service.core.indexing.index_key`)."""
-    if "|" not in raw:
-        return TokenValue(None, index_key(raw, WIDE_KEY))
-    system, _, code = raw.partition("|")
+    parts = _split_bars(raw, 1)
+    if len(parts) == 1:
+        return TokenValue(None, index_key(parts[0], WIDE_KEY))
+    system, code = parts
     return TokenValue(index_key(system, WIDE_KEY), optional_key(code or None, WIDE_KEY))
 
 
@@ -103,10 +111,9 @@ def _date_values(param: str, raw: str, zone: ZoneInfo) -> tuple[DateValue, ...]:
 
 def _quantity_values(param: str, raw: str) -> tuple[QuantityValue, ...]:
     out = []
-    for value in split_values(raw):
+    for value in split_values(raw, keep_escaped_bars=True):
         prefix, text = _split_prefix(value)
-        number_text, _, rest = text.partition("|")
-        system, _, code = rest.partition("|") if rest or "|" in text else ("", "", "")
+        number_text, system, code = [*_split_bars(text, 2), "", ""][:3]
         if not _NUMBER.match(number_text):
             raise _bad(param, f"Invalid number '{number_text}' for '{param}'")
         number = float(number_text)
@@ -404,7 +411,7 @@ def _criterion(
         if modifier not in ("", "not"):
             unsupported(f"{name}:{modifier}", f"Modifier ':{modifier}' is not supported on {name}")
             return None
-        values = tuple(_token_value(v) for v in split_values(raw))
+        values = tuple(_token_value(v) for v in split_values(raw, keep_escaped_bars=True))
         return TokenCriterion(name, values, negate=modifier == "not")
     if ptype == "reference":
         refs: list[tuple[str | None, str]] = []

@@ -227,6 +227,18 @@ def test_token_values_are_ored_and_escaped_commas_stay() -> None:
     assert one == TokenCriterion("identifier", (TokenValue("urn:x", "a,b"),))
 
 
+def test_an_escaped_bar_is_part_of_the_value_not_the_system_separator() -> None:
+    """FHIR search escaping: ``\\|`` is a literal bar in a token's system or code."""
+    (one,) = _criteria("Observation", ("identifier", r"urn:x|a\|b"))
+    assert one == TokenCriterion("identifier", (TokenValue("urn:x", "a|b"),))
+    (bare,) = _criteria("Observation", ("identifier", r"a\|b"))
+    assert bare == TokenCriterion("identifier", (TokenValue(None, "a|b"),))
+    (both,) = _criteria("Observation", ("identifier", r"urn:x\|y|c,d\|e"))
+    assert both == TokenCriterion(
+        "identifier", (TokenValue("urn:x|y", "c"), TokenValue(None, "d|e"))
+    )
+
+
 def test_token_values_are_cut_to_the_index_key() -> None:
     long = "x" * 300
     (criterion,) = _criteria("Observation", ("identifier", f"{long}|{long}"))
