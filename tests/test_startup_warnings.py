@@ -27,12 +27,12 @@ from service.storage.db import Database
 url = f"sqlite:///{sys.argv[1]}"
 db = Database(url)
 migrate.upgrade(db)
-db.dispose()
 create_app(Settings(
     database_url=url, auth="oauth", base_url="http://127.0.0.1:8000/fhir",
     identity_provider="oidc", oidc_issuer="http://127.0.0.1:9", oidc_client_id="telemon",
     oidc_client_secret="secret", profiles_dir=Path("fhir_profiles"),
-))
+), db=db)
+db.dispose()
 print("built")
 """
 
