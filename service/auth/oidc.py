@@ -17,13 +17,14 @@ key, in an HttpOnly cookie on ``/oauth`` (:func:`service.auth.consent.seal_login
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client import BaseApp, OAuth2Mixin, OAuthError, OpenIDMixin
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2 import OAuth2Error
 from joserfc.errors import JoseError
 
@@ -32,6 +33,18 @@ from service.auth.grants import PatientUser
 from service.auth.identity import ClinicianUser, LoginError, patient_by_bsn, practitioner_by_uzi
 from service.fhir.service import FhirService
 from service.settings import Settings
+
+# Authlib's httpx integration warns on import that it wants the httpx2 package; telemon runs on
+# httpx by design and the integration works on it, so only that one warning of that one import
+# is silenced (Authlib's own "always" filter, set when authlib.deprecate loads above, is older).
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message="The httpx module is deprecated; please use httpx2 instead.",
+        category=AuthlibDeprecationWarning,
+        module=r"authlib\.integrations\.httpx_client",
+    )
+    from authlib.integrations.httpx_client import OAuth2Client
 
 #: id_token algorithms accepted whatever the broker advertises (never ``none`` or HMAC).
 ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")

@@ -141,7 +141,7 @@ def nice_step(span: float, target: int = 5) -> float:
     if span <= 0:
         return 1.0
     raw = span / target
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     for factor in (1, 2, 2.5, 5, 10):
         if raw <= factor * power:
             return factor * power

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fhir.resources.R4B import FHIRAbstractModel
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
 from service.core.outcome import FhirError
 from service.validation.structure import element_of, resource_model

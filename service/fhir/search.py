@@ -233,7 +233,7 @@ def _compartment_paths(rtype: ResourceType) -> tuple[str, ...] | None:
     """The element paths of ``rtype``'s patient-compartment reference (kept on the row)."""
     if rtype.compartment in (None, "self"):
         return None
-    return rtype.params[cast(str, rtype.compartment)].paths
+    return rtype.params[rtype.compartment].paths
 
 
 def _on_patient_column(rtype: ResourceType, param: SearchParam, target: str) -> bool:

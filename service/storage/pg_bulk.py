@@ -120,7 +120,8 @@ def _prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall()
+        rows: list[Any] = cursor.fetchall()
+        return rows
     finally:
         cursor.close()
 

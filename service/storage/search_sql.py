@@ -76,7 +76,9 @@ def _token_match(table: Any, value: TokenValue) -> ColumnElement[bool]:
     return and_(*parts) if parts else true()
 
 
-def _range_condition(lo: Any, hi: Any, v: DateValue) -> ColumnElement[bool]:
+def _range_condition(
+    lo: ColumnElement[Any], hi: ColumnElement[Any], v: DateValue
+) -> ColumnElement[bool]:
     match v.prefix:
         case "eq":
             return and_(lo >= v.low, hi <= v.high)

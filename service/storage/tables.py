@@ -6,6 +6,8 @@ compare and index them identically and exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -63,7 +65,7 @@ resource_history = Table(
 )
 
 
-def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...]) -> Table:
+def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...]) -> Table:
     table = Table(
         name,
         metadata,

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from fhir.resources.R4B import FHIRAbstractModel, get_fhir_model_class
+from fhir.resources.R4B import get_fhir_model_class
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails

@@ -12,6 +12,7 @@ the patient in headless Chromium.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -121,12 +122,13 @@ def test_long_term_consent_with_a_stock_client(
         ).json()
         return body
 
-    with chromium() as browser:
+    with chromium() as browser, ExitStack() as pgo_clients:
         context = browser.new_context()
         page = context.new_page()
 
         # 1. rotation, and reuse revoking the family
         pgo = Pgo(root, registration.client_id, secret, callback.url)
+        pgo_clients.enter_context(pgo.client)
         first = _consent(page, pgo, callback)
         assert pgo.read(f"Observation/{world.obs_a}") == 200
         second = pgo.refresh()
@@ -145,6 +147,7 @@ def test_long_term_consent_with_a_stock_client(
 
         # 2. refresh → revoke → 401; introspection says inactive
         pgo = Pgo(root, registration.client_id, secret, callback.url)
+        pgo_clients.enter_context(pgo.client)
         _consent(page, pgo, callback)
         refreshed = pgo.refresh()
         assert introspect(refreshed["access_token"])["active"] is True
@@ -169,6 +172,7 @@ def test_long_term_consent_with_a_stock_client(
 
         # 3. withdrawn by the patient on the consent overview
         pgo = Pgo(root, registration.client_id, secret, callback.url)
+        pgo_clients.enter_context(pgo.client)
         _consent(page, pgo, callback)
         assert pgo.read(f"Observation/{world.obs_a}") == 200
         page.goto(f"{root}/oauth/consents")

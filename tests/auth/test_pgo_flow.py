@@ -13,8 +13,8 @@ from authlib.integrations.httpx_client import OAuth2Client
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.app import create_app
 from service.auth.tokens import TokenService
+from service.bootstrap import build_service
 from service.settings import Settings
 from service.storage.db import Database
 from service.storage.tables import oauth_codes
@@ -38,50 +38,49 @@ def _query(location: str) -> dict[str, str]:
 
 
 def test_full_flow_with_authlib_client_on_live_server(
-    oauth_live_server: str, oauth_settings: Settings, pgo: tuple[str, str]
+    oauth_live_server: str, oauth_settings: Settings, oauth_db: Database, pgo: tuple[str, str]
 ) -> None:
     root = oauth_live_server
     # the patient exists (created through the service, not the API)
-    app_fhir = create_app(oauth_settings).state.telemon.fhir
-    patient_id = app_fhir.create(patient(BSN_A)).res_id
+    patient_id = build_service(oauth_settings, oauth_db).create(patient(BSN_A)).res_id
     discovery = httpx.get(f"{root}/fhir/.well-known/smart-configuration").json()
     assert discovery["code_challenge_methods_supported"] == ["S256"]
-    client = OAuth2Client(
+    with OAuth2Client(
         client_id=pgo[0],
         client_secret=pgo[1],
         redirect_uri=REDIRECT,
         scope="launch/patient patient/Observation.rs patient/Patient.rs",
         code_challenge_method="S256",
         token_endpoint_auth_method="client_secret_basic",
-    )
-    verifier = pkce()[0]
-    url, state = client.create_authorization_url(
-        discovery["authorization_endpoint"], code_verifier=verifier, aud=f"{root}/fhir"
-    )
-    with httpx.Client(follow_redirects=False) as browser:  # the patient's browser
-        login = browser.get(url)
-        assert login.status_code == 200
-        assert "Gesimuleerde DigiD" in login.text and 'name="bsn"' in login.text
-        consent = browser.post(
-            f"{root}/oauth/login", data={**form_fields(login.text), "bsn": BSN_A}
+    ) as client:
+        verifier = pkce()[0]
+        url, state = client.create_authorization_url(
+            discovery["authorization_endpoint"], code_verifier=verifier, aud=f"{root}/fhir"
         )
-        assert consent.status_code == 200
-        assert "Voorbeeld PGO" in html.unescape(consent.text)
-        assert "Toestemming" in consent.text and "Consent" in consent.text
-        back = browser.post(
-            f"{root}/oauth/consent", data={**form_fields(consent.text), "decision": "allow"}
+        with httpx.Client(follow_redirects=False) as browser:  # the patient's browser
+            login = browser.get(url)
+            assert login.status_code == 200
+            assert "Gesimuleerde DigiD" in login.text and 'name="bsn"' in login.text
+            consent = browser.post(
+                f"{root}/oauth/login", data={**form_fields(login.text), "bsn": BSN_A}
+            )
+            assert consent.status_code == 200
+            assert "Voorbeeld PGO" in html.unescape(consent.text)
+            assert "Toestemming" in consent.text and "Consent" in consent.text
+            back = browser.post(
+                f"{root}/oauth/consent", data={**form_fields(consent.text), "decision": "allow"}
+            )
+        assert back.status_code == 302
+        location = back.headers["location"]
+        assert location.startswith(REDIRECT) and _query(location)["state"] == state
+        token = client.fetch_token(
+            discovery["token_endpoint"], authorization_response=location, code_verifier=verifier
         )
-    assert back.status_code == 302
-    location = back.headers["location"]
-    assert location.startswith(REDIRECT) and _query(location)["state"] == state
-    token = client.fetch_token(
-        discovery["token_endpoint"], authorization_response=location, code_verifier=verifier
-    )
-    assert token["patient"] == patient_id
-    assert 0 < token["expires_in"] <= 900
-    assert "refresh_token" not in token
-    me = client.get(f"{root}/fhir/Patient/{patient_id}")
-    assert me.status_code == 200 and me.json()["id"] == patient_id
+        assert token["patient"] == patient_id
+        assert 0 < token["expires_in"] <= 900
+        assert "refresh_token" not in token
+        me = client.get(f"{root}/fhir/Patient/{patient_id}")
+        assert me.status_code == 200 and me.json()["id"] == patient_id
 
 
 def test_token_response_headers_and_claims(

@@ -398,6 +398,11 @@ def test_a_transaction_above_the_entry_limit_goes_in_parts(
     try:
         summary = importer.import_paths(service, [path])
         again = importer.import_paths(service, [path])
+        [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[2]}")
+        stored = {
+            o["identifier"][0]["value"]: o
+            for o in _search(service, "Observation", patient=stored_patient["id"])
+        }
     finally:
         service.db.dispose()
 
@@ -406,11 +411,6 @@ def test_a_transaction_above_the_entry_limit_goes_in_parts(
         "big.json: a transaction Bundle of 7 entries, above the limit of 4 "
         "(TELEMON_BUNDLE_MAX_ENTRIES), imported in 2 parts, each all-or-nothing"
     ]
-    [stored_patient] = _search(service, "Patient", identifier=f"{BSN}|{BSNS[2]}")
-    stored = {
-        o["identifier"][0]["value"]: o
-        for o in _search(service, "Observation", patient=stored_patient["id"])
-    }
     assert len(stored) == 6
     first = f"Observation/{stored['part0']['id']}"
     assert stored["part5"]["derivedFrom"] == [{"reference": first}]

@@ -227,17 +227,16 @@ def test_oauth_mode_pgo_flow_from_the_printed_url(
     (url,) = [line.strip() for line in out.splitlines() if "/oauth/authorize?" in line]
     bsn = re.search(r"Hendrik Jansen\s+BSN (\d{9})", out)
     assert bsn is not None
-    browser = httpx.Client(timeout=30)
+    with httpx.Client(timeout=30) as browser:
+        login = browser.get(url)
 
-    login = browser.get(url)
-
-    assert login.status_code == 200
-    assert 'name="bsn"' in login.text and "Simulated DigiD" in login.text
-    consent = browser.post(f"{root}/oauth/login", data={**_fields(login.text), "bsn": bsn[1]})
-    assert consent.status_code == 200 and "Demo PGO" in consent.text
-    back = browser.post(
-        f"{root}/oauth/consent", data={**_fields(consent.text), "decision": "allow"}
-    )
+        assert login.status_code == 200
+        assert 'name="bsn"' in login.text and "Simulated DigiD" in login.text
+        consent = browser.post(f"{root}/oauth/login", data={**_fields(login.text), "bsn": bsn[1]})
+        assert consent.status_code == 200 and "Demo PGO" in consent.text
+        back = browser.post(
+            f"{root}/oauth/consent", data={**_fields(consent.text), "decision": "allow"}
+        )
     assert back.status_code == 302
     location = urlsplit(back.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == (

@@ -56,6 +56,7 @@ class Served:
 def serve(database_url: str) -> Iterator[object]:
     """Start ``telemon serve --workers N`` on the test database; waits until every worker runs."""
     started: list[Served] = []
+    readers: list[threading.Thread] = []
 
     def _start(workers: int, **env: str) -> Served:
         port = _free_port()
@@ -69,7 +70,9 @@ def serve(database_url: str) -> Iterator[object]:
         served = Served(proc, f"http://127.0.0.1:{port}")
         assert proc.stdout is not None
         stdout = proc.stdout
-        threading.Thread(target=lambda: served.lines.extend(stdout), daemon=True).start()
+        reader = threading.Thread(target=lambda: served.lines.extend(stdout), daemon=True)
+        reader.start()
+        readers.append(reader)
         started.append(served)
         deadline = time.monotonic() + 60
         while served.count("Application startup complete") < workers:
@@ -79,10 +82,13 @@ def serve(database_url: str) -> Iterator[object]:
         return served
 
     yield _start
-    for served in started:
+    for served, reader in zip(started, readers, strict=True):
         if served.proc.poll() is None:
             served.proc.kill()
             served.proc.wait()
+        reader.join(timeout=10)  # it has read to the end: the pipe can be closed
+        assert served.proc.stdout is not None
+        served.proc.stdout.close()
 
 
 def test_workers_share_their_metrics(serve: object, tmp_path: Path) -> None:

@@ -160,6 +160,7 @@ def test_workers_default_to_one_per_core(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=40)
         reader.join(timeout=5)
+        stdout.close()
     output = "".join(lines)
     started = output.count("Application startup complete")
     assert started == cores, output
