@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 # ``Connection`` is also the type of an open transaction's connection for the rest of telemon
-# (the one SQLAlchemy name used outside this package; it is only ever passed back in here).
-from sqlalchemy import Connection, Table, create_engine, event, text
+# (the one SQLAlchemy name used outside this package; it is only ever passed back in here),
+# hence exported explicitly.
+from sqlalchemy import Connection as Connection
+from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
