@@ -86,4 +86,3 @@ def instrument(fhir: FhirService) -> None:
     Bundle or an aborted alert evaluation adds nothing)."""
     if count_writes not in fhir.listeners:
         fhir.listeners.append(count_writes)
-    fhir.db.track_commits()

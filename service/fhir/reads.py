@@ -107,8 +107,7 @@ class Reads:
         """The registered type ``name``; unknown → 404, write to a read-only type → 405."""
         rtype = self.registry.get(name)
         if rtype is None:
-            raise FhirError.unknown_type(f"Resource type '{name}' is not supported", "resourceType"
-            )
+            raise FhirError.unknown_type(f"Resource type '{name}' is not supported", "resourceType")
         if for_write and rtype.read_only:
             raise FhirError.method_not_allowed(f"{name} is read-only on this server")
         return rtype
@@ -187,8 +186,7 @@ class Reads:
         with self.db.read() as conn:
             stored = repo.fetch_version(conn, res_type, res_id, number)
         if stored is None or not self.visible(patient_ids, stored):
-            raise FhirError.not_found(f"{res_type}/{res_id}/_history/{version} is not known"
-            )
+            raise FhirError.not_found(f"{res_type}/{res_id}/_history/{version} is not known")
         if stored.deleted:
             raise FhirError.gone(f"Version {version} is a deletion")
         return VersionResult.of(stored, self.compartment(stored))

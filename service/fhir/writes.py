@@ -68,8 +68,7 @@ def parse_etag(value: str) -> int:
 
 def outside_compartment(res_type: str) -> FhirError:
     """The 403 for a write outside the caller's patient compartment."""
-    return FhirError.forbidden(f"This {res_type} is outside the patient compartment of the token"
-    )
+    return FhirError.forbidden(f"This {res_type} is outside the patient compartment of the token")
 
 
 def check_id(res_id: str) -> None:
@@ -696,8 +695,7 @@ class Writes:
             conn, rtype, criteria, data, patient_ids=patient_ids, element=element, prefix=prefix
         )
         if creates and not may_create:
-            raise FhirError.forbidden(f"Nothing matches, and the token may not create {rtype.name}"
-            )
+            raise FhirError.forbidden(f"Nothing matches, and the token may not create {rtype.name}")
         return self.update_in(
             conn, rtype, res_id, {**data, "id": res_id}, if_match=if_match, pending=pending,
             prefix=prefix, patient_ids=patient_ids,
@@ -754,8 +752,7 @@ class Writes:
         with self.reads.db.write() as conn:
             match = self.conditional_match(conn, rtype, criteria, patient_ids, "url")
             if match is None:
-                raise FhirError.not_found(f"No {rtype.name} matches '{criteria}'", "url"
-                )
+                raise FhirError.not_found(f"No {rtype.name} matches '{criteria}'", "url")
             result = self.patch_in(
                 conn, rtype, match.res_id, patch, if_match=if_match, patient_ids=patient_ids
             )

@@ -111,13 +111,14 @@ class Database:
 
         Just before the commit it runs the callbacks registered with :func:`before_commit`
         (still inside the transaction: one that raises rolls everything back), after it those
-        registered with :func:`after_commit`. The database's errors arrive as
-        :class:`StorageError`.
+        registered with :func:`after_commit` and :func:`on_commit`. The database's errors
+        arrive as :class:`StorageError`.
         """
         with _translated(), self.engine.connect() as conn:
             conn.info["telemon_write"] = True
             conn.info.pop(_BEFORE_COMMIT, None)
             conn.info.pop(_AFTER_COMMIT, None)
+            conn.info.pop(_ON_COMMIT, None)
             try:
                 with conn.begin():
                     yield conn
@@ -128,8 +129,11 @@ class Database:
                 # ``conn.info`` belongs to the pooled DBAPI connection and outlives this block.
                 conn.info.pop(_BEFORE_COMMIT, None)
                 committed = conn.info.pop(_AFTER_COMMIT, {})
+                actions = conn.info.pop(_ON_COMMIT, [])
             for callback in committed.values():
                 callback()
+            for action in actions:
+                action()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -155,17 +159,6 @@ class Database:
         """Ask the database for a trivial answer; :class:`StorageError` when it gives none."""
         with self.read() as conn:
             conn.execute(text("SELECT 1"))
-
-    def track_commits(self) -> None:
-        """Make :func:`on_commit` work on every connection of this database, however its
-        transaction was opened (idempotent)."""
-        for name, hook in (
-            ("begin", _forget_on_commit),
-            ("rollback", _forget_on_commit),
-            ("commit", _run_on_commit),
-        ):
-            if not event.contains(self.engine, name, hook):
-                event.listen(self.engine, name, hook)
 
     def analyze(self, tables: Sequence[str]) -> None:
         """Refresh the planner's statistics of ``tables`` after a bulk load.
@@ -202,19 +195,10 @@ def after_commit(conn: Connection, key: str, callback: Callable[[], None]) -> No
 
 
 def on_commit(conn: Connection, action: Callable[[], None]) -> None:
-    """Run ``action`` when the transaction of ``conn`` commits, dropped when it rolls back
-    (e.g. count what it wrote); needs :meth:`Database.track_commits`."""
+    """Run ``action`` once the write transaction of ``conn`` has committed, dropped when it
+    rolls back; unlike :func:`after_commit`, every action registered runs (e.g. count what the
+    transaction wrote)."""
     conn.info.setdefault(_ON_COMMIT, []).append(action)
-
-
-def _forget_on_commit(conn: Connection) -> None:
-    # ``conn.info`` belongs to the pooled DBAPI connection and outlives the transaction.
-    conn.info.pop(_ON_COMMIT, None)
-
-
-def _run_on_commit(conn: Connection) -> None:
-    for action in conn.info.pop(_ON_COMMIT, ()):
-        action()
 
 
 def dialect_insert(conn: Connection, table: Table) -> PgInsert | SqliteInsert:
