@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from service.storage.tables import NULL_DATE
 
 if TYPE_CHECKING:
+    from service.core.indexing import IndexValues
     from service.storage.repository import NewVersion
 
 _INSERT = f"""
@@ -57,6 +58,10 @@ new AS MATERIALIZED (
     INSERT INTO sp_string (rid, param, value)
     SELECT new.rid, y.e->>1, y.e->>2
     FROM doc, jsonb_array_elements(doc.d->'s') AS y(e) JOIN new ON new.ord = (y.e->>0)::bigint
+), ins_backlog AS (
+    INSERT INTO audit_index_backlog (rid)
+    SELECT new.rid
+    FROM doc, jsonb_array_elements(doc.d->'b') AS y(e) JOIN new ON new.ord = y.e::bigint
 ), missing AS (
     SELECT y.e->>0 AS t, y.e->>1 AS i
     FROM doc, jsonb_array_elements(doc.d->'m') AS y(e)
@@ -86,10 +91,14 @@ def insert_resources(
     dates: list[list[Any]] = []
     quantities: list[list[Any]] = []
     strings: list[list[Any]] = []
+    deferred: list[int] = []
     for ord_, item in enumerate(items, start=1):
         ix = item.index
         rows.append([item.res_type, item.res_id, item.version_id, item.last_updated,
                      ix.patient_id, ix.date_low, ix.date_high, item.content])
+        if item.deferred_index:
+            deferred.append(ord_)
+            continue
         tokens.extend([ord_, *token] for token in ix.tokens)
         refs.extend([ord_, *ref] for ref in ix.references)
         dates.extend([ord_, *date] for date in ix.dates)
@@ -98,6 +107,7 @@ def insert_resources(
     doc = {
         "r": rows, "t": tokens, "f": refs, "d": dates, "q": quantities, "s": strings,
         "m": [[res_type, res_id] for res_type, ids in required.items() for res_id in ids],
+        "b": deferred,
     }  # fmt: skip
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -114,7 +124,58 @@ def insert_resources(
         cursor.close()
 
 
-def _prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+_INSERT_INDEX = """
+WITH doc AS (SELECT %(doc)s::jsonb AS d),
+ins_token AS (
+    INSERT INTO sp_token (rid, param, system, code, res_type, patient_id, sort_date, date_high)
+    SELECT (y.e->>0)::bigint, y.e->>1, y.e->>2, y.e->>3, y.e->>4, y.e->>5, (y.e->>6)::bigint,
+           (y.e->>7)::bigint
+    FROM doc, jsonb_array_elements(doc.d->'t') AS y(e)
+), ins_reference AS (
+    INSERT INTO sp_reference (rid, param, target_type, target_id)
+    SELECT (y.e->>0)::bigint, y.e->>1, y.e->>2, y.e->>3
+    FROM doc, jsonb_array_elements(doc.d->'f') AS y(e)
+), ins_date AS (
+    INSERT INTO sp_date (rid, param, low, high)
+    SELECT (y.e->>0)::bigint, y.e->>1, (y.e->>2)::bigint, (y.e->>3)::bigint
+    FROM doc, jsonb_array_elements(doc.d->'d') AS y(e)
+), ins_quantity AS (
+    INSERT INTO sp_quantity (rid, param, value, system, code)
+    SELECT (y.e->>0)::bigint, y.e->>1, (y.e->>2)::float8, y.e->>3, y.e->>4
+    FROM doc, jsonb_array_elements(doc.d->'q') AS y(e)
+)
+INSERT INTO sp_string (rid, param, value)
+SELECT (y.e->>0)::bigint, y.e->>1, y.e->>2
+FROM doc, jsonb_array_elements(doc.d->'s') AS y(e)
+"""
+
+
+def insert_index_rows(conn: Connection, items: Iterable[tuple[int, str, IndexValues]]) -> None:
+    """Write the index rows of stored resources (row id, type, values) in one statement."""
+    tokens: list[list[Any]] = []
+    refs: list[list[Any]] = []
+    dates: list[list[Any]] = []
+    quantities: list[list[Any]] = []
+    strings: list[list[Any]] = []
+    for rid, res_type, ix in items:
+        sort_date = NULL_DATE if ix.date_low is None else ix.date_low
+        tokens.extend(
+            [rid, param, system, code, res_type, ix.patient_id, sort_date, ix.date_high]
+            for param, system, code in ix.tokens
+        )
+        refs.extend([rid, *ref] for ref in ix.references)
+        dates.extend([rid, *date] for date in ix.dates)
+        quantities.extend([rid, *quantity] for quantity in ix.quantities)
+        strings.extend([rid, param, text[:255]] for param, text in ix.strings)
+    doc = {"t": tokens, "f": refs, "d": dates, "q": quantities, "s": strings}
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_INSERT_INDEX, {"doc": orjson.dumps(doc).decode()}, prepare=True)
+    finally:
+        cursor.close()
+
+
+def prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
     """All rows of a read that runs often: a server-side prepared statement (psycopg never
     prepares by itself here, so that searches stay planned with their values)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -128,7 +189,7 @@ def _prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[
 
 def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
     """Which of ``ids`` exist (not deleted) as ``res_type`` — one prepared statement."""
-    rows = _prepared_rows(
+    rows = prepared_rows(
         conn,
         "SELECT res_id FROM resources WHERE res_type = %s AND res_id = ANY(%s) "
         "AND deleted = false",
@@ -139,7 +200,7 @@ def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
 
 def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
     """The JSON of every current ``res_type`` in a patient's compartment (prepared query)."""
-    rows = _prepared_rows(
+    rows = prepared_rows(
         conn,
         "SELECT content FROM resources WHERE res_type = %s AND patient_id = %s "
         "AND deleted = false",
@@ -156,7 +217,7 @@ def compartment_contents_of(
     One statement text whatever the number of patients (an array parameter, not an ``IN``
     list), so PostgreSQL plans it once per connection and SQLAlchemy compiles nothing.
     """
-    return _prepared_rows(
+    return prepared_rows(
         conn,
         "SELECT patient_id, content FROM resources WHERE res_type = %s "
         "AND patient_id = ANY(%s) AND deleted = false",
