@@ -90,11 +90,14 @@ def insert_resources_checked(
     """Insert new resources, checking that the ``required`` references (type → ids) exist.
 
     Returns the row ids and the missing references; when any are missing the caller must roll
-    back. PostgreSQL does both in one statement; SQLite checks first and then inserts.
+    back. PostgreSQL does both in one statement, or by ``COPY`` for many versions; SQLite
+    checks first and then inserts.
     """
     if not items:
         return [], set()
     if conn.dialect.name == "postgresql":
+        if len(items) >= pg_bulk.COPY_FROM:
+            return pg_bulk.copy_resources(conn, items, required)
         return pg_bulk.insert_resources(conn, items, required)
     missing = {
         (res_type, res_id)

@@ -17,6 +17,7 @@ from service.bootstrap import build_service
 from service.bulk import import_summary, importer
 from service.fhir.service import FhirService
 from service.settings import Settings
+from service.storage import pg_bulk
 from service.storage.tables import RESOURCE_TABLES, resources
 from tests.clock import NOW, PinnedClock
 from tests.conftest import _truncate
@@ -594,7 +595,10 @@ def test_batch_path_writes_what_the_one_by_one_path_writes(
     monkeypatch.setattr(importer, "PG_CHUNK_SIZE", 4)
     results = []
     real = importer.store_batch
-    for one_by_one in (True, False):
+    # One by one; in batches written by the one insert statement; in batches written by COPY
+    # (PostgreSQL's bulk path, taken from pg_bulk.COPY_FROM versions on).
+    for one_by_one, copy_from in ((True, 10**9), (False, 10**9), (False, 1)):
+        monkeypatch.setattr(pg_bulk, "COPY_FROM", copy_from)
         _truncate(settings.database_url)
         svc = build_service(settings, clock=clock)
         batches: list[bool] = []
@@ -605,22 +609,26 @@ def test_batch_path_writes_what_the_one_by_one_path_writes(
             return outcome
 
         monkeypatch.setattr(importer, "store_batch", counted)
-        summary = importer.import_paths(svc, _mixed_export(tmp_path / f"run{one_by_one}"))
+        summary = importer.import_paths(svc, _mixed_export(tmp_path / f"run{len(results)}"))
         reasons = {key: tally.count for key, tally in summary.reasons.items()}
         results.append((summary.counts, reasons, _tables(svc)))
         # The path under test was taken; the orphan's chunk went one by one (it may wait).
         assert any(batches) != one_by_one and not all(batches)
+        again = importer.import_paths(svc, _mixed_export(tmp_path / f"again{len(results)}"))
+        assert again.created == 0, "a second import creates nothing"
+        assert _tables(svc) == results[-1][2]
         svc.db.dispose()
-    (counts_each, reasons_each, tables_each), (counts, reasons, tables) = results
-    assert counts == counts_each
-    assert counts["Observation"][import_summary.CREATED] == 16
-    assert counts["Observation"][import_summary.SKIPPED] == 1  # the repeated identifier
-    assert counts["Observation"][import_summary.REJECTED] == 2  # implausible, orphan
-    assert reasons == reasons_each
-    assert tables["alert_episodes"], "the weight rule raised an alert"
-    assert any('"Flag:' in row or "Flag" in row for row in tables["resources"])
-    for name, rows in tables.items():
-        assert rows == tables_each[name], name
+    (counts_each, reasons_each, tables_each), *batched = results
+    for counts, reasons, tables in batched:
+        assert counts == counts_each
+        assert counts["Observation"][import_summary.CREATED] == 16
+        assert counts["Observation"][import_summary.SKIPPED] == 1  # the repeated identifier
+        assert counts["Observation"][import_summary.REJECTED] == 2  # implausible, orphan
+        assert reasons == reasons_each
+        assert tables["alert_episodes"], "the weight rule raised an alert"
+        assert any('"Flag:' in row or "Flag" in row for row in tables["resources"])
+        for name, rows in tables.items():
+            assert rows == tables_each[name], name
 
 
 @pytest.mark.parametrize("one_by_one", [False, True])
