@@ -163,7 +163,8 @@ def copy_resources(
         pairs = [(res_type, res_id) for res_type, ids in required.items() for res_id in ids]
         if pairs:
             types, ids = (list(column) for column in zip(*pairs, strict=True))
-            cursor.execute(_MISSING, (types, ids), prepare=True)
+            # Planned each time: a plan kept from when the table was small would scan it whole.
+            cursor.execute(_MISSING, (types, ids))
             missing = {(res_type, res_id) for res_type, res_id in cursor.fetchall()}
             if missing:
                 return [], missing
@@ -218,6 +219,28 @@ def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
         (res_type, ids),
     )
     return {row[0] for row in rows}
+
+
+def identifier_rows(
+    conn: Connection, res_type: str, codes: list[str]
+) -> list[tuple[str | None, str, str]]:
+    """(system, code, resource id) of the current ``res_type`` resources with an identifier
+    whose value is one of ``codes`` (as indexed): the values as one array parameter (an
+    import's chunk asks for thousands), planned each time (an import grows the tables under
+    it, and a plan kept from when they were small would scan them whole)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            "SELECT t.system, t.code, r.res_id FROM sp_token t "
+            "JOIN resources r ON r.rid = t.rid "
+            "WHERE t.param = 'identifier' AND t.code = ANY(%s) AND t.res_type = %s "
+            "AND r.res_type = %s AND r.deleted = false",
+            (codes, res_type, res_type),
+        )
+        rows: list[tuple[str | None, str, str]] = cursor.fetchall()
+        return rows
+    finally:
+        cursor.close()
 
 
 def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
