@@ -338,11 +338,19 @@ def import_paths(
         # Searches need no statistics, but the planner's other choices do; this server runs
         # without autovacuum (and it would wake up late after a bulk load).
         service.db.analyze([table.name for table in RESOURCE_TABLES])
-    order = {path: index for index, path in enumerate(run.summary.files)}
-    run.summary.rejections.sort(
-        key=lambda r: (order.get(r.file, -1) if r.file else -1, r.line or r.entry or r.part or 0)
-    )
-    return run.summary
+    return run.finished()
+
+
+def import_lines(service: FhirService, name: Path, lines: Iterable[bytes]) -> ImportSummary:
+    """Import NDJSON ``lines`` that are not in a file (``name`` stands for them in the
+    summary) in one run, as :func:`import_paths` imports a file, except that it leaves the
+    ``ANALYZE`` to the caller (a bench loading in parts, or measuring stale statistics)."""
+    run = _Run(service, False, lambda _n: None)
+    run.summary.files.append(name)
+    with _few_collections():
+        run.store(run.ndjson_items(name, lines))
+        run.finish()
+    return run.finished()
 
 
 #: Allocations between two collections of the youngest generation during an import (Python's
@@ -647,6 +655,17 @@ class _Run:
             self.ids.fail(item.keys, item.where)
             issue = Issue("exception", f"Database error: {exc.kind}")
             return item.rejection(500, (issue,))
+
+    def finished(self) -> ImportSummary:
+        """The summary, its rejections in the order of the input."""
+        order = {path: index for index, path in enumerate(self.summary.files)}
+        self.summary.rejections.sort(
+            key=lambda r: (
+                order.get(r.file, -1) if r.file else -1,
+                r.line or r.entry or r.part or 0,
+            )
+        )
+        return self.summary
 
     def finish(self) -> None:
         """Retry the items that waited for references, until no more of them go in."""

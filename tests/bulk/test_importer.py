@@ -124,6 +124,23 @@ def test_bad_line_in_a_chunk_does_not_roll_back_the_others(
     assert _search(service, "Observation", identifier="urn:telemon:test|orphan") == []
 
 
+def test_lines_not_in_a_file_go_in_as_one_run(service: FhirService) -> None:
+    lines = [
+        json.dumps(weight("p", 70, when(1), ident="first")).encode(),  # before its Patient
+        b"{not json",
+        json.dumps(patient(bsn=BSNS[1]) | {"id": "p"}).encode(),
+    ]
+
+    summary = importer.import_lines(service, Path("generated.ndjson"), iter(lines))
+
+    assert (summary.created, summary.rejected) == (2, 1)
+    [rejection] = summary.rejections
+    assert (rejection.file, rejection.line, rejection.status) == (Path("generated.ndjson"), 2, 400)
+    [found] = _search(service, "Observation", identifier="urn:telemon:test|first")
+    [pid] = [p["id"] for p in _search(service, "Patient")]
+    assert found["subject"]["reference"] == f"Patient/{pid}"  # the run's id map
+
+
 def test_collection_bundle_resolves_urn_uuid_and_names_the_entry(
     service: FhirService, tmp_path: Path
 ) -> None:
