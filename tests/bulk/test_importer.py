@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from service.bootstrap import build_service
 from service.bulk import import_summary, importer
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage import pg_bulk
+from service.storage.db import StorageError
 from service.storage.tables import RESOURCE_TABLES, resources
 from tests.clock import NOW, PinnedClock
 from tests.conftest import _truncate
@@ -611,26 +613,44 @@ def test_batch_path_writes_what_the_one_by_one_path_writes(
     monkeypatch.setattr(importer, "CHUNK_SIZE", 4)  # the bad lines land inside chunks
     monkeypatch.setattr(importer, "PG_CHUNK_SIZE", 4)
     results = []
-    real = importer.store_batch
+    real, real_each, real_write = importer.prepare_batch, importer.store_each, importer.write_batch
     # One by one; in batches written by the one insert statement; in batches written by COPY
-    # (PostgreSQL's bulk path, taken from pg_bulk.COPY_FROM versions on).
-    for one_by_one, copy_from in ((True, 10**9), (False, 10**9), (False, 1)):
+    # (PostgreSQL's bulk path, from pg_bulk.COPY_FROM versions on); the same with the
+    # second batch's write failing (on PostgreSQL in the writer thread: the chunk is done
+    # again and the one checked meanwhile after it too).
+    variants = ((True, 10**9, False), (False, 10**9, False), (False, 1, False), (False, 1, True))
+    for one_by_one, copy_from, fail_write in variants:
         monkeypatch.setattr(pg_bulk, "COPY_FROM", copy_from)
         _truncate(settings.database_url)
         svc = build_service(settings, clock=clock)
         batches: list[bool] = []
+        each: list[int] = []
+        writes: list[int] = []
 
         def counted(*args: Any, skip: bool = one_by_one, seen: list[bool] = batches) -> Any:
             outcome = None if skip else real(*args)
             seen.append(outcome is not None)
             return outcome
 
-        monkeypatch.setattr(importer, "store_batch", counted)
+        def counted_each(*args: Any, calls: list[int] = each) -> Any:
+            calls.append(len(args[2]))
+            return real_each(*args)
+
+        def failing(*args: Any, fail: bool = fail_write, calls: list[int] = writes) -> Any:
+            calls.append(1)
+            if fail and len(calls) == 2:
+                raise StorageError(OperationalError("INSERT", {}, Exception("connection lost")))
+            return real_write(*args)
+
+        monkeypatch.setattr(importer, "prepare_batch", counted)
+        monkeypatch.setattr(importer, "store_each", counted_each)
+        monkeypatch.setattr(importer, "write_batch", failing)
         summary = importer.import_paths(svc, _mixed_export(tmp_path / f"run{len(results)}"))
         reasons = {key: tally.count for key, tally in summary.reasons.items()}
         results.append((summary.counts, reasons, _tables(svc)))
         # The path under test was taken; the orphan's chunk went one by one (it may wait).
-        assert any(batches) != one_by_one and not all(batches)
+        assert any(batches) != one_by_one and each
+        assert one_by_one or sum(each) < sum(c["created"] for c in summary.counts.values())
         again = importer.import_paths(svc, _mixed_export(tmp_path / f"again{len(results)}"))
         assert again.created == 0, "a second import creates nothing"
         assert _tables(svc) == results[-1][2]
@@ -653,7 +673,7 @@ def test_an_identifier_matching_two_resources_rejects_only_that_line(
     service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
 ) -> None:
     if one_by_one:
-        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+        monkeypatch.setattr(importer, "prepare_batch", lambda *_args: None)
     pid = service.create(patient(bsn=BSNS[2])).res_id
     for _ in range(2):  # plain creates: nothing stops two resources sharing an identifier
         service.create(weight(pid, 80, when(2), ident="twice"))
@@ -672,7 +692,7 @@ def test_a_long_identifier_is_matched_as_a_search_matches_it(
     service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
 ) -> None:
     if one_by_one:
-        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+        monkeypatch.setattr(importer, "prepare_batch", lambda *_args: None)
     long = "x" * 300  # longer than the index column: stored shortened and hashed
     lines = [patient(bsn=BSNS[3]) | {"id": "p"}]
     lines += [weight("p", 80, when(1), ident=long), weight("p", 80, when(1), ident=long)]
