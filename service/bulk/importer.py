@@ -648,7 +648,12 @@ class _Run:
             for chunk, seen in chunks:
                 prepared = self.prepare(chunk, seen)
                 if writing is not None:
-                    done, written = self.written(*writing, prepared)
+                    try:
+                        done, written = self.written(*writing, prepared)
+                    except BaseException:  # not the database's: leave nothing open
+                        if prepared is not None:
+                            prepared.abandon()
+                        raise
                     stored += done
                     writing = None
                     if not written:
