@@ -121,10 +121,13 @@ def insert_resources(
 #: one round trip where COPY costs several).
 COPY_FROM = 200
 
+#: ``OFFSET 0`` keeps the subquery a probe of the unique index per reference: made a join, its
+#: plan follows the statistics, and an import grows the table faster than they are renewed
+#: (planned as if it were empty, it scans the table whole).
 _MISSING = """
 SELECT m.t, m.i FROM unnest(%s::text[], %s::text[]) AS m(t, i)
 WHERE NOT EXISTS (SELECT 1 FROM resources x
-                  WHERE x.res_type = m.t AND x.res_id = m.i AND x.deleted = false)
+                  WHERE x.res_type = m.t AND x.res_id = m.i AND x.deleted = false OFFSET 0)
 """
 
 _NEW_RIDS = """
@@ -163,8 +166,7 @@ def copy_resources(
         pairs = [(res_type, res_id) for res_type, ids in required.items() for res_id in ids]
         if pairs:
             types, ids = (list(column) for column in zip(*pairs, strict=True))
-            # Planned each time: a plan kept from when the table was small would scan it whole.
-            cursor.execute(_MISSING, (types, ids))
+            cursor.execute(_MISSING, (types, ids), prepare=True)
             missing = {(res_type, res_id) for res_type, res_id in cursor.fetchall()}
             if missing:
                 return [], missing
@@ -221,22 +223,31 @@ def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
     return {row[0] for row in rows}
 
 
+#: One index probe per value (``OFFSET 0`` keeps the lateral subquery from being made a join
+#: the statistics would plan): without fresh statistics, as during an import, ``code =
+#: ANY(…)`` with thousands of values was planned as a filter over every identifier row.
+_IDENTIFIER_ROWS = """
+SELECT t.system, t.code, r.res_id
+FROM unnest(%s::text[]) AS c(code)
+CROSS JOIN LATERAL (SELECT t.system, t.code, t.rid FROM sp_token t
+                    WHERE t.param = 'identifier' AND t.code = c.code AND t.res_type = %s
+                    OFFSET 0) AS t
+JOIN resources r ON r.rid = t.rid
+WHERE r.res_type = %s AND r.deleted = false
+"""
+
+
 def identifier_rows(
     conn: Connection, res_type: str, codes: list[str]
 ) -> list[tuple[str | None, str, str]]:
     """(system, code, resource id) of the current ``res_type`` resources with an identifier
-    whose value is one of ``codes`` (as indexed): the values as one array parameter (an
-    import's chunk asks for thousands), planned each time (an import grows the tables under
-    it, and a plan kept from when they were small would scan them whole)."""
+    whose value is one of ``codes`` (as indexed), for an import's chunk of thousands: one
+    index probe per value, whatever the statistics say. Planned each time (with the tables'
+    current sizes): a plan kept from when they were empty would join the resource rows by
+    scanning them all."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(
-            "SELECT t.system, t.code, r.res_id FROM sp_token t "
-            "JOIN resources r ON r.rid = t.rid "
-            "WHERE t.param = 'identifier' AND t.code = ANY(%s) AND t.res_type = %s "
-            "AND r.res_type = %s AND r.deleted = false",
-            (codes, res_type, res_type),
-        )
+        cursor.execute(_IDENTIFIER_ROWS, (codes, res_type, res_type))
         rows: list[tuple[str | None, str, str]] = cursor.fetchall()
         return rows
     finally:
