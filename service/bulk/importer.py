@@ -53,7 +53,9 @@ Writing
     chunk the batch cannot take (a reference that does not resolve yet, a type with a content
     hook) goes resource by resource, each in a savepoint, so the rest of it still commits. An
     unexpected database error rolls the chunk back and it is redone one resource per
-    transaction.
+    transaction. On PostgreSQL the insert is ``COPY`` (:mod:`service.storage.pg_bulk`), and
+    a second thread writes and commits each chunk while the next one is checked
+    (:meth:`_Run.store_overlapped`).
 
 The summary counts created / updated / skipped / rejected per resource type, and every skip and
 rejection per reason (:class:`service.bulk.import_summary.ImportSummary`).
