@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,12 @@ from sqlalchemy import create_engine, func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._http import Connection
 from service.auth import clients
+from service.bulk import importer
 from service.core.registry import default_registry
 from service.demo.clients import request_backend_token
 from service.fhir.service import FhirService
 from service.settings import Settings
 from service.storage import migrate
-from service.storage import repository as repo
 from service.storage.db import Database
 from service.storage.tables import resources
 from service.validation import ProfileValidator
@@ -109,35 +110,34 @@ def reset_database(admin_url: str, name: str) -> str:
 
 
 def bulk_load(url: str, patients: list[str], total: int, days: int) -> None:
-    """Store ``total`` Observations spread over ``patients`` and ``days`` (in-process, batched)."""
+    """Store ``total`` Observations spread over ``patients`` and ``days`` with ``telemon
+    import``'s own path (in-process: the same checks, COPY on PostgreSQL), without the
+    closing ANALYZE (the caller's)."""
     db = Database(url, pool_size=2)
     settings = Settings(database_url=url)
     service = FhirService(
         db, default_registry(), ProfileValidator.load(settings.profiles_dir), settings
     )
-    rtype = service.resource_type("Observation")
-    rng = random.Random(1)
-    now = datetime.now(UTC) - timedelta(hours=1)
     started = time.perf_counter()
-    batch = 2000
-    per_patient = max(1, total // len(patients))
-    done = 0
-    while done < total:
-        items = []
-        for _ in range(min(batch, total - done)):
-            pid = patients[done % len(patients)]
+
+    def lines() -> Iterator[bytes]:
+        rng = random.Random(1)
+        now = datetime.now(UTC) - timedelta(hours=1)
+        per_patient = max(1, total // len(patients))
+        for done in range(total):
+            if done and done % 100_000 == 0:
+                rate = done / (time.perf_counter() - started)
+                print(f"  loaded about {done:,} Observations ({rate:,.0f}/s)", flush=True)
             k = done // len(patients)
             when = now - timedelta(days=days * (k / per_patient), minutes=rng.randint(0, 600))
-            res = observation(pid, when, rng, VITALS[k % len(VITALS)])
-            items.append(
-                service.stamp(rtype, res, str(uuid.uuid4()), 1, int(time.time() * 1_000_000))
-            )
-            done += 1
-        with db.write() as conn:
-            repo.insert_resources(conn, items)
-        if done % 100_000 < batch:
-            rate = done / (time.perf_counter() - started)
-            print(f"  loaded {done:,} Observations ({rate:,.0f}/s)", flush=True)
+            res = observation(patients[done % len(patients)], when, rng, VITALS[k % len(VITALS)])
+            yield orjson.dumps(res)
+
+    summary = importer.import_lines(service, Path("bench.ndjson"), lines())
+    if summary.rejected or summary.created != total:
+        raise SystemExit(f"the preload created {summary.created:,} of {total:,}: {summary.reasons}")
+    seconds = time.perf_counter() - started
+    print(f"  loaded {total:,} Observations in {seconds:,.0f} s ({total / seconds:,.0f}/s)")
     db.dispose()
 
 

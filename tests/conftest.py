@@ -66,6 +66,13 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.fixture
+def pg_database_url(pg_url: str) -> str:
+    """The URL of the empty, migrated PostgreSQL database, for what only PostgreSQL does."""
+    _truncate(pg_url)
+    return pg_url
+
+
 def _truncate(url: str) -> None:
     db = Database(url)
     with db.write() as conn:

@@ -53,7 +53,9 @@ Writing
     chunk the batch cannot take (a reference that does not resolve yet, a type with a content
     hook) goes resource by resource, each in a savepoint, so the rest of it still commits. An
     unexpected database error rolls the chunk back and it is redone one resource per
-    transaction.
+    transaction. On PostgreSQL the insert is ``COPY`` (:mod:`service.storage.pg_bulk`), and
+    a second thread writes and commits each chunk while the next one is checked
+    (:meth:`_Run.store_overlapped`).
 
 The summary counts created / updated / skipped / rejected per resource type, and every skip and
 rejection per reason (:class:`service.bulk.import_summary.ImportSummary`).
@@ -61,10 +63,13 @@ rejection per reason (:class:`service.bulk.import_summary.ImportSummary`).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,19 +332,52 @@ def import_paths(
     files, ignored = expand(paths)
     run = _Run(service, skip_unsupported, progress or (lambda _n: None))
     run.summary.ignored = ignored
-    for path in sorted(files, key=rank):  # stable: files of one rank keep the given order
-        run.summary.files.append(path)
-        run.import_file(path)
-    run.finish()
+    with _few_collections():
+        for path in sorted(files, key=rank):  # stable: files of one rank keep the given order
+            run.summary.files.append(path)
+            run.import_file(path)
+        run.finish()
     if any(c[CREATED] or c[UPDATED] for c in run.summary.counts.values()):
         # Searches need no statistics, but the planner's other choices do; this server runs
         # without autovacuum (and it would wake up late after a bulk load).
         service.db.analyze([table.name for table in RESOURCE_TABLES])
-    order = {path: index for index, path in enumerate(run.summary.files)}
-    run.summary.rejections.sort(
-        key=lambda r: (order.get(r.file, -1) if r.file else -1, r.line or r.entry or r.part or 0)
-    )
-    return run.summary
+    return run.finished()
+
+
+def import_lines(service: FhirService, name: Path, lines: Iterable[bytes]) -> ImportSummary:
+    """Import NDJSON ``lines`` that are not in a file (``name`` stands for them in the
+    summary) in one run, as :func:`import_paths` imports a file, except that it leaves the
+    ``ANALYZE`` to the caller (a bench loading in parts, or measuring stale statistics)."""
+    run = _Run(service, False, lambda _n: None)
+    run.summary.files.append(name)
+    with _few_collections():
+        run.store(run.ndjson_items(name, lines))
+        run.finish()
+    return run.finished()
+
+
+#: Allocations between two collections of the youngest generation during an import (Python's
+#: default is 700).
+_GC_YOUNG = 50_000
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Let the cyclic garbage collector run seldom, and not over what existed before.
+
+    An import allocates millions of short-lived dicts and lists (freed by reference counting,
+    not by the collector), and at Python's thresholds each chunk set off a full collection
+    that walked every object of the process (the models, the registry): 17 % of an import's
+    time. Frozen, those are left out of collections; they are unfrozen afterwards.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 class _Run:
@@ -578,36 +616,117 @@ class _Run:
         A None counts for progress only (settled while reading). An item whose references do
         not resolve yet waits for :meth:`finish`.
         """
+        if self.service.db.serializes_writes:
+            return sum(self.store_one(chunk, seen) for chunk, seen in _chunks(items, CHUNK_SIZE))
+        return self.store_overlapped(_chunks(items, PG_CHUNK_SIZE))
+
+    def store_one(self, chunk: list[Item], seen: int) -> int:
+        """Write one chunk in its own transaction (when that fails unexpectedly, one
+        transaction per resource); how many were created or matched."""
+        saved = self.ids.copy()
+        try:
+            with self.service.db.write() as conn:
+                outcomes = store_chunk(self.service, conn, chunk, self.ids)
+        except StorageError:
+            # Something the domain checks did not foresee; isolate it one resource at a time.
+            self.ids = saved
+            outcomes = [self.store_alone(item) for item in chunk]
+        return self.settle(chunk, seen, outcomes)
+
+    def store_overlapped(self, chunks: Iterable[tuple[list[Item], int]]) -> int:
+        """:meth:`store` where writers do not wait for each other (PostgreSQL): while a
+        second thread writes and commits one chunk's batch (the database's work, most of
+        the time), this one checks and stamps the next in a transaction of its own.
+
+        The next chunk's identifier locks make it wait for the one being written wherever
+        both hold the same identifier, so its lookup sees what that one created; its
+        references are checked once that one has committed. A chunk whose write fails is
+        done again as :meth:`store_one` does, after the next one's transaction is rolled
+        back; the next one then goes the same way.
+        """
         stored = 0
-        serial = self.service.db.serializes_writes
-        for chunk, seen in _chunks(items, CHUNK_SIZE if serial else PG_CHUNK_SIZE):
-            saved = self.ids.copy()
-            try:
-                with self.service.db.write() as conn:
-                    outcomes = store_chunk(self.service, conn, chunk, self.ids)
-            except StorageError:
-                # Something the domain checks did not foresee; isolate it one resource at a time.
-                self.ids = saved
-                outcomes = [self.store_alone(item) for item in chunk]
-            finished = seen
-            for item, outcome in zip(chunk, outcomes, strict=True):
-                if isinstance(outcome, Rejection):
-                    if outcome.waits:
-                        self.waiting.append((item, outcome))
-                        finished -= 1
-                        continue
-                    self.ids.fail(item.keys, item.where)
-                    self.summary.reject(outcome)
+        writing: tuple[_Prepared, Future[None]] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="telemon-import") as writer:
+            for chunk, seen in chunks:
+                prepared = self.prepare(chunk, seen)
+                if writing is not None:
+                    try:
+                        done, written = self.written(*writing, prepared)
+                    except BaseException:  # not the database's: leave nothing open
+                        if prepared is not None:
+                            prepared.abandon()
+                        raise
+                    stored += done
+                    writing = None
+                    if not written:
+                        prepared = None  # rolled back: it goes one by one too
+                if prepared is None:
+                    stored += self.store_one(chunk, seen)
                 else:
-                    stored += 1
-                    if outcome:  # created, not matched
-                        self.summary.add(item.rtype.name, CREATED)
-                    else:
-                        self.summary.add(
-                            item.rtype.name, SKIPPED, ALREADY_PRESENT, where=item.where
-                        )
-            if finished:
-                self.report(finished)
+                    writing = (prepared, writer.submit(prepared.write, self.service))
+            if writing is not None:
+                stored += self.written(*writing, None)[0]
+        return stored
+
+    def prepare(self, chunk: list[Item], seen: int) -> _Prepared | None:
+        """The chunk's batch checked and stamped (:func:`prepare_batch`) in a new write
+        transaction left open for :meth:`_Prepared.write`; None when it goes one by one or
+        the database failed (then nothing is open and the id map is as it was)."""
+        saved = self.ids.copy()
+        transaction = ExitStack()
+        batch = None
+        try:
+            conn = transaction.enter_context(self.service.db.write())
+            try:
+                batch = prepare_batch(self.service, conn, chunk, self.ids)
+            except BaseException:
+                with transaction:  # rolls back; the database's errors leave as StorageError
+                    raise
+        except StorageError:
+            pass
+        if batch is None:
+            transaction.close()
+            self.ids = saved
+            return None
+        return _Prepared(chunk, seen, saved, batch, conn, transaction)
+
+    def written(
+        self, prepared: _Prepared, write: Future[None], successor: _Prepared | None
+    ) -> tuple[int, bool]:
+        """Wait for a chunk's write and settle it. When it failed, roll ``successor`` (checked
+        meanwhile with the id map as the failed chunk left it) back and do the chunk again
+        as :meth:`store_one` does. How many were created or matched, and whether the write
+        went through."""
+        try:
+            write.result()
+        except (StorageError, _OneByOne):
+            if successor is not None:
+                successor.abandon()
+            self.ids = prepared.saved
+            return self.store_one(prepared.chunk, prepared.seen), False
+        return self.settle(prepared.chunk, prepared.seen, prepared.batch.outcomes), True
+
+    def settle(self, chunk: list[Item], seen: int, outcomes: Sequence[bool | Rejection]) -> int:
+        """Count a written chunk's outcomes in the summary (and report its progress); items
+        whose references did not resolve yet wait. How many were created or matched."""
+        stored = 0
+        finished = seen
+        for item, outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, Rejection):
+                if outcome.waits:
+                    self.waiting.append((item, outcome))
+                    finished -= 1
+                    continue
+                self.ids.fail(item.keys, item.where)
+                self.summary.reject(outcome)
+            else:
+                stored += 1
+                if outcome:  # created, not matched
+                    self.summary.add(item.rtype.name, CREATED)
+                else:
+                    self.summary.add(item.rtype.name, SKIPPED, ALREADY_PRESENT, where=item.where)
+        if finished:
+            self.report(finished)
         return stored
 
     def store_alone(self, item: Item) -> bool | Rejection:
@@ -620,6 +739,17 @@ class _Run:
             self.ids.fail(item.keys, item.where)
             issue = Issue("exception", f"Database error: {exc.kind}")
             return item.rejection(500, (issue,))
+
+    def finished(self) -> ImportSummary:
+        """The summary, its rejections in the order of the input."""
+        order = {path: index for index, path in enumerate(self.summary.files)}
+        self.summary.rejections.sort(
+            key=lambda r: (
+                order.get(r.file, -1) if r.file else -1,
+                r.line or r.entry or r.part or 0,
+            )
+        )
+        return self.summary
 
     def finish(self) -> None:
         """Retry the items that waited for references, until no more of them go in."""
@@ -678,6 +808,33 @@ def store_batch(
     type without the ``identifier`` search), or a reference that does not resolve (which
     may wait for the end of the run).
     """
+    try:
+        with conn.begin_nested():  # left by the exception when the chunk goes one by one
+            batch = prepare_batch(service, conn, chunk, ids)
+            if batch is None:
+                return None
+            write_batch(service, conn, batch)
+    except _OneByOne:
+        return None
+    return batch.outcomes
+
+
+@dataclass(slots=True)
+class Batch:
+    """A chunk checked and stamped, not written yet: per item its outcome, and the new
+    versions to insert."""
+
+    outcomes: list[bool | Rejection]
+    new: list[NewVersion]
+
+
+def prepare_batch(
+    service: FhirService, conn: Connection, chunk: Sequence[Item], ids: IdMap
+) -> Batch | None:
+    """The checks of :func:`store_batch` in ``conn``'s write transaction, nothing written:
+    the chunk's identifier locks and lookup, then per item its references through ``ids``,
+    profiles and match, and its stamp. None (``ids`` to be restored by the caller) when the
+    chunk needs the one-by-one path."""
     if any(
         item.rtype.name in service.content_hooks
         or (
@@ -696,15 +853,52 @@ def store_batch(
         if item.identifier is not None:
             by_type.setdefault(item.rtype.name, set()).add(item.identifier)
     try:
-        with conn.begin_nested():  # left by the exception when the chunk goes one by one
-            outcomes = _batch(service, conn, chunk, ids, by_type)
+        return _batch(service, conn, chunk, ids, by_type)
     except _OneByOne:
         return None
-    return outcomes
+
+
+def write_batch(service: FhirService, conn: Connection, batch: Batch) -> None:
+    """Insert a prepared batch's new versions with their index rows and tell the listeners
+    (the alert rules: once per patient). Raises :class:`_OneByOne` when a reference does not
+    resolve (it may wait for the end of the run); the caller rolls back."""
+    pending = {(version.res_type, version.res_id) for version in batch.new}
+    try:
+        service.insert_new(conn, [(version, version.res_type) for version in batch.new], pending)
+    except FhirError as exc:
+        raise _OneByOne from exc
+    service.notify(conn, [event_of(version) for version in batch.new])
 
 
 class _OneByOne(Exception):
     """A chunk needs the one-by-one path after all (rolls its batch back)."""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A chunk's batch, checked and stamped in its write transaction, which is still open."""
+
+    chunk: list[Item]
+    seen: int
+    saved: IdMap  # the id map before the chunk was checked
+    batch: Batch
+    conn: Connection
+    transaction: ExitStack
+
+    def write(self, service: FhirService) -> None:
+        """Write the batch and commit (on another thread than the one that checked it);
+        on an error the transaction rolls back and the error propagates."""
+        with self.transaction:
+            write_batch(service, self.conn, self.batch)
+
+    def abandon(self) -> None:
+        """Roll the transaction back (it wrote nothing)."""
+        with suppress(_Abandoned), self.transaction:
+            raise _Abandoned
+
+
+class _Abandoned(Exception):
+    """Rolls a prepared chunk's transaction back."""
 
 
 def _batch(
@@ -713,8 +907,8 @@ def _batch(
     chunk: Sequence[Item],
     ids: IdMap,
     by_type: dict[str, set[tuple[str, str]]],
-) -> list[bool | Rejection]:
-    """The work of :func:`store_batch` in its savepoint."""
+) -> Batch:
+    """The work of :func:`prepare_batch`."""
     now = service.clock()
     skew = service.settings.clock_skew_seconds
     repo.lock_keys(conn, _lock_names(chunk))
@@ -759,13 +953,7 @@ def _batch(
         ids.record(item.keys, f"{version.res_type}/{version.res_id}")
         new.append(version)
         outcomes.append(True)
-    pending = {(version.res_type, version.res_id) for version in new}
-    try:
-        service.insert_new(conn, [(version, version.res_type) for version in new], pending)
-    except FhirError as exc:  # a missing reference: it may wait for the end of the run
-        raise _OneByOne from exc
-    service.notify(conn, [event_of(version) for version in new])
-    return outcomes
+    return Batch(outcomes, new)
 
 
 def _lock_names(chunk: Sequence[Item]) -> list[str]:

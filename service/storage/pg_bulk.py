@@ -7,6 +7,9 @@ where thirty array parameters cost more CPU to adapt in psycopg than the insert 
 parsed once, as ``jsonb``: every ``->`` on a ``json`` value parses its text again, so each
 resource's JSON was parsed about ten times (PostgreSQL CPU per create 15 % less, per AuditEvent
 38 % less, in-process measurement).
+Many versions at once (an import's chunk, a bench preload) go by ``COPY`` instead
+(:func:`copy_resources`): the statement above costs the server about a third more per row, as
+it unpacks the JSON document and joins every index row to its resource.
 SQLite uses the portable SQLAlchemy path in :mod:`service.storage.repository`.
 """
 
@@ -124,55 +127,109 @@ def insert_resources(
         cursor.close()
 
 
-_INSERT_INDEX = """
-WITH doc AS (SELECT %(doc)s::jsonb AS d),
-ins_token AS (
-    INSERT INTO sp_token (rid, param, system, code, res_type, patient_id, sort_date, date_high)
-    SELECT (y.e->>0)::bigint, y.e->>1, y.e->>2, y.e->>3, y.e->>4, y.e->>5, (y.e->>6)::bigint,
-           (y.e->>7)::bigint
-    FROM doc, jsonb_array_elements(doc.d->'t') AS y(e)
-), ins_reference AS (
-    INSERT INTO sp_reference (rid, param, target_type, target_id)
-    SELECT (y.e->>0)::bigint, y.e->>1, y.e->>2, y.e->>3
-    FROM doc, jsonb_array_elements(doc.d->'f') AS y(e)
-), ins_date AS (
-    INSERT INTO sp_date (rid, param, low, high)
-    SELECT (y.e->>0)::bigint, y.e->>1, (y.e->>2)::bigint, (y.e->>3)::bigint
-    FROM doc, jsonb_array_elements(doc.d->'d') AS y(e)
-), ins_quantity AS (
-    INSERT INTO sp_quantity (rid, param, value, system, code)
-    SELECT (y.e->>0)::bigint, y.e->>1, (y.e->>2)::float8, y.e->>3, y.e->>4
-    FROM doc, jsonb_array_elements(doc.d->'q') AS y(e)
-)
-INSERT INTO sp_string (rid, param, value)
-SELECT (y.e->>0)::bigint, y.e->>1, y.e->>2
-FROM doc, jsonb_array_elements(doc.d->'s') AS y(e)
+#: From this many versions on, :func:`copy_resources` writes them (fewer: one statement is
+#: one round trip where COPY costs several).
+COPY_FROM = 200
+
+#: ``OFFSET 0`` keeps the subquery a probe of the unique index per reference: made a join, its
+#: plan follows the statistics, and an import grows the table faster than they are renewed
+#: (planned as if it were empty, it scans the table whole).
+_MISSING = """
+SELECT m.t, m.i FROM unnest(%s::text[], %s::text[]) AS m(t, i)
+WHERE NOT EXISTS (SELECT 1 FROM resources x
+                  WHERE x.res_type = m.t AND x.res_id = m.i AND x.deleted = false OFFSET 0)
 """
+
+_NEW_RIDS = """
+SELECT nextval(pg_get_serial_sequence('resources', 'rid')) AS rid
+FROM generate_series(1, %s) ORDER BY rid
+"""
+
+_COPY_RESOURCES = (
+    "COPY resources (rid, res_type, res_id, version_id, last_updated, deleted, patient_id, "
+    "date_low, date_high, content) FROM STDIN"
+)
+_COPY_INDEX = {
+    "t": "COPY sp_token (rid, param, system, code, res_type, patient_id, sort_date, date_high) "
+    "FROM STDIN",
+    "f": "COPY sp_reference (rid, param, target_type, target_id) FROM STDIN",
+    "d": "COPY sp_date (rid, param, low, high) FROM STDIN",
+    "q": "COPY sp_quantity (rid, param, value, system, code) FROM STDIN",
+    "s": "COPY sp_string (rid, param, value) FROM STDIN",
+}
+_COPY_BACKLOG = "COPY audit_index_backlog (rid) FROM STDIN"
+
+
+def copy_resources(
+    conn: Connection,
+    items: Sequence[NewVersion],
+    required: Mapping[str, Iterable[str]],
+) -> tuple[list[int], set[tuple[str, str]]]:
+    """:func:`insert_resources` by ``COPY`` into the resource and index tables.
+
+    First checks that the ``required`` references exist (when any are missing nothing is
+    written and they are returned), then takes the row ids from the sequence in one statement
+    and copies the rows with them, table by table. What it writes is what
+    :func:`insert_resources` writes, row for row.
+    """
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        pairs = [(res_type, res_id) for res_type, ids in required.items() for res_id in ids]
+        if pairs:
+            types, ids = (list(column) for column in zip(*pairs, strict=True))
+            cursor.execute(_MISSING, (types, ids), prepare=True)
+            missing = {(res_type, res_id) for res_type, res_id in cursor.fetchall()}
+            if missing:
+                return [], missing
+        cursor.execute(_NEW_RIDS, (len(items),), prepare=True)
+        rids = [row[0] for row in cursor.fetchall()]
+        with cursor.copy(_COPY_RESOURCES) as copy:
+            for rid, item in zip(rids, items, strict=True):
+                ix = item.index
+                copy.write_row(
+                    (rid, item.res_type, item.res_id, item.version_id, item.last_updated, False,
+                     ix.patient_id, ix.date_low, ix.date_high, item.content)
+                )  # fmt: skip
+        written = list(zip(rids, items, strict=True))
+        _copy_index_rows(
+            cursor, [(rid, i.res_type, i.index) for rid, i in written if not i.deferred_index]
+        )
+        deferred = [(rid,) for rid, i in written if i.deferred_index]
+        if deferred:
+            with cursor.copy(_COPY_BACKLOG) as copy:
+                for row in deferred:
+                    copy.write_row(row)
+        return rids, set()
+    finally:
+        cursor.close()
 
 
 def insert_index_rows(conn: Connection, items: Iterable[tuple[int, str, IndexValues]]) -> None:
-    """Write the index rows of stored resources (row id, type, values) in one statement."""
-    tokens: list[list[Any]] = []
-    refs: list[list[Any]] = []
-    dates: list[list[Any]] = []
-    quantities: list[list[Any]] = []
-    strings: list[list[Any]] = []
-    for rid, res_type, ix in items:
-        sort_date = NULL_DATE if ix.date_low is None else ix.date_low
-        tokens.extend(
-            [rid, param, system, code, res_type, ix.patient_id, sort_date, ix.date_high]
-            for param, system, code in ix.tokens
-        )
-        refs.extend([rid, *ref] for ref in ix.references)
-        dates.extend([rid, *date] for date in ix.dates)
-        quantities.extend([rid, *quantity] for quantity in ix.quantities)
-        strings.extend([rid, param, text[:255]] for param, text in ix.strings)
-    doc = {"t": tokens, "f": refs, "d": dates, "q": quantities, "s": strings}
+    """Write the index rows of stored resources (row id, type, values), by ``COPY``."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(_INSERT_INDEX, {"doc": orjson.dumps(doc).decode()}, prepare=True)
+        _copy_index_rows(cursor, items)
     finally:
         cursor.close()
+
+
+def _copy_index_rows(cursor: Any, items: Iterable[tuple[int, str, IndexValues]]) -> None:
+    rows: dict[str, list[tuple[Any, ...]]] = {key: [] for key in _COPY_INDEX}
+    for rid, res_type, ix in items:
+        sort_date = NULL_DATE if ix.date_low is None else ix.date_low
+        rows["t"].extend(
+            (rid, param, system, code, res_type, ix.patient_id, sort_date, ix.date_high)
+            for param, system, code in ix.tokens
+        )
+        rows["f"].extend((rid, *ref) for ref in ix.references)
+        rows["d"].extend((rid, *date) for date in ix.dates)
+        rows["q"].extend((rid, *quantity) for quantity in ix.quantities)
+        rows["s"].extend((rid, param, text[:255]) for param, text in ix.strings)
+    for key, table_rows in rows.items():
+        if table_rows:
+            with cursor.copy(_COPY_INDEX[key]) as copy:
+                for row in table_rows:
+                    copy.write_row(row)
 
 
 def prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -196,6 +253,37 @@ def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
         (res_type, ids),
     )
     return {row[0] for row in rows}
+
+
+#: One index probe per value (``OFFSET 0`` keeps the lateral subquery from being made a join
+#: the statistics would plan): without fresh statistics, as during an import, ``code =
+#: ANY(…)`` with thousands of values was planned as a filter over every identifier row.
+_IDENTIFIER_ROWS = """
+SELECT t.system, t.code, r.res_id
+FROM unnest(%s::text[]) AS c(code)
+CROSS JOIN LATERAL (SELECT t.system, t.code, t.rid FROM sp_token t
+                    WHERE t.param = 'identifier' AND t.code = c.code AND t.res_type = %s
+                    OFFSET 0) AS t
+JOIN resources r ON r.rid = t.rid
+WHERE r.res_type = %s AND r.deleted = false
+"""
+
+
+def identifier_rows(
+    conn: Connection, res_type: str, codes: list[str]
+) -> list[tuple[str | None, str, str]]:
+    """(system, code, resource id) of the current ``res_type`` resources with an identifier
+    whose value is one of ``codes`` (as indexed), for an import's chunk of thousands: one
+    index probe per value, whatever the statistics say. Planned each time (with the tables'
+    current sizes): a plan kept from when they were empty would join the resource rows by
+    scanning them all."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_IDENTIFIER_ROWS, (codes, res_type, res_type))
+        rows: list[tuple[str | None, str, str]] = cursor.fetchall()
+        return rows
+    finally:
+        cursor.close()
 
 
 def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:

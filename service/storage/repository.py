@@ -94,11 +94,14 @@ def insert_resources_checked(
     """Insert new resources, checking that the ``required`` references (type → ids) exist.
 
     Returns the row ids and the missing references; when any are missing the caller must roll
-    back. PostgreSQL does both in one statement; SQLite checks first and then inserts.
+    back. PostgreSQL does both in one statement, or by ``COPY`` for many versions; SQLite
+    checks first and then inserts.
     """
     if not items:
         return [], set()
     if conn.dialect.name == "postgresql":
+        if len(items) >= pg_bulk.COPY_FROM:
+            return pg_bulk.copy_resources(conn, items, required)
         return pg_bulk.insert_resources(conn, items, required)
     missing = {
         (res_type, res_id)
@@ -467,20 +470,27 @@ def identifier_matches(
     in one query (an import's chunk); identifiers that match nothing are absent.
     """
     # Keyed as the index keys them (long values shortened and hashed), as a search does.
-    keyed = {(index_key(s, WIDE_KEY), index_key(v, WIDE_KEY)): (s, v) for s, v in pairs}
+    keyed: dict[tuple[str | None, str], tuple[str, str]] = {
+        (index_key(s, WIDE_KEY), index_key(v, WIDE_KEY)): (s, v) for s, v in pairs
+    }
     if not keyed:
         return {}
-    rows = conn.execute(
-        select(sp_token.c.system, sp_token.c.code, resources.c.res_id)
-        .join(resources, resources.c.rid == sp_token.c.rid)
-        .where(
-            sp_token.c.param == "identifier",
-            sp_token.c.code.in_(sorted({code for _, code in keyed})),
-            sp_token.c.res_type == res_type,
-            resources.c.res_type == res_type,
-            resources.c.deleted.is_(False),
+    codes = sorted({code for _, code in keyed})
+    rows: Iterable[Any]
+    if conn.dialect.name == "postgresql":
+        rows = pg_bulk.identifier_rows(conn, res_type, codes)
+    else:
+        rows = conn.execute(
+            select(sp_token.c.system, sp_token.c.code, resources.c.res_id)
+            .join(resources, resources.c.rid == sp_token.c.rid)
+            .where(
+                sp_token.c.param == "identifier",
+                sp_token.c.code.in_(codes),
+                sp_token.c.res_type == res_type,
+                resources.c.res_type == res_type,
+                resources.c.deleted.is_(False),
+            )
         )
-    )
     found: dict[tuple[str, str], set[str]] = {}
     for system, code, res_id in rows:
         pair = keyed.get((system, code))

@@ -16,7 +16,7 @@ from service.audit.trail import AuditTrail
 from service.bootstrap import build_service
 from service.core.indexing import IndexValues
 from service.settings import Settings
-from service.storage import audit_store
+from service.storage import audit_store, pg_bulk
 from service.storage.db import Database
 from service.storage.repository import NewVersion
 from service.storage.tables import (
@@ -56,12 +56,9 @@ def trail(settings: Settings) -> Iterator[AuditTrail]:
 
 
 @pytest.fixture
-def pg_trail(pg_url: str) -> Iterator[AuditTrail]:
-    """The audit trail on PostgreSQL (where indexing is deferred), its database emptied."""
-    made = _trail(pg_url)
-    with made.fhir.db.write() as conn:
-        for table in (*INDEX_TABLES, audit_index_backlog, resources):
-            conn.execute(table.delete())
+def pg_trail(pg_database_url: str) -> Iterator[AuditTrail]:
+    """The audit trail on PostgreSQL, where indexing is deferred."""
+    made = _trail(pg_database_url)
     yield made
     made.fhir.db.dispose()
 
@@ -182,3 +179,22 @@ def test_rounds_of_two_workers_index_each_event_once(pg_trail: AuditTrail) -> No
                 select(func.count()).select_from(sp_token).where(sp_token.c.rid == rid)
             ).scalar_one()
             assert tokens == len(_full_index(version).tokens)
+
+
+def test_a_large_batch_by_copy_defers_as_the_statement_does(pg_trail: AuditTrail) -> None:
+    """A group commit of many accesses (COPY from pg_bulk.COPY_FROM versions on) stores the
+    events and puts them on the backlog, with no index rows yet."""
+    batch = [pg_trail.versions(BACKEND, _search(2)) for _ in range(pg_bulk.COPY_FROM + 1)]
+    assert pg_trail.store_batch(batch) == [None] * len(batch)
+    db = pg_trail.fhir.db
+    backlog = _backlog(db)
+    assert len(backlog) == pg_bulk.COPY_FROM + 1
+    assert not any(_index_rows(db, backlog[0]).values())
+    pg_trail.index_all()
+    assert _backlog(db) == []
+    with db.read() as conn:
+        version = batch[-1][0]
+        rid = conn.execute(
+            select(resources.c.rid).where(resources.c.res_id == version.res_id)
+        ).scalar_one()
+    assert _index_rows(db, rid) == _expected(version)

@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from service.bootstrap import build_service
 from service.bulk import import_summary, importer
 from service.fhir.service import FhirService
 from service.settings import Settings
+from service.storage import pg_bulk
+from service.storage.db import StorageError
 from service.storage.tables import RESOURCE_TABLES, resources
 from tests.clock import NOW, PinnedClock
 from tests.conftest import _truncate
@@ -121,6 +124,23 @@ def test_bad_line_in_a_chunk_does_not_roll_back_the_others(
     # The orphan waits for the end of the run (its Patient might still come), then is refused.
     assert calls == [3, 2, 1, 1]
     assert _search(service, "Observation", identifier="urn:telemon:test|orphan") == []
+
+
+def test_lines_not_in_a_file_go_in_as_one_run(service: FhirService) -> None:
+    lines = [
+        json.dumps(weight("p", 70, when(1), ident="first")).encode(),  # before its Patient
+        b"{not json",
+        json.dumps(patient(bsn=BSNS[1]) | {"id": "p"}).encode(),
+    ]
+
+    summary = importer.import_lines(service, Path("generated.ndjson"), iter(lines))
+
+    assert (summary.created, summary.rejected) == (2, 1)
+    [rejection] = summary.rejections
+    assert (rejection.file, rejection.line, rejection.status) == (Path("generated.ndjson"), 2, 400)
+    [found] = _search(service, "Observation", identifier="urn:telemon:test|first")
+    [pid] = [p["id"] for p in _search(service, "Patient")]
+    assert found["subject"]["reference"] == f"Patient/{pid}"  # the run's id map
 
 
 def test_collection_bundle_resolves_urn_uuid_and_names_the_entry(
@@ -593,34 +613,59 @@ def test_batch_path_writes_what_the_one_by_one_path_writes(
     monkeypatch.setattr(importer, "CHUNK_SIZE", 4)  # the bad lines land inside chunks
     monkeypatch.setattr(importer, "PG_CHUNK_SIZE", 4)
     results = []
-    real = importer.store_batch
-    for one_by_one in (True, False):
+    real, real_each, real_write = importer.prepare_batch, importer.store_each, importer.write_batch
+    # One by one; in batches written by the one insert statement; in batches written by COPY
+    # (PostgreSQL's bulk path, from pg_bulk.COPY_FROM versions on); the same with the
+    # second batch's write failing (on PostgreSQL in the writer thread: the chunk is done
+    # again and the one checked meanwhile after it too).
+    variants = ((True, 10**9, False), (False, 10**9, False), (False, 1, False), (False, 1, True))
+    for one_by_one, copy_from, fail_write in variants:
+        monkeypatch.setattr(pg_bulk, "COPY_FROM", copy_from)
         _truncate(settings.database_url)
         svc = build_service(settings, clock=clock)
         batches: list[bool] = []
+        each: list[int] = []
+        writes: list[int] = []
 
         def counted(*args: Any, skip: bool = one_by_one, seen: list[bool] = batches) -> Any:
             outcome = None if skip else real(*args)
             seen.append(outcome is not None)
             return outcome
 
-        monkeypatch.setattr(importer, "store_batch", counted)
-        summary = importer.import_paths(svc, _mixed_export(tmp_path / f"run{one_by_one}"))
+        def counted_each(*args: Any, calls: list[int] = each) -> Any:
+            calls.append(len(args[2]))
+            return real_each(*args)
+
+        def failing(*args: Any, fail: bool = fail_write, calls: list[int] = writes) -> Any:
+            calls.append(1)
+            if fail and len(calls) == 2:
+                raise StorageError(OperationalError("INSERT", {}, Exception("connection lost")))
+            return real_write(*args)
+
+        monkeypatch.setattr(importer, "prepare_batch", counted)
+        monkeypatch.setattr(importer, "store_each", counted_each)
+        monkeypatch.setattr(importer, "write_batch", failing)
+        summary = importer.import_paths(svc, _mixed_export(tmp_path / f"run{len(results)}"))
         reasons = {key: tally.count for key, tally in summary.reasons.items()}
         results.append((summary.counts, reasons, _tables(svc)))
         # The path under test was taken; the orphan's chunk went one by one (it may wait).
-        assert any(batches) != one_by_one and not all(batches)
+        assert any(batches) != one_by_one and each
+        assert one_by_one or sum(each) < sum(c["created"] for c in summary.counts.values())
+        again = importer.import_paths(svc, _mixed_export(tmp_path / f"again{len(results)}"))
+        assert again.created == 0, "a second import creates nothing"
+        assert _tables(svc) == results[-1][2]
         svc.db.dispose()
-    (counts_each, reasons_each, tables_each), (counts, reasons, tables) = results
-    assert counts == counts_each
-    assert counts["Observation"][import_summary.CREATED] == 16
-    assert counts["Observation"][import_summary.SKIPPED] == 1  # the repeated identifier
-    assert counts["Observation"][import_summary.REJECTED] == 2  # implausible, orphan
-    assert reasons == reasons_each
-    assert tables["alert_episodes"], "the weight rule raised an alert"
-    assert any('"Flag:' in row or "Flag" in row for row in tables["resources"])
-    for name, rows in tables.items():
-        assert rows == tables_each[name], name
+    (counts_each, reasons_each, tables_each), *batched = results
+    for counts, reasons, tables in batched:
+        assert counts == counts_each
+        assert counts["Observation"][import_summary.CREATED] == 16
+        assert counts["Observation"][import_summary.SKIPPED] == 1  # the repeated identifier
+        assert counts["Observation"][import_summary.REJECTED] == 2  # implausible, orphan
+        assert reasons == reasons_each
+        assert tables["alert_episodes"], "the weight rule raised an alert"
+        assert any('"Flag:' in row or "Flag" in row for row in tables["resources"])
+        for name, rows in tables.items():
+            assert rows == tables_each[name], name
 
 
 @pytest.mark.parametrize("one_by_one", [False, True])
@@ -628,7 +673,7 @@ def test_an_identifier_matching_two_resources_rejects_only_that_line(
     service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
 ) -> None:
     if one_by_one:
-        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+        monkeypatch.setattr(importer, "prepare_batch", lambda *_args: None)
     pid = service.create(patient(bsn=BSNS[2])).res_id
     for _ in range(2):  # plain creates: nothing stops two resources sharing an identifier
         service.create(weight(pid, 80, when(2), ident="twice"))
@@ -647,7 +692,7 @@ def test_a_long_identifier_is_matched_as_a_search_matches_it(
     service: FhirService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
 ) -> None:
     if one_by_one:
-        monkeypatch.setattr(importer, "store_batch", lambda *_args: None)
+        monkeypatch.setattr(importer, "prepare_batch", lambda *_args: None)
     long = "x" * 300  # longer than the index column: stored shortened and hashed
     lines = [patient(bsn=BSNS[3]) | {"id": "p"}]
     lines += [weight("p", 80, when(1), ident=long), weight("p", 80, when(1), ident=long)]
