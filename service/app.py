@@ -31,7 +31,7 @@ from service.api.openapi import openapi_document
 from service.api.ops_routes import router as ops_router
 from service.api.routes import router as fhir_router
 from service.api.wire import FhirResponse, UrlLimit, outcome_response
-from service.audit.trail import INDEX_BATCH, AuditTrail
+from service.audit.trail import AuditTrail
 from service.auth import lapse
 from service.auth.identity import build_identity_provider
 from service.auth.rate_limits import RateLimiter
@@ -79,19 +79,6 @@ async def _lapse_forever(auth: AuthState, db: Database, clock: Clock, interval: 
         await asyncio.sleep(interval)
 
 
-async def _index_audit_forever(trail: AuditTrail, interval: float) -> None:
-    """Write the index rows of stored AuditEvents every ``interval`` seconds (audit/trail.py);
-    a full batch means more are waiting, so the next follows at once."""
-    while True:
-        try:
-            indexed = await run_in_threadpool(trail.index_backlog)
-        except Exception:  # a failed round must not stop the next one; the events stay queued
-            log.exception("indexing AuditEvents failed")
-            indexed = 0
-        if indexed < INDEX_BATCH:
-            await asyncio.sleep(interval)
-
-
 def build_auth(settings: Settings, db: Database, fhir: FhirService) -> AuthState | None:
     """The authorization server and audit trail; None (with a loud warning) in open mode."""
     if settings.auth == "open":
@@ -135,11 +122,6 @@ def create_app(
             lapsing = asyncio.create_task(
                 _lapse_forever(auth, db, clock, settings.consent_sweep_interval_seconds)
             )
-        indexing = None
-        if auth is not None and auth.audit.trail.defer_index:
-            indexing = asyncio.create_task(
-                _index_audit_forever(auth.audit.trail, settings.audit_index_interval_seconds)
-            )
         sweeper = None
         if settings.alerts_enabled and settings.alert_sweep_interval_seconds > 0:
             alerts = AlertService(fhir)
@@ -158,7 +140,7 @@ def create_app(
         yield
         # Cancelled, and awaited: a round running in a worker thread finishes (anyio does not
         # abandon the thread) before the database is closed under it.
-        for task in (lapsing, indexing, sweeper):
+        for task in (lapsing, sweeper):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -185,7 +167,6 @@ def create_app(
         # from the Host header; a URL with a trailing slash is simply not found.
         redirect_slashes=False,
     )
-
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             generated = get_openapi(

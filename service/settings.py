@@ -110,13 +110,6 @@ class Settings(BaseSettings):
         ge=0,
         description="How often long-term consents unused for six months are ended (0: never).",
     )
-    audit_index_interval_seconds: float = Field(
-        default=0.25,
-        gt=0,
-        le=1,
-        description="How often each worker writes the search-index rows of the AuditEvents "
-        "stored without them (PostgreSQL); a search of AuditEvents always writes them first.",
-    )
     identity_provider: Literal["simulated-digid", "oidc"] = Field(
         default="simulated-digid",
         description="Patient login: 'oidc' (DigiD through a TVS/OIDC broker, oidc_* settings) "

@@ -20,7 +20,7 @@ from service.api.deps import get_state
 from service.core.outcome import FhirError
 from service.runtime import metrics
 from service.settings import Settings
-from service.storage import audit_store, migrate, subscription_store
+from service.storage import migrate, subscription_store
 from service.storage.db import Database, StorageError
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,10 @@ async def prometheus_metrics(request: Request) -> Response:
 
 
 def refresh_backlog(db: Database) -> None:
-    """Set the delivery-backlog gauge from the outbox, and the audit-index backlog gauge
-    (shared by every process and worker)."""
+    """Set the delivery-backlog gauge from the outbox (shared by every process and worker)."""
     try:
         with db.read() as conn:
             metrics.DELIVERY_BACKLOG.set(subscription_store.backlog(conn))
-            metrics.AUDIT_INDEX_BACKLOG.set(audit_store.index_backlog_size(conn))
     except Exception as exc:  # the other metrics still answer; /ready reports the database
         log.warning("metrics: cannot read the delivery backlog: %s", type(exc).__name__)
 

@@ -309,20 +309,6 @@ def index_values(event: dict[str, Any], recorded_micros: int) -> IndexValues:
     )
 
 
-def row_values(event: dict[str, Any], recorded_micros: int) -> IndexValues:
-    """What the resource row of an event from :func:`build` carries (its patient and date),
-    without its index rows: those of :func:`index_values`, for an event indexed later."""
-    patient = None
-    for entity in event.get("entity", []):
-        target = _target(entity.get("what"))
-        if target is not None and target[0] == "Patient":
-            patient = target[1]
-            break
-    return IndexValues(
-        patient_id=patient, date_low=recorded_micros, date_high=recorded_micros + 999
-    )
-
-
 def _target(what: Any) -> tuple[str, str] | None:
     ref = what.get("reference") if isinstance(what, dict) else None
     return split_reference(ref) if isinstance(ref, str) else None

@@ -9,13 +9,6 @@ own transaction (:meth:`AuditTrail.write_in`, or :meth:`AuditTrail.versions` sto
 a group-committed create), and those of a read, a refusal or a failure are committed before the
 response is sent, many requests' events in one transaction (:meth:`AuditTrail.store_batch`,
 driven by the API's group commit).
-
-On PostgreSQL an event's search-index rows (one per resource a search returned) are not
-written in the access's transaction: the event row is, with its id on ``audit_index_backlog``,
-and :meth:`AuditTrail.index_backlog` writes the index rows of many events at once, shortly
-after (every worker runs it in the background; a search of AuditEvents runs it first, so no
-search misses an event). The event itself — who, what, when, which patient — is durable and
-readable the moment the response is sent.
 """
 
 from __future__ import annotations
@@ -25,16 +18,12 @@ from collections.abc import Sequence
 
 import orjson
 
-from service.audit.events import AccessRecord, Actor, build, index_values, row_values
+from service.audit.events import AccessRecord, Actor, build, index_values
 from service.core.dates import format_instant
 from service.fhir.service import FhirService, now_micros
-from service.storage import audit_store
 from service.storage import repository as repo
 from service.storage.db import Connection
 from service.storage.repository import NewVersion
-
-#: Events indexed per transaction by :meth:`AuditTrail.index_backlog`.
-INDEX_BATCH = 500
 
 
 class AuditTrail:
@@ -45,10 +34,6 @@ class AuditTrail:
         rtype = fhir.registry.get("AuditEvent")
         assert rtype is not None, "AuditEvent must be a registered type"
         self.rtype = rtype
-        # The embedded database writes one transaction at a time: there, indexing later would
-        # only add a transaction, so events are indexed as they are written.
-        self.defer_index = not fhir.db.serializes_writes
-        fhir.before_search["AuditEvent"] = self.index_all
 
     def versions(self, actor: Actor, record: AccessRecord) -> list[NewVersion]:
         """The events of one access, ready to store (one per patient concerned).
@@ -69,39 +54,9 @@ class AuditTrail:
                 **{k: v for k, v in event.items() if k != "resourceType"},
             }
             content = orjson.dumps(resource).decode()
-            # indexed later: the row needs only its patient and date now
-            index = (row_values if self.defer_index else index_values)(event, millis)
-            out.append(
-                NewVersion(
-                    "AuditEvent", res_id, 1, now, content, index, resource,
-                    deferred_index=self.defer_index,
-                )
-            )  # fmt: skip
+            index = index_values(event, millis)
+            out.append(NewVersion("AuditEvent", res_id, 1, now, content, index, resource))
         return out
-
-    def index_backlog(self, limit: int = INDEX_BATCH, *, wait: bool = False) -> int:
-        """Write the index rows of up to ``limit`` stored events that lack them; how many.
-
-        Events another worker is indexing are left to it, unless ``wait``: then this waits for
-        that worker's transaction, so that on return every event stored before the call is
-        indexed or counted.
-        """
-        with self.fhir.db.write() as conn:
-            claimed = audit_store.claim_index_backlog(conn, limit, skip_locked=not wait)
-            repo.insert_index_rows(
-                conn,
-                [
-                    (e.rid, e.res_type, index_values(orjson.loads(e.content), e.recorded))
-                    for e in claimed
-                ],
-            )
-        return len(claimed)
-
-    def index_all(self) -> None:
-        """Index every event stored without its index rows (before a search of AuditEvents)."""
-        if self.defer_index:
-            while self.index_backlog(wait=True):
-                pass
 
     def write_in(self, conn: Connection, actor: Actor, record: AccessRecord) -> None:
         """Write the events of one access into ``conn``'s (the access's own) transaction."""

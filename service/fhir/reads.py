@@ -102,9 +102,6 @@ class Reads:
         self.registry = registry
         self.settings = settings
         self.zone = zone
-        #: Type name → what must run before a search that reads that type (the audit trail
-        #: writes the index rows of AuditEvents it stored without them).
-        self.before_search: dict[str, Callable[[], None]] = {}
 
     def resource_type(self, name: str, *, for_write: bool = False) -> ResourceType:
         """The registered type ``name``; unknown → 404, write to a read-only type → 405."""
@@ -258,12 +255,8 @@ class Reads:
             rtype, self._narrowed(res_type, params, patient_ids), strict=strict
         )
         query.patient_ids = patient_ids
-        linked = sorted(linked_types(query, self.registry))
-        for name in linked:
-            permit(name)
-        for name in (res_type, *linked):
-            if (ready := self.before_search.get(name)) is not None:
-                ready()
+        for linked in sorted(linked_types(query, self.registry)):
+            permit(linked)
         with self.db.read() as conn:
             page = search_sql.search(conn, search_sql.resolve_links(conn, query))
             if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):

@@ -8,7 +8,6 @@ transaction that either commits completely or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -105,11 +104,6 @@ class FhirService:
     def content_hooks(self) -> dict[str, ContentHook]:
         """Type name → its handling of client-supplied content."""
         return self.hooks.content_hooks
-
-    @property
-    def before_search(self) -> dict[str, Callable[[], None]]:
-        """Type name → what must run before a search reads that type."""
-        return self.reads.before_search
 
     def notify(self, conn: Connection, events: list[WriteEvent]) -> None:
         """Tell every listener what was just written (inside the same transaction)."""

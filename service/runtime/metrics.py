@@ -68,12 +68,6 @@ DELIVERY_BACKLOG = Gauge(
     # Shared state read at each scrape: the value of the process that answered this scrape.
     multiprocess_mode="mostrecent",
 )
-AUDIT_INDEX_BACKLOG = Gauge(
-    "telemon_audit_index_backlog",
-    "AuditEvents stored whose search-index rows are not written yet (PostgreSQL; each server "
-    "process writes them every TELEMON_AUDIT_INDEX_INTERVAL_SECONDS), read at scrape time.",
-    multiprocess_mode="mostrecent",
-)
 EVENTS_DELIVERED = Counter(
     "telemon_subscription_events_delivered",
     "Subscription notification events a receiver acknowledged with a 2xx (counted by the "

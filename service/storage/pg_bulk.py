@@ -24,7 +24,6 @@ from sqlalchemy import Connection
 from service.storage.tables import NULL_DATE
 
 if TYPE_CHECKING:
-    from service.core.indexing import IndexValues
     from service.storage.repository import NewVersion
 
 _INSERT = f"""
@@ -61,10 +60,6 @@ new AS MATERIALIZED (
     INSERT INTO sp_string (rid, param, value)
     SELECT new.rid, y.e->>1, y.e->>2
     FROM doc, jsonb_array_elements(doc.d->'s') AS y(e) JOIN new ON new.ord = (y.e->>0)::bigint
-), ins_backlog AS (
-    INSERT INTO audit_index_backlog (rid)
-    SELECT new.rid
-    FROM doc, jsonb_array_elements(doc.d->'b') AS y(e) JOIN new ON new.ord = y.e::bigint
 ), missing AS (
     SELECT y.e->>0 AS t, y.e->>1 AS i
     FROM doc, jsonb_array_elements(doc.d->'m') AS y(e)
@@ -94,14 +89,10 @@ def insert_resources(
     dates: list[list[Any]] = []
     quantities: list[list[Any]] = []
     strings: list[list[Any]] = []
-    deferred: list[int] = []
     for ord_, item in enumerate(items, start=1):
         ix = item.index
         rows.append([item.res_type, item.res_id, item.version_id, item.last_updated,
                      ix.patient_id, ix.date_low, ix.date_high, item.content])
-        if item.deferred_index:
-            deferred.append(ord_)
-            continue
         tokens.extend([ord_, *token] for token in ix.tokens)
         refs.extend([ord_, *ref] for ref in ix.references)
         dates.extend([ord_, *date] for date in ix.dates)
@@ -110,7 +101,6 @@ def insert_resources(
     doc = {
         "r": rows, "t": tokens, "f": refs, "d": dates, "q": quantities, "s": strings,
         "m": [[res_type, res_id] for res_type, ids in required.items() for res_id in ids],
-        "b": deferred,
     }  # fmt: skip
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -157,7 +147,6 @@ _COPY_INDEX = {
     "q": "COPY sp_quantity (rid, param, value, system, code) FROM STDIN",
     "s": "COPY sp_string (rid, param, value) FROM STDIN",
 }
-_COPY_BACKLOG = "COPY audit_index_backlog (rid) FROM STDIN"
 
 
 def copy_resources(
@@ -183,6 +172,7 @@ def copy_resources(
                 return [], missing
         cursor.execute(_NEW_RIDS, (len(items),), prepare=True)
         rids = [row[0] for row in cursor.fetchall()]
+        rows: dict[str, list[tuple[Any, ...]]] = {key: [] for key in _COPY_INDEX}
         with cursor.copy(_COPY_RESOURCES) as copy:
             for rid, item in zip(rids, items, strict=True):
                 ix = item.index
@@ -190,49 +180,27 @@ def copy_resources(
                     (rid, item.res_type, item.res_id, item.version_id, item.last_updated, False,
                      ix.patient_id, ix.date_low, ix.date_high, item.content)
                 )  # fmt: skip
-        written = list(zip(rids, items, strict=True))
-        _copy_index_rows(
-            cursor, [(rid, i.res_type, i.index) for rid, i in written if not i.deferred_index]
-        )
-        deferred = [(rid,) for rid, i in written if i.deferred_index]
-        if deferred:
-            with cursor.copy(_COPY_BACKLOG) as copy:
-                for row in deferred:
-                    copy.write_row(row)
+                sort_date = NULL_DATE if ix.date_low is None else ix.date_low
+                rows["t"].extend(
+                    (rid, param, system, code, item.res_type, ix.patient_id, sort_date,
+                     ix.date_high)
+                    for param, system, code in ix.tokens
+                )  # fmt: skip
+                rows["f"].extend((rid, *ref) for ref in ix.references)
+                rows["d"].extend((rid, *date) for date in ix.dates)
+                rows["q"].extend((rid, *quantity) for quantity in ix.quantities)
+                rows["s"].extend((rid, param, text[:255]) for param, text in ix.strings)
+        for key, table_rows in rows.items():
+            if table_rows:
+                with cursor.copy(_COPY_INDEX[key]) as copy:
+                    for row in table_rows:
+                        copy.write_row(row)
         return rids, set()
     finally:
         cursor.close()
 
 
-def insert_index_rows(conn: Connection, items: Iterable[tuple[int, str, IndexValues]]) -> None:
-    """Write the index rows of stored resources (row id, type, values), by ``COPY``."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        _copy_index_rows(cursor, items)
-    finally:
-        cursor.close()
-
-
-def _copy_index_rows(cursor: Any, items: Iterable[tuple[int, str, IndexValues]]) -> None:
-    rows: dict[str, list[tuple[Any, ...]]] = {key: [] for key in _COPY_INDEX}
-    for rid, res_type, ix in items:
-        sort_date = NULL_DATE if ix.date_low is None else ix.date_low
-        rows["t"].extend(
-            (rid, param, system, code, res_type, ix.patient_id, sort_date, ix.date_high)
-            for param, system, code in ix.tokens
-        )
-        rows["f"].extend((rid, *ref) for ref in ix.references)
-        rows["d"].extend((rid, *date) for date in ix.dates)
-        rows["q"].extend((rid, *quantity) for quantity in ix.quantities)
-        rows["s"].extend((rid, param, text[:255]) for param, text in ix.strings)
-    for key, table_rows in rows.items():
-        if table_rows:
-            with cursor.copy(_COPY_INDEX[key]) as copy:
-                for row in table_rows:
-                    copy.write_row(row)
-
-
-def prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+def _prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
     """All rows of a read that runs often: a server-side prepared statement (psycopg never
     prepares by itself here, so that searches stay planned with their values)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -246,7 +214,7 @@ def prepared_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[A
 
 def existing_ids(conn: Connection, res_type: str, ids: list[str]) -> set[str]:
     """Which of ``ids`` exist (not deleted) as ``res_type`` — one prepared statement."""
-    rows = prepared_rows(
+    rows = _prepared_rows(
         conn,
         "SELECT res_id FROM resources WHERE res_type = %s AND res_id = ANY(%s) "
         "AND deleted = false",
@@ -288,7 +256,7 @@ def identifier_rows(
 
 def compartment_contents(conn: Connection, res_type: str, patient_id: str) -> list[str]:
     """The JSON of every current ``res_type`` in a patient's compartment (prepared query)."""
-    rows = prepared_rows(
+    rows = _prepared_rows(
         conn,
         "SELECT content FROM resources WHERE res_type = %s AND patient_id = %s "
         "AND deleted = false",
@@ -305,7 +273,7 @@ def compartment_contents_of(
     One statement text whatever the number of patients (an array parameter, not an ``IN``
     list), so PostgreSQL plans it once per connection and SQLAlchemy compiles nothing.
     """
-    return prepared_rows(
+    return _prepared_rows(
         conn,
         "SELECT patient_id, content FROM resources WHERE res_type = %s "
         "AND patient_id = ANY(%s) AND deleted = false",

@@ -14,7 +14,6 @@ from service.storage import pg_bulk
 from service.storage.tables import (
     INDEX_TABLES,
     NULL_DATE,
-    audit_index_backlog,
     resource_history,
     resources,
     sp_date,
@@ -52,9 +51,6 @@ class NewVersion:
     resource: dict[str, Any] = field(default_factory=dict)  # ``content`` as data, for listeners
     #: References that must resolve before it is written: (type, id).
     links: list[tuple[str, str]] = field(default_factory=list)
-    #: Write the resource row now and its index rows later (an AuditEvent: the row goes into
-    #: ``audit_index_backlog``; :func:`service.storage.audit_store.claim_index_backlog`).
-    deferred_index: bool = False
 
 
 _CURRENT_COLS = (
@@ -116,20 +112,13 @@ def insert_resources_checked(
 def _insert_portable(conn: Connection, items: Sequence[NewVersion]) -> list[int]:
     stmt = insert(resources).returning(resources.c.rid, sort_by_parameter_order=True)
     rids = list(conn.execute(stmt, [_row_values(i) for i in items]).scalars())
-    pairs = list(zip(rids, items, strict=True))
-    indexed = [(rid, i.res_type, i.index) for rid, i in pairs if not i.deferred_index]
-    insert_index_rows(conn, indexed)
-    deferred = [{"rid": rid} for rid, i in pairs if i.deferred_index]
-    if deferred:
-        conn.execute(insert(audit_index_backlog), deferred)
+    _insert_index_rows(
+        conn, [(rid, i.res_type, i.index) for rid, i in zip(rids, items, strict=True)]
+    )
     return rids
 
 
-def insert_index_rows(conn: Connection, items: Iterable[tuple[int, str, IndexValues]]) -> None:
-    """Write the search-index rows of stored resources: (row id, type, index values)."""
-    if conn.dialect.name == "postgresql":
-        pg_bulk.insert_index_rows(conn, items)
-        return
+def _insert_index_rows(conn: Connection, items: Iterable[tuple[int, str, IndexValues]]) -> None:
     tokens: list[dict[str, Any]] = []
     refs: list[dict[str, Any]] = []
     dates: list[dict[str, Any]] = []
@@ -353,7 +342,7 @@ def replace_current(
         values = _row_values(new)
     conn.execute(update(resources).where(resources.c.rid == current.rid).values(**values))
     if new is not None:
-        insert_index_rows(conn, [(current.rid, new.res_type, new.index)])
+        _insert_index_rows(conn, [(current.rid, new.res_type, new.index)])
 
 
 def instance_history(

@@ -66,7 +66,7 @@ resource_history = Table(
 
 
 def _index_table(name: str, *columns: Column[Any], indexes: tuple[tuple[str, ...], ...]) -> Table:
-    # No foreign key to resources (0012): index rows are written with their resource row, which
+    # No foreign key to resources (0011): index rows are written with their resource row, which
     # is never deleted, and the check cost PostgreSQL a lookup per index row.
     table = Table(
         name,
@@ -136,17 +136,6 @@ alert_episodes = Table(
     Column("updated", BigInteger, nullable=False),
     Column("state", Text, nullable=False),
     Index("ix_alert_episodes_patient", "patient_id", "updated"),
-)
-
-#: AuditEvents stored but not yet indexed (0011): a read's AuditEvent is committed before its
-#: response is sent, but its search-index rows (one per resource the access returned) are
-#: written in batches after it, by :func:`service.audit.trail.AuditTrail.index_backlog`; a
-#: search of AuditEvents indexes what is left first. No foreign key: the row is written in the
-#: event's own statement and deleted when its index rows are written.
-audit_index_backlog = Table(
-    "audit_index_backlog",
-    metadata,
-    Column("rid", RowId, primary_key=True, autoincrement=False),
 )
 
 INDEX_TABLES = (sp_token, sp_reference, sp_date, sp_quantity, sp_string)

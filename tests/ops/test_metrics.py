@@ -34,7 +34,6 @@ def test_every_metric_is_exposed_with_help(client: TestClient) -> None:
         "telemon_resources_written_total",
         "telemon_alert_notifications_total",
         "telemon_subscription_delivery_backlog",
-        "telemon_audit_index_backlog",
         "telemon_subscription_events_delivered_total",
         "telemon_subscription_heartbeats_delivered_total",
         "telemon_subscription_delivery_failures_total",
@@ -42,7 +41,6 @@ def test_every_metric_is_exposed_with_help(client: TestClient) -> None:
     ):
         assert f"# HELP {name} " in text, name
     assert sample(text, "telemon_subscription_delivery_backlog") == 0  # nothing queued
-    assert sample(text, "telemon_audit_index_backlog") == 0  # open mode: nothing audited
     assert "_created" not in text
 
 
