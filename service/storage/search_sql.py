@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
+    BindParameter,
     ColumnElement,
     Connection,
+    Select,
     and_,
+    bindparam,
     exists,
     false,
     func,
@@ -30,6 +35,7 @@ from service.core.criteria import (
     HasCriterion,
     IdCriterion,
     LocalCriterion,
+    Prefix,
     QuantityCriterion,
     ReferenceCriterion,
     RevInclude,
@@ -76,8 +82,17 @@ def _token_match(table: Any, value: TokenValue) -> ColumnElement[bool]:
     return and_(*parts) if parts else true()
 
 
+class _BoundDate(NamedTuple):
+    """A date value whose bounds are bind parameters (see :class:`_TokenRowsShape`)."""
+
+    prefix: Prefix
+    low: BindParameter[int]
+    high: BindParameter[int]
+    slack: BindParameter[int]
+
+
 def _range_condition(
-    lo: ColumnElement[Any], hi: ColumnElement[Any], v: DateValue
+    lo: ColumnElement[Any], hi: ColumnElement[Any], v: DateValue | _BoundDate
 ) -> ColumnElement[bool]:
     match v.prefix:
         case "eq":
@@ -220,12 +235,34 @@ def _patients(q: SearchQuery) -> tuple[str, ...] | None:
     return chosen
 
 
-def _on_token_rows(
-    q: SearchQuery, token: Any, param: str, driving: TokenCriterion | None
-) -> list[ColumnElement[bool]] | None:
-    """``q`` as conditions on the token rows of ``param`` alone (they carry type, patient and
-    dates): a patient's search by one token criterion (``driving``), dates and nothing else;
-    None for any other search.
+#: The token rows ``$lastn`` ranks (an alias, so that the code criteria's own EXISTS over
+#: ``sp_token`` still correlate correctly when it falls back to the general conditions).
+_LASTN_CODE = sp_token.alias("lastn_code")
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenRowsShape:
+    """What the SQL of a search on the token rows alone depends on, its values aside.
+
+    Such searches (a patient's weights of the last 30 days, their active Flags, ``$lastn``) are
+    most of the traffic, and building and compiling their statement cost the server several
+    times what PostgreSQL spends running it; so a statement is built once per shape and run
+    with the values (:func:`_token_rows_plan`) as parameters.
+    """
+
+    table: str  # "sp_token", or the alias $lastn ranks
+    patients: int  # the patients it is confined to
+    codes: tuple[tuple[bool, str], ...]  # per token value: has a code, system "any"/"none"/"one"
+    restrictions: tuple[int, ...]  # the sizes of further patient restrictions
+    dates: tuple[tuple[Prefix, ...], ...]  # per date criterion, its values' prefixes
+
+
+def _token_rows_plan(
+    q: SearchQuery, table: Any, param: str, driving: TokenCriterion | None
+) -> tuple[_TokenRowsShape, dict[str, Any]] | None:
+    """``q`` as a search of the token rows of ``param`` alone, as a shape and its values: a
+    patient's search by one token criterion (``driving``), dates and nothing else; None for
+    any other search.
 
     Single-table conditions leave the planner one way in, an index range of (patient, type,
     param, code, sort date) — with or without statistics.
@@ -233,31 +270,86 @@ def _on_token_rows(
     patients = _patients(q)
     if not patients:
         return None
-    T = token.c
-    conds: list[ColumnElement[bool]] = [
-        *_in_patients(T.patient_id, patients),
-        T.res_type == q.res_type,
-        T.param == param,
-    ]
-    if driving is not None:
-        conds.append(or_(*(_token_match(token, v) for v in driving.values)))
-    if q.patient_ids is not None:
-        conds.append(T.patient_id.in_(q.patient_ids))
+    values: dict[str, Any] = {"res_type": q.res_type, "param": param}
+    values.update((f"patient{i}", p) for i, p in enumerate(patients))
+    codes: list[tuple[bool, str]] = []
+    for i, token in enumerate(driving.values if driving is not None else ()):
+        values[f"code{i}"], values[f"system{i}"] = token.code, token.system
+        system = "any" if token.system is None else "none" if token.system == "" else "one"
+        codes.append((token.code is not None, system))
+    restrictions = [q.patient_ids] if q.patient_ids is not None else []
+    dates: list[tuple[DateValue, ...]] = []
     for c in q.criteria:
         if c is driving:
             continue
         if isinstance(c, ReferenceCriterion) and c.on_patient_column:
-            conds.append(T.patient_id.in_([i for _, i in c.values]))
+            restrictions.append(tuple(i for _, i in c.values))
         elif isinstance(c, DateCriterion) and c.column == "primary":
-            # A resource without a date matches no date condition (NULL on the row); its
-            # sort_date is NULL_DATE, as is that of a Period without a start, so ask date_high.
-            dated = T.date_high.is_not(None)
-            conds.append(
-                and_(dated, or_(*(_range_condition(T.sort_date, T.date_high, v) for v in c.values)))
-            )
+            dates.append(c.values)
         else:
             return None
-    return conds
+    for k, ids in enumerate(restrictions):
+        values.update((f"r{k}_{j}", i) for j, i in enumerate(ids))
+    for k, date_values in enumerate(dates):
+        for j, v in enumerate(date_values):
+            values.update({f"d{k}_{j}_low": v.low, f"d{k}_{j}_high": v.high})
+            values[f"d{k}_{j}_slack"] = v.slack
+    shape = _TokenRowsShape(
+        table.name,
+        len(patients),
+        tuple(codes),
+        tuple(len(r) for r in restrictions),
+        tuple(tuple(v.prefix for v in date_values) for date_values in dates),
+    )
+    return shape, values
+
+
+def _date_bound(name: str) -> BindParameter[int]:
+    return bindparam(name, type_=BigInteger)
+
+
+@functools.lru_cache(maxsize=256)
+def _token_rows_conditions(shape: _TokenRowsShape) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of a :class:`_TokenRowsShape`, on bind parameters named as the values of
+    :func:`_token_rows_plan`."""
+    T = (_LASTN_CODE if shape.table == _LASTN_CODE.name else sp_token).c
+    patients: list[BindParameter[str]] = [
+        bindparam(f"patient{i}") for i in range(shape.patients)
+    ]
+    conds: list[ColumnElement[bool]] = [
+        T.patient_id == patients[0] if len(patients) == 1 else T.patient_id.in_(patients),
+        T.res_type == bindparam("res_type"),
+        T.param == bindparam("param"),
+    ]
+    if shape.codes:
+        matches = []
+        for i, (has_code, system) in enumerate(shape.codes):
+            parts: list[ColumnElement[bool]] = []
+            if has_code:
+                parts.append(T.code == bindparam(f"code{i}"))
+            if system == "none":
+                parts.append(T.system.is_(None))
+            elif system == "one":
+                parts.append(T.system == bindparam(f"system{i}"))
+            matches.append(and_(*parts) if parts else true())
+        conds.append(or_(*matches))
+    for k, size in enumerate(shape.restrictions):
+        conds.append(T.patient_id.in_([bindparam(f"r{k}_{j}") for j in range(size)]))
+    for k, prefixes in enumerate(shape.dates):
+        # A resource without a date matches no date condition (NULL on the row); its
+        # sort_date is NULL_DATE, as is that of a Period without a start, so ask date_high.
+        bound = [
+            _BoundDate(
+                prefix,
+                _date_bound(f"d{k}_{j}_low"),
+                _date_bound(f"d{k}_{j}_high"),
+                _date_bound(f"d{k}_{j}_slack"),
+            )
+            for j, prefix in enumerate(prefixes)
+        ]
+        ranges = (_range_condition(T.sort_date, T.date_high, v) for v in bound)
+        conds.append(and_(T.date_high.is_not(None), or_(*ranges)))
+    return tuple(conds)
 
 
 def _one_value_token(q: SearchQuery) -> TokenCriterion | None:
@@ -283,14 +375,14 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
     """Run ``q``: one page of current resources, a keyset cursor for the next, the total.
 
     A patient's search by one token value and dates (their weights of the last 30 days, their
-    active Flags) is answered from the token rows alone (:func:`_on_token_rows`).
+    active Flags) is answered from the token rows alone (:func:`_token_rows_plan`).
     """
     driving = _one_value_token(q)
-    on_tokens = None
+    plan = None
     if driving is not None and q.sort[0] in ("date", "rid"):
-        on_tokens = _on_token_rows(q, sp_token, driving.param, driving)
-    if on_tokens is not None:
-        return _search_token_rows(conn, q, on_tokens)
+        plan = _token_rows_plan(q, sp_token, driving.param, driving)
+    if plan is not None:
+        return _search_token_rows(conn, q, *plan)
     where = where_clause(q)
     total = None
     if q.total or q.summary_count:
@@ -327,35 +419,57 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
 
 
 def _search_token_rows(
-    conn: Connection, q: SearchQuery, conds: list[ColumnElement[bool]]
+    conn: Connection, q: SearchQuery, shape: _TokenRowsShape, values: dict[str, Any]
 ) -> SearchPage:
     """:func:`search` over the token rows: the page's row ids first (one index range, newest
     first, deduplicated — a resource may carry the code in two systems), then their rows."""
-    T = sp_token.c
-    matches = select(T.sort_date, T.rid).where(*conds).distinct()
     total = None
     if q.total or q.summary_count:
-        total = conn.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
+        total = conn.execute(_token_rows_count(shape), values).scalar_one()
     if q.summary_count or q.count == 0:
         return SearchPage([], None, total)
     by_date = q.sort[0] == "date"
-    descending = q.sort[1]
+    params = {**values, "limit": q.count + 1}
     if q.cursor is not None:
-        v, rid = q.cursor.value, q.cursor.rid
+        params["after_value"], params["after_rid"] = q.cursor.value, q.cursor.rid
+    stmt = _token_rows_page(shape, by_date, q.sort[1], q.cursor is not None)
+    return _page(q, conn.execute(stmt, params).all(), total)
+
+
+def _token_rows_matches(shape: _TokenRowsShape) -> Select[Any]:
+    T = sp_token.c
+    return select(T.sort_date, T.rid).where(*_token_rows_conditions(shape)).distinct()
+
+
+@functools.lru_cache(maxsize=256)
+def _token_rows_count(shape: _TokenRowsShape) -> Select[Any]:
+    return select(func.count()).select_from(_token_rows_matches(shape).subquery())
+
+
+@functools.lru_cache(maxsize=256)
+def _token_rows_page(
+    shape: _TokenRowsShape, by_date: bool, descending: bool, after: bool
+) -> Select[Any]:
+    """A page of :func:`_search_token_rows`, from the keyset position ``after_value`` and
+    ``after_rid`` when ``after``; ``limit`` rows."""
+    T = sp_token.c
+    matches = _token_rows_matches(shape)
+    if after:
+        rid = bindparam("after_rid", type_=BigInteger)
         if by_date:  # a row comparison: the index range starts at the cursor
-            pair, at = tuple_(T.sort_date, T.rid), tuple_(v, rid)
+            pair, at = tuple_(T.sort_date, T.rid), tuple_(_date_bound("after_value"), rid)
             matches = matches.where(pair < at if descending else pair > at)
         else:
             matches = matches.where(T.rid < rid if descending else T.rid > rid)
     order = [T.sort_date, T.rid] if by_date else [T.rid]
     page_ids = (
         matches.order_by(*(c.desc() if descending else c.asc() for c in order))
-        .limit(q.count + 1)
+        .limit(bindparam("limit", type_=BigInteger))
         .subquery("page")
     )
     P = page_ids.c
     sort_value = P.sort_date if by_date else P.rid
-    stmt = (
+    return (
         select(
             R.rid, R.res_type, R.res_id, R.version_id, R.last_updated, R.deleted, R.content,
             R.patient_id, sort_value.label("sort_value"),
@@ -363,7 +477,6 @@ def _search_token_rows(
         .select_from(page_ids.join(resources, R.rid == P.rid))
         .order_by(*(c.desc() if descending else c.asc() for c in (sort_value, P.rid)))
     )  # fmt: skip
-    return _page(q, conn.execute(stmt).all(), total)
 
 
 def _page(q: SearchQuery, rows: Sequence[Any], total: int | None) -> SearchPage:
@@ -402,14 +515,17 @@ def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVer
     A patient's ``$lastn`` (by code and dates) ranks the code rows alone: they carry patient and
     sort date, so it reads one index range. Codes asked for select the code rows ranked.
     """
-    # An alias, so the code criteria's own EXISTS over sp_token still correlate correctly.
-    code = sp_token.alias("lastn_code")
+    code = _LASTN_CODE
     codes = [c for c in q.criteria if isinstance(c, TokenCriterion) and c.param == "code"]
-    conds = None
+    plan = None
     if len(codes) <= 1 and not any(c.negate for c in codes):
-        conds = _on_token_rows(q, code, "code", codes[0] if codes else None)
+        plan = _token_rows_plan(q, code, "code", codes[0] if codes else None)
     source: Any = code
-    if conds is None:
+    params: dict[str, Any] = {}
+    if plan is not None:
+        conds: Sequence[ColumnElement[bool]] = _token_rows_conditions(plan[0])
+        params = plan[1]
+    else:
         source = code.join(resources, code.c.rid == R.rid)
         conds = [code.c.param == "code", where_clause(q)]
     ranked = (
@@ -433,7 +549,8 @@ def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVer
             R.patient_id,
         )
         .where(R.rid.in_(chosen))
-        .order_by(R.patient_id, func.coalesce(R.date_low, NULL_DATE).desc(), R.rid.desc())
+        .order_by(R.patient_id, func.coalesce(R.date_low, NULL_DATE).desc(), R.rid.desc()),
+        params,
     )
     return [
         StoredVersion(

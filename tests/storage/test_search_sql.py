@@ -244,3 +244,71 @@ def test_lastn_is_the_newest_per_patient_and_code(stored: Database) -> None:
     assert [r.res_id for r in newest] == ["o3", "o2", "o5", "o4"]
     assert [r.res_id for r in two] == ["o3", "o2", "o1", "o5", "o4"]
     assert [r.res_id for r in weights] == ["o2", "o4"]
+
+
+def _pages(db: Database, query: SearchQuery) -> tuple[list[str], int | None]:
+    """Every match of ``query``, following its cursor page by page, and its total."""
+    found: list[str] = []
+    with db.read() as conn:
+        while True:
+            page = search_sql.search(conn, query)
+            found += [row.res_id for row in page.rows]
+            if page.next_cursor is None:
+                return found, page.total
+            query = replace(query, cursor=page.next_cursor)
+
+
+MINE = ReferenceCriterion("patient", (("Patient", "p1"),), on_patient_column=True)
+BOTH = ReferenceCriterion("patient", (("Patient", "p1"), ("Patient", "p2")), on_patient_column=True)
+
+
+@pytest.mark.parametrize(
+    ("criteria", "patient_ids"),
+    [
+        ([MINE, TokenCriterion("code", (WEIGHT,))], None),
+        ([BOTH, TokenCriterion("code", (WEIGHT,))], None),
+        ([BOTH, TokenCriterion("code", (WEIGHT,))], ("p2",)),
+        ([BOTH, TokenCriterion("code", (TokenValue(None, "29463-7"),))], None),
+        ([BOTH, TokenCriterion("code", (TokenValue("", "29463-7"),))], None),
+        ([MINE, TokenCriterion("code", (WEIGHT,)), DateCriterion(
+            "date", (_date("ge", "2026-03-02"), _date("eq", "2026-03-01")), "primary"
+        )], None),
+        ([BOTH, TokenCriterion("code", (WEIGHT,)), DateCriterion(
+            "date", (replace(_date("ap", "2026-03-02"), slack=3_600_000_000),), "primary"
+        ), DateCriterion("date", (_date("lt", "2026-03-03"),), "primary")], None),
+    ],
+)
+@pytest.mark.parametrize("sort", [("date", True), ("date", False), ("rid", True)])
+def test_statements_built_once_per_shape_find_what_the_general_search_finds(
+    stored: Database,
+    criteria: list[Criterion],
+    patient_ids: tuple[str, ...] | None,
+    sort: tuple[SortKey, bool],
+) -> None:
+    """A patient's search by one token value runs a statement built for its shape, its values
+    bound as parameters; it finds, pages and counts as the general search does (which the
+    same token criterion given twice selects)."""
+    token = next(c for c in criteria if isinstance(c, TokenCriterion))
+    query = SearchQuery(
+        "Observation", criteria, sort=sort, count=1, total=True, patient_ids=patient_ids
+    )
+    general = replace(query, criteria=[*criteria, replace(token)])
+    assert search_sql._token_rows_plan(query, search_sql.sp_token, "code", token) is not None
+    assert search_sql._one_value_token(general) is None  # not the token rows' path
+    found, total = _pages(stored, query)
+    assert (found, total) == _pages(stored, general)
+    assert total == len(found)
+
+
+def test_one_statement_serves_every_patient_and_date(stored: Database) -> None:
+    built = search_sql._token_rows_page.cache_info().misses
+    for pid, day in (("p1", "2026-03-01"), ("p2", "2026-02-01"), ("p1", "2026-03-02")):
+        mine = ReferenceCriterion("patient", (("Patient", pid),), on_patient_column=True)
+        since = DateCriterion("date", (_date("ge", day),), "primary")
+        query = SearchQuery(
+            "Observation", [mine, TokenCriterion("code", (WEIGHT,)), since], sort=("date", True)
+        )
+        with stored.read() as conn:
+            page = search_sql.search(conn, query)
+        assert [r.patient_id for r in page.rows] == [pid] * len(page.rows) and page.rows
+    assert search_sql._token_rows_page.cache_info().misses - built <= 1
