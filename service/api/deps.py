@@ -22,7 +22,7 @@ from service.auth.scopes import Grants
 from service.auth.server import AuthServer
 from service.auth.tokens import TokenError, TokenService
 from service.core.outcome import FhirError
-from service.fhir.reads import VersionResult
+from service.fhir.reads import ReadHook, VersionResult
 from service.fhir.service import FhirService
 from service.fhir.writes import TransactionHook
 from service.settings import Settings
@@ -249,11 +249,41 @@ class AuditScope:
         """A version read (audited when the request ends)."""
         self.touched.append(touched(result))
 
-    def rows(self, rows: list[StoredVersion]) -> None:
+    def rows(self, rows: Sequence[StoredVersion]) -> None:
         """Stored versions returned (search, history)."""
-        for row in rows:
-            patient = self.fhir.compartment(row)
-            self.touched.append(Touched(row.res_type, row.res_id, row.version_id, patient))
+        self.touched.extend(self._touched(rows))
+
+    def _touched(self, rows: Sequence[StoredVersion]) -> list[Touched]:
+        compartment = self.fhir.compartment
+        return [Touched(r.res_type, r.res_id, r.version_id, compartment(r)) for r in rows]
+
+    @property
+    def in_read_transaction(self) -> ReadHook | None:
+        """The hook that writes this request's event, naming the versions read, into the read's
+        own transaction; once that commits, the request counts as audited (None: no audit).
+
+        One transaction, one commit and one thread hand-off for a search and its audit, where
+        the group commit costs a transaction and a hand-off of their own (in-server: ~0.5 ms of
+        worker CPU and ~2 ms of latency a search). Not on SQLite, whose write transactions
+        exclude each other: searches would queue behind one another; there the events are
+        group-committed when the request ends.
+        """
+        if self.log is None or self.actor is None or self.record is None:
+            return None
+        if self.fhir.db.serializes_writes:
+            return None
+        trail, actor, record = self.log.trail, self.actor, self.record
+
+        def hook(conn: Connection, rows: Sequence[StoredVersion]) -> None:
+            done = dataclasses.replace(record, touched=[*self.touched, *self._touched(rows)])
+            trail.write_in(conn, actor, done)
+            after_commit(conn, f"telemon-audit-{id(self)}", self._mark_read_audited)
+
+        return hook
+
+    def _mark_read_audited(self) -> None:
+        self.committed = True
+        self.touched = []
 
     @property
     def in_transaction(self) -> TransactionHook | None:

@@ -140,8 +140,10 @@ async def lastn(
         strict=_strict(request),
         patient_ids=patient_ids,
         permit=partial(policy.require, who, interaction="search"),
+        within=audit.in_read_transaction,
     )
-    audit.rows(rows)
+    if not audit.committed:  # its events were not written in the read's transaction
+        audit.rows(rows)
     entries = [search_entry(base, r, "match") for r in rows]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
@@ -179,9 +181,11 @@ async def search(
             strict=_strict(request),
             patient_ids=patient_ids,
             permit=partial(policy.require, who, interaction="search"),
+            within=audit.in_read_transaction,
         )
     )
-    audit.rows(result.matches + result.included)
+    if not audit.committed:  # its events were not written in the search's transaction
+        audit.rows(result.matches + result.included)
     return _searchset(base, res_type, result)
 
 
@@ -205,9 +209,11 @@ async def search_post(
             strict=_strict(request),
             patient_ids=patient_ids,
             permit=partial(policy.require, who, interaction="search"),
+            within=audit.in_read_transaction,
         )
     )
-    audit.rows(result.matches + result.included)
+    if not audit.committed:
+        audit.rows(result.matches + result.included)
     return _searchset(base, res_type, result)
 
 

@@ -23,7 +23,7 @@ from service.fhir.subsetting import subset
 from service.settings import Settings
 from service.storage import repository as repo
 from service.storage import search_sql
-from service.storage.db import Database
+from service.storage.db import Connection, Database
 from service.storage.repository import NewVersion, StoredVersion
 from service.validation.integers import MAX_INT, parse_unsigned
 
@@ -90,6 +90,12 @@ def _permits(permit: Callable[[str], None], res_type: str) -> bool:
     except FhirError:
         return False
     return True
+
+
+#: The caller's part of a read that writes as it reads: called inside the read's transaction
+#: with the versions it returns, e.g. to write the AuditEvents of the read, so that the read
+#: and its audit commit together, in one transaction and one commit.
+ReadHook = Callable[[Connection, Sequence[StoredVersion]], None]
 
 
 class Reads:
@@ -242,13 +248,16 @@ class Reads:
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
         permit: Callable[[str], None] = lambda _type: None,
+        within: ReadHook | None = None,
     ) -> SearchResult:
         """Run a type-level search; ``patient_ids`` confines it to those compartments (and a
         :class:`Confinement`'s filters: in the query where it can say them, and on the rows).
 
         ``permit`` (the caller's scopes) is asked about every other type the search reads:
         chain targets, ``_has`` sources, ``_include`` and ``_revinclude`` types; it raises to
-        refuse. Included resources of a type it refuses are left out.
+        refuse. Included resources of a type it refuses are left out. ``within`` is called
+        with the matches and included resources in the search's transaction, which is then a
+        write transaction.
         """
         rtype = self.resource_type(res_type)
         query, warnings = self.parse_query(
@@ -257,7 +266,7 @@ class Reads:
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
-        with self.db.read() as conn:
+        with self.db.read() if within is None else self.db.write() as conn:
             page = search_sql.search(conn, search_sql.resolve_links(conn, query))
             if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):
                 page.rows = [r for r in page.rows if self.visible(patient_ids, r)]
@@ -271,6 +280,8 @@ class Reads:
                 budget=self.settings.max_revinclude,
                 warnings=warnings,
             )
+            if within is not None:
+                within(conn, page.rows + included)
         matches = page.rows
         if query.elements is not None or query.summary is not None:
             matches = [
@@ -288,8 +299,10 @@ class Reads:
         strict: bool = False,
         patient_ids: tuple[str, ...] | None = None,
         permit: Callable[[str], None] = lambda _type: None,
+        within: ReadHook | None = None,
     ) -> tuple[list[StoredVersion], list[Issue]]:
-        """``Observation/$lastn``: the newest ``max`` Observations per patient and code."""
+        """``Observation/$lastn``: the newest ``max`` Observations per patient and code
+        (``within`` as for :meth:`search`)."""
         rtype = self.resource_type("Observation")
         max_n = 1
         rest = []
@@ -307,6 +320,9 @@ class Reads:
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
-        with self.db.read() as conn:
+        with self.db.read() if within is None else self.db.write() as conn:
             rows = search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n)
-        return [r for r in rows if self.visible(patient_ids, r)], warnings
+            rows = [r for r in rows if self.visible(patient_ids, r)]
+            if within is not None:
+                within(conn, rows)
+        return rows, warnings

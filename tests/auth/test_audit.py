@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import sqlalchemy
 from fastapi.testclient import TestClient
 
 from tests.auth.conftest import BSN_A, World, backend_token, make_backend, pgo_token
@@ -81,3 +83,52 @@ def test_patient_sees_who_looked_at_their_data(
     for event in mine:
         assert f"Patient/{world.a}" in str(event) and f"Patient/{world.b}" not in str(event)
     assert any(ehr.client_id in str(e) for e in mine)  # the EHR's read is visible
+
+
+@pytest.mark.parametrize(
+    "search", ["Observation?patient={}&code=29463-7", "Observation/$lastn?patient={}"]
+)
+def test_a_search_and_its_audit_event_share_one_transaction_on_postgresql(
+    oauth_client: TestClient, oauth_db: Any, world: World, search: str
+) -> None:
+    """PostgreSQL: the AuditEvent of a search (and of ``$lastn``) is written in the search's
+    own transaction (one transaction, one commit). SQLite, whose write transactions exclude
+    each other: the search reads in a transaction of its own and its event is group-committed
+    after it."""
+    client = make_backend(oauth_db, "system/Observation.rs")
+    token = backend_token(oauth_client, client, "system/Observation.rs").json()["access_token"]
+    engine = oauth_client.app.state.telemon.fhir.db.engine  # type: ignore[attr-defined]
+    transactions: dict[int, list[str]] = {}
+
+    def statement(conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        transactions.setdefault(id(conn.connection.dbapi_connection), []).append(sql)
+
+    def ended(conn: Any) -> None:
+        done = transactions.pop(id(conn.connection.dbapi_connection), [])
+        finished.append((bool(conn.info.get("telemon_write")), done))
+
+    finished: list[tuple[bool, list[str]]] = []
+    sqlalchemy.event.listen(engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(engine, "commit", ended)
+    try:
+        found = oauth_client.get(
+            "/fhir/" + search.format(world.a),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", statement)
+        sqlalchemy.event.remove(engine, "commit", ended)
+    assert found.status_code == 200 and found.json()["entry"]
+    searched = [w for w, sql in finished if any("FROM sp_token" in s for s in sql)]
+    writes = [sql for w, sql in finished if w]
+    assert len(searched) == 1 and len(writes) == 1  # the search; one write transaction
+    # PostgreSQL: the search's transaction is the write; SQLite: a write of its own after it
+    assert searched == [engine.dialect.name == "postgresql"]
+    with oauth_db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT content FROM resources WHERE res_type = 'AuditEvent'"
+        ).all()
+    query = '"description":"Observation"'  # the event's query entity
+    named = [r[0] for r in rows if client.client_id in r[0] and query in r[0]]
+    assert len(named) == 1
+    assert all(f"Observation/{e['resource']['id']}" in named[0] for e in found.json()["entry"])
