@@ -145,12 +145,6 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _in_patients(column: Any, patients: tuple[str, ...] | None) -> list[ColumnElement[bool]]:
-    if not patients:
-        return []
-    return [column == patients[0] if len(patients) == 1 else column.in_(patients)]
-
-
 def _criterion(c: Criterion, patients: tuple[str, ...] | None) -> ColumnElement[bool]:
     if isinstance(c, IdCriterion):
         return R.res_id.in_(c.ids)
