@@ -240,6 +240,7 @@ class AuditScope:
     record: AccessRecord | None = None
     touched: list[Touched] = field(default_factory=list)  # not yet audited
     committed: bool = False  # an event of this request committed with its data
+    read_audited: bool = False  # its read's events committed in the read's own transaction
 
     def begin(self, interaction: str, res_type: str | None, query: str | None = None) -> None:
         """Name the interaction (before anything can fail, so failures are logged too)."""
@@ -250,8 +251,10 @@ class AuditScope:
         self.touched.append(touched(result))
 
     def rows(self, rows: Sequence[StoredVersion]) -> None:
-        """Stored versions returned (search, history)."""
-        self.touched.extend(self._touched(rows))
+        """Stored versions returned (search, history); nothing when the read's own transaction
+        already audited them (:attr:`in_read_transaction`)."""
+        if not self.read_audited:
+            self.touched.extend(self._touched(rows))
 
     def _touched(self, rows: Sequence[StoredVersion]) -> list[Touched]:
         compartment = self.fhir.compartment
@@ -282,7 +285,7 @@ class AuditScope:
         return hook
 
     def _mark_read_audited(self) -> None:
-        self.committed = True
+        self.committed = self.read_audited = True
         self.touched = []
 
     @property

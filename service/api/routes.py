@@ -142,8 +142,7 @@ async def lastn(
         permit=partial(policy.require, who, interaction="search"),
         within=audit.in_read_transaction,
     )
-    if not audit.committed:  # its events were not written in the read's transaction
-        audit.rows(rows)
+    audit.rows(rows)
     entries = [search_entry(base, r, "match") for r in rows]
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
@@ -184,8 +183,7 @@ async def search(
             within=audit.in_read_transaction,
         )
     )
-    if not audit.committed:  # its events were not written in the search's transaction
-        audit.rows(result.matches + result.included)
+    audit.rows(result.matches + result.included)
     return _searchset(base, res_type, result)
 
 
@@ -212,8 +210,7 @@ async def search_post(
             within=audit.in_read_transaction,
         )
     )
-    if not audit.committed:
-        audit.rows(result.matches + result.included)
+    audit.rows(result.matches + result.included)
     return _searchset(base, res_type, result)
 
 

@@ -7,6 +7,7 @@ A version is visible to a caller confined to patient compartments when it lies i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -240,6 +241,10 @@ class Reads:
             strict=strict,
         )
 
+    def _transaction(self, within: ReadHook | None) -> AbstractContextManager[Connection]:
+        """A read transaction, or a write one when ``within`` writes as the read reads."""
+        return self.db.read() if within is None else self.db.write()
+
     def search(
         self,
         res_type: str,
@@ -266,7 +271,7 @@ class Reads:
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
-        with self.db.read() if within is None else self.db.write() as conn:
+        with self._transaction(within) as conn:
             page = search_sql.search(conn, search_sql.resolve_links(conn, query))
             if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):
                 page.rows = [r for r in page.rows if self.visible(patient_ids, r)]
@@ -320,7 +325,7 @@ class Reads:
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
-        with self.db.read() if within is None else self.db.write() as conn:
+        with self._transaction(within) as conn:
             rows = search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n)
             rows = [r for r in rows if self.visible(patient_ids, r)]
             if within is not None:

@@ -244,7 +244,6 @@ class _TokenRowsShape:
     with the values (:func:`_token_rows_plan`) as parameters.
     """
 
-    table: str  # "sp_token", or the alias $lastn ranks
     patients: int  # the patients it is confined to
     codes: tuple[tuple[bool, str], ...]  # per token value: has a code, system "any"/"none"/"one"
     restrictions: tuple[int, ...]  # the sizes of further patient restrictions
@@ -252,7 +251,7 @@ class _TokenRowsShape:
 
 
 def _token_rows_plan(
-    q: SearchQuery, table: Any, param: str, driving: TokenCriterion | None
+    q: SearchQuery, param: str, driving: TokenCriterion | None
 ) -> tuple[_TokenRowsShape, dict[str, Any]] | None:
     """``q`` as a search of the token rows of ``param`` alone, as a shape and its values: a
     patient's search by one token criterion (``driving``), dates and nothing else; None for
@@ -289,7 +288,6 @@ def _token_rows_plan(
             values.update({f"d{k}_{j}_low": v.low, f"d{k}_{j}_high": v.high})
             values[f"d{k}_{j}_slack"] = v.slack
     shape = _TokenRowsShape(
-        table.name,
         len(patients),
         tuple(codes),
         tuple(len(r) for r in restrictions),
@@ -303,10 +301,12 @@ def _date_bound(name: str) -> BindParameter[int]:
 
 
 @functools.lru_cache(maxsize=256)
-def _token_rows_conditions(shape: _TokenRowsShape) -> tuple[ColumnElement[bool], ...]:
-    """The conditions of a :class:`_TokenRowsShape`, on bind parameters named as the values of
-    :func:`_token_rows_plan`."""
-    T = (_LASTN_CODE if shape.table == _LASTN_CODE.name else sp_token).c
+def _token_rows_conditions(
+    shape: _TokenRowsShape, table: Any = sp_token
+) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of a :class:`_TokenRowsShape` on ``table`` (the token rows or an alias),
+    on bind parameters named as the values of :func:`_token_rows_plan`."""
+    T = table.c
     patients: list[BindParameter[str]] = [
         bindparam(f"patient{i}") for i in range(shape.patients)
     ]
@@ -374,7 +374,7 @@ def search(conn: Connection, q: SearchQuery) -> SearchPage:
     driving = _one_value_token(q)
     plan = None
     if driving is not None and q.sort[0] in ("date", "rid"):
-        plan = _token_rows_plan(q, sp_token, driving.param, driving)
+        plan = _token_rows_plan(q, driving.param, driving)
     if plan is not None:
         return _search_token_rows(conn, q, *plan)
     where = where_clause(q)
@@ -513,11 +513,11 @@ def lastn(conn: Connection, q: SearchQuery, max_per_code: int) -> list[StoredVer
     codes = [c for c in q.criteria if isinstance(c, TokenCriterion) and c.param == "code"]
     plan = None
     if len(codes) <= 1 and not any(c.negate for c in codes):
-        plan = _token_rows_plan(q, code, "code", codes[0] if codes else None)
+        plan = _token_rows_plan(q, "code", codes[0] if codes else None)
     source: Any = code
     params: dict[str, Any] = {}
     if plan is not None:
-        conds: Sequence[ColumnElement[bool]] = _token_rows_conditions(plan[0])
+        conds: Sequence[ColumnElement[bool]] = _token_rows_conditions(plan[0], code)
         params = plan[1]
     else:
         source = code.join(resources, code.c.rid == R.rid)

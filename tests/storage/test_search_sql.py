@@ -293,7 +293,7 @@ def test_statements_built_once_per_shape_find_what_the_general_search_finds(
         "Observation", criteria, sort=sort, count=1, total=True, patient_ids=patient_ids
     )
     general = replace(query, criteria=[*criteria, replace(token)])
-    assert search_sql._token_rows_plan(query, search_sql.sp_token, "code", token) is not None
+    assert search_sql._token_rows_plan(query, "code", token) is not None
     assert search_sql._one_value_token(general) is None  # not the token rows' path
     found, total = _pages(stored, query)
     assert (found, total) == _pages(stored, general)
