@@ -126,3 +126,64 @@ def test_the_identifier_lookup_probes_the_index_per_value(pg_database: Database)
     # Whatever the statistics say, never a filter over all identifier rows.
     assert "code = c.code" in plan and "ANY" not in plan, plan
     assert found == {("urn:test:id", "id0"): {"r0"}}
+
+
+def _bare(res_id: str, **index: Any) -> NewVersion:
+    """A version with only the index values given (the one-version statement leaves out the
+    parts a version has no rows for)."""
+    content = orjson.dumps({"resourceType": "Basic", "id": res_id}).decode()
+    return NewVersion("Basic", res_id, 1, 1_700_000_000_000_000, content, IndexValues(**index))
+
+
+def test_one_version_at_a_time_writes_the_rows_of_the_general_statement(
+    pg_database: Database, pg_database_url: str
+) -> None:
+    versions = [
+        *_versions(8),
+        _bare("nothing-indexed"),
+        _bare("tokens-only", tokens=[("code", None, "x")]),
+        _bare("references-only", patient_id="p1", references=[("subject", "Patient", "p1")]),
+    ]
+    with pg_database.write() as conn:
+        rids, missing = pg_bulk.insert_resources(conn, versions, {})
+    assert (len(rids), missing) == (len(versions), set())
+    together = _rows(pg_database)
+    _truncate(pg_database_url)
+
+    one_by_one = []
+    with pg_database.write() as conn:
+        for version in versions:
+            rids, missing = pg_bulk.insert_resources(conn, [version], {})
+            assert (len(rids), missing) == (1, set())
+            one_by_one += rids
+    assert one_by_one == sorted(one_by_one)
+    alone = _rows(pg_database)
+
+    assert all(alone[name] for name in alone), "every table has rows"
+    assert alone == together
+
+
+def test_one_version_reports_the_references_that_do_not_resolve(pg_database: Database) -> None:
+    with pg_database.write() as conn:
+        pg_bulk.insert_resources(conn, _versions(1), {})
+    required = {"Observation": {"r0", "gone"}, "Patient": {"nobody"}}
+    with pg_database.write() as conn:
+        rids, missing = pg_bulk.insert_resources(conn, [_bare("b1")], required)
+        assert missing == {("Observation", "gone"), ("Patient", "nobody")}
+        rids, missing = pg_bulk.insert_resources(conn, [_bare("b2")], {"Observation": {"r0"}})
+        assert (len(rids), missing) == (1, set())
+
+
+def test_large_resources_are_compressed_with_lz4(pg_database: Database) -> None:
+    big = _bare("big")
+    content = {"resourceType": "Basic", "id": "big", "text": {"div": "<div>" + "ab" * 4000}}
+    big.content = orjson.dumps(content).decode()
+    with pg_database.write() as conn:
+        pg_bulk.insert_resources(conn, [big], {})
+        lz4_built = conn.exec_driver_sql(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).scalar()
+        method = conn.exec_driver_sql(
+            "SELECT pg_column_compression(content) FROM resources WHERE res_id = 'big'"
+        ).scalar()
+    assert method == ("lz4" if lz4_built else "pglz")
