@@ -247,8 +247,10 @@ class AuditScope:
         self.record = AccessRecord(interaction, res_type, query)
 
     def result(self, result: VersionResult) -> None:
-        """A version read (audited when the request ends)."""
-        self.touched.append(touched(result))
+        """A version read (audited when the request ends); nothing when the read's own
+        transaction already audited it (:attr:`in_read_transaction`)."""
+        if not self.read_audited:
+            self.touched.append(touched(result))
 
     def rows(self, rows: Sequence[StoredVersion]) -> None:
         """Stored versions returned (search, history); nothing when the read's own transaction
@@ -265,11 +267,11 @@ class AuditScope:
         """The hook that writes this request's event, naming the versions read, into the read's
         own transaction; once that commits, the request counts as audited (None: no audit).
 
-        One transaction, one commit and one thread hand-off for a search and its audit, where
-        the group commit costs a transaction and a hand-off of their own (in-server: ~0.5 ms of
-        worker CPU and ~2 ms of latency a search). Not on SQLite, whose write transactions
-        exclude each other: searches would queue behind one another; there the events are
-        group-committed when the request ends.
+        One transaction, one commit and one thread hand-off for a read (a search, a read by id
+        or version, a history) and its audit, where the group commit costs a transaction and a
+        hand-off of their own (in-server: ~0.5 ms of worker CPU and ~2 ms of latency a search).
+        Not on SQLite, whose write transactions exclude each other: reads would queue behind one
+        another; there the events are group-committed when the request ends.
         """
         if self.log is None or self.actor is None or self.record is None:
             return None

@@ -281,7 +281,13 @@ async def type_history(
     since, count = _history_params(request)
     versions = await run_in_threadpool(
         partial(
-            state.fhir.history, res_type, None, since=since, count=count, patient_ids=patient_ids
+            state.fhir.history,
+            res_type,
+            None,
+            since=since,
+            count=count,
+            patient_ids=patient_ids,
+            within=audit.in_read_transaction,
         )
     )
     audit.rows(versions)
@@ -303,7 +309,13 @@ async def read(
         return FhirResponse(found)
     patient_ids = allow(state, who, audit, res_type, "read")
     result = await run_in_threadpool(
-        partial(state.fhir.read, res_type, res_id, patient_ids=patient_ids)
+        partial(
+            state.fhir.read,
+            res_type,
+            res_id,
+            patient_ids=patient_ids,
+            within=audit.in_read_transaction,
+        )
     )
     audit.result(result)
     return resource_response(result, base)
@@ -490,6 +502,7 @@ async def instance_history(
             since=since,
             count=count,
             patient_ids=patient_ids,
+            within=audit.in_read_transaction,
         )
     )
     audit.rows(versions)
@@ -507,7 +520,14 @@ async def vread(
     state, base, who, audit = ctx.state, ctx.base, ctx.principal, ctx.audit
     patient_ids = allow(state, who, audit, res_type, "vread")
     result = await run_in_threadpool(
-        partial(state.fhir.vread, res_type, res_id, version, patient_ids=patient_ids)
+        partial(
+            state.fhir.vread,
+            res_type,
+            res_id,
+            version,
+            patient_ids=patient_ids,
+            within=audit.in_read_transaction,
+        )
     )
     audit.result(result)
     return resource_response(result, base)

@@ -160,16 +160,24 @@ class Reads:
         return list(params)
 
     def read(
-        self, res_type: str, res_id: str, *, patient_ids: tuple[str, ...] | None = None
+        self,
+        res_type: str,
+        res_id: str,
+        *,
+        patient_ids: tuple[str, ...] | None = None,
+        within: ReadHook | None = None,
     ) -> VersionResult:
         """The current version; 404 if it never existed, 410 if deleted.
 
         Outside ``patient_ids`` (also when deleted) the answer is the never-existed 404.
+        ``within`` is called with the version found, in the read's transaction (as for
+        :meth:`search`), when the read succeeds.
         """
         self.resource_type(res_type)
-        with self.db.read() as conn:
+        with self._transaction(within) as conn:
             current = repo.fetch_current(conn, res_type, res_id)
-        if current is None or not self.visible(patient_ids, current):
+            shown = self._shown(conn, within, current, patient_ids)
+        if current is None or not shown:
             raise FhirError.not_found(f"{res_type}/{res_id} is not known")
         if current.deleted:
             raise FhirError.gone(
@@ -184,15 +192,18 @@ class Reads:
         version: str,
         *,
         patient_ids: tuple[str, ...] | None = None,
+        within: ReadHook | None = None,
     ) -> VersionResult:
-        """A specific version; 404 if unknown (or outside ``patient_ids``), 410 if a deletion."""
+        """A specific version; 404 if unknown (or outside ``patient_ids``), 410 if a deletion
+        (``within`` as for :meth:`read`)."""
         self.resource_type(res_type)
         number = parse_unsigned(version, maximum=MAX_VERSION)
         if number is None:
             raise FhirError.not_found(f"Version '{version}' is not known")
-        with self.db.read() as conn:
+        with self._transaction(within) as conn:
             stored = repo.fetch_version(conn, res_type, res_id, number)
-        if stored is None or not self.visible(patient_ids, stored):
+            shown = self._shown(conn, within, stored, patient_ids)
+        if stored is None or not shown:
             raise FhirError.not_found(f"{res_type}/{res_id}/_history/{version} is not known")
         if stored.deleted:
             raise FhirError.gone(f"Version {version} is a deletion")
@@ -206,21 +217,25 @@ class Reads:
         since: int | None = None,
         count: int | None = None,
         patient_ids: tuple[str, ...] | None = None,
+        within: ReadHook | None = None,
     ) -> list[StoredVersion]:
         """Versions newest first: of one resource, or of every resource of the type.
 
         With ``patient_ids`` only versions inside those compartments are returned (no delete
-        markers); an instance with none of them answers the never-existed 404.
+        markers); an instance with none of them answers the never-existed 404. ``within`` is
+        called with the versions returned, in the read's transaction, unless that is the 404.
         """
         self.resource_type(res_type)
         limit = min(count or self.settings.default_page_size, self.settings.max_page_size)
-        with self.db.read() as conn:
+        with self._transaction(within) as conn:
             if res_id is None:
                 versions = repo.type_history(conn, res_type, since=since, count=limit)
             else:
                 versions = repo.instance_history(conn, res_type, res_id, since=since, count=limit)
-        if patient_ids is not None:
-            versions = [v for v in versions if self.visible(patient_ids, v)]
+            if patient_ids is not None:
+                versions = [v for v in versions if self.visible(patient_ids, v)]
+            if within is not None and (versions or res_id is None):
+                within(conn, versions)
         if res_id is None:
             return versions
         if not versions:
@@ -240,6 +255,21 @@ class Reads:
             max_count=self.settings.max_page_size,
             strict=strict,
         )
+
+    def _shown(
+        self,
+        conn: Connection,
+        within: ReadHook | None,
+        stored: StoredVersion | None,
+        patient_ids: tuple[str, ...] | None,
+    ) -> bool:
+        """True when ``stored`` exists and lies inside ``patient_ids``; then, unless it is a
+        deletion (the read answers 410), ``within`` is called with it."""
+        if stored is None or not self.visible(patient_ids, stored):
+            return False
+        if within is not None and not stored.deleted:
+            within(conn, [stored])
+        return True
 
     def _transaction(self, within: ReadHook | None) -> AbstractContextManager[Connection]:
         """A read transaction, or a write one when ``within`` writes as the read reads."""

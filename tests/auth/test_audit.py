@@ -3,8 +3,10 @@ access to the log itself; append-only; a patient sees only the events about them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
@@ -85,6 +87,52 @@ def test_patient_sees_who_looked_at_their_data(
     assert any(ehr.client_id in str(e) for e in mine)  # the EHR's read is visible
 
 
+@dataclass
+class Observed:
+    """A request by a backend service, and the transactions it committed that read or wrote
+    resources (not, say, a background sweep's): whether each was a write, and its SQL."""
+
+    client_id: str
+    answer: Any
+    transactions: list[tuple[bool, list[str]]]
+    on_postgresql: bool
+
+
+def _observed_get(oauth_client: TestClient, oauth_db: Any, path: str) -> Observed:
+    """GET ``/fhir/{path}`` as a backend service allowed to read Observations."""
+    client = make_backend(oauth_db, "system/Observation.rs")
+    token = backend_token(oauth_client, client, "system/Observation.rs").json()["access_token"]
+    engine = oauth_client.app.state.telemon.fhir.db.engine  # type: ignore[attr-defined]
+    open_transactions: dict[int, list[str]] = {}
+    finished: list[tuple[bool, list[str]]] = []
+
+    def statement(conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        open_transactions.setdefault(id(conn.connection.dbapi_connection), []).append(sql)
+
+    def ended(conn: Any) -> None:
+        done = open_transactions.pop(id(conn.connection.dbapi_connection), [])
+        if any("resources" in sql for sql in done):
+            finished.append((bool(conn.info.get("telemon_write")), done))
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(engine, "commit", ended)
+    try:
+        answer = oauth_client.get("/fhir/" + path, headers={"Authorization": f"Bearer {token}"})
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", statement)
+        sqlalchemy.event.remove(engine, "commit", ended)
+    return Observed(client.client_id, answer, finished, engine.dialect.name == "postgresql")
+
+
+def _stored_events(oauth_db: Any) -> list[str]:
+    """The JSON of every stored AuditEvent."""
+    with oauth_db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT content FROM resources WHERE res_type = 'AuditEvent'"
+        ).all()
+    return [row[0] for row in rows]
+
+
 @pytest.mark.parametrize(
     "search", ["Observation?patient={}&code=29463-7", "Observation/$lastn?patient={}"]
 )
@@ -95,40 +143,69 @@ def test_a_search_and_its_audit_event_share_one_transaction_on_postgresql(
     own transaction (one transaction, one commit). SQLite, whose write transactions exclude
     each other: the search reads in a transaction of its own and its event is group-committed
     after it."""
-    client = make_backend(oauth_db, "system/Observation.rs")
-    token = backend_token(oauth_client, client, "system/Observation.rs").json()["access_token"]
-    engine = oauth_client.app.state.telemon.fhir.db.engine  # type: ignore[attr-defined]
-    transactions: dict[int, list[str]] = {}
-
-    def statement(conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        transactions.setdefault(id(conn.connection.dbapi_connection), []).append(sql)
-
-    def ended(conn: Any) -> None:
-        done = transactions.pop(id(conn.connection.dbapi_connection), [])
-        finished.append((bool(conn.info.get("telemon_write")), done))
-
-    finished: list[tuple[bool, list[str]]] = []
-    sqlalchemy.event.listen(engine, "before_cursor_execute", statement)
-    sqlalchemy.event.listen(engine, "commit", ended)
-    try:
-        found = oauth_client.get(
-            "/fhir/" + search.format(world.a),
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", statement)
-        sqlalchemy.event.remove(engine, "commit", ended)
+    seen = _observed_get(oauth_client, oauth_db, search.format(world.a))
+    found = seen.answer
     assert found.status_code == 200 and found.json()["entry"]
-    searched = [w for w, sql in finished if any("FROM sp_token" in s for s in sql)]
-    writes = [sql for w, sql in finished if w]
+    searched = [w for w, sql in seen.transactions if any("FROM sp_token" in s for s in sql)]
+    writes = [sql for w, sql in seen.transactions if w]
     assert len(searched) == 1 and len(writes) == 1  # the search; one write transaction
     # PostgreSQL: the search's transaction is the write; SQLite: a write of its own after it
-    assert searched == [engine.dialect.name == "postgresql"]
-    with oauth_db.read() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT content FROM resources WHERE res_type = 'AuditEvent'"
-        ).all()
+    assert searched == [seen.on_postgresql]
     query = '"description":"Observation"'  # the event's query entity
-    named = [r[0] for r in rows if client.client_id in r[0] and query in r[0]]
+    named = [e for e in _stored_events(oauth_db) if seen.client_id in e and query in e]
     assert len(named) == 1
     assert all(f"Observation/{e['resource']['id']}" in named[0] for e in found.json()["entry"])
+
+
+@pytest.mark.parametrize(
+    ("path", "interaction", "versions"),
+    [
+        ("Observation/{}", "read", [2]),
+        ("Observation/{}/_history/1", "vread", [1]),
+        ("Observation/{}/_history", "history-instance", [2, 1]),
+        ("Observation/_history", "history-type", [2, 1]),
+    ],
+)
+def test_a_read_and_its_audit_event_share_one_transaction_on_postgresql(
+    oauth_client: TestClient,
+    oauth_db: Any,
+    world: World,
+    path: str,
+    interaction: str,
+    versions: list[int],
+) -> None:
+    """PostgreSQL: a read by id, by version and a history write their AuditEvent in the
+    read's own transaction, as a search does; SQLite: a read transaction, then the event's
+    group-committed write."""
+    seen = _observed_get(oauth_client, oauth_db, path.format(world.obs_a))
+    assert seen.answer.status_code == 200
+    read = [w for w, sql in seen.transactions if any(s.lstrip().startswith("SELECT") for s in sql)]
+    writes = [sql for w, sql in seen.transactions if w]
+    assert len(read) == 1 and len(writes) == 1  # the read; one write transaction
+    assert read == [seen.on_postgresql]
+    events = [orjson.loads(e) for e in _stored_events(oauth_db) if seen.client_id in e]
+    events = [e for e in events if e["subtype"][0]["code"] == interaction]
+    # one event per patient concerned: patient A's (the type's history also has B's)
+    events = [e for e in events if f'"Patient/{world.a}"' in orjson.dumps(e).decode()]
+    assert len(events) == 1
+    named = {e["what"]["reference"] for e in events[0]["entity"] if "what" in e}
+    assert {f"Observation/{world.obs_a}/_history/{v}" for v in versions} <= named
+
+
+def test_a_read_outside_the_patient_is_audited_as_a_failure_naming_nothing_it_hid(
+    oauth_client: TestClient, oauth_db: Any, world: World, pgo: tuple[str, str]
+) -> None:
+    """A read of a resource outside the token's patient answers the never-existed 404 and is
+    audited as a failure; the hidden resource is not named (nor audited as read)."""
+    token = pgo_token(oauth_client, pgo, BSN_A, scope="patient/Observation.rs")
+    answer = oauth_client.get(
+        f"/fhir/Observation/{world.obs_b}",
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+    )
+    assert answer.status_code == 404
+    failures = [orjson.loads(e) for e in _stored_events(oauth_db) if '"outcome":"4"' in e]
+    reads = [e for e in failures if e["subtype"][0]["code"] == "read"]
+    assert len(reads) == 1
+    named = [e["what"] for e in reads[0].get("entity", []) if "what" in e]
+    assert all(world.obs_b not in orjson.dumps(what).decode() for what in named)
+    assert f"Observation/{world.obs_b}" in reads[0]["outcomeDesc"]  # what was asked for
