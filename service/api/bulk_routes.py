@@ -65,6 +65,7 @@ async def patient_everything(patient_id: str, request: Request, ctx: Ctx) -> Fhi
             params,
             may_search=may_search,
             patient_ids=patient_ids,
+            within=audit.in_read_transaction,
         )
     )
     audit.rows(page.rows)

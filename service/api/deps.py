@@ -268,10 +268,11 @@ class AuditScope:
         own transaction; once that commits, the request counts as audited (None: no audit).
 
         One transaction, one commit and one thread hand-off for a read (a search, a read by id
-        or version, a history) and its audit, where the group commit costs a transaction and a
-        hand-off of their own (in-server: ~0.5 ms of worker CPU and ~2 ms of latency a search).
-        Not on SQLite, whose write transactions exclude each other: reads would queue behind one
-        another; there the events are group-committed when the request ends.
+        or version, a history, ``$everything``) and its audit, where the group commit costs a
+        transaction and a hand-off of their own (in-server: ~0.5 ms of worker CPU and ~2 ms of
+        latency a search). Not on SQLite, whose write transactions exclude each other: reads
+        would queue behind one another; there the events are group-committed when the request
+        ends.
         """
         if self.log is None or self.actor is None or self.record is None:
             return None

@@ -7,9 +7,10 @@ them through the ``patient`` compartment) but the API refuses to create, update 
 An access is audited atomically with it (NEN 7513): the events of a write go into the write's
 own transaction (:meth:`AuditTrail.write_in`, or :meth:`AuditTrail.versions` stored alongside
 a group-committed create), a read's on PostgreSQL (a search, a read by id or version, a
-history) into the read's own transaction (:meth:`AuditTrail.write_in` again), and those of
-other reads, a refusal or a failure are committed before the response is sent, many requests'
-events in one transaction (:meth:`AuditTrail.store_batch`, driven by the API's group commit).
+history, ``$everything``) into the read's own transaction (:meth:`AuditTrail.write_in`
+again), and those of other reads, a refusal or a failure are committed before the response is
+sent, many requests' events in one transaction (:meth:`AuditTrail.store_batch`, driven by the
+API's group commit).
 """
 
 from __future__ import annotations

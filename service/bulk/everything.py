@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from service.core.criteria import Cursor
 from service.core.dates import DateFormatError, parse_range
 from service.core.outcome import FhirError
+from service.fhir.reads import ReadHook
 from service.fhir.search import decode_cursor, encode_cursor
 from service.fhir.service import FhirService
 from service.storage import bulk_store
@@ -56,8 +57,11 @@ def everything(
     *,
     may_search: Callable[[str], bool],
     patient_ids: tuple[str, ...] | None,
+    within: ReadHook | None = None,
 ) -> EverythingPage:
-    """A page of the patient's record (404 outside ``patient_ids`` or unknown, 410 deleted)."""
+    """A page of the patient's record (404 outside ``patient_ids`` or unknown, 410 deleted);
+    ``within`` is called with the page's versions in the transaction that reads them (then a
+    write transaction, as for a search)."""
     fhir.read("Patient", patient_id, patient_ids=patient_ids)
     known = compartment_types(fhir)
     if params.get("_type"):
@@ -79,7 +83,7 @@ def everything(
     dated = [t.name for t in fhir.registry if t.primary_date and t.name != "Patient"]
     if not types or count == 0:
         return EverythingPage([], None)
-    with fhir.db.read() as conn:
+    with fhir.db.read() if within is None else fhir.db.write() as conn:
         rows, last = bulk_store.compartment_page(
             conn,
             patient_id,
@@ -91,6 +95,9 @@ def everything(
             after_rid=after,
             count=count,
         )
+        # granular scopes (service/fhir/confinement.py): what the token may not read is left out
+        shown = [r for r in rows if fhir.visible(patient_ids, r)]
+        if within is not None:
+            within(conn, shown)
     cursor = encode_cursor(Cursor(None, last)) if last is not None else None
-    # granular scopes (service/fhir/confinement.py): what the token may not read is left out
-    return EverythingPage([r for r in rows if fhir.visible(patient_ids, r)], cursor)
+    return EverythingPage(shown, cursor)

@@ -98,10 +98,12 @@ class Observed:
     on_postgresql: bool
 
 
-def _observed_get(oauth_client: TestClient, oauth_db: Any, path: str) -> Observed:
-    """GET ``/fhir/{path}`` as a backend service allowed to read Observations."""
-    client = make_backend(oauth_db, "system/Observation.rs")
-    token = backend_token(oauth_client, client, "system/Observation.rs").json()["access_token"]
+def _observed_get(
+    oauth_client: TestClient, oauth_db: Any, path: str, scope: str = "system/Observation.rs"
+) -> Observed:
+    """GET ``/fhir/{path}`` as a backend service granted ``scope``."""
+    client = make_backend(oauth_db, scope)
+    token = backend_token(oauth_client, client, scope).json()["access_token"]
     engine = oauth_client.app.state.telemon.fhir.db.engine  # type: ignore[attr-defined]
     open_transactions: dict[int, list[str]] = {}
     finished: list[tuple[bool, list[str]]] = []
@@ -190,6 +192,38 @@ def test_a_read_and_its_audit_event_share_one_transaction_on_postgresql(
     assert len(events) == 1
     named = {e["what"]["reference"] for e in events[0]["entity"] if "what" in e}
     assert {f"Observation/{world.obs_a}/_history/{v}" for v in versions} <= named
+
+
+def test_everything_writes_its_audit_event_in_the_transaction_that_reads_the_page(
+    oauth_client: TestClient, oauth_db: Any, world: World
+) -> None:
+    """``$everything``: on PostgreSQL the page is read in the one write transaction, which holds
+    the event naming what the page returned; on SQLite the event is written after it."""
+    seen = _observed_get(
+        oauth_client,
+        oauth_db,
+        f"Patient/{world.a}/$everything",
+        scope="system/Patient.rs system/Observation.rs system/Device.rs",
+    )
+    assert seen.answer.status_code == 200
+    returned = {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in seen.answer.json()["entry"]
+    }
+    assert f"Observation/{world.obs_a}" in returned
+    writes = [sql for w, sql in seen.transactions if w]
+    assert len(writes) == 1
+    reads_in_write = any(s.lstrip().startswith("SELECT") for s in writes[0])
+    assert reads_in_write == seen.on_postgresql
+    events = [orjson.loads(e) for e in _stored_events(oauth_db) if seen.client_id in e]
+    events = [e for e in events if e["subtype"][0]["code"] == "operation"]
+    assert len(events) == 1
+    named = {
+        e["what"]["reference"].split("/_history/")[0]
+        for e in events[0]["entity"]
+        if "reference" in e.get("what", {})
+    }
+    assert returned <= named
 
 
 def test_a_read_outside_the_patient_is_audited_as_a_failure_naming_nothing_it_hid(
