@@ -83,7 +83,7 @@ def everything(
     dated = [t.name for t in fhir.registry if t.primary_date and t.name != "Patient"]
     if not types or count == 0:
         return EverythingPage([], None)
-    with fhir.db.read() if within is None else fhir.db.write() as conn:
+    with fhir.transaction(within) as conn:
         rows, last = bulk_store.compartment_page(
             conn,
             patient_id,

@@ -174,7 +174,7 @@ class Reads:
         :meth:`search`), when the read succeeds.
         """
         self.resource_type(res_type)
-        with self._transaction(within) as conn:
+        with self.transaction(within) as conn:
             current = repo.fetch_current(conn, res_type, res_id)
             shown = self._shown(conn, within, current, patient_ids)
         if current is None or not shown:
@@ -200,7 +200,7 @@ class Reads:
         number = parse_unsigned(version, maximum=MAX_VERSION)
         if number is None:
             raise FhirError.not_found(f"Version '{version}' is not known")
-        with self._transaction(within) as conn:
+        with self.transaction(within) as conn:
             stored = repo.fetch_version(conn, res_type, res_id, number)
             shown = self._shown(conn, within, stored, patient_ids)
         if stored is None or not shown:
@@ -227,7 +227,7 @@ class Reads:
         """
         self.resource_type(res_type)
         limit = min(count or self.settings.default_page_size, self.settings.max_page_size)
-        with self._transaction(within) as conn:
+        with self.transaction(within) as conn:
             if res_id is None:
                 versions = repo.type_history(conn, res_type, since=since, count=limit)
             else:
@@ -271,8 +271,9 @@ class Reads:
             within(conn, [stored])
         return True
 
-    def _transaction(self, within: ReadHook | None) -> AbstractContextManager[Connection]:
-        """A read transaction, or a write one when ``within`` writes as the read reads."""
+    def transaction(self, within: ReadHook | None) -> AbstractContextManager[Connection]:
+        """A read transaction, or a write one when ``within`` writes as the read reads (for
+        every read that takes a :data:`ReadHook`, here or elsewhere)."""
         return self.db.read() if within is None else self.db.write()
 
     def search(
@@ -301,7 +302,7 @@ class Reads:
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
-        with self._transaction(within) as conn:
+        with self.transaction(within) as conn:
             page = search_sql.search(conn, search_sql.resolve_links(conn, query))
             if isinstance(patient_ids, Confinement) and patient_ids.filtered(res_type):
                 page.rows = [r for r in page.rows if self.visible(patient_ids, r)]
@@ -355,7 +356,7 @@ class Reads:
         query.patient_ids = patient_ids
         for linked in sorted(linked_types(query, self.registry)):
             permit(linked)
-        with self._transaction(within) as conn:
+        with self.transaction(within) as conn:
             rows = search_sql.lastn(conn, search_sql.resolve_links(conn, query), max_n)
             rows = [r for r in rows if self.visible(patient_ids, r)]
             if within is not None:

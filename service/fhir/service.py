@@ -57,6 +57,7 @@ class FhirService:
         self.compartment_of = self.reads.compartment_of
         self.compartment = self.reads.compartment
         self.visible = self.reads.visible
+        self.transaction = self.reads.transaction
         self.read = self.reads.read
         self.vread = self.reads.vread
         self.history = self.reads.history
